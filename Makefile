@@ -1,0 +1,30 @@
+# tuneserve: `make run` sets everything up and serves; `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8000
+export TUNESERVE_HOME ?= $(CURDIR)/var
+
+.PHONY: run test install lint typecheck bench-serve bench-train clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/tuneserve bootstrap
+	PORT=$(PORT) $(VENV)/bin/tuneserve serve
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy core models service trainer
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Torch-free settings and contracts shared by service, trainer and models."""

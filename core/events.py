@@ -1,0 +1,30 @@
+"""Names shared by every process that talks over Redis or Celery (sent by name, never imported)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+PROMOTIONS_CHANNEL = "tuneserve:promotions"
+
+# Celery task names: the service sends these by name; only trainer defines them.
+TASK_TRAIN = "tuneserve.train"
+TASK_SEARCH = "tuneserve.search"
+TASK_TRIAL = "tuneserve.trial"
+TASK_RECONCILE = "tuneserve.reconcile"
+
+
+def announce_promotion(redis_url: str | None, name: str, version: int) -> None:
+    """Tell every API process that ``name`` changed active version (best effort: they also poll)."""
+    if not redis_url:
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        client.publish(PROMOTIONS_CHANNEL, json.dumps({"model": name, "version": version}))
+        client.close()
+    except redis.RedisError as exc:
+        log.warning("could not announce promotion of %s v%d: %s (replicas will poll)", name, version, exc)

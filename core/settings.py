@@ -1,0 +1,80 @@
+"""One settings class for every process (API, worker, CLI), read from the environment.
+
+Variables are prefixed ``TUNESERVE_`` (``TUNESERVE_HOME``, ``TUNESERVE_BROKER_URL`` ...); ``PORT`` is
+also honoured for the HTTP port because that is what ``make run`` users expect.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNESERVE_", extra="ignore")
+
+    home: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "TUNESERVE_PORT"))
+
+    # Broker and job store. Unset broker URL = the embedded private Redis that `serve` starts.
+    broker_url: str | None = None
+    database_url: str | None = None
+
+    # Prediction limits.
+    max_image_pixels: int = 40_000_000
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_top_k: int = 1000
+    default_top_k: int = 5
+
+    # onnxruntime: "auto" picks CUDA when usable, else CPU; "cpu" forces the CPU provider.
+    device: str = "auto"
+    intra_op_threads: int = 0  # 0 = one per core
+    decode_threads: int = 0  # 0 = one per core
+    variant: str = "fp32"  # which ONNX variant to serve when a version has several (fp32, fp16, int8)
+
+    # Dynamic batching (0 = per-device default chosen by measurement).
+    max_batch_size: int = 0
+    max_delay_ms: float = -1.0
+    max_queue: int = 256
+
+    # Hot-swap: how often every API process re-reads the active pointers (pub/sub is only a hint).
+    refresh_interval_s: float = 2.0
+
+    # Datasets.
+    max_upload_bytes: int = 4 * 1024**3
+    max_archive_files: int = 200_000
+    max_uncompressed_bytes: int = 4 * 1024**3
+    max_compression_ratio: float = 200.0
+    min_image_side: int = 32
+    min_images_per_class: int = 5
+
+    # Jobs.
+    promotion_tolerance: float = 0.005
+    lease_seconds: float = 60.0
+    job_timeout_s: float = 6 * 3600.0
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for checkpoints, caches and temp uploads (same filesystem as home)."""
+        return self.home / "work"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'jobs.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

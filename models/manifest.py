@@ -1,0 +1,51 @@
+"""The manifest stored beside every model version: what a predictor needs to serve it correctly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+
+class Preprocessing(BaseModel):
+    """Eval-time transform: resize shorter side, center crop, scale to [0,1], normalise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_size: int = 224
+    resize: int = 256
+    crop: int = 224
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bicubic"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class Variant(BaseModel):
+    """An extra ONNX file of the same model (fp16 for CUDA, int8 for CPU) with its measured cost."""
+
+    file: str
+    sha256: str
+    accuracy_delta: float | None = None
+    top1_agreement: float | None = None
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: int = 0  # filled in by the registry when the version is written
+    labels: list[str]
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    backbone: str
+    source: dict[str, Any] = Field(default_factory=dict)  # lineage: base, dataset_id, spec, job_id
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    temperature: float = 1.0  # softmax temperature fitted on validation data (calibration)
+    sha256: str = ""
+    stage: Literal["registered", "candidate"] = "registered"
+    files: list[str] = Field(default_factory=list)  # report and other artefacts beside the model
+    variants: dict[str, Variant] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

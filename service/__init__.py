@@ -1,0 +1,1 @@
+"""The HTTP service: routes, onnxruntime predictor, batching, hot-swap. Never imports torch or trainer."""

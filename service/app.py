@@ -1,0 +1,67 @@
+"""``create_app()``: the FastAPI application, its lifespan and routers. No work at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from core.settings import Settings, get_settings
+from models import Registry
+from service.errors import install_error_handlers
+from service.limits import BodyLimitMiddleware
+from service.manager import ModelManager
+from service.notify import PromotionListener
+from service.routes import datasets, health, jobs, models
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        registry = Registry(settings.models_dir)
+        manager = ModelManager(registry, settings)
+        app.state.settings = settings
+        app.state.registry = registry
+        app.state.manager = manager
+        app.state.decode_pool = ThreadPoolExecutor(
+            max_workers=settings.decode_threads or (os.cpu_count() or 1), thread_name_prefix="decode"
+        )
+        listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
+        # (datasets / jobs resources are attached here)
+        # Load the active models off the event loop; /readyz says 503 until this is done.
+        loading = asyncio.get_running_loop().run_in_executor(None, manager.refresh)
+        manager.start()
+        if listener:
+            listener.start()
+        try:
+            yield
+        finally:
+            if listener:
+                listener.stop()
+            await loading
+            manager.stop()
+            app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+
+    def body_limit(path: str) -> int:
+        return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.include_router(health.router)
+    app.include_router(models.router, prefix="/v1/models", tags=["models"])
+    app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
+    app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])
+    return app
+

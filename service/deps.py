@@ -1,0 +1,34 @@
+"""FastAPI dependencies as ``Annotated`` aliases; the objects live on ``app.state`` (set in the lifespan)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from core.settings import Settings
+from models import Registry
+from service.manager import ModelManager
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def get_manager(request: Request) -> ModelManager:
+    return request.app.state.manager  # type: ignore[no-any-return]
+
+
+def get_decode_pool(request: Request) -> ThreadPoolExecutor:
+    return request.app.state.decode_pool  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+ManagerDep = Annotated[ModelManager, Depends(get_manager)]
+DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]

@@ -1,0 +1,71 @@
+"""Every error the API returns is JSON ``{"detail": "<what is wrong>"}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from core.images import ImageError
+from models import ModelNotFound, RegistryError, VersionNotFound
+from service.batching import QueueFull
+from service.manager import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400}
+
+
+class ApiError(Exception):
+    """Raised by routes and dependencies for a clean 4xx/5xx with a message."""
+
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers
+
+
+def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _json(exc.status_code, exc.detail, exc.headers)
+
+    @app.exception_handler(ImageError)
+    async def image_error(_: Request, exc: ImageError) -> JSONResponse:
+        return _json(IMAGE_STATUS.get(exc.kind, 400), str(exc))
+
+    @app.exception_handler(ModelNotFound)
+    @app.exception_handler(VersionNotFound)
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _json(404, str(exc))
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(_: Request, exc: RegistryError) -> JSONResponse:
+        return _json(400, str(exc))
+
+    @app.exception_handler(ModelUnavailable)
+    async def unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
+        return _json(503, str(exc), {"Retry-After": "2"})
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
+        return _json(503, str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _json(422, _validation_message(exc))

@@ -1,0 +1,189 @@
+"""Loaded models and hot-swap.
+
+Each model name maps to one :class:`LoadedModel` (its active version). A refresher thread re-reads
+the registry's active pointers every ``refresh_interval_s`` and whenever a promotion is announced
+on Redis; a changed pointer loads and warms the new session off the request path, then swaps one
+dict entry. Requests that already hold the old :class:`LoadedModel` finish on it; it is closed
+once the last of them is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from core.settings import Settings
+from models import Registry, RegistryError, VersionInfo
+from service.batching import Batcher, BatchSettings
+from service.engine import OnnxEngine
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """The model exists but no version of it is loaded (none active, or loading failed)."""
+
+
+@dataclass
+class LoadError:
+    version: int
+    error: str
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+class LoadedModel:
+    """An onnxruntime session for one version, with its batcher and reference count."""
+
+    def __init__(self, info: VersionInfo, settings: Settings) -> None:
+        self.info = info
+        self.name = info.manifest.name
+        self.version = info.version
+        self.labels = info.manifest.labels
+        self.preprocessing = info.manifest.preprocessing
+        self.temperature = info.manifest.temperature
+        variant = settings.variant if settings.variant in info.manifest.variants else "fp32"
+        self.variant = variant
+        self.engine = OnnxEngine(info.file(variant), settings)
+        self.engine.warm_up(self.preprocessing.crop)
+        self.batcher = Batcher(self.engine, BatchSettings.for_provider(self.engine.provider, settings))
+        self._users = 0
+        self._retired = False
+        self._lock = threading.Lock()
+
+    @property
+    def provider(self) -> str:
+        return self.engine.provider
+
+    def acquire(self) -> LoadedModel:
+        with self._lock:
+            self._users += 1
+        return self
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            close_now = self._retired and self._users == 0
+        if close_now:
+            self._close()
+
+    def retire(self) -> None:
+        """No new requests will come; close as soon as the in-flight ones are done."""
+        with self._lock:
+            self._retired = True
+            close_now = self._users == 0
+        if close_now:
+            self._close()
+
+    def _close(self) -> None:
+        self.batcher.stop()
+        self.engine.close()
+        log.info("released %s version %d", self.name, self.version)
+
+    async def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        """Logits for preprocessed images, through the dynamic batcher."""
+        return await self.batcher.submit(images)
+
+
+class ModelManager:
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._models: dict[str, LoadedModel] = {}
+        self.errors: dict[str, LoadError] = {}
+        self._swap_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.swaps = 0
+
+    # --------------------------------------------------------------- lookups
+    def get(self, name: str) -> LoadedModel:
+        """The loaded model, acquired: the caller must ``release()`` it."""
+        loaded = self._models.get(name)
+        if loaded is None:
+            self.registry.get(name)  # raises ModelNotFound / VersionNotFound with a clear message
+            raise ModelUnavailable(f"model {name!r} is not loaded yet")
+        return loaded.acquire()
+
+    def loaded(self) -> dict[str, LoadedModel]:
+        return dict(self._models)
+
+    def ready(self) -> bool:
+        """True when every model with an active version has that version loaded (or failed)."""
+        for name in self.registry.model_names():
+            active = self.registry.active_version(name)
+            if active is None:
+                continue
+            loaded = self._models.get(name)
+            if loaded is None or (loaded.version != active and name not in self.errors):
+                return False
+        return True
+
+    # --------------------------------------------------------------- refreshing
+    def refresh(self) -> None:
+        """Bring every loaded model in line with the registry's active pointers."""
+        with self._swap_lock:
+            for name in self.registry.model_names():
+                self._refresh_one(name)
+            for name in set(self._models) - set(self.registry.model_names()):
+                self._models.pop(name).retire()
+
+    def _refresh_one(self, name: str) -> None:
+        active = self.registry.active_version(name)
+        current = self._models.get(name)
+        if active is None or (current is not None and current.version == active):
+            return
+        failed = self.errors.get(name)
+        if failed is not None and failed.version == active:
+            return  # already failed on this version; don't retry in a tight loop
+        try:
+            started = time.perf_counter()
+            info = self.registry.get(name, active)
+            new = LoadedModel(info, self.settings)
+        except (RegistryError, Exception) as exc:  # noqa: BLE001 - any load failure keeps the old one
+            log.error("could not load %s version %s: %s; keeping the old one", name, active, exc)
+            self.errors[name] = LoadError(version=active, error=str(exc))
+            return
+        self._models[name] = new  # the swap: one reference
+        self.errors.pop(name, None)
+        self.swaps += 1
+        log.info(
+            "serving %s version %d on %s (loaded in %.2fs)",
+            name, new.version, new.provider, time.perf_counter() - started,
+        )
+        if current is not None:
+            current.retire()
+
+    def wake(self) -> None:
+        """Ask the refresher to look now (a promotion was announced)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="model-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._swap_lock:
+            for loaded in self._models.values():
+                loaded.retire()
+            self._models.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.refresh_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the refresher must survive a bad registry read
+                log.exception("model refresh failed")

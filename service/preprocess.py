@@ -1,0 +1,71 @@
+"""Numpy/PIL twin of torchvision's eval transform (Resize shorter side, CenterCrop, Normalize).
+
+Kept byte-for-byte compatible with what the trainer feeds the network: the same PIL resize call and
+the same crop arithmetic as torchvision; ``tests/service/test_preprocess.py`` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.images import Source, open_image, to_rgb
+from models.manifest import Preprocessing
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+# JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale, much faster for big photos. We only let it
+# shrink to DRAFT_MARGIN x the resize target so the final bicubic resize still sees enough detail
+# to match a full decode.
+DRAFT_MARGIN = 2
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """torchvision's Resize(int): shorter side to ``size``, longer side scaled and truncated."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, int]:
+    top = int(round((height - crop) / 2.0))
+    left = int(round((width - crop) / 2.0))
+    return left, top, left + crop, top + crop
+
+
+def decode(source: Source | Path, pre: Preprocessing, max_pixels: int, use_draft: bool = True) -> Image.Image:
+    """Decode to RGB, resized and center-cropped to ``pre.crop`` (still uint8)."""
+    img = open_image(source, max_pixels)
+    if use_draft and img.format == "JPEG":
+        target = pre.resize * DRAFT_MARGIN
+        img.draft("RGB", (target, target))
+    rgb = to_rgb(img)
+    new_w, new_h = resized_size(rgb.width, rgb.height, pre.resize)
+    if (new_w, new_h) != rgb.size:
+        rgb = rgb.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
+    if pre.crop > min(new_w, new_h):  # torchvision pads in this case; we keep it simple and exact
+        rgb = rgb.resize((max(new_w, pre.crop), max(new_h, pre.crop)), _RESAMPLE[pre.interpolation])
+    return rgb.crop(center_crop_box(rgb.width, rgb.height, pre.crop))
+
+
+def normalise_into(img: Image.Image, pre: Preprocessing, out: np.ndarray) -> None:
+    """Write the CHW float32 tensor of ``img`` into ``out`` (a slot of a batch buffer, no extra copy)."""
+    hwc = np.asarray(img, dtype=np.uint8)
+    scale = 1.0 / (255.0 * np.asarray(pre.std, dtype=np.float32))
+    shift = np.asarray(pre.mean, dtype=np.float32) / np.asarray(pre.std, dtype=np.float32)
+    for channel in range(3):
+        np.multiply(hwc[:, :, channel], scale[channel], out=out[channel], casting="unsafe")
+        out[channel] -= shift[channel]
+
+
+def preprocess(source: Source | Path, pre: Preprocessing, max_pixels: int, use_draft: bool = True) -> np.ndarray:
+    """One image to a (3, crop, crop) float32 array, normalised."""
+    img = decode(source, pre, max_pixels, use_draft)
+    out = np.empty((3, pre.crop, pre.crop), dtype=np.float32)
+    normalise_into(img, pre, out)
+    return out

@@ -1,0 +1,150 @@
+"""Model routes: list, describe, predict, activate (promotion and rollback)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from core.images import ImageError
+from models import VersionInfo
+from models.manifest import Preprocessing
+from service.deps import DecodePoolDep, ManagerDep, RegistryDep, SettingsDep
+from service.engine import softmax, top_k
+from service.errors import ApiError
+from service.preprocess import preprocess
+
+router = APIRouter()
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    probability: float
+
+
+class ImageResult(BaseModel):
+    predictions: list[Prediction]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    results: list[ImageResult]
+
+
+def version_view(info: VersionInfo) -> dict[str, Any]:
+    m = info.manifest
+    return {
+        "version": m.version, "status": info.status, "created_at": m.created_at,
+        "metrics": m.metrics, "source": m.source, "backbone": m.backbone,
+        "variants": sorted(["fp32", *m.variants]), "files": m.files,
+    }
+
+
+def model_view(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
+    versions = registry.versions(name)
+    active = registry.active_version(name)
+    loaded = manager.loaded().get(name)
+    labels = next((v.manifest.labels for v in versions if v.version == active), versions[-1].manifest.labels
+                  if versions else [])
+    error = manager.errors.get(name)
+    return {
+        "name": name,
+        "active_version": active,
+        "serving_version": loaded.version if loaded else None,
+        "provider": loaded.provider if loaded else None,
+        "labels": labels,
+        "versions": [version_view(v) for v in versions],
+        "load_error": None if error is None else {"version": error.version, "error": error.error, "at": error.at},
+    }
+
+
+@router.get("")
+def list_models(registry: RegistryDep) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "active_version": registry.active_version(name),
+         "versions": [v.version for v in registry.versions(name)]}
+        for name in registry.model_names()
+    ]
+
+
+@router.get("/{name}")
+def get_model(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
+    return model_view(name, registry, manager)
+
+
+@router.post("/{name}/versions/{version}/activate")
+def activate(name: str, version: int, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
+    registry.activate(name, version)
+    from core.events import announce_promotion  # local: keeps redis import off the hot path
+
+    announce_promotion(manager.settings.broker_url, name, version)
+    manager.wake()
+    return model_view(name, registry, manager)
+
+
+async def read_images(request: Request) -> list[bytes]:
+    """Image payloads from multipart fields named ``file`` or from a raw ``image/*`` body."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=256)
+        files = [f for f in form.getlist("file") if not isinstance(f, str)]
+        if not files:
+            raise ApiError(422, "no image: send one or more multipart fields named 'file'")
+        return [await f.read() for f in files]  # type: ignore[union-attr]
+    body = await request.body()
+    if not body:
+        raise ApiError(422, "no image: send multipart field 'file' or a raw image/* body")
+    if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
+        raise ApiError(415, f"unsupported content type {ctype!r}: send image/* or multipart/form-data")
+    return [body]
+
+
+async def decode_all(
+    payloads: list[bytes], pre: Preprocessing, max_pixels: int, pool: ThreadPoolExecutor
+) -> list[np.ndarray]:
+    loop = asyncio.get_running_loop()
+    jobs = [loop.run_in_executor(pool, preprocess, data, pre, max_pixels) for data in payloads]
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for i, res in enumerate(results):
+        if isinstance(res, ImageError):
+            prefix = f"image {i + 1} of {len(payloads)}: " if len(payloads) > 1 else ""
+            raise ImageError(res.kind, prefix + str(res))
+        if isinstance(res, BaseException):
+            raise res
+    return results  # type: ignore[return-value]
+
+
+@router.post("/{name}/predict", response_model=PredictResponse)
+async def predict(
+    name: str,
+    request: Request,
+    manager: ManagerDep,
+    pool: DecodePoolDep,
+    settings: SettingsDep,
+    top_k_: Annotated[int, Query(alias="top_k", ge=1, le=1000)] = 5,
+) -> PredictResponse:
+    loaded = manager.get(name)  # 404 for an unknown model, before reading the body
+    try:
+        if top_k_ > len(loaded.labels):
+            raise ApiError(422, f"top_k must be between 1 and {len(loaded.labels)} (the number of labels)")
+        payloads = await read_images(request)
+        arrays = await decode_all(payloads, loaded.preprocessing, settings.max_image_pixels, pool)
+        logits = await loaded.predict(arrays)
+        version, labels, temperature = loaded.version, loaded.labels, loaded.temperature
+    finally:
+        loaded.release()
+    probs = softmax(logits, temperature)
+    return PredictResponse(
+        model=name,
+        version=version,
+        results=[
+            ImageResult(predictions=[Prediction(label=labels[i], index=i, probability=p) for i, p in row])
+            for row in top_k(probs, top_k_)
+        ],
+    )

