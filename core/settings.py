@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     promotion_tolerance: float = 0.005
     lease_seconds: float = 60.0
     job_timeout_s: float = 6 * 3600.0
+    job_max_attempts: int = 3  # a job whose worker was lost this many times is failed, not retried
+    task_queue: str = "tuneserve"  # Celery queue the API sends to and workers consume
 
     @property
     def models_dir(self) -> Path:

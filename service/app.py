@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from core.jobs import JobStore, reconcile_once
 from core.settings import Settings, get_settings
 from models import Registry
 from service.errors import install_error_handlers
@@ -20,6 +21,13 @@ from service.notify import PromotionListener
 from service.routes import datasets, health, jobs, models
 
 log = logging.getLogger(__name__)
+
+
+def reconcile_at_start(settings: Settings) -> None:
+    try:
+        reconcile_once(settings)
+    except Exception:  # noqa: BLE001 - the API serves predictions even if the job store is unwell
+        log.exception("job reconciliation at start failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,6 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         # (datasets / jobs resources are attached here)
+        job_store = JobStore(settings.resolved_database_url)
+        app.state.job_store = job_store
+        app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0
+        # Jobs whose worker died while no worker was up are re-queued (or failed) now, off the loop.
+        reconciling = asyncio.get_running_loop().run_in_executor(None, reconcile_at_start, settings)
         # Load the active models off the event loop; /readyz says 503 until this is done.
         loading = asyncio.get_running_loop().run_in_executor(None, manager.refresh)
         manager.start()
@@ -49,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if listener:
                 listener.stop()
             await loading
+            await reconciling
             manager.stop()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
 

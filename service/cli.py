@@ -1,15 +1,83 @@
-"""``tuneserve serve``: the API (and, by default, one worker and a private Redis)."""
+"""``tuneserve serve``: the API and, by default, one training worker and a private Redis.
+
+With ``TUNESERVE_BROKER_URL`` unset, ``serve`` reuses the embedded Redis another ``serve`` on the same
+home is running, or starts its own (and stops it on exit). The worker is a child process
+(``tuneserve worker``) that gets the broker URL through its environment; it is stopped when the
+API stops. SIGINT/SIGTERM stop uvicorn gracefully, then the worker, then Redis.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
 
 import uvicorn
 
-from core.settings import get_settings
+from core.embedded_redis import EmbeddedRedis, discover
+from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+WORKER_STOP_S = 20.0
+
+
+class WorkerProcess:
+    """The child ``tuneserve worker``, restarted (with a pause) if it dies while the API runs."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(target=self._keep_alive, name="worker-watch", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._watch.start()
+
+    def _spawn(self) -> None:
+        cmd = [sys.executable, "-m", "core.cli", "worker"]
+        self.process = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
+        log.info("training worker started (pid %d)", self.process.pid)
+
+    def _keep_alive(self) -> None:
+        while not self._stopping.wait(2.0):
+            proc = self.process
+            if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+                log.error("training worker exited with %s; restarting it in 5 s", proc.returncode)
+                if self._stopping.wait(5.0):
+                    return
+                self._spawn()  # its reconciler re-queues the job the dead one held
+
+    def stop(self) -> None:
+        """Warm shutdown first (the running job's lease then expires and it resumes on next start)."""
+        self._stopping.set()
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(WORKER_STOP_S)
+        except subprocess.TimeoutExpired:
+            log.warning("worker did not stop within %.0fs; killing it", WORKER_STOP_S)
+            proc.kill()
+            proc.wait(10)
+
+
+def resolve_broker(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """(broker URL, the embedded Redis we own or None)."""
+    if settings.broker_url:
+        return settings.broker_url, None
+    running = discover(settings.home)
+    if running:
+        log.info("using the embedded Redis already running for %s", settings.home)
+        return running, None
+    embedded = EmbeddedRedis(settings.home)
+    return embedded.start(), embedded
 
 
 def run(command: str, args: list[str]) -> int:
@@ -19,8 +87,24 @@ def run(command: str, args: list[str]) -> int:
     parser.add_argument("--no-worker", action="store_true", help="run the API alone")
     opts = parser.parse_args(args)
     settings = get_settings()
-    uvicorn.run(
-        "service.app:create_app", factory=True,
-        host=opts.host or settings.host, port=opts.port or settings.port, log_level="info",
-    )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    url, embedded = resolve_broker(settings)
+    settings = settings.model_copy(update={"broker_url": url})
+    worker = None
+    try:
+        if not opts.no_worker:
+            env = {**os.environ, "TUNESERVE_BROKER_URL": url, "TUNESERVE_HOME": str(settings.home.resolve())}
+            worker = WorkerProcess(env)
+            worker.start()
+        from service.app import create_app
+
+        uvicorn.run(
+            create_app(settings), host=opts.host or settings.host, port=opts.port or settings.port,
+            log_level="info",
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+        if embedded is not None:
+            embedded.stop()
     return 0

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from core.jobs import JobStore
 from core.settings import Settings
 from models import Registry
 from service.manager import ModelManager
@@ -28,7 +29,12 @@ def get_decode_pool(request: Request) -> ThreadPoolExecutor:
     return request.app.state.decode_pool  # type: ignore[no-any-return]
 
 
+def get_job_store(request: Request) -> JobStore:
+    return request.app.state.job_store  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]
+JobStoreDep = Annotated[JobStore, Depends(get_job_store)]

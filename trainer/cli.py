@@ -29,4 +29,8 @@ def cmd_bootstrap(args: list[str]) -> int:
 def run(command: str, args: list[str]) -> int:
     if command == "bootstrap":
         return cmd_bootstrap(args)
+    if command == "worker":
+        from trainer.worker import main as worker_main  # Celery only; torch loads with the first job
+
+        return worker_main(args)
     raise SystemExit(f"tuneserve {command}: not available yet")

@@ -13,6 +13,8 @@ _INTERPOLATION = {
     "bicubic": T.InterpolationMode.BICUBIC,
     "nearest": T.InterpolationMode.NEAREST,
 }
+INTERPOLATION = _INTERPOLATION
+AUGMENTS = ("none", "light", "standard", "strong")
 
 
 class EvalPreset:
@@ -29,3 +31,59 @@ class EvalPreset:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.transforms(img)  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ training presets
+# They run on the cached uint8 tensors (square, ``resize`` pixels a side) and return uint8 crops of
+# ``crop`` pixels; normalisation happens on the whole batch, on the training device.
+class NonePreset:
+    """No augmentation: the same center crop as evaluation."""
+
+    def __init__(self, crop: int) -> None:
+        self.transforms = T.CenterCrop(crop)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return self.transforms(img)  # type: ignore[no-any-return]
+
+
+class LightPreset:
+    """Random resized crop and horizontal flip."""
+
+    def __init__(self, crop: int, extra: list[T.Transform] | None = None) -> None:
+        self.transforms = T.Compose([
+            T.RandomResizedCrop(crop, scale=(0.25, 1.0), antialias=True),
+            T.RandomHorizontalFlip(),
+            *(extra or []),
+        ])
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return self.transforms(img)  # type: ignore[no-any-return]
+
+
+class StandardPreset(LightPreset):
+    """Light plus TrivialAugmentWide."""
+
+    def __init__(self, crop: int) -> None:
+        super().__init__(crop, [T.TrivialAugmentWide()])
+
+
+class StrongPreset(LightPreset):
+    """Light plus RandAugment and random erasing; mixup/cutmix are applied per batch (see batch_mix)."""
+
+    def __init__(self, crop: int) -> None:
+        super().__init__(crop, [T.RandAugment(num_ops=2, magnitude=9), T.RandomErasing(p=0.25, value=0)])
+
+
+def train_preset(augment: str, crop: int) -> NonePreset | LightPreset:
+    presets = {"none": NonePreset, "light": LightPreset, "standard": StandardPreset, "strong": StrongPreset}
+    if augment not in presets:
+        raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
+    return presets[augment](crop)
+
+
+def batch_mix(augment: str, num_classes: int) -> T.Transform | None:
+    """MixUp or CutMix (one at random per batch) for ``strong``; None otherwise."""
+    if augment != "strong":
+        return None
+    return T.RandomChoice([T.MixUp(alpha=0.2, num_classes=num_classes),
+                           T.CutMix(alpha=1.0, num_classes=num_classes)])

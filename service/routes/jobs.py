@@ -1,7 +1,142 @@
-"""Job routes (create, list, get, cancel, events)."""
+"""Job routes: create (validated, then queued by name), list, get, cancel, and progress events (SSE).
+
+The job store is the source of truth; these routes only read it and make conditional updates. A
+worker learns of a cancel through its heartbeat, which reads the flag set here.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import ValidationError
+
+from core.broker import BrokerUnavailable, send_task
+from core.events import TASK_TRAIN
+from core.jobs import STATES, Job, JobFinished, JobNotFound
+from core.jobspec import JobRequest, TrainSpec
+from models import Registry
+from service.deps import JobStoreDep, RegistryDep, SettingsDep
+from service.errors import ApiError
 
 router = APIRouter()
+
+EVENT_POLL_S = 0.5
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    progress = job.progress or {"epoch": 0, "epochs": job.spec.get("max_epochs"), "fraction": 0.0, "eta_s": None}
+    if job.state == "succeeded":
+        progress = {**progress, "fraction": 1.0, "eta_s": 0.0}
+    return {
+        "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec,
+        "state": job.state, "progress": progress, "metrics": job.metrics, "result": job.result,
+        "error": job.error, "attempts": job.attempts, "cancel_requested": job.cancel_requested,
+        "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def _spec_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"hyperparameters.{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts)
+
+
+def _check_base(spec: TrainSpec, registry: Registry) -> None:
+    if not spec.base.startswith("registry:"):
+        return  # catalogue names are checked by the worker (the catalogue lives with torch)
+    _, name, version = spec.base.split(":")
+    registry.get(name, int(version))  # ModelNotFound / VersionNotFound -> 404
+
+
+def _check_dataset(settings: Any, dataset_id: str) -> None:
+    from core.datasets import DatasetNotFound, DatasetStore
+
+    try:
+        DatasetStore(settings.datasets_dir).get(dataset_id)
+    except DatasetNotFound as exc:
+        raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
+
+
+@router.post("", status_code=202)
+def create_job(body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
+    try:
+        spec = body.spec()
+    except ValidationError as exc:
+        raise ApiError(422, _spec_errors(exc)) from exc
+    _check_dataset(settings, body.dataset_id)
+    _check_base(spec, registry)
+    job = store.create(body.model, body.dataset_id, spec.model_dump(mode="json", exclude_unset=True))
+    try:
+        send_task(settings, TASK_TRAIN, [job.id])
+    except BrokerUnavailable as exc:
+        store.force_finish(job, "failed", f"could not queue the job: {exc}")
+        raise ApiError(503, f"job queue unavailable: {exc}", {"Retry-After": "5"}) from exc
+    return {"id": job.id, "state": "queued"}
+
+
+def _state_filter(state: str | None) -> str | None:
+    if state is not None and state not in STATES:
+        raise ApiError(422, f"state must be one of {', '.join(STATES)}")
+    return state
+
+
+@router.get("")
+def list_jobs(
+    store: JobStoreDep,
+    state: Annotated[str | None, Depends(_state_filter)] = None,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    return [job_view(j) for j in store.list(state=state, model=model, limit=limit)]
+
+
+def existing_job(job_id: str, store: JobStoreDep) -> Job:
+    try:
+        return store.get(job_id)
+    except JobNotFound as exc:
+        raise ApiError(404, str(exc)) from exc
+
+
+JobDep = Annotated[Job, Depends(existing_job)]
+
+
+@router.get("/{job_id}")
+def get_job(job: JobDep) -> dict[str, Any]:
+    return job_view(job)
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
+    try:
+        return job_view(store.cancel(job.id))
+    except JobFinished as exc:
+        raise ApiError(409, str(exc)) from exc
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(job: JobDep, store: JobStoreDep) -> AsyncIterator[ServerSentEvent]:
+    """One ``progress`` event per change (polled every 0.5 s), then one ``end`` event when it finishes."""
+    last: dict[str, Any] | None = None
+    count = 0
+    while True:
+        view = job_view(job)
+        if view != last:
+            count += 1
+            yield ServerSentEvent(data=view, event="end" if job.finished else "progress", id=str(count))
+            last = view
+        if job.finished:
+            return
+        await asyncio.sleep(EVENT_POLL_S)
+        job = await asyncio.to_thread(store.get, job.id)

@@ -1,0 +1,79 @@
+"""Celery over Redis, shared by the sender (API, torch-free) and the workers (trainer/celery_app.py).
+
+The API sends tasks by name (``core.events.TASK_*``) through a client app that has no tasks, so it
+never imports the trainer. The configuration follows Celery's advice for long tasks: a message is
+acknowledged only after its task returned (``acks_late``), a worker reserves one message at a time,
+and the visibility timeout is longer than any job. Recovery of a dead worker's job is the job
+store's lease and reconciler, not the broker's redelivery (which may come hours later).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+
+from core.embedded_redis import discover
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def broker_url(settings: Settings) -> str | None:
+    """The configured Redis, else the embedded one a ``serve`` on this home is running."""
+    return settings.broker_url or discover(settings.home)
+
+
+def celery_config(settings: Settings, url: str) -> dict[str, Any]:
+    return {
+        "broker_url": url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Longer than any job, so Redis never hands a running job's message to a second worker.
+            "visibility_timeout": int(settings.job_timeout_s * 2 + 3600),
+        },
+        "task_default_queue": settings.task_queue,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "task_time_limit": int(settings.job_timeout_s + 600),
+        "task_soft_time_limit": int(settings.job_timeout_s + 300),
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+    }
+
+
+_clients: dict[tuple[str, str], Celery] = {}
+_clients_lock = threading.Lock()
+
+
+def client(settings: Settings) -> Celery:
+    url = broker_url(settings)
+    if not url:
+        raise BrokerUnavailable("no broker: set TUNESERVE_BROKER_URL or start `tuneserve serve`")
+    key = (url, settings.task_queue)
+    with _clients_lock:
+        app = _clients.get(key)
+        if app is None:
+            app = Celery("tuneserve-client", set_as_current=False)
+            app.conf.update(celery_config(settings, url))
+            _clients[key] = app
+        return app
+
+
+def send_task(settings: Settings, name: str, args: list[Any]) -> None:
+    """Queue task ``name`` (a ``core.events.TASK_*``); raises BrokerUnavailable when Redis is down."""
+    app = client(settings)
+    try:
+        app.send_task(name, args=args, queue=settings.task_queue, retry=True,
+                      retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+    except Exception as exc:  # kombu OperationalError and friends
+        raise BrokerUnavailable(f"could not queue {name}: {exc}") from exc

@@ -1,0 +1,258 @@
+"""Safe unpacking of uploaded archives (zip, tar, tar.gz/bz2/xz).
+
+Every entry is checked before a byte of it is written: no absolute paths, no ``..``, no links, no
+devices. Entries are written under ``dest`` with generated names (``000001``...), never with the
+names from the archive, so nothing can land outside ``dest`` whatever the names say. Size limits
+count declared sizes up front (cheap refusal of bombs) and the bytes actually written (headers lie).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+from core.datasets.errors import ArchiveCorrupt, ArchiveTooLarge, ArchiveUnsafe, UnsupportedArchive
+from core.datasets.models import IngestLimits, Problem
+
+log = logging.getLogger(__name__)
+
+ArchiveKind = Literal["zip", "tar"]
+JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "ehthumbs.db"})
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_COPY_CHUNK = 1 << 20
+ONLY_FILES = "only regular files and folders are allowed"
+
+
+@dataclass
+class Entry:
+    """One regular file: its normalised path in the archive and where its bytes are now."""
+
+    name: str
+    local: Path
+
+
+@dataclass
+class Unpacked:
+    entries: list[Entry] = field(default_factory=list)
+    skipped: int = 0  # junk entries not extracted (__MACOSX, dot-files, Thumbs.db)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def is_junk(name: str) -> bool:
+    """System clutter skipped silently: macOS resource forks, dot-files/folders, Windows thumbnails."""
+    return any(part.startswith(".") or part in JUNK_NAMES for part in name.split("/"))
+
+
+def safe_name(raw: str) -> str:
+    """Normalise an entry name to ``a/b/c``; raise :class:`ArchiveUnsafe` for anything that escapes."""
+    name = raw.replace("\\", "/")
+    if "\x00" in name:
+        raise ArchiveUnsafe(f"archive entry {raw!r} has a NUL byte in its name")
+    if name.startswith("/") or _DRIVE.match(name):
+        raise ArchiveUnsafe(f"archive entry {raw!r} has an absolute path; use paths relative to the archive")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveUnsafe(f"archive entry {raw!r} climbs out of the archive with '..'")
+    return "/".join(parts)
+
+
+def detect(path: Path) -> ArchiveKind:
+    """Tell the format from the bytes, not the file name."""
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
+        return "zip"
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        return "tar"  # compressed; whether a tar is inside shows when it is opened
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    raise UnsupportedArchive("unsupported archive: upload a .zip, .tar or .tar.gz (.tgz) file")
+
+
+class _Budget:
+    """Counts files and bytes against the limits while unpacking."""
+
+    def __init__(self, limits: IngestLimits, archive_bytes: int) -> None:
+        self.limits = limits
+        self.archive_bytes = max(archive_bytes, 1)
+        self.files = 0
+        self.declared = 0
+        self.written = 0
+
+    def add_file(self, name: str, size: int) -> None:
+        self.files += 1
+        if self.files > self.limits.max_archive_files:
+            raise ArchiveTooLarge(
+                f"archive holds more than {self.limits.max_archive_files:,} files (the limit); split it up"
+            )
+        self.declared += size
+        self._check_total(self.declared, name)
+        lim = self.limits
+        ratio = self.declared / self.archive_bytes
+        if self.declared > lim.ratio_floor_bytes and ratio > lim.max_compression_ratio:
+            raise ArchiveTooLarge(
+                f"archive unpacks to over {lim.max_compression_ratio:g}x its size (at entry {name!r}): "
+                "refusing a likely zip bomb; images barely compress, so re-pack without padding"
+            )
+
+    def add_written(self, n: int, name: str) -> None:
+        self.written += n
+        self._check_total(self.written, name)
+
+    def _check_total(self, total: int, name: str) -> None:
+        if total > self.limits.max_uncompressed_bytes:
+            raise ArchiveTooLarge(
+                f"archive unpacks to more than {self.limits.max_uncompressed_bytes:,} bytes "
+                f"(the limit, reached at entry {name!r}); upload a smaller dataset"
+            )
+
+
+def _copy(src: IO[bytes], dest: Path, budget: _Budget, name: str) -> None:
+    with dest.open("wb") as out:
+        while chunk := src.read(_COPY_CHUNK):
+            budget.add_written(len(chunk), name)
+            out.write(chunk)
+
+
+def unpack(archive: Path, dest: Path, limits: IngestLimits) -> Unpacked:
+    """Check and extract every regular file of ``archive`` into ``dest`` (which must exist)."""
+    kind = detect(archive)
+    budget = _Budget(limits, archive.stat().st_size)
+    if kind == "zip":
+        return _unpack_zip(archive, dest, budget)
+    return _unpack_tar(archive, dest, budget)
+
+
+# -- zip ------------------------------------------------------------------------------------------
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    """'dir', 'file', or what makes it unsafe ('symbolic link', 'device file')."""
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and mode:  # made on Unix: the high bits are st_mode
+        if stat.S_ISLNK(mode):
+            return "symbolic link"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            return "device file"
+    return "dir" if info.is_dir() else "file"
+
+
+def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> Unpacked:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveCorrupt(f"damaged zip archive: {exc}") from exc
+    with zf:
+        todo = _check_zip_entries(zf.infolist(), budget)
+        out = Unpacked(skipped=sum(1 for i in zf.infolist() if not i.is_dir()) - len(todo))
+        for n, (name, info) in enumerate(todo):
+            local = dest / f"{n:06d}"
+            try:
+                with zf.open(info) as src:
+                    _copy(src, local, budget, name)
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as exc:
+                # One unreadable member (bad CRC, encrypted, odd compression) is that file's problem.
+                local.unlink(missing_ok=True)
+                out.problems.append(Problem(path=name, problem=f"could not unpack: {exc}"))
+                continue
+            out.entries.append(Entry(name, local))
+    return out
+
+
+def _check_zip_entries(infos: list[zipfile.ZipInfo], budget: _Budget) -> list[tuple[str, zipfile.ZipInfo]]:
+    """Vet every entry before extracting any; return the (name, info) pairs worth extracting."""
+    lim = budget.limits
+    todo = []
+    for info in infos:
+        name = safe_name(info.filename)
+        kind = _zip_kind(info)
+        if kind not in ("dir", "file"):
+            raise ArchiveUnsafe(f"archive entry {info.filename!r} is a {kind}; {ONLY_FILES}")
+        if kind == "dir":
+            continue
+        budget.add_file(name, info.file_size)
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > lim.ratio_floor_bytes and ratio > lim.max_compression_ratio:
+            raise ArchiveTooLarge(
+                f"archive entry {name!r} unpacks to {ratio:,.0f}x its compressed size "
+                f"(limit {lim.max_compression_ratio:g}x): refusing a likely zip bomb"
+            )
+        if name and not is_junk(name):
+            todo.append((name, info))
+    return todo
+
+
+# -- tar ------------------------------------------------------------------------------------------
+
+
+def _tar_members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    try:
+        yield from tf
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ArchiveCorrupt(f"damaged tar archive: {exc}") from exc
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symbolic link"
+    if member.islnk():
+        return "hard link"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "device file"
+    if member.isdir():
+        return "dir"
+    return "file" if member.isreg() else "special file"
+
+
+def _unpack_tar(archive: Path, dest: Path, budget: _Budget) -> Unpacked:
+    out = Unpacked()
+    with archive.open("rb") as fh:
+        try:
+            # Stream mode: one forward pass, never seeking back in a compressed stream.
+            tf = tarfile.open(fileobj=fh, mode="r|*")  # noqa: SIM115 (closed by the with below)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise UnsupportedArchive(
+                "unsupported archive: the file is compressed but holds no tar; upload .zip, .tar or .tar.gz"
+            ) from exc
+        with tf:
+            for member in _tar_members(tf):
+                _tar_member(tf, member, dest, budget, out)
+    return out
+
+
+def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget: _Budget,
+                out: Unpacked) -> None:
+    name = safe_name(member.name)
+    kind = _tar_kind(member)
+    if kind not in ("dir", "file"):
+        raise ArchiveUnsafe(f"archive entry {member.name!r} is a {kind}; {ONLY_FILES}")
+    if kind == "dir":
+        return
+    budget.add_file(name, member.size)
+    if not name or is_junk(name):
+        out.skipped += 1
+        return
+    local = dest / f"{len(out.entries):06d}"
+    src = tf.extractfile(member)
+    if src is None:  # cannot happen for a regular file; be explicit rather than crash
+        out.problems.append(Problem(path=name, problem="could not unpack"))
+        return
+    try:
+        _copy(src, local, budget, name)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ArchiveCorrupt(f"damaged tar archive at entry {name!r}: {exc}") from exc
+    out.entries.append(Entry(name, local))
+
+
+def remove_tree(path: Path) -> None:
+    """Best-effort recursive delete used on failure paths."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,158 @@
+"""From unpacked entries to a complete dataset folder: label, validate, dedupe, split, place, report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.datasets import checks
+from core.datasets.archive import Entry
+from core.datasets.dedup import connected, duplicate_groups
+from core.datasets.layout import Item, resolve
+from core.datasets.models import IMAGES_DIR, Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
+from core.datasets.split import make_split
+from core.datasets.validate import Checked, check_files
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+@dataclass
+class Source:
+    """What an archive or folder gave us: files to label, plus what was already skipped or refused."""
+
+    entries: list[Entry]
+    skipped: int = 0
+    problems: list[Problem] | None = None
+    owned: bool = True  # entries live in our temp folder and may be moved (else copied)
+
+
+def build(source: Source, folder: Path, limits: IngestLimits, name: str) -> Dataset:
+    """Validate everything and place the images under ``folder/images``; returns the index (no id yet)."""
+    started = time.perf_counter()
+    layout = resolve(source.entries)
+    problems = list(source.problems or []) + layout.problems
+    checked = check_files([i.local for i in layout.items], limits.max_image_pixels, limits.min_image_side,
+                          limits.worker_count)
+    items: list[Item] = []
+    good: list[Checked] = []
+    for item, result in zip(layout.items, checked, strict=True):
+        if result.problem:
+            problems.append(Problem(path=item.name, problem=result.problem))
+        else:
+            items.append(item)
+            good.append(result)
+    problems.sort(key=lambda p: p.path)
+    checks.require_usable(items, problems, limits.min_images_per_class)
+    archive_split = bool(items) and all(i.split for i in items) and any(i.split == "val" for i in items)
+    if any(i.split for i in items):
+        checks.require_matching_splits(items)
+    exact, near = duplicate_groups([c.sha256 for c in good], [c.dhash for c in good],
+                                   limits.near_duplicate_distance)
+    if archive_split:
+        splits = [i.split or "train" for i in items]
+    else:
+        splits = _made_split(items, exact + near, limits)
+    classes = sorted({i.label for i in items})
+    per_split = checks.counts([i.label for i in items], splits, classes)
+    warnings = (checks.imbalance_warnings(per_split) + checks.missing_split_warnings(per_split)
+                + checks.duplicate_warnings(exact + near, ["exact"] * len(exact) + ["near"] * len(near),
+                                            items, splits, archive_split)
+                + checks.format_warnings(items, [c.format for c in good],
+                                         [(c.width, c.height) for c in good]))
+    files = _place(items, good, splits, folder, move=source.owned)
+    log.info("validated %d files (%d usable) in %.1fs", len(layout.items), len(items),
+             time.perf_counter() - started)
+    return Dataset(
+        id="", name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), classes=classes,
+        split_source="archive" if archive_split else "made", layout=layout.kind, files=files,
+        counts=per_split,
+        problems=problems, duplicates=_groups(exact, near, items), warnings=warnings, skipped=source.skipped,
+    )
+
+
+def _made_split(items: list[Item], groups: list[list[int]], limits: IngestLimits) -> list[str]:
+    """Split what has no split yet; an archive's own test/ (without val/) is kept as the test set."""
+    fixed_test = [i for i, item in enumerate(items) if item.split == "test"]
+    if not fixed_test:
+        uf = connected(len(items), groups)
+        units: dict[int, list[int]] = {}
+        for i in range(len(items)):
+            units.setdefault(uf.find(i), []).append(i)
+        return make_split([i.label for i in items], list(units.values()), limits.split, limits.seed)
+    pool = [i for i, item in enumerate(items) if item.split != "test"]
+    where = {old: new for new, old in enumerate(pool)}
+    sub_groups = [[where[i] for i in g if i in where] for g in groups]
+    sub = _made_split([items[i] for i in pool], [g for g in sub_groups if len(g) > 1],
+                      IngestLimits(split=(limits.split[0], limits.split[1], 0.0), seed=limits.seed))
+    out = ["test"] * len(items)
+    for new, old in enumerate(pool):
+        out[old] = sub[new]
+    return out
+
+
+def _groups(exact: list[list[int]], near: list[list[int]], items: list[Item]) -> list[DuplicateGroup]:
+    out = [DuplicateGroup(kind="exact", paths=sorted(items[i].name for i in g)) for g in exact]
+    out += [DuplicateGroup(kind="near", paths=sorted(items[i].name for i in g)) for g in near]
+    return sorted(out, key=lambda g: g.paths[0])
+
+
+def safe_component(text: str, fallback: str) -> str:
+    """A file or folder name that is valid anywhere: odd characters become '_', no leading dot."""
+    cleaned = _UNSAFE_CHARS.sub("_", text).strip().lstrip(".")[:120]
+    return cleaned or fallback
+
+
+def _class_dirs(labels: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for label in sorted(set(labels)):
+        base = safe_component(label, "class")
+        name, n = base, 1
+        while name.lower() in used:  # case-insensitive filesystems would merge "Ants" and "ants"
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name.lower())
+        out[label] = name
+    return out
+
+
+def _place(items: list[Item], checked: list[Checked], splits: list[str], folder: Path, *, move: bool
+           ) -> list[FileEntry]:
+    dirs = _class_dirs([i.label for i in items])
+    taken: set[str] = set()
+    files = []
+    for item, result, split in zip(items, checked, splits, strict=True):
+        rel = _free_name(f"{IMAGES_DIR}/{split}/{dirs[item.label]}", item.name, result.sha256, taken)
+        dest = folder / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            os.rename(item.local, dest)
+        else:
+            shutil.copyfile(item.local, dest)
+        files.append(FileEntry(
+            path=rel, original=item.name, label=item.label, split=split,  # type: ignore[arg-type]
+            sha256=result.sha256, size=result.size, width=result.width, height=result.height))
+    return files
+
+
+def _free_name(directory: str, original: str, sha256: str, taken: set[str]) -> str:
+    base = safe_component(original.rsplit("/", 1)[-1], "image")
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    candidates = [base, f"{stem}-{sha256[:8]}{dot}{ext}"]
+    candidates += [f"{stem}-{sha256[:8]}-{n}{dot}{ext}" for n in range(2, 10_000)]
+    for name in candidates:
+        rel = f"{directory}/{name}"
+        if rel.lower() not in taken:
+            taken.add(rel.lower())
+            return rel
+    raise RuntimeError(f"no free file name for {original!r}")  # 10,000 same-named copies: give up

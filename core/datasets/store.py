@@ -1,0 +1,177 @@
+"""Datasets on disk: ``<root>/<id>/index.json`` + ``images/``; written in a temp folder, renamed in.
+
+The id is the first 16 hex digits of the sha256 of the uploaded archive, so the same archive always
+maps to the same dataset. Stored datasets are never modified; delete removes them whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from core.datasets.archive import Entry, is_junk, unpack
+from core.datasets.errors import DatasetNotFound
+from core.datasets.ingest import Source, build
+from core.datasets.models import INDEX_FILE, Dataset, IngestLimits, Problem
+from models.fsutil import atomic_write_text, fsync_dir, sha256_file
+
+log = logging.getLogger(__name__)
+
+ID_RE = re.compile(r"^[0-9a-f]{16}$")
+TMP_PREFIX = ".tmp-"
+STALE_TMP_S = 6 * 3600  # temp folders older than this are left over from a crash
+
+
+class DatasetStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._cache: dict[str, Dataset] = {}
+        self._remove_stale_temps()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def path(self, dataset_id: str) -> Path:
+        if not ID_RE.match(dataset_id):
+            raise DatasetNotFound(f"dataset {dataset_id!r} not found (ids are 16 hex digits)")
+        return self.root / dataset_id
+
+    def get(self, dataset_id: str) -> Dataset:
+        folder = self.path(dataset_id)
+        cached = self._cache.get(dataset_id)
+        if cached is not None and folder.is_dir():
+            return cached
+        try:
+            text = (folder / INDEX_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self._cache.pop(dataset_id, None)
+            raise DatasetNotFound(f"dataset {dataset_id!r} not found") from None
+        dataset = Dataset.model_validate_json(text).attach(folder)
+        self._cache[dataset_id] = dataset  # immutable once stored, so caching is safe
+        return dataset
+
+    def list(self) -> list[Dataset]:
+        found = []
+        for child in sorted(self.root.iterdir()):
+            if ID_RE.match(child.name) and (child / INDEX_FILE).is_file():
+                try:
+                    found.append(self.get(child.name))
+                except DatasetNotFound:  # deleted while listing
+                    continue
+        return sorted(found, key=lambda d: (d.created_at, d.id))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def ingest(self, archive_path: Path, name: str | None, limits: IngestLimits,
+               archive_sha256: str | None = None) -> tuple[Dataset, bool]:
+        """Unpack, validate and store an archive; ``(dataset, created)``. Same archive -> same dataset."""
+        dataset_id = (archive_sha256 or sha256_file(archive_path))[:16]
+        if (self.root / dataset_id / INDEX_FILE).is_file():
+            return self.get(dataset_id), False
+        tmp = self._temp_dir()
+        try:
+            raw = tmp / "raw"
+            raw.mkdir()
+            unpacked = unpack(archive_path, raw, limits)
+            source = Source(unpacked.entries, unpacked.skipped, unpacked.problems, owned=True)
+            dataset = build(source, tmp, limits, name or _default_name(archive_path))
+            shutil.rmtree(raw)
+            return self._commit(tmp, dataset, dataset_id)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+
+    def ingest_folder(self, folder: Path, name: str | None, limits: IngestLimits) -> tuple[Dataset, bool]:
+        """Same checks for a folder on disk (the CLI); the files are copied, never moved."""
+        folder = Path(folder)
+        entries, skipped, problems = _walk(folder)
+        tmp = self._temp_dir()
+        try:
+            source = Source(entries, skipped, problems, owned=False)
+            dataset = build(source, tmp, limits, name or folder.resolve().name)
+            dataset_id = _content_id(dataset)
+            if (self.root / dataset_id / INDEX_FILE).is_file():
+                return self.get(dataset_id), False
+            return self._commit(tmp, dataset, dataset_id)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def delete(self, dataset_id: str) -> None:
+        """Remove a dataset: renamed away first (atomic disappearance), then deleted."""
+        folder = self.path(dataset_id)
+        if not (folder / INDEX_FILE).is_file():
+            raise DatasetNotFound(f"dataset {dataset_id!r} not found")
+        doomed = self.root / f"{TMP_PREFIX}deleted-{dataset_id}-{os.getpid()}-{time.time_ns()}"
+        try:
+            os.rename(folder, doomed)
+        except FileNotFoundError:
+            raise DatasetNotFound(f"dataset {dataset_id!r} not found") from None
+        self._cache.pop(dataset_id, None)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def _temp_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
+
+    def _commit(self, tmp: Path, dataset: Dataset, dataset_id: str) -> tuple[Dataset, bool]:
+        dataset.id = dataset_id
+        atomic_write_text(tmp / INDEX_FILE, dataset.model_dump_json(indent=1))
+        final = self.root / dataset_id
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if (final / INDEX_FILE).is_file():  # the same archive finished first in another request
+                return self.get(dataset_id), False
+            raise
+        fsync_dir(self.root)
+        log.info("stored dataset %s (%s): %d files, %d problems", dataset_id, dataset.name,
+                 len(dataset.files), len(dataset.problems))
+        return self.get(dataset_id), True
+
+    def _remove_stale_temps(self) -> None:
+        cutoff = time.time() - STALE_TMP_S
+        for child in self.root.glob(f"{TMP_PREFIX}*"):
+            try:
+                if child.stat().st_mtime < cutoff:
+                    shutil.rmtree(child, ignore_errors=True)
+            except FileNotFoundError:
+                continue
+
+
+def _default_name(archive: Path) -> str:
+    name = archive.name
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return name
+
+
+def _walk(folder: Path) -> tuple[list[Entry], int, list[Problem]]:
+    """Regular files under ``folder`` as entries (links are refused per file, not followed)."""
+    if not folder.is_dir():
+        raise DatasetNotFound(f"folder {folder} does not exist")
+    entries, problems, skipped = [], [], 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            path = Path(dirpath) / fname
+            rel = path.relative_to(folder).as_posix()
+            if is_junk(rel):
+                skipped += 1
+            elif path.is_symlink() or not path.is_file():
+                problems.append(Problem(path=rel, problem="not a regular file (link or device); ignored"))
+            else:
+                entries.append(Entry(rel, path))
+    return entries, skipped, problems
+
+
+def _content_id(dataset: Dataset) -> str:
+    """Id of a folder dataset: hash of every (original path, sha256, label, split) it holds."""
+    digest = hashlib.sha256()
+    for f in sorted(dataset.files, key=lambda f: f.original):
+        digest.update(f"{f.original}\0{f.sha256}\0{f.label}\0{f.split}\n".encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,24 @@
+"""The workers' Celery app: ``celery -A trainer.celery_app worker --pool=solo -c 1`` or ``tuneserve worker``.
+
+Configuration comes from ``core.broker.celery_config`` (shared with the API's client) so that
+both sides agree on queue, serializer and visibility timeout.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.broker import broker_url, celery_config
+from core.settings import get_settings
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery("tuneserve", include=["trainer.tasks"])
+    url = broker_url(settings)
+    if url:
+        app.conf.update(celery_config(settings, url))
+    return app
+
+
+app = make_app()

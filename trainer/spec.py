@@ -1,0 +1,101 @@
+"""What a fine-tuning run should do: one validated, serialisable spec (unknown keys are rejected).
+
+The spec is stored in the model's lineage and in checkpoints, so it must round-trip through JSON.
+Defaults were chosen by measurement on hymenoptera (see docs/benchmarks.md, "Fine-tuning").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Mode = Literal["auto", "linear", "finetune", "gradual"]
+Optimizer = Literal["sgd", "adamw"]
+Scheduler = Literal["cosine", "onecycle", "step", "plateau"]
+Augment = Literal["none", "light", "standard", "strong"]
+Device = Literal["auto", "cpu", "cuda"]
+
+REGISTRY_BASE = re.compile(r"^registry:([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]*)$")
+
+
+class EarlyStopping(BaseModel):
+    """Stop a stage when ``metric`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    The best weights seen are restored at the end of every stage either way.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(default=5, ge=1, le=1000)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
+class TrainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # What to start from: a catalogue backbone or "registry:<model>:<version>".
+    base: str = "efficientnet_lite0"
+    mode: Mode = "auto"
+    optimizer: Optimizer = "adamw"
+    # Head learning rate; "auto" runs an LR range test on the cached features and picks one.
+    lr: float | Literal["auto"] = 1e-3
+    # Backbone LR = lr * backbone_lr_scale in the fine-tuning stages (small keeps pretrained features).
+    backbone_lr_scale: float = Field(default=0.05, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    # Epochs of the main stage: the probe in ``linear`` mode, the fine-tuning stage(s) otherwise.
+    max_epochs: int = Field(default=6, ge=1, le=1000)
+    # Epochs of the linear probe that precedes fine-tuning (auto, finetune, gradual) and of the
+    # probe in ``linear`` mode when larger: an epoch over cached features costs milliseconds.
+    probe_epochs: int = Field(default=60, ge=1, le=10000)
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
+    scheduler: Scheduler = "cosine"
+    warmup_epochs: float = Field(default=1.0, ge=0.0, le=100.0)
+    augment: Augment = "light"
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    num_workers: int | Literal["auto"] = "auto"
+    ema: bool = False
+    # Keep BatchNorm running statistics frozen while fine-tuning (small data: updating them hurts).
+    freeze_bn: bool = True
+    # How many unfreezing steps ``gradual`` takes after the probe (top block group first).
+    gradual_stages: int = Field(default=3, ge=1, le=20)
+    device: Device = "auto"
+
+    @field_validator("base")
+    @classmethod
+    def _check_base(cls, value: str) -> str:
+        if value.startswith("registry:"):
+            if not REGISTRY_BASE.match(value):
+                raise ValueError(f"base {value!r} must look like 'registry:<model>:<version>'")
+            return value
+        from trainer.backbones import available_backbones
+
+        if value not in available_backbones():
+            raise ValueError(
+                f"unknown base {value!r}; choose one of {', '.join(available_backbones())} "
+                "or 'registry:<model>:<version>'"
+            )
+        return value
+
+    @field_validator("num_workers")
+    @classmethod
+    def _check_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 64:
+            raise ValueError("num_workers must be between 0 and 64, or 'auto'")
+        return value
+
+    @field_validator("lr")
+    @classmethod
+    def _check_lr(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0.0 < value <= 10.0:
+            raise ValueError("lr must be in (0, 10], or 'auto'")
+        return value
+
+    def registry_base(self) -> tuple[str, int] | None:
+        """``(model, version)`` when the base is a registered version, else None."""
+        match = REGISTRY_BASE.match(self.base)
+        return (match.group(1), int(match.group(2))) if match else None
