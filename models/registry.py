@@ -97,9 +97,7 @@ class Registry:
         return (self.root / name).is_dir() and bool(NAME_RE.match(name))
 
     def active_version(self, name: str) -> int | None:
-        pointer = self._read_pointer(name)
-        version = pointer.get("version")
-        return int(version) if version is not None else None
+        return self._read_pointer(name)[0]
 
     def versions(self, name: str) -> list[VersionInfo]:
         """Every usable version of ``name``, oldest first. Corrupt or partial versions are skipped."""
@@ -130,7 +128,7 @@ class Registry:
         return info
 
     def history(self, name: str) -> list[int]:
-        return [int(v) for v in self._read_pointer(name).get("history", [])]
+        return self._read_pointer(name)[1]
 
     # ----------------------------------------------------------------- writing
     def register(
@@ -208,23 +206,23 @@ class Registry:
             raise ModelNotFound(f"model {name!r} not found")
         return model_dir
 
-    def _read_pointer(self, name: str) -> dict[str, object]:
+    def _read_pointer(self, name: str) -> tuple[int | None, list[int]]:
+        """(active version, earlier active versions oldest first) from the pointer file."""
         path = self.root / name / POINTER_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            version = data.get("version")
+            return (int(version) if version is not None else None), [int(v) for v in data.get("history", [])]
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
+            return None, []
+        except (OSError, ValueError, TypeError, AttributeError):
             log.error("active pointer of %s is unreadable; treating as unset", name)
-            return {}
-        return data if isinstance(data, dict) else {}
+            return None, []
 
     def _flip_pointer(self, name: str, version: int) -> None:
-        pointer = self._read_pointer(name)
-        history = [int(v) for v in pointer.get("history", [])]  # type: ignore[attr-defined]
-        previous = pointer.get("version")
-        if previous is not None and int(previous) != version:  # type: ignore[call-overload]
-            history = [v for v in history if v != int(previous)] + [int(previous)]  # type: ignore[call-overload]
+        previous, history = self._read_pointer(name)
+        if previous is not None and previous != version:
+            history = [v for v in history if v != previous] + [previous]
         text = json.dumps({"version": version, "history": history[-50:]})
         atomic_write_text(self.root / name / POINTER_FILE, text)
 

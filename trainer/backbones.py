@@ -41,23 +41,14 @@ class Backbone:
     classifier_attr: str  # dotted path of the final Linear, replaced for a new label set
 
     def classifier(self) -> nn.Linear:
-        module: nn.Module = self.model
-        for part in self.classifier_attr.split("."):
-            module = module[int(part)] if part.isdigit() else getattr(module, part)  # type: ignore[index]
+        module = self.model.get_submodule(self.classifier_attr)
         assert isinstance(module, nn.Linear)
         return module
 
     def replace_classifier(self, num_classes: int) -> None:
-        old = self.classifier()
-        new = nn.Linear(old.in_features, num_classes)
-        parent: nn.Module = self.model
-        *path, last = self.classifier_attr.split(".")
-        for part in path:
-            parent = parent[int(part)] if part.isdigit() else getattr(parent, part)  # type: ignore[index]
-        if last.isdigit():
-            parent[int(last)] = new  # type: ignore[index]
-        else:
-            setattr(parent, last, new)
+        new = nn.Linear(self.classifier().in_features, num_classes)
+        parent_path, _, last = self.classifier_attr.rpartition(".")
+        setattr(self.model.get_submodule(parent_path), last, new)  # Sequential children are named "3" etc.
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         head = {id(p) for p in self.classifier().parameters()}
@@ -114,11 +105,11 @@ def build_efficientnet_lite0() -> Backbone:
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
     state = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
-    depths = [len(stage) for stage in model.blocks]  # type: ignore[arg-type]
+    depths = [len(stage) for stage in model.get_submodule("blocks").children()]  # type: ignore[arg-type]
     model.load_state_dict(lukemelas_to_timm(state, depths), strict=True)
     pre = Preprocessing(input_size=224, resize=256, crop=224, interpolation="bicubic",
                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return Backbone("efficientnet_lite0", model, pre, model.num_features, "classifier")
+    return Backbone("efficientnet_lite0", model, pre, int(model.num_features), "classifier")  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------- torchvision
@@ -166,12 +157,10 @@ def build_torchvision(name: str) -> Backbone:
     model = getattr(tvm, entry.builder)(weights=None)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     t = weights.transforms()
-    interpolation = str(t.interpolation.value)
-    pre = Preprocessing(
-        input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]), crop=int(t.crop_size[0]),
-        interpolation=interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear",
-        mean=tuple(t.mean), std=tuple(t.std),  # type: ignore[arg-type]
-    )
+    pre = Preprocessing.model_validate({
+        "input_size": int(t.crop_size[0]), "resize": int(t.resize_size[0]), "crop": int(t.crop_size[0]),
+        "interpolation": str(t.interpolation.value), "mean": tuple(t.mean), "std": tuple(t.std),
+    })
     backbone = Backbone(name, model, pre, 0, entry.classifier_attr)
     return Backbone(name, model, pre, backbone.classifier().in_features, entry.classifier_attr)
 

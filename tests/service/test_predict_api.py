@@ -28,7 +28,9 @@ def test_accuracy_on_real_photos_through_http(client: TestClient, imagenet_sampl
     top1 = top5 = 0
     for start in range(0, len(rows), 8):  # several images per request, answers in request order
         chunk = rows[start : start + 8]
-        files = [("file", (r["filename"], (imagenet_samples / r["filename"]).read_bytes(), "image/jpeg")) for r in chunk]
+        files = [
+            ("file", (r["filename"], (imagenet_samples / r["filename"]).read_bytes(), "image/jpeg")) for r in chunk
+        ]
         resp = client.post("/v1/models/imagenet/predict", files=files)
         assert resp.status_code == 200, resp.text
         body = resp.json()
@@ -81,15 +83,18 @@ def jpeg_bytes(imagenet_samples: Path) -> bytes:
 def test_bad_input(client: TestClient, imagenet_samples: Path, case: str, status: int, needle: str) -> None:
     data = jpeg_bytes(imagenet_samples)
     url = "/v1/models/imagenet/predict"
+    jpeg = {"content-type": "image/jpeg"}
     requests = {
         "text_as_image": lambda: client.post(url, files={"file": ("a.jpg", b"hello there", "image/jpeg")}),
-        "wrong_content_type": lambda: client.post(url, content=b'{"a": 1}', headers={"content-type": "application/json"}),
+        "wrong_content_type": lambda: client.post(
+            url, content=b'{"a": 1}', headers={"content-type": "application/json"}
+        ),
         "truncated": lambda: client.post(url, files={"file": ("a.jpg", data[: len(data) // 3], "image/jpeg")}),
-        "empty_body": lambda: client.post(url, content=b"", headers={"content-type": "image/jpeg"}),
+        "empty_body": lambda: client.post(url, content=b"", headers=jpeg),
         "multipart_without_file": lambda: client.post(url, data={"other": "x"}, files={"nofile": ("a", b"x")}),
-        "unknown_model": lambda: client.post("/v1/models/nope/predict", content=data, headers={"content-type": "image/jpeg"}),
-        "top_k_zero": lambda: client.post(url + "?top_k=0", content=data, headers={"content-type": "image/jpeg"}),
-        "top_k_huge": lambda: client.post(url + "?top_k=1001", content=data, headers={"content-type": "image/jpeg"}),
+        "unknown_model": lambda: client.post("/v1/models/nope/predict", content=data, headers=jpeg),
+        "top_k_zero": lambda: client.post(url + "?top_k=0", content=data, headers=jpeg),
+        "top_k_huge": lambda: client.post(url + "?top_k=1001", content=data, headers=jpeg),
     }
     resp = requests[case]()
     assert resp.status_code == status, resp.text

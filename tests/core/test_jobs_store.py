@@ -1,0 +1,171 @@
+"""Job store and reconciler on SQLite and on the real PostgreSQL (a private schema per run)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from core.jobs import JobFinished, JobNotFound, JobStore, reconcile
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh schema on the real PostgreSQL; the store finds it through search_path."""
+    schema = f"tuneserve_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    s = JobStore(url)
+    yield s
+    if request.param == "postgresql":
+        with s.engine.begin() as conn:
+            conn.execute(text("DELETE FROM tuneserve_jobs"))
+    s.dispose()
+
+
+def new_job(store: JobStore, dataset: str = "ds1") -> str:
+    return store.create("bees", dataset, {"mode": "linear", "max_epochs": 3}).id
+
+
+def test_create_get_list(store: JobStore) -> None:
+    a = new_job(store)
+    b = store.create("wasps", "ds2", {}).id
+    job = store.get(a)
+    assert (job.state, job.model, job.spec, job.metrics, job.attempts) == ("queued", "bees", {"mode": "linear",
+                                                                                              "max_epochs": 3}, [], 0)
+    assert {j.id for j in store.list_jobs()} == {a, b}
+    assert [j.id for j in store.list_jobs(model="wasps")] == [b]
+    assert store.list_jobs(state="running") == []
+    with pytest.raises(JobNotFound):
+        store.get("nope")
+
+
+def test_only_one_of_many_concurrent_claims_wins(store: JobStore) -> None:
+    job_id = new_job(store)
+    wins: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        if store.claim(job_id, owner, lease_s=30, max_attempts=3):
+            wins.append(owner)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    job = store.get(job_id)
+    assert (job.state, job.lease_owner, job.attempts) == ("running", wins[0], 1)
+    assert job.started_at is not None
+    # A redelivered message for a job that is running under a live lease is not run again.
+    assert store.claim(job_id, "late", lease_s=30, max_attempts=3) is None
+
+
+def test_progress_metrics_and_finish_need_the_lease(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.claim(job_id, "w1", 30, 3)
+    assert store.record_progress(job_id, "w1", {"epoch": 1, "epochs": 3}, {"epoch": 1, "val_accuracy": 0.5})
+    assert store.record_progress(job_id, "w1", {"epoch": 2, "epochs": 3}, {"epoch": 2, "val_accuracy": 0.7})
+    # A resumed run that repeats epoch 2 replaces it rather than appending a duplicate.
+    assert store.record_progress(job_id, "w1", {"epoch": 2, "epochs": 3}, {"epoch": 2, "val_accuracy": 0.8})
+    assert not store.record_progress(job_id, "intruder", {"epoch": 3}, {"epoch": 3})
+    assert not store.finish(job_id, "intruder", "succeeded", result={})
+    job = store.get(job_id)
+    assert [m["val_accuracy"] for m in job.metrics] == [0.5, 0.8]
+    assert job.progress == {"epoch": 2, "epochs": 3}
+    assert store.finish(job_id, "w1", "succeeded", result={"version": 1})
+    job = store.get(job_id)
+    assert (job.state, job.result, job.lease_owner) == ("succeeded", {"version": 1}, None)
+    assert job.finished_at is not None
+    assert not store.finish(job_id, "w1", "failed", error="twice")
+
+
+def test_cancel_queued_running_finished(store: JobStore) -> None:
+    queued = new_job(store)
+    assert store.cancel(queued).state == "cancelled"
+    assert store.claim(queued, "w1", 30, 3) is None  # a cancelled job's message is a no-op
+    running = new_job(store)
+    store.claim(running, "w1", 30, 3)
+    job = store.cancel(running)
+    assert (job.state, job.cancel_requested) == ("running", True)
+    assert store.renew(running, "w1", 30) == (True, True)  # what the worker's heartbeat sees
+    store.finish(running, "w1", "cancelled", error="cancelled on request")
+    with pytest.raises(JobFinished):
+        store.cancel(running)
+
+
+def test_dataset_in_use_counts_unfinished_jobs(store: JobStore) -> None:
+    a = new_job(store, "dsA")
+    new_job(store, "dsB")
+    assert store.unfinished_on_dataset("dsA") == 1
+    store.cancel(a)
+    assert store.unfinished_on_dataset("dsA") == 0
+
+
+def test_reconciler_requeues_expired_and_fails_hopeless_jobs(store: JobStore) -> None:
+    sent: list[str] = []
+    dead = new_job(store)
+    store.claim(dead, "w-dead", lease_s=0.01, max_attempts=3)
+    alive = new_job(store)
+    store.claim(alive, "w-alive", lease_s=60, max_attempts=3)
+    time.sleep(0.05)
+    done = reconcile(store, sent.append, max_attempts=3, job_timeout_s=3600)
+    assert done.requeued == [dead] and sent == [dead]
+    assert store.get(dead).state == "queued" and store.get(alive).state == "running"
+    # The dead worker wakes up: it lost the lease, so it can write nothing.
+    assert store.renew(dead, "w-dead", 30) == (False, False)
+    assert not store.finish(dead, "w-dead", "succeeded", result={})
+    # A second reconciler looking at the same moment does nothing more.
+    assert reconcile(store, sent.append, max_attempts=3, job_timeout_s=3600).requeued == []
+
+    # The next worker claims it (attempt 2) and dies too; with a limit of 2 it is failed, not stuck.
+    assert store.claim(dead, "w2", lease_s=0.01, max_attempts=2) is not None
+    time.sleep(0.05)
+    done = reconcile(store, sent.append, max_attempts=2, job_timeout_s=3600)
+    job = store.get(dead)
+    assert done.failed == [dead] and job.state == "failed" and "lost 2 times" in (job.error or "")
+
+    # Cancel requested while the worker was dead: it ends cancelled instead of running again.
+    cancelled = new_job(store)
+    store.claim(cancelled, "w3", lease_s=0.01, max_attempts=3)
+    store.cancel(cancelled)
+    time.sleep(0.05)
+    assert reconcile(store, sent.append, max_attempts=3, job_timeout_s=3600).cancelled == [cancelled]
+    assert store.get(cancelled).state == "cancelled"
+
+
+def test_reconciler_fails_jobs_past_the_timeout(store: JobStore) -> None:
+    expired = new_job(store)
+    store.claim(expired, "w1", lease_s=0.01, max_attempts=3)
+    never_taken = new_job(store)
+    time.sleep(0.05)
+    sent: list[str] = []
+    later = time.time() + 100
+    done = reconcile(store, sent.append, max_attempts=3, job_timeout_s=50, now=later)
+    assert sorted(done.failed) == sorted([expired, never_taken]) and sent == []
+    assert "timed out" in (store.get(expired).error or "")
+    assert store.get(never_taken).state == "failed"
