@@ -17,7 +17,6 @@ import subprocess
 import time
 from pathlib import Path
 
-
 log = logging.getLogger(__name__)
 
 

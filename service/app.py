@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from core.datasets import DatasetStore
 from core.jobs import JobStore, reconcile_once
 from core.settings import Settings, get_settings
 from models import Registry
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         # (datasets / jobs resources are attached here)
+        app.state.datasets = DatasetStore(settings.datasets_dir)
         job_store = JobStore(settings.resolved_database_url)
         app.state.job_store = job_store
         app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0

@@ -1,7 +1,9 @@
-"""Dynamic batching: requests queue, one thread runs a batch when it is full or its oldest waited long enough.
+"""Dynamic batching: requests queue; one thread runs a batch when it is full or its oldest waited long enough.
 
 Images of one request always go into the same batch (or consecutive batches when a request holds
-more than ``max_batch_size`` images); results come back to each request in its own order.
+more than ``max_batch_size`` images); results come back to each request in its own order. The
+batcher thread is the engine's only caller, so inference runs in its own executor, pipelined with
+the decode pool: while batch N infers, the requests of batch N+1 are being decoded.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +36,15 @@ class BatchSettings:
 
     @classmethod
     def for_provider(cls, provider: str, settings: Settings) -> BatchSettings:
-        # Defaults measured (docs/benchmarks.md): on CUDA big batches pay; on a small CPU batch 1 is
-        # fastest per image, so we never wait there and only group what is already queued.
+        # Defaults measured (docs/benchmarks.md "## Serving"): on CUDA big batches pay, so a short
+        # wait to fill them is worth it. On the CPU onnxruntime is fastest per image at batch 1
+        # (2 cores: 143 images/s at batch 1, 127 at 8, 96 at 32; bigger batches spill the caches),
+        # so by default we never wait and run one image at a time; the queue still serialises
+        # inference so the session's threads never fight each other.
         if provider == CUDA:
             size, delay = 256, 2.0
         else:
-            size, delay = 8, 0.0
+            size, delay = 1, 0.0
         return cls(
             max_batch_size=settings.max_batch_size or size,
             max_delay_ms=delay if settings.max_delay_ms < 0 else settings.max_delay_ms,
@@ -49,36 +54,64 @@ class BatchSettings:
 
 @dataclass
 class _Request:
-    images: np.ndarray  # (n, 3, H, W)
+    images: list[np.ndarray]  # each (3, H, W), already preprocessed
     future: Future[np.ndarray]
     enqueued: float
 
 
 class Batcher:
-    def __init__(self, engine: OnnxEngine, settings: BatchSettings) -> None:
+    """Groups queued requests into batches for one engine; ``submit`` is safe from any thread."""
+
+    def __init__(self, engine: OnnxEngine, settings: BatchSettings, name: str = "batcher") -> None:
+        if settings.max_batch_size < 1 or settings.max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be at least 1")
         self.engine = engine
         self.settings = settings
-        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._pending_images = 0
         self._count_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._thread.start()
+        self._buffer: np.ndarray | None = None  # reused batch input, grown on demand
+        # On CUDA every new batch shape costs a cuDNN algorithm search (and memory): pad batches up to
+        # a power of two so only log2(max_batch_size) shapes ever run, all warmed at load.
+        self.pad_to_buckets = engine.provider == CUDA
         self.batches_run = 0
+        self.images_run = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def warm_sizes(self) -> tuple[int, ...]:
+        """Batch sizes to run once at load so the first real requests don't pay for them."""
+        if not self.pad_to_buckets:
+            return (1,) if self.settings.max_batch_size == 1 else (1, self.settings.max_batch_size)
+        return tuple(sorted({_bucket(n, self.settings.max_batch_size) for n in _powers(self.settings.max_batch_size)}))
+
+    @property
+    def pending_images(self) -> int:
+        return self._pending_images
 
     async def submit(self, images: list[np.ndarray]) -> np.ndarray:
+        """Logits, one row per image in the order given. Raises :class:`QueueFull` when full."""
         return await asyncio.wrap_future(self.submit_nowait(images))
 
     def submit_nowait(self, images: list[np.ndarray]) -> Future[np.ndarray]:
-        stacked = np.stack(images) if len(images) > 1 else images[0][None]
+        if not images:
+            raise ValueError("no images to predict")
+        shape = images[0].shape
+        if len(shape) != 3 or any(img.shape != shape for img in images):
+            raise ValueError(f"images must share one (3, H, W) shape, got {[img.shape for img in images]}")
         with self._count_lock:
             if self._pending_images + len(images) > self.settings.max_queue:
-                raise QueueFull(f"prediction queue is full ({self.settings.max_queue} images waiting)")
+                raise QueueFull(
+                    f"prediction queue is full ({self._pending_images} images waiting, "
+                    f"limit {self.settings.max_queue}); retry shortly"
+                )
             self._pending_images += len(images)
         fut: Future[np.ndarray] = Future()
-        self._queue.put(_Request(stacked, fut, time.perf_counter()))
+        self._queue.put(_Request(list(images), fut, time.perf_counter()))
         return fut
 
     def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
         self._queue.put(None)
         self._thread.join(timeout=30)
 
@@ -90,30 +123,34 @@ class Batcher:
             carry = None
             if first is None:
                 return
-            batch = [first]
-            size = len(first.images)
-            deadline = first.enqueued + self.settings.max_delay_ms / 1000.0
-            stop = False
-            while size < self.settings.max_batch_size:
-                timeout = deadline - time.perf_counter()
-                try:
-                    nxt = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                if size + len(nxt.images) > self.settings.max_batch_size:
-                    carry = nxt  # starts the next batch; a request is never split across two others
-                    break
-                batch.append(nxt)
-                size += len(nxt.images)
+            batch, carry, stop = self._collect(first)
             self._execute(batch)
             if stop:
-                self._drain_then_exit()
+                if carry is not None:
+                    self._execute([carry])
+                self._drain()
                 return
 
-    def _drain_then_exit(self) -> None:
+    def _collect(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
+        """``first`` plus whatever arrives before the batch is full or ``first`` waited its delay."""
+        batch = [first]
+        size = len(first.images)
+        deadline = first.enqueued + self.settings.max_delay_ms / 1000.0
+        while size < self.settings.max_batch_size:
+            timeout = deadline - time.perf_counter()
+            try:
+                nxt = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return batch, None, False
+            if nxt is None:
+                return batch, None, True
+            if size + len(nxt.images) > self.settings.max_batch_size:
+                return batch, nxt, False  # starts the next batch; a request is never split across others
+            batch.append(nxt)
+            size += len(nxt.images)
+        return batch, None, False
+
+    def _drain(self) -> None:
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -123,26 +160,83 @@ class Batcher:
                 self._execute([item])
 
     def _execute(self, batch: list[_Request]) -> None:
-        images = batch[0].images if len(batch) == 1 else np.concatenate([r.images for r in batch])
+        live = [r for r in batch if not r.future.cancelled()]  # client gone: don't spend a slot on it
+        count = sum(len(r.images) for r in batch)
+        outcomes: list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]] = []
         try:
-            logits = self._infer(images)
-        except Exception as exc:  # noqa: BLE001 - delivered to every request of the batch
-            log.exception("inference failed for a batch of %d", len(images))
-            for req in batch:
-                req.future.set_exception(exc)
-        else:
-            offset = 0
-            for req in batch:
-                n = len(req.images)
-                req.future.set_result(logits[offset : offset + n])
-                offset += n
+            if live:
+                outcomes = self._run_batch(live)
         finally:
-            with self._count_lock:
-                self._pending_images -= len(images)
-            self.batches_run += 1
+            with self._count_lock:  # freed before the answers go out: a caller may resubmit at once
+                self._pending_images -= count
+        for fut, result, exc in outcomes:
+            _deliver(fut, result, exc)
 
-    def _infer(self, images: np.ndarray) -> np.ndarray:
+    def _run_batch(
+        self, batch: list[_Request]
+    ) -> list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]]:
+        try:
+            logits = self._infer(batch)
+        except Exception as exc:  # noqa: BLE001 - delivered to the requests, never kills the thread
+            if len(batch) > 1:  # find the culprit: each request alone, so only it fails
+                log.warning("batch of %d requests failed (%s); retrying one by one", len(batch), exc)
+                return [outcome for req in batch for outcome in self._run_batch([req])]
+            log.exception("inference failed for a request of %d images", len(batch[0].images))
+            return [(batch[0].future, None, exc)]
+        outcomes: list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]] = []
+        offset = 0
+        for req in batch:
+            n = len(req.images)
+            outcomes.append((req.future, logits[offset : offset + n], None))
+            offset += n
+        return outcomes
+
+    def _infer(self, batch: list[_Request]) -> np.ndarray:
+        images = [img for req in batch for img in req.images]
         limit = self.settings.max_batch_size
-        if len(images) <= limit:
-            return self.engine.run(images)
-        return np.concatenate([self.engine.run(images[i : i + limit]) for i in range(0, len(images), limit)])
+        outputs = []
+        for start in range(0, len(images), limit):
+            chunk, n = self._assemble(images[start : start + limit])  # reuses one buffer: run it now
+            outputs.append(self.engine.run(chunk)[:n])
+            self.batches_run += 1
+            self.images_run += n
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _assemble(self, images: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        """One (N, 3, H, W) array and its real image count: a view for a single image, else one copy
+        into a reused buffer (zero-padded up to the bucket size on CUDA)."""
+        n = len(images)
+        size = _bucket(n, self.settings.max_batch_size) if self.pad_to_buckets else n
+        if size == 1:
+            return images[0][None], 1
+        item_shape = images[0].shape
+        buf = self._buffer
+        if buf is None or buf.shape[1:] != item_shape or len(buf) < size or buf.dtype != images[0].dtype:
+            cap = max(size, min(self.settings.max_batch_size, 1024))
+            buf = self._buffer = np.zeros((cap, *item_shape), dtype=images[0].dtype)
+        for slot, img in zip(buf, images, strict=False):
+            slot[...] = img
+        # Padding rows keep earlier images (or the initial zeros): finite, independent of the real rows
+        # (eval-mode networks never mix rows), and their logits are dropped; not clearing them saves
+        # a memset of up to half the batch.
+        return buf[:size], n
+
+
+def _powers(limit: int) -> list[int]:
+    return [1 << i for i in range(limit.bit_length() + 1) if (1 << i) <= limit] + [limit]
+
+
+def _bucket(n: int, limit: int) -> int:
+    """The smallest power of two >= n, capped at ``limit``."""
+    return min(1 << (n - 1).bit_length(), limit)
+
+
+def _deliver(fut: Future[np.ndarray], result: np.ndarray | None = None, exc: BaseException | None = None) -> None:
+    """Complete ``fut`` unless its caller already gave up (cancelled futures refuse results)."""
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(np.array(result, dtype=np.float32, copy=True))
+    except InvalidStateError:
+        pass

@@ -91,6 +91,11 @@ def run(command: str, args: list[str]) -> int:
     url, embedded = resolve_broker(settings)
     settings = settings.model_copy(update={"broker_url": url})
     worker = None
+    # uvicorn re-raises the signal that stopped it once it is done; with the default handler that
+    # would kill this process before the worker and Redis are stopped, so note it instead.
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
     try:
         if not opts.no_worker:
             env = {**os.environ, "TUNESERVE_BROKER_URL": url, "TUNESERVE_HOME": str(settings.home.resolve())}
@@ -107,4 +112,5 @@ def run(command: str, args: list[str]) -> int:
             worker.stop()
         if embedded is not None:
             embedded.stop()
+    log.info("stopped%s", f" on signal {received[0]}" if received else "")
     return 0

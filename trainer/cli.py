@@ -17,11 +17,13 @@ def cmd_bootstrap(args: list[str]) -> int:
     parser.add_argument("--check-images", type=Path, default=None,
                         help="folder of real photos to check the ONNX export on")
     parser.add_argument("--force", action="store_true", help="register a new version even if one is active")
+    parser.add_argument("--variants", action="store_true",
+                        help="also build fp16 (CUDA) and int8 (CPU) variants, checked on --check-images")
     opts = parser.parse_args(args)
     from trainer.bootstrap import bootstrap
 
     settings = get_settings()
-    version = bootstrap(Registry(settings.models_dir), opts.check_images, opts.force)
+    version = bootstrap(Registry(settings.models_dir), opts.check_images, opts.force, opts.variants)
     log.info("default model 'imagenet' version %d is active under %s", version, settings.models_dir)
     return 0
 
@@ -33,4 +35,8 @@ def run(command: str, args: list[str]) -> int:
         from trainer.worker import main as worker_main  # Celery only; torch loads with the first job
 
         return worker_main(args)
+    if command == "train":
+        from trainer.train_cli import cmd_train
+
+        return cmd_train(args)
     raise SystemExit(f"tuneserve {command}: not available yet")

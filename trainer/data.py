@@ -69,10 +69,20 @@ class CachedSplit:
         return int(self.labels.numel())
 
 
+_NORM: dict[tuple[str, tuple[float, ...], tuple[float, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
-    """uint8 NCHW -> normalised float NCHW (on whatever device the batch is)."""
-    mean = torch.tensor(pre.mean, device=batch.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(pre.std, device=batch.device).view(1, 3, 1, 1) * 255.0
+    """uint8 (or 0-255 float) NCHW -> normalised float NCHW, on whatever device the batch is.
+
+    The constants are made once per device: building them per batch is a host->device copy, which
+    makes the CPU wait for the GPU's queue to drain every step (measured: 20% of the loop on an H200).
+    """
+    key = (str(batch.device), tuple(pre.mean), tuple(pre.std))
+    if key not in _NORM:
+        mean = torch.tensor(pre.mean, device=batch.device).view(1, 3, 1, 1) * 255.0
+        _NORM[key] = (mean, torch.tensor(pre.std, device=batch.device).view(1, 3, 1, 1) * 255.0)
+    mean, std = _NORM[key]
     return (batch.float() - mean) / std
 
 

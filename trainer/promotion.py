@@ -72,7 +72,7 @@ def publish_with_gate(
     split = held_out_split(dataset)
     candidate = evaluate_onnx(info.model_path, info.manifest, dataset, split)
     active_info = _comparable_active(registry, name, info)
-    active_eval = None
+    active_eval: dict[str, Any] | None = None
     if active_info is not None:
         active_eval = evaluate_onnx(active_info.model_path, active_info.manifest, dataset, split)
     decision = decide(
@@ -95,7 +95,8 @@ def publish_with_gate(
         "evaluation": {
             "split": split,
             "candidate": _summary(candidate),
-            "active": None if active_info is None else {"version": active_info.version, **_summary(active_eval)},
+            "active": None if active_info is None
+            else {"version": active_info.version, **_summary(active_eval)},
         },
         "metrics": dict(info.manifest.metrics),
     }

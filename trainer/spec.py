@@ -28,7 +28,7 @@ class EarlyStopping(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    metric: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # ties: lower val loss wins
     patience: int = Field(default=5, ge=1, le=1000)
     min_delta: float = Field(default=0.0, ge=0.0)
 

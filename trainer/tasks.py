@@ -41,7 +41,10 @@ def _stop_reconciler(**_: Any) -> None:
 
 @app.task(name=TASK_TRAIN, ignore_result=True)
 def train(job_id: str) -> str:
-    return run_train_job(job_id)
+    from trainer.search_tasks import run_search_if_search_job
+
+    # The reconciler re-queues every kind of job under this name: a search goes to its own task.
+    return run_search_if_search_job(job_id) or run_train_job(job_id)
 
 
 @app.task(name=TASK_RECONCILE, ignore_result=True)
@@ -118,7 +121,9 @@ class _Stopped(Exception):
     pass
 
 
-def _train_and_publish(job: Job, settings: Settings, store: JobStore, owner: str, beat: Heartbeat) -> dict[str, Any]:
+def _train_and_publish(
+    job: Job, settings: Settings, store: JobStore, owner: str, beat: Heartbeat
+) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
     from core.datasets import DatasetStore
     from models import Registry
@@ -127,15 +132,19 @@ def _train_and_publish(job: Job, settings: Settings, store: JobStore, owner: str
     from trainer.spec import TrainSpec
 
     spec = TrainSpec.model_validate(job.spec)
-    dataset = DatasetStore(settings.datasets_dir).get(job.dataset_id)
+    # Any: core's Dataset satisfies the engine's DatasetLike protocol except that .root is read-only.
+    dataset: Any = DatasetStore(settings.datasets_dir).get(job.dataset_id)
     store.record_progress(job.id, owner, {"epoch": 0, "epochs": spec.max_epochs, "fraction": 0.0,
                                           "eta_s": None, "stage": "starting"})
+    registry = Registry(settings.models_dir)
     result = fine_tune(
         spec, dataset, on_progress=progress_writer(store, job.id, owner),
-        should_stop=beat.should_stop, checkpoint_dir=checkpoint_dir(settings, job.id),
+        should_stop=beat.should_stop, checkpoint_dir=checkpoint_dir(settings, job.id), registry=registry,
+        # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
+        cache_dir=settings.work_dir / "cache" / job.dataset_id,
     )
     if beat.should_stop():  # cancelled after the last batch: still nothing is registered
         raise _Stopped("stopped before publishing")
     lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.dataset_id, "base": spec.base,
                "spec": spec.model_dump(mode="json")}
-    return publish_with_gate(result, Registry(settings.models_dir), job.model, dataset, lineage, settings)
+    return publish_with_gate(result, registry, job.model, dataset, lineage, settings)

@@ -15,7 +15,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -26,6 +26,7 @@ from core.datasets.models import IngestLimits, Problem
 log = logging.getLogger(__name__)
 
 ArchiveKind = Literal["zip", "tar"]
+OnFile = Callable[[Path], None]
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "ehthumbs.db"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _COPY_CHUNK = 1 << 20
@@ -123,13 +124,17 @@ def _copy(src: IO[bytes], dest: Path, budget: _Budget, name: str) -> None:
             out.write(chunk)
 
 
-def unpack(archive: Path, dest: Path, limits: IngestLimits) -> Unpacked:
-    """Check and extract every regular file of ``archive`` into ``dest`` (which must exist)."""
+def unpack(archive: Path, dest: Path, limits: IngestLimits, on_file: OnFile | None = None) -> Unpacked:
+    """Check and extract every regular file of ``archive`` into ``dest`` (which must exist).
+
+    ``on_file(path)`` is called as each file lands, so checking can start while unpacking goes on.
+    """
     kind = detect(archive)
     budget = _Budget(limits, archive.stat().st_size)
+    notify = on_file or (lambda _path: None)
     if kind == "zip":
-        return _unpack_zip(archive, dest, budget)
-    return _unpack_tar(archive, dest, budget)
+        return _unpack_zip(archive, dest, budget, notify)
+    return _unpack_tar(archive, dest, budget, notify)
 
 
 # -- zip ------------------------------------------------------------------------------------------
@@ -146,7 +151,7 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
     return "dir" if info.is_dir() else "file"
 
 
-def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> Unpacked:
+def _unpack_zip(archive: Path, dest: Path, budget: _Budget, on_file: OnFile) -> Unpacked:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -165,6 +170,7 @@ def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> Unpacked:
                 out.problems.append(Problem(path=name, problem=f"could not unpack: {exc}"))
                 continue
             out.entries.append(Entry(name, local))
+            on_file(local)
     return out
 
 
@@ -213,7 +219,7 @@ def _tar_kind(member: tarfile.TarInfo) -> str:
     return "file" if member.isreg() else "special file"
 
 
-def _unpack_tar(archive: Path, dest: Path, budget: _Budget) -> Unpacked:
+def _unpack_tar(archive: Path, dest: Path, budget: _Budget, on_file: OnFile) -> Unpacked:
     out = Unpacked()
     with archive.open("rb") as fh:
         try:
@@ -225,12 +231,12 @@ def _unpack_tar(archive: Path, dest: Path, budget: _Budget) -> Unpacked:
             ) from exc
         with tf:
             for member in _tar_members(tf):
-                _tar_member(tf, member, dest, budget, out)
+                _tar_member(tf, member, dest, budget, out, on_file)
     return out
 
 
 def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget: _Budget,
-                out: Unpacked) -> None:
+                out: Unpacked, on_file: OnFile) -> None:
     name = safe_name(member.name)
     kind = _tar_kind(member)
     if kind not in ("dir", "file"):
@@ -251,6 +257,7 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise ArchiveCorrupt(f"damaged tar archive at entry {name!r}: {exc}") from exc
     out.entries.append(Entry(name, local))
+    on_file(local)
 
 
 def remove_tree(path: Path) -> None:

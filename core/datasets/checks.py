@@ -27,16 +27,18 @@ def require_usable(items: Sequence[Item], problems: Sequence[Problem], min_per_c
             "train/ and val/ folders of class folders, or list them in labels.csv"
             + (f"; rejected: {rejected}" if rejected else ""))
     counts = Counter(i.label for i in items)
+    # Rejected files often explain a missing class, so the message names them too.
+    rejected = f" ({len(problems)} file(s) rejected: {_names([p.path for p in problems])})" if problems else ""
     if len(counts) < 2:
         raise DatasetInvalid(
             f"found only one class ({next(iter(counts))!r}); a classifier needs at least 2: "
-            "add a folder of images for each other class")
+            f"add a folder of images for each other class{rejected}")
     small = sorted(label for label, n in counts.items() if n < min_per_class)
     if small:
         detail = ", ".join(f"{label!r} has {counts[label]}" for label in small)
         raise DatasetInvalid(
             f"each class needs at least {min_per_class} valid images, but {detail}: "
-            "add images to those classes or remove their folders")
+            f"add images to those classes or remove their folders{rejected}")
 
 
 def require_matching_splits(items: Sequence[Item]) -> None:

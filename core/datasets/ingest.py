@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ from core.datasets.dedup import connected, duplicate_groups
 from core.datasets.layout import Item, resolve
 from core.datasets.models import IMAGES_DIR, Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
 from core.datasets.split import make_split
-from core.datasets.validate import Checked, check_files
+from core.datasets.validate import Checked, FileChecker
 
 log = logging.getLogger(__name__)
 
@@ -34,48 +35,64 @@ class Source:
     owned: bool = True  # entries live in our temp folder and may be moved (else copied)
 
 
-def build(source: Source, folder: Path, limits: IngestLimits, name: str) -> Dataset:
-    """Validate everything and place the images under ``folder/images``; returns the index (no id yet)."""
+def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker: FileChecker | None = None
+          ) -> Dataset:
+    """Validate everything and place the images under ``folder/images``; returns the index (no id yet).
+
+    ``checker`` may already be checking the files (started while unpacking); else they are checked here.
+    """
     started = time.perf_counter()
     layout = resolve(source.entries)
-    problems = list(source.problems or []) + layout.problems
-    checked = check_files([i.local for i in layout.items], limits.max_image_pixels, limits.min_image_side,
-                          limits.worker_count)
-    items: list[Item] = []
-    good: list[Checked] = []
-    for item, result in zip(layout.items, checked, strict=True):
-        if result.problem:
-            problems.append(Problem(path=item.name, problem=result.problem))
-        else:
-            items.append(item)
-            good.append(result)
-    problems.sort(key=lambda p: p.path)
+    own = checker is None
+    checker = checker or FileChecker(limits.max_image_pixels, limits.min_image_side, limits.worker_count)
+    try:
+        items, good, problems = _validate(layout.items, list(source.problems or []) + layout.problems, checker)
+    finally:
+        if own:
+            checker.close()
     checks.require_usable(items, problems, limits.min_images_per_class)
-    archive_split = bool(items) and all(i.split for i in items) and any(i.split == "val" for i in items)
+    archive_split = all(i.split for i in items) and any(i.split == "val" for i in items)
     if any(i.split for i in items):
         checks.require_matching_splits(items)
     exact, near = duplicate_groups([c.sha256 for c in good], [c.dhash for c in good],
                                    limits.near_duplicate_distance)
-    if archive_split:
-        splits = [i.split or "train" for i in items]
-    else:
-        splits = _made_split(items, exact + near, limits)
+    made = None if archive_split else _made_split(items, exact + near, limits)
+    splits = made or [i.split or "train" for i in items]
     classes = sorted({i.label for i in items})
     per_split = checks.counts([i.label for i in items], splits, classes)
-    warnings = (checks.imbalance_warnings(per_split) + checks.missing_split_warnings(per_split)
-                + checks.duplicate_warnings(exact + near, ["exact"] * len(exact) + ["near"] * len(near),
-                                            items, splits, archive_split)
-                + checks.format_warnings(items, [c.format for c in good],
-                                         [(c.width, c.height) for c in good]))
+    warnings = _warnings(items, good, splits, per_split, exact, near, archive_split)
     files = _place(items, good, splits, folder, move=source.owned)
     log.info("validated %d files (%d usable) in %.1fs", len(layout.items), len(items),
              time.perf_counter() - started)
     return Dataset(
         id="", name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), classes=classes,
         split_source="archive" if archive_split else "made", layout=layout.kind, files=files,
-        counts=per_split,
-        problems=problems, duplicates=_groups(exact, near, items), warnings=warnings, skipped=source.skipped,
+        counts=per_split, problems=problems, duplicates=_groups(exact, near, items), warnings=warnings,
+        skipped=source.skipped,
     )
+
+
+def _validate(candidates: list[Item], problems: list[Problem], checker: FileChecker
+              ) -> tuple[list[Item], list[Checked], list[Problem]]:
+    """Check every file (in worker processes); split into usable items and per-file problems."""
+    checked = checker.results([i.local for i in candidates])
+    items: list[Item] = []
+    good: list[Checked] = []
+    for item, result in zip(candidates, checked, strict=True):
+        if result.problem:
+            problems.append(Problem(path=item.name, problem=result.problem))
+        else:
+            items.append(item)
+            good.append(result)
+    return items, good, sorted(problems, key=lambda p: p.path)
+
+
+def _warnings(items: list[Item], good: list[Checked], splits: list[str], per_split: dict[str, dict[str, int]],
+              exact: list[list[int]], near: list[list[int]], archive_split: bool) -> list[str]:
+    kinds = ["exact"] * len(exact) + ["near"] * len(near)
+    return (checks.imbalance_warnings(per_split) + checks.missing_split_warnings(per_split)
+            + checks.duplicate_warnings(exact + near, kinds, items, splits, archive_split)
+            + checks.format_warnings(items, [c.format for c in good], [(c.width, c.height) for c in good]))
 
 
 def _made_split(items: list[Item], groups: list[list[int]], limits: IngestLimits) -> list[str]:
@@ -148,8 +165,8 @@ def _free_name(directory: str, original: str, sha256: str, taken: set[str]) -> s
     stem, dot, ext = base.rpartition(".")
     if not dot:
         stem, ext = base, ""
-    candidates = [base, f"{stem}-{sha256[:8]}{dot}{ext}"]
-    candidates += [f"{stem}-{sha256[:8]}-{n}{dot}{ext}" for n in range(2, 10_000)]
+    candidates = itertools.chain([base, f"{stem}-{sha256[:8]}{dot}{ext}"],
+                                 (f"{stem}-{sha256[:8]}-{n}{dot}{ext}" for n in range(2, 10_000)))
     for name in candidates:
         rel = f"{directory}/{name}"
         if rel.lower() not in taken:

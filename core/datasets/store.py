@@ -19,6 +19,7 @@ from core.datasets.archive import Entry, is_junk, unpack
 from core.datasets.errors import DatasetNotFound
 from core.datasets.ingest import Source, build
 from core.datasets.models import INDEX_FILE, Dataset, IngestLimits, Problem
+from core.datasets.validate import FileChecker
 from models.fsutil import atomic_write_text, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,10 @@ class DatasetStore:
         try:
             raw = tmp / "raw"
             raw.mkdir()
-            unpacked = unpack(archive_path, raw, limits)
-            source = Source(unpacked.entries, unpacked.skipped, unpacked.problems, owned=True)
-            dataset = build(source, tmp, limits, name or _default_name(archive_path))
+            with FileChecker(limits.max_image_pixels, limits.min_image_side, limits.worker_count) as checker:
+                unpacked = unpack(archive_path, raw, limits, on_file=checker.add)  # checking starts meanwhile
+                source = Source(unpacked.entries, unpacked.skipped, unpacked.problems, owned=True)
+                dataset = build(source, tmp, limits, name or default_name(archive_path), checker)
             shutil.rmtree(raw)
             return self._commit(tmp, dataset, dataset_id)
         finally:
@@ -142,8 +144,8 @@ class DatasetStore:
                 continue
 
 
-def _default_name(archive: Path) -> str:
-    name = archive.name
+def default_name(archive: Path | str) -> str:
+    name = str(archive).replace("\\", "/").rsplit("/", 1)[-1]
     for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or name

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.jobs.store import JobStore
+from core.jobs.store import Job, JobStore
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,12 @@ class Reconciled:
 
 def reconcile(
     store: JobStore,
-    send: Callable[[str], None],
+    send: Callable[[Job], None],
     max_attempts: int,
     job_timeout_s: float,
     now: float | None = None,
 ) -> Reconciled:
-    """Re-queue jobs whose worker died; fail those retried too often or running too long."""
+    """Re-queue jobs whose worker died (``send`` queues the job's task again); fail hopeless ones."""
     now = time.time() if now is None else now
     done = Reconciled()
     for job in store.expired(now):
@@ -49,7 +49,7 @@ def reconcile(
             log.warning("job %s lost its worker (lease expired); re-queued to resume from its checkpoint",
                         job.id)
             try:
-                send(job.id)
+                send(job)
                 done.requeued.append(job.id)
             except Exception as exc:  # noqa: BLE001 - broker down: the job stays queued, fail it clearly
                 store.force_finish(store.get(job.id), "failed", f"could not re-queue: {exc}")
@@ -67,14 +67,16 @@ def reconcile(
 def reconcile_once(settings: Settings) -> Reconciled | None:
     """One pass that re-queues through the configured broker; skipped (None) when there is none."""
     from core.broker import broker_url, send_task
-    from core.events import TASK_TRAIN
+    from core.events import TASK_SEARCH, TASK_TRAIN
+
+    tasks = {"train": TASK_TRAIN, "search": TASK_SEARCH}
 
     if not broker_url(settings):
         log.info("no broker configured: job reconciliation skipped")
         return None
     return reconcile(
         JobStore(settings.resolved_database_url),
-        send=lambda job_id: send_task(settings, TASK_TRAIN, [job_id]),
+        send=lambda job: send_task(settings, tasks.get(job.kind, TASK_TRAIN), [job.id]),
         max_attempts=settings.job_max_attempts,
         job_timeout_s=settings.job_timeout_s,
     )

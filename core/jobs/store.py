@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from core.jobs.models import FINISHED, Base, JobRow
 
@@ -125,7 +125,7 @@ class JobStore:
                 raise JobNotFound(f"job {job_id!r} not found")
             return Job.of(row)
 
-    def list(self, state: str | None = None, model: str | None = None, limit: int = 100) -> list[Job]:
+    def list_jobs(self, state: str | None = None, model: str | None = None, limit: int = 100) -> list[Job]:
         query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
         if state:
             query = query.where(JobRow.state == state)
@@ -197,15 +197,16 @@ class JobStore:
     def record_progress(
         self, job_id: str, owner: str, progress: dict[str, Any], metric: dict[str, Any] | None = None
     ) -> bool:
-        """Write progress (and append one epoch's metrics, replacing a re-run of the same epoch)."""
+        """Write progress; append one epoch's metrics (a re-run of the same stage and epoch replaces it)."""
         with self._session.begin() as s:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or row.state != "running" or row.lease_owner != owner:
                 return False
             row.progress = progress
             if metric is not None:
-                kept = [m for m in (row.metrics or []) if m.get("epoch") != metric.get("epoch")]
-                row.metrics = sorted([*kept, metric], key=lambda m: m.get("epoch", 0))
+                key = (metric.get("stage"), metric.get("epoch"))
+                kept = [m for m in (row.metrics or []) if (m.get("stage"), m.get("epoch")) != key]
+                row.metrics = [*kept, metric]
             row.updated_at = time.time()
             return True
 
@@ -243,7 +244,8 @@ class JobStore:
 
     def force_finish(self, job: Job, state: str, error: str) -> bool:
         """End a job nobody holds any more (expired, timed out) from the reconciler."""
-        owner = JobRow.lease_owner.is_(None) if job.lease_owner is None else JobRow.lease_owner == job.lease_owner
+        holder = job.lease_owner
+        owner = JobRow.lease_owner.is_(None) if holder is None else JobRow.lease_owner == holder
         return self._update(
             [JobRow.id == job.id, JobRow.state == job.state, owner],
             state=state, error=error, finished_at=time.time(), lease_owner=None, lease_expires_at=None,

@@ -1,7 +1,176 @@
-"""Dataset routes (upload, list, report, delete)."""
+"""Dataset routes: upload (streamed to disk), list, report, delete.
+
+The upload body is parsed with python-multipart's streaming parser straight into a temp file under
+``<home>/work/uploads`` (hashing as it goes), so an archive of any size never sits in memory.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from fastapi import APIRouter, Request, Response
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+
+from core.datasets import IngestLimits
+from core.datasets.store import default_name
+from service.deps import DatasetStoreDep, SettingsDep
+from service.errors import ApiError
 
 router = APIRouter()
+
+FILE_FIELD = "file"
+MAX_FIELD_BYTES = 4096  # plain form fields (name) are short
+MAX_NAME_CHARS = 200
+
+
+class MultipartUpload:
+    """Feeds a multipart body through the streaming parser; the ``file`` part goes to a temp file."""
+
+    def __init__(self, boundary: bytes, directory: Path) -> None:
+        self.directory = directory
+        self.path: Path | None = None
+        self.filename = ""
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.fields: dict[str, str] = {}
+        self._file: IO[bytes] | None = None
+        self._headers: dict[bytes, bytes] = {}
+        self._field = b""
+        self._value = b""
+        self._part: str | None = None
+        self._buffer = bytearray()
+        callbacks: Any = {
+            "on_header_field": self._on_header_field, "on_header_value": self._on_header_value,
+            "on_header_end": self._on_header_end, "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data, "on_part_end": self._on_part_end,
+        }
+        self.parser = MultipartParser(boundary, callbacks)
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError as exc:
+            raise ApiError(400, f"malformed multipart body: {exc}") from exc
+
+    def finish(self) -> None:
+        self.parser.finalize()
+        if self._file is not None:  # body ended inside the file part
+            raise ApiError(400, "upload ended before the file part was complete")
+
+    def cleanup(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    # -- parser callbacks ----------------------------------------------------------------------
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        self._headers[self._field.strip().lower()] = self._value.strip()
+        self._field, self._value = b"", b""
+
+    def _on_headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._headers = {}
+        self._part = params.get(b"name", b"").decode("utf-8", "replace")
+        self._buffer.clear()
+        if self._part != FILE_FIELD:
+            return
+        if self.path is not None:
+            raise ApiError(400, f"send one archive per upload (field {FILE_FIELD!r} appears twice)")
+        self.filename = params.get(b"filename", b"").decode("utf-8", "replace")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.directory)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._file is not None:
+            self._file.write(chunk)
+            self.sha256.update(chunk)
+            self.size += len(chunk)
+        elif self._part:
+            self._buffer += chunk
+            if len(self._buffer) > MAX_FIELD_BYTES:
+                raise ApiError(400, f"form field {self._part!r} is over {MAX_FIELD_BYTES} bytes")
+
+    def _on_part_end(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        elif self._part:
+            self.fields[self._part] = self._buffer.decode("utf-8", "replace")
+        self._part = None
+
+
+def _boundary(request: Request) -> bytes:
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise ApiError(415, f"send multipart/form-data with the archive in the field {FILE_FIELD!r}")
+    return boundary
+
+
+def _dataset_name(upload: MultipartUpload) -> str | None:
+    name = upload.fields.get("name", "").strip()
+    if len(name) > MAX_NAME_CHARS:
+        raise ApiError(422, f"name is over {MAX_NAME_CHARS} characters")
+    return name or (default_name(upload.filename) if upload.filename else None)
+
+
+@router.post("", status_code=201)
+async def upload_dataset(request: Request, response: Response, store: DatasetStoreDep,
+                         settings: SettingsDep) -> dict[str, Any]:
+    """Upload a .zip/.tar/.tar.gz; 201 with the report, or 200 when this archive is already stored."""
+    upload = MultipartUpload(_boundary(request), settings.work_dir / "uploads")
+    try:
+        async for chunk in request.stream():
+            upload.write(chunk)
+        upload.finish()
+        if upload.path is None:
+            raise ApiError(422, f"field {FILE_FIELD!r} is required: attach a .zip, .tar or .tar.gz archive")
+        if upload.size == 0:
+            raise ApiError(400, "the uploaded archive is empty (0 bytes)")
+        limits = IngestLimits.from_settings(settings)
+        dataset, created = await run_in_threadpool(
+            store.ingest, upload.path, _dataset_name(upload), limits, upload.sha256.hexdigest())
+    finally:
+        upload.cleanup()
+    response.status_code = 201 if created else 200
+    return dataset.report()
+
+
+@router.get("")
+def list_datasets(store: DatasetStoreDep) -> list[dict[str, Any]]:
+    return [d.summary() for d in store.list()]
+
+
+@router.get("/{dataset_id}")
+def get_dataset(dataset_id: str, store: DatasetStoreDep, files: bool = False) -> dict[str, Any]:
+    """The full report; ``?files=true`` adds the per-file list."""
+    dataset = store.get(dataset_id)
+    return dataset.model_dump() if files else dataset.report()
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: str, request: Request, store: DatasetStoreDep) -> Response:
+    store.get(dataset_id)  # 404 first
+    in_use: Callable[[str], bool] = getattr(request.app.state, "dataset_in_use", None) or (lambda _id: False)
+    if in_use(dataset_id):
+        raise ApiError(409, f"dataset {dataset_id} is used by a job; cancel or wait for the job, then delete")
+    store.delete(dataset_id)
+    return Response(status_code=204)

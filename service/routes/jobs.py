@@ -16,9 +16,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
 from core.broker import BrokerUnavailable, send_task
-from core.events import TASK_TRAIN
+from core.events import TASK_SEARCH, TASK_TRAIN
 from core.jobs import STATES, Job, JobFinished, JobNotFound
 from core.jobspec import JobRequest, TrainSpec
+from core.searchspec import SearchSpec, trial_summaries, validation_message
 from models import Registry
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
@@ -33,9 +34,18 @@ def _iso(ts: float | None) -> str | None:
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    progress = job.progress or {"epoch": 0, "epochs": job.spec.get("max_epochs"), "fraction": 0.0, "eta_s": None}
+    progress = job.progress or {
+        "epoch": 0, "epochs": job.spec.get("max_epochs"), "fraction": 0.0, "eta_s": None,
+    }
     if job.state == "succeeded":
         progress = {**progress, "fraction": 1.0, "eta_s": 0.0}
+    if job.kind == "search":  # the trial table lives in the view's own fields, not twice in progress
+        progress = {k: v for k, v in progress.items() if k not in ("trials", "best_trial")}
+        return {**_view(job, progress), **trial_summaries(job.progress, job.result)}
+    return _view(job, progress)
+
+
+def _view(job: Job, progress: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec,
         "state": job.state, "progress": progress, "metrics": job.metrics, "result": job.result,
@@ -54,10 +64,9 @@ def _spec_errors(exc: ValidationError) -> str:
 
 
 def _check_base(spec: TrainSpec, registry: Registry) -> None:
-    if not spec.base.startswith("registry:"):
-        return  # catalogue names are checked by the worker (the catalogue lives with torch)
-    _, name, version = spec.base.split(":")
-    registry.get(name, int(version))  # ModelNotFound / VersionNotFound -> 404
+    base = spec.registry_base()
+    if base is not None:
+        registry.get(*base)  # ModelNotFound / VersionNotFound -> 404
 
 
 def _check_dataset(settings: Any, dataset_id: str) -> None:
@@ -70,23 +79,41 @@ def _check_dataset(settings: Any, dataset_id: str) -> None:
 
 
 @router.post("", status_code=202)
-def create_job(body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
+def create_job(
+    body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep
+) -> dict[str, Any]:
     try:
         spec = body.spec()
     except ValidationError as exc:
         raise ApiError(422, _spec_errors(exc)) from exc
+    search = _search_spec(body)
     _check_dataset(settings, body.dataset_id)
     _check_base(spec, registry)
-    job = store.create(body.model, body.dataset_id, spec.model_dump(mode="json", exclude_unset=True))
+    stored = spec.model_dump(mode="json", exclude_unset=True)
+    kind, task = "train", TASK_TRAIN
+    if search is not None:
+        stored["search"] = search.model_dump(mode="json", exclude_none=True)
+        kind, task = "search", TASK_SEARCH
+    job = store.create(body.model, body.dataset_id, stored, kind=kind)
     try:
-        send_task(settings, TASK_TRAIN, [job.id])
+        send_task(settings, task, [job.id])
     except BrokerUnavailable as exc:
         store.force_finish(job, "failed", f"could not queue the job: {exc}")
         raise ApiError(503, f"job queue unavailable: {exc}", {"Retry-After": "5"}) from exc
     return {"id": job.id, "state": "queued"}
 
 
-def _state_filter(state: str | None) -> str | None:
+def _search_spec(body: JobRequest) -> SearchSpec | None:
+    """The validated search (422 naming the bad method, distribution or key, and the valid ones)."""
+    if body.search is None:
+        return None
+    try:
+        return SearchSpec.model_validate(body.search)
+    except ValidationError as exc:
+        raise ApiError(422, validation_message(exc)) from exc
+
+
+def _state_filter(state: str | None = None) -> str | None:
     if state is not None and state not in STATES:
         raise ApiError(422, f"state must be one of {', '.join(STATES)}")
     return state
@@ -99,7 +126,7 @@ def list_jobs(
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    return [job_view(j) for j in store.list(state=state, model=model, limit=limit)]
+    return [job_view(j) for j in store.list_jobs(state=state, model=model, limit=limit)]
 
 
 def existing_job(job_id: str, store: JobStoreDep) -> Job:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from core.images import ImageError
@@ -127,11 +128,13 @@ async def predict(
     manager: ManagerDep,
     pool: DecodePoolDep,
     settings: SettingsDep,
-    top_k_: Annotated[int, Query(alias="top_k", ge=1, le=1000)] = 5,
-) -> PredictResponse:
+    top_k_: Annotated[int | None, Query(alias="top_k", ge=1, le=1000)] = None,
+) -> Response:
     loaded = manager.get(name)  # 404 for an unknown model, before reading the body
     try:
-        if top_k_ > len(loaded.labels):
+        if top_k_ is None:  # default: 5, or every label of a model with fewer
+            top_k_ = min(settings.default_top_k, len(loaded.labels))
+        elif top_k_ > len(loaded.labels):
             raise ApiError(422, f"top_k must be between 1 and {len(loaded.labels)} (the number of labels)")
         payloads = await read_images(request)
         arrays = await decode_all(payloads, loaded.preprocessing, settings.max_image_pixels, pool)
@@ -140,11 +143,11 @@ async def predict(
     finally:
         loaded.release()
     probs = softmax(logits, temperature)
-    return PredictResponse(
-        model=name,
-        version=version,
-        results=[
-            ImageResult(predictions=[Prediction(label=labels[i], index=i, probability=p) for i, p in row])
-            for row in top_k(probs, top_k_)
-        ],
-    )
+    # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
+    # re-serialisation of the response_model (which stays above for the OpenAPI schema only).
+    results = [
+        {"predictions": [{"label": labels[i], "index": i, "probability": p} for i, p in row]}
+        for row in top_k(probs, top_k_)
+    ]
+    body = json.dumps({"model": name, "version": version, "results": results}, separators=(",", ":"))
+    return Response(body, media_type="application/json")

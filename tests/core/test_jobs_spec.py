@@ -13,14 +13,14 @@ def test_mirror_matches_the_trainer_spec() -> None:
     from trainer.spec import TrainSpec as TrainerSpec
 
     assert list(CATALOGUE) == available_backbones()
-    # Same fields, types, bounds and defaults: compare the JSON schemas without the prose.
+    # Same fields, types and bounds: compare the JSON schemas without prose and defaults (the API
+    # stores only the fields a client set, so the trainer's defaults are the ones that apply).
     assert _shape(TrainSpec.model_json_schema()) == _shape(TrainerSpec.model_json_schema())
-    assert TrainSpec().model_dump() == TrainerSpec().model_dump()
 
 
 def _shape(schema: object) -> object:
     if isinstance(schema, dict):
-        return {k: _shape(v) for k, v in schema.items() if k not in ("description", "title")}
+        return {k: _shape(v) for k, v in schema.items() if k not in ("description", "title", "default")}
     if isinstance(schema, list):
         return [_shape(v) for v in schema]
     return schema

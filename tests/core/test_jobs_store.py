@@ -33,10 +33,8 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    sqlite = request.param == "sqlite"
+    url = f"sqlite:///{tmp_path / 'jobs.db'}" if sqlite else request.getfixturevalue("pg_url")
     s = JobStore(url)
     yield s
     if request.param == "postgresql":
@@ -133,19 +131,19 @@ def test_reconciler_requeues_expired_and_fails_hopeless_jobs(store: JobStore) ->
     alive = new_job(store)
     store.claim(alive, "w-alive", lease_s=60, max_attempts=3)
     time.sleep(0.05)
-    done = reconcile(store, sent.append, max_attempts=3, job_timeout_s=3600)
+    done = reconcile(store, lambda j: sent.append(j.id), max_attempts=3, job_timeout_s=3600)
     assert done.requeued == [dead] and sent == [dead]
     assert store.get(dead).state == "queued" and store.get(alive).state == "running"
     # The dead worker wakes up: it lost the lease, so it can write nothing.
     assert store.renew(dead, "w-dead", 30) == (False, False)
     assert not store.finish(dead, "w-dead", "succeeded", result={})
     # A second reconciler looking at the same moment does nothing more.
-    assert reconcile(store, sent.append, max_attempts=3, job_timeout_s=3600).requeued == []
+    assert reconcile(store, lambda j: sent.append(j.id), max_attempts=3, job_timeout_s=3600).requeued == []
 
     # The next worker claims it (attempt 2) and dies too; with a limit of 2 it is failed, not stuck.
     assert store.claim(dead, "w2", lease_s=0.01, max_attempts=2) is not None
     time.sleep(0.05)
-    done = reconcile(store, sent.append, max_attempts=2, job_timeout_s=3600)
+    done = reconcile(store, lambda j: sent.append(j.id), max_attempts=2, job_timeout_s=3600)
     job = store.get(dead)
     assert done.failed == [dead] and job.state == "failed" and "lost 2 times" in (job.error or "")
 
@@ -154,7 +152,7 @@ def test_reconciler_requeues_expired_and_fails_hopeless_jobs(store: JobStore) ->
     store.claim(cancelled, "w3", lease_s=0.01, max_attempts=3)
     store.cancel(cancelled)
     time.sleep(0.05)
-    assert reconcile(store, sent.append, max_attempts=3, job_timeout_s=3600).cancelled == [cancelled]
+    assert reconcile(store, lambda j: sent.append(j.id), max_attempts=3, job_timeout_s=3600).cancelled == [cancelled]
     assert store.get(cancelled).state == "cancelled"
 
 
@@ -165,7 +163,7 @@ def test_reconciler_fails_jobs_past_the_timeout(store: JobStore) -> None:
     time.sleep(0.05)
     sent: list[str] = []
     later = time.time() + 100
-    done = reconcile(store, sent.append, max_attempts=3, job_timeout_s=50, now=later)
+    done = reconcile(store, lambda j: sent.append(j.id), max_attempts=3, job_timeout_s=50, now=later)
     assert sorted(done.failed) == sorted([expired, never_taken]) and sent == []
     assert "timed out" in (store.get(expired).error or "")
     assert store.get(never_taken).state == "failed"

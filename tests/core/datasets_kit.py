@@ -1,0 +1,87 @@
+"""Builders for real test archives (zip/tar with real image bytes); used by the dataset tests."""
+
+from __future__ import annotations
+
+import io
+import stat
+import tarfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HYMENOPTERA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hymenoptera"
+
+
+def photo(seed: int, size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -> bytes:
+    """A distinct picture per seed: random blocks upscaled, so the dHash differs between seeds."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(blocks, "RGB").resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def reencoded(data: bytes, scale: float = 0.6, quality: int = 60) -> bytes:
+    """The same picture re-encoded and resized: a near-duplicate."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def class_files(counts: Mapping[str, int], prefix: str = "", seed: int = 0) -> dict[str, bytes]:
+    """``{prefix}{class}/{class}_{i}.jpg`` -> distinct photo bytes."""
+    out = {}
+    for c, (label, n) in enumerate(sorted(counts.items())):
+        for i in range(n):
+            out[f"{prefix}{label}/{label}_{i:03d}.jpg"] = photo(seed * 100_000 + c * 1000 + i)
+    return out
+
+
+def make_zip(path: Path, files: Mapping[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def zip_symlink(path: Path, name: str, target: str) -> Path:
+    """A zip holding one Unix symlink entry (as `zip -y` writes it)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        info = zipfile.ZipInfo(name)
+        info.create_system = 3
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, target)
+        zf.writestr("ants/a.jpg", photo(1))
+    return path
+
+
+def make_tar(path: Path, files: Mapping[str, bytes], mode: str = "w:gz",
+             extra: list[tarfile.TarInfo] | None = None) -> Path:
+    with tarfile.open(path, mode) as tf:  # type: ignore[call-overload]
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tf.addfile(info)
+    return path
+
+
+def tar_member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info
+
+
+def zip_bomb(path: Path, mib: int) -> Path:
+    """``mib`` MiB of zeros deflated to a few KiB, beside a couple of real images."""
+    files = class_files({"ants": 1, "bees": 1})
+    files["ants/huge.bmp"] = bytes(mib * 1024 * 1024)
+    return make_zip(path, files)

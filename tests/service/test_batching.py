@@ -1,0 +1,221 @@
+"""The dynamic batcher: order, isolation between requests, bounded queue, batching on == off.
+
+Most tests run a tiny real ONNX model through real onnxruntime (row-wise, so every image's expected
+logits are known exactly); the last ones use the real EfficientNet-Lite0 and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from fastapi.testclient import TestClient
+from onnx import TensorProto, helper
+
+from core.settings import Settings
+from models import Registry
+from models.manifest import Preprocessing
+from service.app import create_app
+from service.batching import Batcher, BatchSettings, QueueFull
+from service.engine import OnnxEngine
+from service.preprocess import preprocess
+from tests.service.conftest import wait_ready
+
+WEIGHTS = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """logits = mean over H, W of each channel @ WEIGHTS: each row depends only on its own image."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input", "axes"], ["pooled"], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
+         helper.make_tensor("w", TensorProto.FLOAT, [3, 5], WEIGHTS.flatten().tolist())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> OnnxEngine:
+    return OnnxEngine(tiny_model, Settings(device="cpu", intra_op_threads=1))
+
+
+def expected(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack([img.mean(axis=(1, 2)) for img in images]) @ WEIGHTS
+
+
+def images_for(seed: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(3, 4, 4)).astype(np.float32) for _ in range(n)]
+
+
+def make_batcher(engine: OnnxEngine, size: int = 8, delay: float = 5.0, queue: int = 1000) -> Batcher:
+    return Batcher(engine, BatchSettings(max_batch_size=size, max_delay_ms=delay, max_queue=queue))
+
+
+def test_concurrent_requests_get_their_own_results_in_order(engine: OnnxEngine) -> None:
+    batcher = make_batcher(engine, size=8, delay=10.0)
+    requests = {seed: images_for(seed, 1 + seed % 3) for seed in range(40)}
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            futures = {seed: pool.submit(lambda imgs: batcher.submit_nowait(imgs).result(5), imgs)
+                       for seed, imgs in requests.items()}
+            results = {seed: f.result() for seed, f in futures.items()}
+    finally:
+        batcher.stop()
+    for seed, imgs in requests.items():
+        assert results[seed].shape == (len(imgs), 5)
+        np.testing.assert_allclose(results[seed], expected(imgs), rtol=1e-5, atol=1e-6)
+    total = sum(len(v) for v in requests.values())
+    assert batcher.images_run == total
+    assert batcher.batches_run < total  # requests really were grouped
+
+
+def test_multi_image_request_runs_in_one_batch_and_big_ones_in_consecutive_batches(engine: OnnxEngine) -> None:
+    batcher = make_batcher(engine, size=4, delay=0.0)
+    try:
+        three = images_for(1, 3)
+        np.testing.assert_allclose(batcher.submit_nowait(three).result(5), expected(three), rtol=1e-5, atol=1e-6)
+        assert batcher.batches_run == 1
+        ten = images_for(2, 10)
+        np.testing.assert_allclose(batcher.submit_nowait(ten).result(5), expected(ten), rtol=1e-5, atol=1e-6)
+        assert batcher.batches_run == 1 + 3  # 4 + 4 + 2
+    finally:
+        batcher.stop()
+
+
+def test_a_failing_request_fails_only_itself(engine: OnnxEngine) -> None:
+    batcher = make_batcher(engine, size=16, delay=100.0)  # long enough for all four to share a batch
+    try:
+        good = [images_for(seed, 2) for seed in range(3)]
+        futures = [batcher.submit_nowait(imgs) for imgs in good[:2]]
+        bad = batcher.submit_nowait([np.zeros((3, 5, 5), np.float32)])  # the model wants 4x4
+        futures.append(batcher.submit_nowait(good[2]))
+        with pytest.raises(Exception, match="(?i)dimension|shape|broadcast"):
+            bad.result(5)
+        for imgs, fut in zip(good, futures, strict=True):
+            np.testing.assert_allclose(fut.result(5), expected(imgs), rtol=1e-5, atol=1e-6)
+        assert batcher.pending_images == 0
+    finally:
+        batcher.stop()
+
+
+def test_mismatched_shapes_within_one_request_are_refused_at_submit(engine: OnnxEngine) -> None:
+    batcher = make_batcher(engine)
+    try:
+        with pytest.raises(ValueError, match="share one"):
+            batcher.submit_nowait([np.zeros((3, 4, 4), np.float32), np.zeros((3, 5, 5), np.float32)])
+        assert batcher.pending_images == 0
+    finally:
+        batcher.stop()
+
+
+def test_queue_is_bounded_and_frees_up(engine: OnnxEngine) -> None:
+    batcher = make_batcher(engine, size=100, delay=300.0, queue=3)
+    try:
+        first = batcher.submit_nowait(images_for(1, 2))
+        second = batcher.submit_nowait(images_for(2, 1))
+        with pytest.raises(QueueFull, match="full"):
+            batcher.submit_nowait(images_for(3, 1))
+        first.result(5)
+        second.result(5)
+        assert batcher.pending_images == 0
+        third = images_for(3, 3)
+        np.testing.assert_allclose(batcher.submit_nowait(third).result(5), expected(third), rtol=1e-5, atol=1e-6)
+    finally:
+        batcher.stop()
+
+
+def test_stop_finishes_what_is_queued(engine: OnnxEngine) -> None:
+    batcher = make_batcher(engine, size=2, delay=50.0)
+    futures = [batcher.submit_nowait(images_for(seed, 1)) for seed in range(5)]
+    batcher.stop()
+    for seed, fut in enumerate(futures):
+        np.testing.assert_allclose(fut.result(0), expected(images_for(seed, 1)), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the real model
+def real_inputs(hymenoptera: Path, n: int) -> list[np.ndarray]:
+    files = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:n]
+    return [preprocess(f.read_bytes(), Preprocessing(), 40_000_000) for f in files]
+
+
+def test_batching_off_gives_the_same_results_on_the_real_model(bootstrapped_home: Path, hymenoptera: Path) -> None:
+    model = Registry(bootstrapped_home / "models").get("imagenet").model_path
+    real = OnnxEngine(model, Settings(device="cpu"))
+    inputs = real_inputs(hymenoptera, 6)
+    outputs = {}
+    for size in (8, 1):
+        batcher = make_batcher(real, size=size, delay=50.0)
+        try:
+            futures = [batcher.submit_nowait([x]) for x in inputs]
+            outputs[size] = np.concatenate([f.result(30) for f in futures])
+        finally:
+            batcher.stop()
+        assert batcher.batches_run == (1 if size == 8 else 6)
+    np.testing.assert_allclose(outputs[8], outputs[1], rtol=1e-4, atol=1e-4)
+    assert (outputs[8].argmax(1) == outputs[1].argmax(1)).all()
+
+
+def test_http_bad_image_fails_only_its_own_request(settings: Settings, hymenoptera: Path) -> None:
+    settings.max_batch_size, settings.max_delay_ms = 8, 50.0  # concurrent requests share batches
+    jpegs = [f.read_bytes() for f in sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[:4]]
+    bodies = [*jpegs[:2], b"\xff\xd8\xff\xe0 not really a jpeg", *jpegs[2:]]
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+
+        def post(body: bytes):  # type: ignore[no-untyped-def]
+            return client.post("/v1/models/imagenet/predict?top_k=3", content=body,
+                               headers={"content-type": "image/jpeg"})
+
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(post, bodies))
+        alone = [post(body) for body in jpegs]
+    assert [a.status_code for a in answers] == [200, 200, 400, 200, 200]
+    assert "corrupt" in answers[2].json()["detail"]
+    together = [a.json()["results"] for i, a in enumerate(answers) if i != 2]
+    for batched, single in zip(together, [a.json()["results"] for a in alone], strict=True):
+        assert batched[0]["predictions"][0]["label"] == single[0]["predictions"][0]["label"]
+        assert abs(batched[0]["predictions"][0]["probability"] - single[0]["predictions"][0]["probability"]) < 1e-4
+
+
+def test_http_full_queue_answers_503_with_retry_after(settings: Settings, hymenoptera: Path) -> None:
+    settings.max_queue = 1
+    jpeg = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[0].read_bytes()
+    gate, entered = threading.Event(), threading.Event()
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        loaded = client.app.state.manager.loaded()["imagenet"]  # type: ignore[attr-defined]
+        real_run = loaded.engine.run
+
+        def held_run(batch: np.ndarray) -> np.ndarray:  # the real engine, held until the test says go
+            entered.set()
+            gate.wait(10)
+            return real_run(batch)
+
+        loaded.engine.run = held_run
+        url = "/v1/models/imagenet/predict"
+        headers = {"content-type": "image/jpeg"}
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.post, url, content=jpeg, headers=headers)
+            assert entered.wait(10)
+            refused = client.post(url, content=jpeg, headers=headers)
+            gate.set()
+            assert first.result(30).status_code == 200
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "queue is full" in refused.json()["detail"]
+        assert client.post(url, content=jpeg, headers=headers).status_code == 200

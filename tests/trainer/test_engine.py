@@ -1,0 +1,202 @@
+"""fine_tune end to end on small real and synthetic data: every mode and option, resume, cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from core.datasets import Dataset
+from trainer.checkpoint import CHECKPOINT_FILE
+from trainer.engine import Cancelled, EpochMetrics, Pruned, TrainingError, TrainingResult, fine_tune
+from trainer.spec import TrainSpec
+
+# Short image stages: two epochs over 12 images, two batches each (so "within a batch" means something).
+# The probe runs on cached features (cheap).
+FAST: dict[str, Any] = {"probe_epochs": 6, "max_epochs": 2, "batch_size": 6}
+
+_RESULTS: dict[str, TrainingResult] = {}
+
+
+def _linear(hym_probe: Dataset) -> TrainingResult:
+    """One shared linear-mode run (module cache: several tests read it)."""
+    if "linear" not in _RESULTS:
+        spec = TrainSpec(mode="linear", probe_epochs=40, batch_size=16)
+        _RESULTS["linear"] = fine_tune(spec, hym_probe)
+    return _RESULTS["linear"]
+
+
+def test_linear_probe_learns_real_photos_and_reports_progress(hym_probe: Dataset) -> None:
+    seen: list[EpochMetrics] = []
+    result = fine_tune(TrainSpec(mode="linear", probe_epochs=40, batch_size=16), hym_probe, on_progress=seen.append)
+    _RESULTS.setdefault("linear", result)
+    assert result.metrics["val_accuracy"] >= 0.85  # 20 val photos; the frozen probe gets ~0.95 on the full set
+    assert result.labels == ["ants", "bees"] and result.temperature > 0
+    assert [m.epoch for m in seen] == list(range(1, len(seen) + 1))
+    assert all(m.stage == "linear" and m.epochs == 40 and m.lr > 0 and m.images_per_s > 0 for m in seen)
+    assert seen[-1].eta_s == 0.0 or seen[-1].epoch < 40
+    assert seen[0].train_loss > seen[-1].train_loss
+    best = result.history[result.metrics["best_epoch"] - 1]
+    assert result.metrics["val_accuracy"] == pytest.approx(best.val_accuracy)  # best weights restored
+    assert result.metrics["val_loss"] == pytest.approx(best.val_loss, abs=1e-4)
+    assert not result.model.training
+
+
+def test_same_spec_and_data_give_the_same_metrics(hym_probe: Dataset) -> None:
+    first = _linear(hym_probe)
+    again = fine_tune(TrainSpec(mode="linear", probe_epochs=40, batch_size=16), hym_probe)
+    assert again.metrics["val_loss"] == first.metrics["val_loss"]
+    assert [h.train_loss for h in again.history] == [h.train_loss for h in first.history]
+    other = fine_tune(TrainSpec(mode="linear", probe_epochs=40, batch_size=16, seed=1), hym_probe)
+    assert [h.train_loss for h in other.history] != [h.train_loss for h in first.history]
+
+
+def test_early_stopping_stops_early_and_restores_the_best(hym_probe: Dataset) -> None:
+    spec = TrainSpec(mode="linear", probe_epochs=200, lr=0.05, early_stopping={"metric": "val_loss", "patience": 2})
+    result = fine_tune(spec, hym_probe)
+    run = result.metrics["epochs_run"]
+    assert run < 200
+    losses = [h.val_loss for h in result.history]
+    best = result.metrics["best_epoch"]
+    assert losses[best - 1] == min(losses) and run == best + 2
+    assert result.metrics["val_loss"] == pytest.approx(min(losses), abs=1e-4)
+
+
+def test_lr_auto_and_min_delta(hym_probe: Dataset) -> None:
+    spec = TrainSpec(mode="linear", lr="auto", probe_epochs=30, optimizer="sgd",
+                     early_stopping={"metric": "val_accuracy", "patience": 3, "min_delta": 0.5})
+    result = fine_tune(spec, hym_probe)
+    assert result.metrics["lr"] != 1e-3 and 1e-5 < result.metrics["lr"] < 1.0
+    assert result.metrics["epochs_run"] == 4  # nothing beats the first epoch by 0.5
+
+
+def test_calibration_fits_a_temperature_that_lowers_ece(hym_probe: Dataset) -> None:
+    # A long, sharp probe without label smoothing is over-confident: scaling must help.
+    spec = TrainSpec(mode="linear", probe_epochs=60, lr=0.05, label_smoothing=0.0, weight_decay=0.0,
+                     early_stopping={"metric": "val_accuracy", "patience": 100})
+    result = fine_tune(spec, hym_probe)
+    m = result.metrics
+    assert result.temperature != 1.0
+    assert m["ece_after"] < m["ece_before"]
+
+
+def test_three_classes_with_test_split(synthetic: Dataset) -> None:
+    result = fine_tune(TrainSpec(mode="linear", probe_epochs=30, augment="standard"), synthetic)
+    assert result.labels == ["blue", "green", "red"]
+    assert result.metrics["test_images"] == 12 and 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    assert set(result.outputs) == {"val", "test"}
+    assert result.metrics["train_images"] == 18  # "standard": the mirrored views count as extra features
+
+
+def test_finetune_sgd_onecycle_strong_ema_workers(hym_small: Dataset) -> None:
+    seen: list[EpochMetrics] = []
+    spec = TrainSpec(mode="finetune", optimizer="sgd", lr=0.01, scheduler="onecycle", augment="strong", ema=True,
+                     num_workers=1, label_smoothing=0.0, **{**FAST, "max_epochs": 1})
+    result = fine_tune(spec, hym_small, on_progress=seen.append)
+    stages = [m.stage for m in seen]
+    assert stages[-1] == "finetune" and stages[-2] == "linear" and stages[0] == "linear"
+    assert result.metrics["best_stage"] == "finetune"  # finetune mode returns the fine-tuned weights
+    assert seen[-1].images_per_s > 0 and seen[-1].eta_s == 0.0
+    assert 0.5 <= result.metrics["val_accuracy"] <= 1.0
+
+
+def test_gradual_unfreezes_stage_by_stage(hym_small: Dataset) -> None:
+    spec = TrainSpec(mode="gradual", scheduler="step", augment="standard", freeze_bn=False, gradual_stages=2,
+                     **{**FAST, "max_epochs": 2})
+    base = dict(fine_tune(TrainSpec(mode="linear", probe_epochs=1), hym_small).model.named_parameters())
+    result = fine_tune(spec, hym_small)
+    assert [h.stage for h in result.history][-2:] == ["gradual_1", "gradual_2"]
+    params = dict(result.model.named_parameters())
+    assert not torch.equal(params["conv_head.weight"], base["conv_head.weight"])  # top group trains first
+    stem_trained = not torch.equal(params["conv_stem.weight"], base["conv_stem.weight"])
+    assert stem_trained == (result.metrics["best_stage"] == "gradual_2")  # the stem only in the last step
+
+
+def test_block_groups_run_bottom_to_top_without_the_head() -> None:
+    from trainer.backbones import create_backbone
+    from trainer.engine import block_groups
+
+    backbone = create_backbone()
+    groups = block_groups(backbone)
+    names = {id(m): n for n, m in backbone.model.named_modules()}
+    assert [names[id(g)] for g in groups[:2]] == ["conv_stem", "bn1"]
+    assert [names[id(g)] for g in groups[-2:]] == ["conv_head", "bn2"]
+    assert all(names[id(g)] != "classifier" for g in groups) and len(groups) == 11
+    covered = {id(p) for g in groups for p in g.parameters()}
+    assert covered == {id(p) for p in backbone.backbone_parameters()}
+
+
+def test_auto_keeps_the_probe_unless_fine_tuning_beats_it(hym_small: Dataset) -> None:
+    spec = TrainSpec(mode="auto", scheduler="plateau", augment="none", label_smoothing=0.0,
+                     early_stopping={"metric": "val_accuracy", "patience": 1}, **FAST)
+    result = fine_tune(spec, hym_small)
+    probe_best = max(h.val_accuracy for h in result.history if h.stage == "linear")
+    assert result.metrics["val_accuracy"] >= probe_best
+    ft = [h for h in result.history if h.stage == "finetune"]
+    assert 1 <= len(ft) <= 2
+    if result.metrics["best_stage"] == "linear":
+        assert all(h.val_accuracy <= probe_best for h in ft)
+
+
+def test_cancel_within_a_batch_and_resume_gives_the_uninterrupted_result(hym_small: Dataset,
+                                                                          tmp_path: Path) -> None:
+    spec = TrainSpec(mode="finetune", augment="light", **FAST)
+    straight = fine_tune(spec, hym_small, checkpoint_dir=tmp_path / "straight")
+    done: list[EpochMetrics] = []
+    batches = {"n": 0}
+
+    def stop_in_second_finetune_epoch() -> bool:
+        if done and done[-1].stage == "finetune":  # first fine-tuning epoch is complete
+            batches["n"] += 1
+            return batches["n"] == 2  # the second batch of the second fine-tuning epoch
+        return False
+
+    with pytest.raises(Cancelled):
+        fine_tune(spec, hym_small, on_progress=done.append, should_stop=stop_in_second_finetune_epoch,
+                  checkpoint_dir=tmp_path / "run")
+    assert batches["n"] == 2 and (tmp_path / "run" / CHECKPOINT_FILE).is_file()
+    resumed_epochs: list[int] = []
+    resumed = fine_tune(spec, hym_small, on_progress=lambda m: resumed_epochs.append(m.epoch),
+                        checkpoint_dir=tmp_path / "run")
+    assert resumed_epochs == [straight.history[-1].epoch]  # only the epoch that was cut short
+    assert resumed.metrics["val_loss"] == straight.metrics["val_loss"]
+    assert resumed.metrics["val_accuracy"] == straight.metrics["val_accuracy"]
+    assert [h.val_loss for h in resumed.history] == [h.val_loss for h in straight.history]
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resume_from_the_middle_of_the_probe(hym_probe: Dataset, tmp_path: Path) -> None:
+    spec = TrainSpec(mode="linear", probe_epochs=12, early_stopping={"patience": 50})
+    straight = fine_tune(spec, hym_probe)
+
+    def prune_at_5(epoch: int, _acc: float) -> None:
+        if epoch == 5:
+            raise Pruned("simulated worker death after epoch 5")
+
+    with pytest.raises(Pruned):
+        fine_tune(spec, hym_probe, checkpoint_dir=tmp_path, on_epoch_end=prune_at_5)
+    resumed = fine_tune(spec, hym_probe, checkpoint_dir=tmp_path)
+    assert [h.epoch for h in resumed.history] == list(range(1, 13))
+    assert [h.val_loss for h in resumed.history] == [h.val_loss for h in straight.history]
+    assert resumed.metrics["val_loss"] == straight.metrics["val_loss"]
+
+
+def test_cancel_before_anything_trains(hym_probe: Dataset) -> None:
+    with pytest.raises(Cancelled):
+        fine_tune(TrainSpec(mode="linear"), hym_probe, should_stop=lambda: True)
+
+
+def test_dataset_without_validation_split_is_refused(tmp_path: Path, store_root: Path) -> None:
+    from tests.trainer.conftest import write_synthetic
+    from tests.trainer.dataset_helpers import make_dataset
+
+    folder = write_synthetic(tmp_path / "only-train", {"train": 6}, seed=3)
+    dataset = make_dataset(folder / "train", tmp_path / "store", "only-train")  # class folders: the store splits
+    if dataset.items("val"):
+        dataset = dataset.model_copy(update={"files": [f for f in dataset.files if f.split != "val"]})
+        dataset.attach(tmp_path / "store" / dataset.id)
+    with pytest.raises(TrainingError, match="no validation images"):
+        fine_tune(TrainSpec(mode="linear", probe_epochs=1), dataset)

@@ -1,0 +1,106 @@
+"""Export + report + registration of a trained model, evaluation of the ONNX file, continuing from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.datasets import Dataset
+from models import Registry, VersionInfo
+from trainer.engine import TrainingResult, fine_tune
+from trainer.evaluate import evaluate_onnx
+from trainer.model_source import TORCH_FILE
+from trainer.publish import export_and_register
+from trainer.report import REPORT_FILES
+from trainer.spec import TrainSpec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic: Dataset) -> TrainingResult:
+    return fine_tune(TrainSpec(mode="linear", probe_epochs=30), synthetic)
+
+
+@pytest.fixture(scope="module")
+def published(trained: TrainingResult, synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Registry, VersionInfo]:
+    registry = Registry(tmp_path_factory.mktemp("models"))
+    info = export_and_register(trained, registry, "colours", synthetic, {"job_id": "job-1"}, activate=True)
+    return registry, info
+
+
+def test_version_holds_model_report_and_lineage(published: tuple[Registry, VersionInfo], trained: TrainingResult,
+                                                synthetic: Dataset) -> None:
+    registry, info = published
+    m = info.manifest
+    assert registry.active_version("colours") == info.version == 1
+    assert m.labels == ["blue", "green", "red"] and m.temperature == trained.temperature
+    assert m.backbone == "efficientnet_lite0" and m.preprocessing == trained.preprocessing
+    assert m.source["dataset_id"] == synthetic.id and m.source["job_id"] == "job-1"
+    assert m.source["spec"]["mode"] == "linear" and m.source["base"]["name"] == "efficientnet_lite0"
+    assert m.metrics["val_accuracy"] == trained.metrics["val_accuracy"]
+    assert m.metrics["export_max_abs_logit_diff"] < 1e-3 and m.metrics["export_check_images"] == 12
+    assert set(m.files) == {*REPORT_FILES, TORCH_FILE}
+    for name in m.files:
+        assert (info.path / name).is_file(), name
+    for name in ("confusion_matrix.png", "reliability.png", "curves.png"):
+        with Image.open(info.path / name) as img:
+            assert img.format == "PNG" and img.width > 200
+
+
+def test_report_agrees_with_the_metrics(published: tuple[Registry, VersionInfo], trained: TrainingResult) -> None:
+    _, info = published
+    report = json.loads((info.path / "report.json").read_text())
+    val, test = report["splits"]["val"], report["splits"]["test"]
+    assert val["accuracy"] == pytest.approx(trained.metrics["val_accuracy"])
+    assert test["accuracy"] == pytest.approx(trained.metrics["test_accuracy"])
+    assert val["ece"] == pytest.approx(trained.metrics["ece_after"])
+    assert report["val_uncalibrated"]["ece"] == pytest.approx(trained.metrics["ece_before"])
+    for split in (val, test):
+        matrix = split["confusion_matrix"]
+        assert sum(map(sum, matrix)) == split["images"] == 12
+        assert sum(matrix[i][i] for i in range(3)) == round(split["accuracy"] * 12)
+        assert split["misclassified_count"] == 12 - round(split["accuracy"] * 12)
+        assert sum(c["support"] for c in split["per_class"].values()) == 12
+    confusion = json.loads((info.path / "confusion_matrix.json").read_text())
+    assert confusion["val"]["matrix"] == val["confusion_matrix"]
+    wrong = json.loads((info.path / "misclassified.json").read_text())
+    assert len(wrong["val"]) == val["misclassified_count"]
+    assert all(w["label"] != w["predicted"] and w["path"].startswith("images/") for w in wrong["val"])
+    assert len(report["history"]) == trained.metrics["epochs_run"]
+
+
+def test_evaluate_onnx_matches_the_torch_model(published: tuple[Registry, VersionInfo], trained: TrainingResult,
+                                              synthetic: Dataset) -> None:
+    _, info = published
+    for split in ("val", "test"):
+        got = evaluate_onnx(info.model_path, info.manifest, synthetic, split)
+        assert got["accuracy"] == pytest.approx(trained.metrics[f"{split}_accuracy"])
+        assert got["images"] == 12 and got["version"] == 1
+    assert evaluate_onnx(info.model_path, info.manifest, synthetic, "val")["ece"] == pytest.approx(
+        trained.metrics["ece_after"], abs=1e-4)
+
+
+def test_evaluate_onnx_refuses_labels_the_model_does_not_know(published: tuple[Registry, VersionInfo],
+                                                             hym_small: Dataset) -> None:
+    _, info = published
+    with pytest.raises(ValueError, match="ants"):
+        evaluate_onnx(info.model_path, info.manifest, hym_small, "val")
+
+
+def test_continue_from_a_registered_version(published: tuple[Registry, VersionInfo], trained: TrainingResult,
+                                            synthetic: Dataset, tmp_path: Path) -> None:
+    registry, _ = published
+    seen = []
+    spec = TrainSpec(base="registry:colours:1", mode="linear", probe_epochs=1, lr=1e-9)
+    result = fine_tune(spec, synthetic, registry=registry, on_progress=seen.append)
+    assert result.base == {"kind": "registry", "model": "colours", "version": 1,
+                           "sha256": registry.get("colours", 1).manifest.sha256, "head": "kept"}
+    # The kept head with a ~zero LR reproduces the registered model's validation loss.
+    assert seen[0].val_loss == pytest.approx(trained.metrics["val_loss"], abs=1e-4)
+    with pytest.raises(Exception, match="no version 7"):
+        fine_tune(TrainSpec(base="registry:colours:7", mode="linear"), synthetic, registry=registry)

@@ -1,0 +1,42 @@
+"""Per-epoch training checkpoints, written atomically (temp file + os.replace) so a crash mid-write
+leaves the previous checkpoint intact."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CHECKPOINT_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(folder: Path | None) -> dict[str, Any] | None:
+    if folder is None or not (folder / CHECKPOINT_FILE).is_file():
+        return None
+    try:
+        return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+    except (OSError, RuntimeError, EOFError) as exc:
+        log.warning("checkpoint in %s is unreadable (%s); starting from scratch", folder, exc)
+        return None

@@ -1,0 +1,104 @@
+"""Classification metrics from logits, and the same metrics for a registered ONNX file.
+
+``evaluate_onnx`` is what the promotion gate uses to compare a candidate and the active version on
+the same held-out split: it runs the exported file with onnxruntime, through the manifest's
+preprocessing and temperature, so it measures what the service would serve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.manifest import Manifest
+from trainer.calibration import expected_calibration_error, reliability_bins
+from trainer.data import load_split, normalize
+
+if TYPE_CHECKING:
+    from trainer.data import DatasetLike
+
+MAX_MISCLASSIFIED = 200
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                           temperature: float = 1.0, paths: list[str] | None = None) -> dict[str, Any]:
+    """Accuracy, NLL, ECE, per-class precision/recall/F1, confusion matrix, misclassified examples."""
+    n, k = len(labels), len(classes)
+    if n == 0:
+        return {"images": 0}
+    probs = (logits.float() / temperature).softmax(1)
+    pred = probs.argmax(1)
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    confusion.index_put_((labels, pred), torch.ones(n, dtype=torch.int64), accumulate=True)
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = int(confusion[i, i])
+        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    present = [c for c in per_class.values() if c["support"]]
+    wrong = (pred != labels).nonzero().flatten().tolist()
+    conf = probs.max(1).values
+    wrong.sort(key=lambda i: -float(conf[i]))  # most confident mistakes first: most worth a look
+    misclassified = [{"path": paths[i] if paths else str(i), "label": classes[int(labels[i])],
+                      "predicted": classes[int(pred[i])], "confidence": float(conf[i])}
+                     for i in wrong[:MAX_MISCLASSIFIED]]
+    return {
+        "images": n,
+        "accuracy": float((pred == labels).float().mean()),
+        "loss": float(F.cross_entropy(logits.float() / temperature, labels)),
+        "ece": expected_calibration_error(probs, labels),
+        "macro_f1": sum(c["f1"] for c in present) / max(1, len(present)),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "misclassified_count": len(wrong),
+        "misclassified": misclassified,
+        "reliability": reliability_bins(probs, labels),
+    }
+
+
+def onnx_logits(model_file: Path, batch: np.ndarray, session: Any = None) -> np.ndarray:
+    import onnxruntime as ort
+
+    if session is None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: batch.astype(np.float32)})[0]  # type: ignore[no-any-return]
+
+
+def evaluate_onnx(model_file: Path, manifest: Manifest, dataset: DatasetLike, split: str,
+                  batch_size: int = 32) -> dict[str, Any]:
+    """Metrics of ``model_file`` on ``dataset``'s ``split``, in the manifest's label space.
+
+    Every dataset class must be one of the manifest's labels (else the comparison means nothing).
+    """
+    import onnxruntime as ort
+
+    missing = [c for c in dataset.classes if c not in manifest.labels]
+    if missing:
+        raise ValueError(f"model {manifest.name} v{manifest.version} has no label(s) {missing}; "
+                         f"it knows {manifest.labels[:20]}")
+    pixels = load_split(dataset, split, manifest.preprocessing)
+    if len(pixels) == 0:
+        raise ValueError(f"dataset {dataset.id} has no {split!r} images to evaluate on")
+    to_model = torch.tensor([manifest.labels.index(c) for c in dataset.classes])
+    labels = to_model[pixels.labels]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+    chunks = []
+    for i in range(0, len(pixels), batch_size):
+        batch = normalize(pixels.eval[i:i + batch_size], manifest.preprocessing).numpy()
+        chunks.append(onnx_logits(model_file, batch, session))
+    logits = torch.from_numpy(np.concatenate(chunks))
+    out = classification_metrics(logits, labels, manifest.labels, manifest.temperature, pixels.paths)
+    out["split"], out["model"], out["version"] = split, manifest.name, manifest.version
+    return out

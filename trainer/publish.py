@@ -1,0 +1,68 @@
+"""Trained model -> checked ONNX + report + torch weights -> a new registry version."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models import Manifest, Registry, VersionInfo
+from trainer.data import load_split, normalize
+from trainer.export import export_onnx
+from trainer.model_source import TORCH_FILE, torch_payload
+from trainer.report import write_report
+
+if TYPE_CHECKING:
+    from trainer.data import DatasetLike
+    from trainer.engine import TrainingResult
+
+log = logging.getLogger(__name__)
+
+CHECK_IMAGES = 16
+
+
+def export_and_register(result: TrainingResult, registry: Registry, model_name: str, dataset: DatasetLike,
+                        lineage: dict[str, Any], activate: bool) -> VersionInfo:
+    """Export (checked against torch on the dataset's real val images), write the report, register.
+
+    ``lineage`` is merged into the manifest's ``source`` (e.g. job_id); the base, dataset id and
+    spec are always recorded.
+    """
+    import torch
+
+    pre = result.preprocessing
+    pixels = result.check_pixels
+    if pixels is None or len(pixels) == 0:
+        pixels = load_split(dataset, "val", pre).eval[:CHECK_IMAGES]
+    check_batch = normalize(pixels[:CHECK_IMAGES], pre)
+    with tempfile.TemporaryDirectory(prefix="tuneserve-publish-") as tmp_name:
+        tmp = Path(tmp_name)
+        export = export_onnx(result.model, pre.crop, tmp / "model.onnx", check_batch)
+        report_files = write_report(result, tmp / "report")
+        torch.save(torch_payload_from(result), tmp / TORCH_FILE)
+        extra = {name: tmp / "report" / name for name in report_files}
+        extra[TORCH_FILE] = tmp / TORCH_FILE
+        metrics = dict(result.metrics)
+        metrics.update({"export_max_abs_logit_diff": export.max_abs_diff, "export_check_images": export.images_checked})
+        source = {
+            "kind": "fine_tune", "base": result.base, "dataset_id": dataset.id,
+            "dataset_name": getattr(dataset, "name", ""), "spec": result.spec.model_dump(mode="json"),
+            **lineage,
+        }
+        manifest = Manifest(
+            name=model_name, labels=result.labels, preprocessing=pre, backbone=result.backbone, source=source,
+            metrics=metrics, temperature=result.temperature, files=[*report_files, TORCH_FILE],
+        )
+        info = registry.register(manifest, tmp / "model.onnx", extra_files=extra, activate=activate)
+    log.info("registered %s version %d (val acc %.4f, export diff %.1e)", model_name, info.version,
+             metrics.get("val_accuracy", float("nan")), export.max_abs_diff)
+    return info
+
+
+def torch_payload_from(result: TrainingResult) -> dict[str, Any]:
+    """``model.pt``: what a later run needs to continue from this version (see model_source)."""
+    from trainer.backbones import Backbone
+
+    shell = Backbone(result.backbone, result.model, result.preprocessing, 0, "")
+    return torch_payload(shell, result.labels)

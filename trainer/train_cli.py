@@ -1,0 +1,135 @@
+"""``tuneserve train DATASET --model NAME``: ingest, fine-tune, export, register, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from core.settings import Settings, get_settings
+from models import Registry
+from trainer.spec import Augment, Mode, Optimizer, Scheduler, TrainSpec
+
+log = logging.getLogger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tuneserve train",
+                                description="Fine-tune a classifier on a folder or archive of images.")
+    p.add_argument("dataset", type=Path, help="folder (class/ or split/class/ folders) or archive (.zip, .tar.*)")
+    p.add_argument("--model", required=True, help="registry model name to register the result under")
+    p.add_argument("--mode", choices=get_args(Mode))
+    p.add_argument("--base", help="catalogue backbone or registry:<model>:<version>")
+    p.add_argument("--optimizer", choices=get_args(Optimizer))
+    p.add_argument("--lr", help="head learning rate, or 'auto' for an LR range test")
+    p.add_argument("--backbone-lr-scale", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-epochs", type=int)
+    p.add_argument("--probe-epochs", type=int)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--scheduler", choices=get_args(Scheduler))
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--augment", choices=get_args(Augment))
+    p.add_argument("--early-stopping-metric", choices=["val_loss", "val_accuracy"])
+    p.add_argument("--patience", type=int)
+    p.add_argument("--min-delta", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--spec", type=Path, help="JSON file with a full spec (flags override it)")
+    p.add_argument("--no-activate", action="store_true", help="register without activating")
+    return p
+
+
+def spec_from_args(opts: argparse.Namespace) -> TrainSpec:
+    data: dict[str, Any] = json.loads(opts.spec.read_text()) if opts.spec else {}
+    simple = ["mode", "base", "optimizer", "backbone_lr_scale", "weight_decay", "batch_size", "max_epochs",
+              "probe_epochs", "label_smoothing", "scheduler", "warmup_epochs", "augment", "seed", "ema",
+              "freeze_bn", "device"]
+    for key in simple:
+        if getattr(opts, key) is not None:
+            data[key] = getattr(opts, key)
+    if opts.lr is not None:
+        data["lr"] = opts.lr if opts.lr == "auto" else float(opts.lr)
+    stopping = dict(data.get("early_stopping", {}))
+    for flag, key in (("early_stopping_metric", "metric"), ("patience", "patience"), ("min_delta", "min_delta")):
+        if getattr(opts, flag) is not None:
+            stopping[key] = getattr(opts, flag)
+    if stopping:
+        data["early_stopping"] = stopping
+    return TrainSpec.model_validate(data)
+
+
+def ingest(path: Path, settings: Settings) -> Any:
+    from core.datasets import DatasetStore, IngestLimits
+
+    store = DatasetStore(settings.datasets_dir)
+    limits = IngestLimits.from_settings(settings)
+    if path.is_dir():
+        dataset, created = store.ingest_folder(path, None, limits)
+    else:
+        dataset, created = store.ingest(path, None, limits)
+    print(f"dataset {dataset.id} ({'new' if created else 'already stored'}): {len(dataset.classes)} classes, "  # noqa: T201
+          f"counts {dataset.counts}")
+    for warning in dataset.warnings:
+        print(f"  warning: {warning}")  # noqa: T201
+    return dataset
+
+
+def should_activate(registry: Registry, name: str, val_accuracy: float) -> bool:
+    """Activate when nothing is active yet or the new model is at least as good on its validation split."""
+    if not registry.exists(name) or registry.active_version(name) is None:
+        return True
+    active = registry.get(name).manifest
+    previous = active.metrics.get("val_accuracy")
+    return previous is None or val_accuracy >= float(previous)
+
+
+def cmd_train(args: list[str]) -> int:
+    opts = parser().parse_args(args)
+    try:
+        spec = spec_from_args(opts)
+    except (ValidationError, ValueError) as exc:
+        raise SystemExit(f"invalid training options: {exc}") from exc
+    from tqdm import tqdm
+
+    from trainer.engine import EpochMetrics, fine_tune
+    from trainer.publish import export_and_register
+
+    settings = get_settings()
+    registry = Registry(settings.models_dir)
+    dataset = ingest(opts.dataset, settings)
+    bar = tqdm(desc="training", unit="epoch")
+
+    def progress(m: EpochMetrics) -> None:
+        bar.total = m.epochs
+        bar.update(m.epoch - bar.n)
+        bar.set_postfix(stage=m.stage, loss=f"{m.train_loss:.3f}", val_acc=f"{m.val_accuracy:.3f}",
+                        eta=f"{m.eta_s:.0f}s")
+
+    work = settings.work_dir / "cli" / dataset.id
+    result = fine_tune(spec, dataset, on_progress=progress, registry=registry, cache_dir=work / "cache")
+    bar.close()
+    activate = not opts.no_activate and should_activate(registry, opts.model, result.metrics["val_accuracy"])
+    info = export_and_register(result, registry, opts.model, dataset, {"via": "cli"}, activate)
+    print_summary(result.metrics, info.version, activate, info.path)
+    return 0
+
+
+def print_summary(metrics: dict[str, Any], version: int, activated: bool, path: Path) -> None:
+    lines = [
+        f"model version {version} {'activated' if activated else 'registered (not activated)'}: {path}",
+        f"  val accuracy  {metrics['val_accuracy']:.4f}   (best epoch {metrics['best_epoch']}, "
+        f"{metrics['best_stage']}; {metrics['epochs_run']} epochs in {metrics['wall_s']:.0f} s)",
+        f"  calibration   ECE {metrics['ece_before']:.4f} -> {metrics['ece_after']:.4f}",
+    ]
+    if "test_accuracy" in metrics:
+        lines.append(f"  test accuracy {metrics['test_accuracy']:.4f}")
+    lines.append(f"  report        {path / 'report.json'} (+ confusion_matrix.png, reliability.png, curves.png)")
+    print("\n".join(lines))  # noqa: T201

@@ -1,0 +1,160 @@
+"""Extra ONNX variants of an exported model: fp16 (for CUDA) and int8 (for CPU), each checked before use.
+
+Torch-free: everything here is onnx + onnxruntime, so the trainer's publish step and the bootstrap
+can call :func:`build_variants` right after the fp32 export. A variant is kept only when it agrees
+with fp32 on the validation images (top-1 agreement >= 99 %) and, where labels are known, loses at
+most one accuracy point; otherwise it is dropped with a warning and the service keeps serving fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from models.fsutil import sha256_file
+from models.manifest import Variant
+
+log = logging.getLogger(__name__)
+
+MIN_TOP1_AGREEMENT = 0.99
+MAX_ACCURACY_DROP = 0.01
+FP16_FILE = "model.fp16.onnx"
+INT8_FILE = "model.int8.onnx"
+EVAL_BATCH = 16
+
+
+def passes_gate(top1_agreement: float, accuracy_delta: float | None) -> bool:
+    """The registration rule for a variant: agrees with fp32 and costs at most one accuracy point."""
+    if top1_agreement < MIN_TOP1_AGREEMENT:
+        return False
+    return accuracy_delta is None or accuracy_delta >= -MAX_ACCURACY_DROP - 1e-9
+
+
+class ArrayCalibrationReader(CalibrationDataReader):
+    """Feeds preprocessed training images to onnxruntime's calibrator in small batches."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch: int = 8) -> None:
+        self.input_name = input_name
+        self._batches: Iterator[np.ndarray] = iter(
+            [images[i : i + batch].astype(np.float32) for i in range(0, len(images), batch)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self.input_name: batch}
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def predict_top1(path: Path, images: np.ndarray) -> np.ndarray:
+    session = _session(path)
+    name = session.get_inputs()[0].name
+    out = [session.run(None, {name: images[i : i + EVAL_BATCH].astype(np.float32)})[0].argmax(1)
+           for i in range(0, len(images), EVAL_BATCH)]
+    return np.concatenate(out)
+
+
+def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
+    """fp16 weights and compute, fp32 inputs/outputs (so callers feed the same arrays)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    _save(model, out_path)
+    return out_path
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> Path:
+    """Static QDQ quantisation (per-channel int8 weights, uint8 activations) calibrated on real images."""
+    input_name = _session(fp32_path).get_inputs()[0].name
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(fp32_path), str(tmp_out), ArrayCalibrationReader(input_name, calib_images),
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"CalibTensorRangeSymmetric": False},
+        )
+        _save(onnx.load(str(tmp_out)), out_path)
+    return out_path
+
+
+def _save(model: onnx.ModelProto, out_path: Path) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate_variant(
+    variant_path: Path, reference_top1: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray | None
+) -> tuple[float, float | None]:
+    """(top-1 agreement with fp32, accuracy delta in [0, 1] units or None without labels)."""
+    top1 = predict_top1(variant_path, val_images)
+    agreement = float((top1 == reference_top1).mean())
+    if val_labels is None:
+        return agreement, None
+    delta = float((top1 == val_labels).mean() - (reference_top1 == val_labels).mean())
+    return agreement, delta
+
+
+def build_variants(
+    fp32_path: Path,
+    out_dir: Path,
+    calib_images: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray | None,
+    kinds: tuple[str, ...] = ("fp16", "int8"),
+) -> dict[str, Variant]:
+    """Build, check and describe the variants of ``fp32_path``; files land in ``out_dir``.
+
+    ``calib_images`` (training split) and ``val_images`` are preprocessed NCHW float32 arrays, the
+    network's input. Returns ``{"fp16": Variant, "int8": Variant}`` for those that pass the gate;
+    put them in ``Manifest.variants`` and register the files beside the model (same names).
+    """
+    if len(val_images) == 0:
+        raise ValueError("no validation images to check the variants on")
+    reference = predict_top1(fp32_path, val_images)
+    variants: dict[str, Variant] = {}
+    for kind in kinds:
+        path = out_dir / (FP16_FILE if kind == "fp16" else INT8_FILE)
+        if kind == "fp16":
+            convert_fp16(fp32_path, path)
+        elif kind == "int8":
+            if len(calib_images) == 0:
+                raise ValueError("int8 needs calibration images")
+            quantize_int8(fp32_path, path, calib_images)
+        else:
+            raise ValueError(f"unknown variant {kind!r} (fp16 or int8)")
+        agreement, delta = evaluate_variant(path, reference, val_images, val_labels)
+        if not passes_gate(agreement, delta):
+            log.warning("%s variant dropped: top-1 agreement %.4f, accuracy delta %s", kind, agreement, delta)
+            path.unlink(missing_ok=True)
+            continue
+        log.info("%s variant kept: top-1 agreement %.4f, accuracy delta %s", kind, agreement, delta)
+        variants[kind] = Variant(file=path.name, sha256=sha256_file(path),
+                                 accuracy_delta=delta, top1_agreement=agreement)
+    return variants
