@@ -33,7 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("BENCH_DATA", REPO.parent / "shared" / "data"))
 log = logging.getLogger("bench.gpu_serve")
 
 

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = 0  # 0 = one per core
     decode_threads: int = 0  # 0 = one per core
     variant: str = "fp32"  # which ONNX variant to serve when a version has several (fp32, fp16, int8)
+    build_variants: str = ""  # e.g. "int8" or "fp16,int8": variants jobs build (gated on val) beside fp32
 
     # Dynamic batching (0 = per-device default chosen by measurement).
     max_batch_size: int = 0

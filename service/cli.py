@@ -105,7 +105,7 @@ def run(command: str, args: list[str]) -> int:
 
         uvicorn.run(
             create_app(settings), host=opts.host or settings.host, port=opts.port or settings.port,
-            log_level="info",
+            log_level="info", access_log=False,
         )
     finally:
         if worker is not None:

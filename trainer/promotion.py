@@ -68,7 +68,8 @@ def publish_with_gate(
 
     info = version_of_job(registry, name, str(lineage.get("job_id")))
     if info is None:
-        info = export_and_register(result, registry, name, dataset, lineage, activate=False)
+        variants = tuple(v for v in settings.build_variants.split(",") if v.strip())
+        info = export_and_register(result, registry, name, dataset, lineage, activate=False, variants=variants)
     split = held_out_split(dataset)
     candidate = evaluate_onnx(info.model_path, info.manifest, dataset, split)
     active_info = _comparable_active(registry, name, info)

@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK_IMAGES = 16
+CALIBRATION_IMAGES = 64
 
 
 def export_and_register(result: TrainingResult, registry: Registry, model_name: str, dataset: DatasetLike,
-                        lineage: dict[str, Any], activate: bool) -> VersionInfo:
+                        lineage: dict[str, Any], activate: bool, variants: tuple[str, ...] = ()) -> VersionInfo:
     """Export (checked against torch on the dataset's real val images), write the report, register.
 
     ``lineage`` is merged into the manifest's ``source`` (e.g. job_id); the base, dataset id and
-    spec are always recorded.
+    spec are always recorded. ``variants`` ("fp16", "int8") are built beside fp32 and kept only when
+    they pass their accuracy gate on the val split (trainer/variants.py).
     """
     import torch
 
@@ -43,6 +45,8 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         torch.save(torch_payload_from(result), tmp / TORCH_FILE)
         extra = {name: tmp / "report" / name for name in report_files}
         extra[TORCH_FILE] = tmp / TORCH_FILE
+        built = _build_variants(tmp / "model.onnx", tmp, dataset, pre, variants) if variants else {}
+        extra.update({v.file: tmp / v.file for v in built.values()})
         metrics = dict(result.metrics)
         metrics.update({"export_max_abs_logit_diff": export.max_abs_diff, "export_check_images": export.images_checked})
         source = {
@@ -52,12 +56,21 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         }
         manifest = Manifest(
             name=model_name, labels=result.labels, preprocessing=pre, backbone=result.backbone, source=source,
-            metrics=metrics, temperature=result.temperature, files=[*report_files, TORCH_FILE],
+            metrics=metrics, temperature=result.temperature, files=[*report_files, TORCH_FILE], variants=built,
         )
         info = registry.register(manifest, tmp / "model.onnx", extra_files=extra, activate=activate)
     log.info("registered %s version %d (val acc %.4f, export diff %.1e)", model_name, info.version,
              metrics.get("val_accuracy", float("nan")), export.max_abs_diff)
     return info
+
+
+def _build_variants(fp32: Path, out_dir: Path, dataset: DatasetLike, pre: Any, kinds: tuple[str, ...]) -> dict:
+    """fp16/int8 files calibrated on training images and gated on the val split."""
+    from trainer.variants import build_variants
+
+    calib = normalize(load_split(dataset, "train", pre).eval[:CALIBRATION_IMAGES], pre).numpy()
+    val = load_split(dataset, "val", pre)
+    return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), val.labels.numpy(), kinds)
 
 
 def torch_payload_from(result: TrainingResult) -> dict[str, Any]:

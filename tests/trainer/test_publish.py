@@ -104,3 +104,23 @@ def test_continue_from_a_registered_version(published: tuple[Registry, VersionIn
     assert seen[0].val_loss == pytest.approx(trained.metrics["val_loss"], abs=1e-4)
     with pytest.raises(Exception, match="no version 7"):
         fine_tune(TrainSpec(base="registry:colours:7", mode="linear"), synthetic, registry=registry)
+
+
+def test_int8_variant_is_built_gated_and_served_when_configured(
+    trained: TrainingResult, synthetic: Dataset, tmp_path: Path
+) -> None:
+    """A job asked for int8 registers it beside fp32 (it passes the gate on this easy set) and the
+    service's LoadedModel picks it when Settings.variant says so."""
+    from core.settings import Settings
+    from service.manager import LoadedModel
+
+    registry = Registry(tmp_path / "models")
+    info = export_and_register(trained, registry, "colours", synthetic, {}, activate=True, variants=("int8",))
+    variant = info.manifest.variants["int8"]
+    assert (info.path / variant.file).is_file() and variant.top1_agreement is not None
+    assert variant.top1_agreement >= 0.99 and (variant.accuracy_delta or 0.0) <= 0.01
+    loaded = LoadedModel(info, Settings(home=tmp_path, variant="int8"))
+    try:
+        assert loaded.variant == "int8"
+    finally:
+        loaded.retire()
