@@ -29,9 +29,16 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+NVIDIA_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0")
+
+
 def gpu_present() -> bool:
-    """A CUDA driver is loaded (checked without importing torch or touching CUDA)."""
-    return Path("/proc/driver/nvidia/version").exists()
+    """A CUDA driver is loaded (checked without importing torch or touching CUDA).
+
+    Any of the driver's markers counts: some VMs (Firecracker) expose the device nodes but not
+    /proc/driver/nvidia.
+    """
+    return any(Path(marker).exists() for marker in NVIDIA_MARKERS)
 
 
 def choose_providers(device: str) -> list[str]:

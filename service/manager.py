@@ -20,7 +20,7 @@ import numpy as np
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
 from service.batching import Batcher, BatchSettings
-from service.engine import OnnxEngine
+from service.engine import CUDA, OnnxEngine
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,14 @@ class LoadedModel:
         self.preprocessing = info.manifest.preprocessing
         self.temperature = info.manifest.temperature
         variant = settings.variant if settings.variant in info.manifest.variants else "fp32"
-        self.variant = variant
         self.engine = OnnxEngine(info.file(variant), settings)
+        if variant == "fp16" and self.engine.provider != CUDA:
+            # fp16 has no fast CPU kernels (onnxruntime inserts casts around every op): serve fp32.
+            log.warning("%s v%d: fp16 asked for but running on %s; serving fp32", info.manifest.name,
+                        info.version, self.engine.provider)
+            variant = "fp32"
+            self.engine = OnnxEngine(info.file(variant), settings)
+        self.variant = variant
         self.batcher = Batcher(
             self.engine, BatchSettings.for_provider(self.engine.provider, settings), name=f"batcher-{self.name}"
         )

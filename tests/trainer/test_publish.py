@@ -106,16 +106,18 @@ def test_continue_from_a_registered_version(published: tuple[Registry, VersionIn
         fine_tune(TrainSpec(base="registry:colours:7", mode="linear"), synthetic, registry=registry)
 
 
-def test_int8_variant_is_built_gated_and_served_when_configured(
+def test_variants_are_built_gated_and_served_when_configured(
     trained: TrainingResult, synthetic: Dataset, tmp_path: Path
 ) -> None:
-    """A job asked for int8 registers it beside fp32 (it passes the gate on this easy set) and the
-    service's LoadedModel picks it when Settings.variant says so."""
+    """A job asked for variants registers them beside fp32 (they pass the gate on this easy set); the
+    service's LoadedModel serves int8 when configured, and fp32 instead of fp16 on a CPU."""
     from core.settings import Settings
     from service.manager import LoadedModel
 
     registry = Registry(tmp_path / "models")
-    info = export_and_register(trained, registry, "colours", synthetic, {}, activate=True, variants=("int8",))
+    info = export_and_register(trained, registry, "colours", synthetic, {}, activate=True,
+                               variants=("fp16", "int8"))
+    assert set(info.manifest.variants) == {"fp16", "int8"}
     variant = info.manifest.variants["int8"]
     assert (info.path / variant.file).is_file() and variant.top1_agreement is not None
     assert variant.top1_agreement >= 0.99 and (variant.accuracy_delta or 0.0) <= 0.01
@@ -124,3 +126,8 @@ def test_int8_variant_is_built_gated_and_served_when_configured(
         assert loaded.variant == "int8"
     finally:
         loaded.retire()
+    on_cpu = LoadedModel(info, Settings(home=tmp_path, variant="fp16"))
+    try:
+        assert on_cpu.provider == "CPUExecutionProvider" and on_cpu.variant == "fp32"
+    finally:
+        on_cpu.retire()
