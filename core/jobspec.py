@@ -1,9 +1,10 @@
-"""Torch-free schema of a training job: what ``POST /v1/jobs`` accepts and what a worker receives.
+"""Torch-free schema of a training job: what ``POST /v1/jobs`` accepts and what a worker runs.
 
-``TrainSpec`` mirrors ``trainer.spec.TrainSpec`` field for field (a test compares the two: fields,
-types and bounds) so that the API rejects bad hyperparameters with a 422 before anything is
-queued, without importing torch. The job stores only the fields the client set
-(``exclude_unset``): the worker validates them again with the trainer's own spec and defaults.
+``TrainSpec`` is the one definition of a fine-tuning run (``trainer.spec`` re-exports it), so the API
+rejects bad hyperparameters with a 422 before anything is queued, without importing torch. The
+spec is stored in the model's lineage and in checkpoints, so it must round-trip through JSON.
+Defaults were chosen by measurement on hymenoptera (see docs/benchmarks.md, "Fine-tuning").
+The job stores only the fields the client set (``exclude_unset``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Mode = Literal["auto", "linear", "finetune", "gradual"]
+Optimizer = Literal["sgd", "adamw"]
+Scheduler = Literal["cosine", "onecycle", "step", "plateau"]
+Augment = Literal["none", "light", "standard", "strong"]
+Device = Literal["auto", "cpu", "cuda"]
 
 # The backbone catalogue's names (trainer/backbones.py builds them with torch); a test keeps this
 # list equal to trainer.backbones.available_backbones().
@@ -24,9 +29,14 @@ MODEL_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
 class EarlyStopping(BaseModel):
+    """Stop a stage when ``metric`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    The best weights seen are restored at the end of every stage either way.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    metric: Literal["val_loss", "val_accuracy"] = "val_accuracy"
+    metric: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # ties: lower val loss wins
     patience: int = Field(default=5, ge=1, le=1000)
     min_delta: float = Field(default=0.0, ge=0.0)
 
@@ -34,26 +44,34 @@ class EarlyStopping(BaseModel):
 class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # What to start from: a catalogue backbone or "registry:<model>:<version>".
     base: str = "efficientnet_lite0"
     mode: Mode = "auto"
-    optimizer: Literal["sgd", "adamw"] = "adamw"
+    optimizer: Optimizer = "adamw"
+    # Head learning rate; "auto" runs an LR range test on the cached features and picks one.
     lr: float | Literal["auto"] = 1e-3
+    # Backbone LR = lr * backbone_lr_scale in the fine-tuning stages (small keeps pretrained features).
     backbone_lr_scale: float = Field(default=0.05, gt=0.0, le=1.0)
     weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=4096)
+    # Epochs of the main stage: the probe in ``linear`` mode, the fine-tuning stage(s) otherwise.
     max_epochs: int = Field(default=6, ge=1, le=1000)
+    # Epochs of the linear probe that precedes fine-tuning (auto, finetune, gradual) and of the
+    # probe in ``linear`` mode when larger: an epoch over cached features costs milliseconds.
     probe_epochs: int = Field(default=60, ge=1, le=10000)
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
-    scheduler: Literal["cosine", "onecycle", "step", "plateau"] = "cosine"
+    scheduler: Scheduler = "cosine"
     warmup_epochs: float = Field(default=1.0, ge=0.0, le=100.0)
-    augment: Literal["none", "light", "standard", "strong"] = "light"
+    augment: Augment = "light"
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     num_workers: int | Literal["auto"] = "auto"
     ema: bool = False
+    # Keep BatchNorm running statistics frozen while fine-tuning (small data: updating them hurts).
     freeze_bn: bool = True
+    # How many unfreezing steps ``gradual`` takes after the probe (top block group first).
     gradual_stages: int = Field(default=3, ge=1, le=20)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
 
     @field_validator("base")
     @classmethod
@@ -81,6 +99,7 @@ class TrainSpec(BaseModel):
         return value
 
     def registry_base(self) -> tuple[str, int] | None:
+        """``(model, version)`` when the base is a registered version, else None."""
         match = REGISTRY_BASE.match(self.base)
         return (match.group(1), int(match.group(2))) if match else None
 
