@@ -4,12 +4,12 @@ leaves the previous checkpoint intact."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from models.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -17,18 +17,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: torch.save(state, fh))
     return path
 
 
