@@ -26,11 +26,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.docs import write_section  # noqa: E402
 from core.datasets import DatasetStore, IngestLimits
 
 log = logging.getLogger("bench.ingest")
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "benchmarks.md"
 SOURCE = REPO.parent / "shared" / "data" / "hymenoptera"
 SECTION = "## Dataset ingest"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.ingest --write-docs"
@@ -124,19 +124,6 @@ def markdown(rows: dict[int, list[float]], images: int, meta: dict[str, object])
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = DOCS) -> None:
-    """Replace (or append) this benchmark's section, leaving the other sections alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + (text.rstrip("\n") + "\n\n" + old[end + 1:] if end >= 0 else text)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"images": images, "seconds": rows, "meta": meta}, indent=2))
     print(text)
     if opts.write_docs:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

@@ -33,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.docs import write_section  # noqa: E402
 from core.searchspec import SearchSpec  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from tests.trainer.dataset_helpers import make_dataset, subset_folder  # noqa: E402
@@ -41,7 +42,6 @@ from trainer.engine import Pruned, fine_tune  # noqa: E402
 from trainer.search_tasks import trial_spec  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "hymenoptera"
-DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Hyper-parameter search"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --write-docs"
 SPACE = {
@@ -146,18 +146,6 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(text: str) -> None:
-    """Replace only this section (others write theirs): read, splice, write via a temp file."""
-    old = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
-    if SECTION in old:
-        head, rest = old.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        new = head + text + (rest[nxt + 1:] if nxt >= 0 else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    tmp = DOCS.with_suffix(".md.tmp-search")
-    tmp.write_text(new)
-    tmp.replace(DOCS)
 
 
 def main() -> int:
@@ -176,7 +164,7 @@ def main() -> int:
         text = render(json.loads(args.render.read_text()))
         print(text)  # noqa: T201 - the benchmark's output
         if args.write_docs:
-            write_docs(text)
+            write_section(SECTION, text)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("trainer").setLevel(logging.WARNING)
@@ -193,7 +181,7 @@ def main() -> int:
         text = render(rows)
         print(text)  # noqa: T201 - the benchmark's output
         if args.write_docs:
-            write_docs(text)
+            write_section(SECTION, text)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -38,11 +38,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.docs import write_section  # noqa: E402
 from bench.loadgen import load_test, multipart_request, raw_request
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Serving"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serve --home /tmp/perf-home --write-docs"
 log = logging.getLogger("bench.serve")
@@ -310,19 +310,6 @@ def markdown(res: dict, rat: dict, meta: dict) -> str:
     return "\n".join(lines + ["", NOTES]) + "\n"
 
 
-def write_section(text: str, path: Path = DOCS) -> None:
-    """Replace (or append) this benchmark's section, leaving the other helpers' sections alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1 :] if end >= 0 else "")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(res, rat, meta)
     print(text)
     if opts.write_docs:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

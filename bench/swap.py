@@ -28,6 +28,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.docs import write_section  # noqa: E402
 from core.embedded_redis import discover  # noqa: E402
 from core.events import announce_promotion  # noqa: E402
 from models import Registry  # noqa: E402
@@ -186,19 +187,6 @@ reference, and closes the old session (then `malloc_trim(0)`) once its last in-f
 """
 
 
-def write_section(text: str) -> None:
-    path = REPO / "docs" / "benchmarks.md"
-    path.parent.mkdir(exist_ok=True)
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = current.find(SECTION)
-    if start == -1:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        updated = current[:start] + text + (current[end + 1:] if end != -1 else "")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(updated)
-    os.replace(tmp, path)
 
 
 def main() -> int:
@@ -212,7 +200,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, indent=2))  # noqa: T201
     if opts.write:
-        write_section(markdown(result))
+        write_section(SECTION, markdown(result))
     return 0
 
 

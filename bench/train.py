@@ -26,6 +26,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.docs import write_section  # noqa: E402
 from core.datasets import DatasetStore, IngestLimits  # noqa: E402
 from trainer import data as data_mod  # noqa: E402
 from trainer import features as features_mod  # noqa: E402
@@ -33,7 +34,6 @@ from trainer.engine import TrainingResult, fine_tune  # noqa: E402
 from trainer.spec import TrainSpec  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "hymenoptera"
-DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Fine-tuning"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.train --write-docs"
 log = logging.getLogger("bench.train")
@@ -151,17 +151,6 @@ def markdown(rows: dict[str, dict[str, Any]], bare: dict[str, float] | None, not
     return "\n".join(lines) + "\n"
 
 
-def write_docs(text: str) -> None:
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    old = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOCS.write_text(new)
 
 
 def main() -> int:
@@ -193,7 +182,7 @@ def main() -> int:
         opts.json.write_text(json.dumps({"rows": rows, "loop_vs_bare": bare}, indent=1))
     if opts.write_docs:
         notes = opts.notes.read_text() if opts.notes else ""
-        write_docs(markdown(rows, bare, notes))
+        write_section(SECTION, markdown(rows, bare, notes))
     return 0
 
 
