@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import create_engine, text
 
 from core.searchspec import Param, SearchSpec, best_of, default_space, validation_message
 from core.settings import Settings
+from tests.pg import private_schema
 from trainer import search as opt
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def spec(**fields: object) -> SearchSpec:
@@ -193,16 +190,8 @@ def test_journal_storage_on_one_machine(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    schema = f"tuneserve_search_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema("tuneserve_search") as url:
+        yield url
 
 
 def test_postgresql_uses_rdb_storage_with_heartbeats(tmp_path: Path, pg_url: str) -> None:
