@@ -28,16 +28,12 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import update
 
 from core.broker import send_task
 from core.events import TASK_SEARCH, TASK_TRIAL
 from core.jobs import Job, JobStore
-from core.jobs.models import JobRow
 from core.searchspec import SearchSpec, best_of
 from core.settings import Settings, get_settings
 from trainer.celery_app import app
@@ -319,17 +315,6 @@ def write_progress(store: JobStore, job_id: str, owner: str, study: Any, n_trial
 
 
 # ------------------------------------------------------------------------------ finalize
-def take_over(store: JobStore, job_id: str, owner: str, new_owner: str, lease_s: float) -> bool:
-    """Atomically move the lease from ``owner`` to ``new_owner``: exactly one caller wins."""
-    with store.engine.begin() as conn:
-        result = conn.execute(
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.state == "running", JobRow.lease_owner == owner)
-            .values(lease_owner=new_owner, lease_expires_at=time.time() + lease_s, updated_at=time.time())
-        )
-        return bool(result.rowcount)
-
-
 def _fail_orphans(study: Any, reason: str) -> None:
     """Fail every trial still ``running`` when a search is re-claimed.
 
@@ -393,7 +378,7 @@ def maybe_finalize(job_id: str, settings: Settings) -> str:
     if not (all_done or (job.cancel_requested and not opt.running_trials(study))):
         return "running"
     finalizer = owner_id()
-    if not take_over(store, job_id, owner, finalizer, settings.lease_seconds):
+    if not store.hand_over(job_id, owner, finalizer, settings.lease_seconds):
         return "not-ours"  # another task is finalizing
     with Heartbeat(store, job_id, finalizer, settings.lease_seconds, _deadline(job, settings)) as beat:
         state, result, error = _final_outcome(job, settings, study, n_trials, search_spec, beat)

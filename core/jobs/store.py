@@ -194,6 +194,13 @@ class JobStore:
             return False, False
         return True, self.get(job_id).cancel_requested
 
+    def hand_over(self, job_id: str, owner: str, new_owner: str, lease_s: float) -> bool:
+        """Atomically move a running job's lease from ``owner`` to ``new_owner``: exactly one caller wins."""
+        return self._update(
+            [JobRow.id == job_id, JobRow.state == "running", JobRow.lease_owner == owner],
+            lease_owner=new_owner, lease_expires_at=time.time() + lease_s,
+        )
+
     def record_progress(
         self, job_id: str, owner: str, progress: dict[str, Any], metric: dict[str, Any] | None = None
     ) -> bool:

@@ -73,6 +73,30 @@ def test_only_one_of_many_concurrent_claims_wins(store: JobStore) -> None:
     assert store.claim(job_id, "late", lease_s=30, max_attempts=3) is None
 
 
+def test_hand_over_moves_the_lease_to_exactly_one_new_owner(store: JobStore) -> None:
+    job_id = new_job(store)
+    assert store.claim(job_id, "search", lease_s=30, max_attempts=3)
+    assert not store.hand_over(job_id, "not-the-owner", "thief", lease_s=30)
+    wins: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def take(new_owner: str) -> None:
+        barrier.wait()
+        if store.hand_over(job_id, "search", new_owner, lease_s=30):
+            wins.append(new_owner)
+
+    threads = [threading.Thread(target=take, args=(f"finalizer{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and store.get(job_id).lease_owner == wins[0]
+    assert store.renew(job_id, wins[0], lease_s=30) == (True, False)
+    assert store.renew(job_id, "search", lease_s=30) == (False, False)  # the old owner lost it
+    store.finish(job_id, wins[0], "succeeded")
+    assert not store.hand_over(job_id, wins[0], "late", lease_s=30)  # finished jobs keep their owner
+
+
 def test_progress_metrics_and_finish_need_the_lease(store: JobStore) -> None:
     job_id = new_job(store)
     store.claim(job_id, "w1", 30, 3)
