@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         # (datasets / jobs resources are attached here)
         app.state.datasets = DatasetStore(settings.datasets_dir)
+        datasets.sweep_stale_uploads(settings.work_dir / "uploads")
         job_store = JobStore(settings.resolved_database_url)
         app.state.job_store = job_store
         app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0

@@ -135,13 +135,29 @@ class DatasetStore:
         return self.get(dataset_id), True
 
     def _remove_stale_temps(self) -> None:
-        cutoff = time.time() - STALE_TMP_S
-        for child in self.root.glob(f"{TMP_PREFIX}*"):
-            try:
-                if child.stat().st_mtime < cutoff:
-                    shutil.rmtree(child, ignore_errors=True)
-            except FileNotFoundError:
+        remove_stale(self.root, f"{TMP_PREFIX}*")
+
+
+def remove_stale(folder: Path, pattern: str, max_age_s: float = STALE_TMP_S) -> int:
+    """Delete what matches ``pattern`` in ``folder`` untouched for ``max_age_s``: left by a crash.
+
+    Age, not ownership, decides: several processes may share the folder, and a live writer keeps
+    touching its file. Returns how many entries were removed.
+    """
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for child in folder.glob(pattern):
+        try:
+            if child.lstat().st_mtime >= cutoff:
                 continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def default_name(archive: Path | str) -> str:

@@ -7,6 +7,7 @@ The upload body is parsed with python-multipart's streaming parser straight into
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -18,9 +19,24 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 from starlette.concurrency import run_in_threadpool
 
 from core.datasets import IngestLimits
-from core.datasets.store import default_name
+from core.datasets.store import default_name, remove_stale
 from service.deps import DatasetStoreDep, SettingsDep
 from service.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PREFIX, UPLOAD_SUFFIX = "upload-", ".part"
+
+
+def sweep_stale_uploads(uploads_dir: Path) -> int:
+    """Remove partial uploads a crashed API process left behind (live ones are written to constantly)."""
+    if not uploads_dir.is_dir():
+        return 0
+    removed = remove_stale(uploads_dir, f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}")
+    if removed:
+        log.info("removed %d stale partial upload(s) from %s", removed, uploads_dir)
+    return removed
+
 
 router = APIRouter()
 
@@ -93,7 +109,7 @@ class MultipartUpload:
             raise ApiError(400, f"send one archive per upload (field {FILE_FIELD!r} appears twice)")
         self.filename = params.get(b"filename", b"").decode("utf-8", "replace")
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.directory)
+        fd, name = tempfile.mkstemp(prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX, dir=self.directory)
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
 

@@ -199,3 +199,20 @@ def test_streamed_upload_is_stored(client: TestClient, home: Path) -> None:
     status, text = _post_chunked(client, body, ctype, chunk=1000)
     assert status == 201, text
     _clean(home)
+
+
+def test_start_sweeps_partial_uploads_a_crash_left_behind(tmp_path: Path) -> None:
+    import os
+    import time
+
+    uploads = tmp_path / "work" / "uploads"
+    uploads.mkdir(parents=True)
+    stale, live, other = uploads / "upload-dead.part", uploads / "upload-live.part", uploads / "notes.txt"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial archive")
+    day_ago = time.time() - 24 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    os.utime(other, (day_ago, day_ago))
+    with TestClient(create_app(Settings(home=tmp_path))):
+        pass
+    assert sorted(p.name for p in uploads.iterdir()) == ["notes.txt", "upload-live.part"]
