@@ -7,8 +7,12 @@ searches ``lr``, ``weight_decay`` and ``augment`` for ``finetune`` EfficientNet-
 before them costs milliseconds), wall time and the best validation accuracy. The trials run in this
 process, one after another, through the same code as the workers' trial tasks (``trainer/search.py``:
 study on journal storage, samplers, ASHA pruner, space -> suggestions, per-epoch reports), without
-Celery; ``--train-per-class``/``--val-per-class`` take a stratified subset (first N per class) when
-the full dataset does not fit the time available.
+Celery; ``--workers N`` instead runs each search as a user would: a ``tuneserve serve --no-worker``
+API on a private Redis DB, N ``tuneserve worker`` processes (torch threads = cores / N each), the
+dataset uploaded over HTTP, one search job per method posted to ``/v1/jobs`` and followed to its end
+(wall time then includes exporting and registering the best trial). ``--train-per-class`` /
+``--val-per-class`` take a stratified subset (first N per class) when the full dataset does not fit
+the time available.
 
 Target: ASHA's best within 0.5 points of the best any method finds, with at most 40% of the epochs a
 full grid of its 27 trials would run (0.4 x 27 x max_epochs).
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -28,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from bench.docs import write_section  # noqa: E402
 from core.searchspec import SearchSpec  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from models import Registry  # noqa: E402
 from tests.trainer.dataset_helpers import make_dataset, subset_folder  # noqa: E402
 from trainer import search as opt  # noqa: E402
 from trainer.engine import Pruned, fine_tune  # noqa: E402
@@ -52,12 +57,11 @@ SPACE = {
 log = logging.getLogger("bench.search")
 
 
-def dataset_for(args: argparse.Namespace, root: Path) -> Any:
-    source = DATA
-    if args.train_per_class or args.val_per_class:
-        per = {"train": args.train_per_class or 10_000, "val": args.val_per_class or 10_000}
-        source = subset_folder(DATA, root / "subset", per)
-    return make_dataset(source, root / "datasets")
+def source_folder(args: argparse.Namespace, root: Path) -> Path:
+    if not (args.train_per_class or args.val_per_class):
+        return DATA
+    per = {"train": args.train_per_class or 10_000, "val": args.val_per_class or 10_000}
+    return subset_folder(DATA, root / "subset", per)
 
 
 def run_search(method: str, trials: int, args: argparse.Namespace, dataset: Any, home: Path) -> dict[str, Any]:
@@ -106,10 +110,76 @@ def run_search(method: str, trials: int, args: argparse.Namespace, dataset: Any,
     }
 
 
+class Cluster:
+    """API + ``workers`` worker processes on a private Redis DB and queue, for ``--workers N``."""
+
+    def __init__(self, root: Path, workers: int, source: Path) -> None:
+        from tests.integration.procs import Server, base_env, private_broker, upload, worker, zip_folder
+        from trainer.bootstrap import bootstrap
+
+        home = root / "home"
+        bootstrap(Registry(home / "models"))  # the API serves the pretrained model, as after `make run`
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        env = base_env(home, **private_broker(), TUNESERVE_TRAIN_THREADS=str(threads))
+        self.threads, self.logs = threads, root
+        self.server = Server(env, root / "serve.log").wait_ready()
+        self.workers = [worker(env, root / f"worker{i}.log") for i in range(workers)]
+        self.dataset_id = upload(self.server.http, zip_folder(source, root / "data.zip", "hymenoptera"))
+        report = self.server.http.get(f"/v1/datasets/{self.dataset_id}").json()
+        self.counts = {split: sum(per_class.values()) for split, per_class in report["counts"].items()}
+
+    def search(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        from tests.integration.procs import wait_job
+
+        resp = self.server.http.post("/v1/jobs", json={"dataset_id": self.dataset_id, **body})
+        resp.raise_for_status()
+        job_id = resp.json()["id"]
+        log.info("search job %s posted", job_id)
+        return wait_job(self.server.http, job_id, ("succeeded", "failed", "cancelled"), timeout,
+                        lambda: "\n".join(w.tail(40) for w in self.workers))
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.server.stop()
+
+
+def run_search_celery(method: str, trials: int, args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
+    search = {"method": method, "trials": trials, "max_epochs": args.max_epochs, "reduction_factor": 3,
+              "min_epochs": 1, "seed": args.seed, "space": SPACE}
+    body = {"model": f"bench-{method}", "mode": "finetune", "hyperparameters": {"batch_size": args.batch_size},
+            "search": search}
+    start = time.perf_counter()
+    job = cluster.search(body, timeout=4 * 3600)
+    wall = time.perf_counter() - start
+    if job["state"] != "succeeded":
+        raise RuntimeError(f"search {method} ended {job['state']}: {job.get('error')}")
+    trials_out = job["trials"]
+    best = job["best_trial"]
+    return {
+        "method": method, "trials": len(trials_out), "epochs_run": sum(t["epochs"] for t in trials_out),
+        "full_epochs": len(trials_out) * args.max_epochs,
+        "pruned": sum(t["state"] == "pruned" for t in trials_out), "wall_s": wall,
+        "best_val_accuracy": best["best_val_accuracy"],
+        "best_any_epoch": max(t["best_val_accuracy"] or 0.0 for t in trials_out),
+        "best_params": best["params"], "trial_rows": trials_out,
+        "train_images": cluster.counts["train"], "val_images": cluster.counts["val"],
+        "argv": sys.argv[1:], "max_epochs": args.max_epochs, "batch_size": args.batch_size,
+        "subset": bool(args.train_per_class or args.val_per_class),
+        "runner": f"Celery: {len(cluster.workers)} worker processes x {cluster.threads} torch thread(s)",
+        "promoted": job.get("result", {}).get("promoted"),
+    }
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     first = rows[0]
     counts = {"train": first["train_images"], "val": first["val_images"]}
     best_any = max(r["best_val_accuracy"] for r in rows)
+    runner = ("Trials run in one process one after another (in-process Optuna, same trial code as the Celery "
+              "workers, no broker)") if "runner" not in first else (
+        f"Each search is one job posted to the HTTP API; its trials ran as Celery tasks on the real Redis, "
+        f"{first['runner']}; wall time runs from the POST to the job's end (best trial exported, "
+        f"registered and promoted)")
     lines = [
         SECTION, "",
         f"Command: `{COMMAND}`", "",
@@ -120,9 +190,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         + f", `finetune` EfficientNet-Lite0, batch {first['batch_size']}, max_epochs {first['max_epochs']} per trial; "
         f"searched: lr loguniform(1e-4, 1e-2), weight_decay loguniform(1e-5, 1e-2), augment none/light/standard "
         f"(grid: lr 3 points x augment 3, weight_decay at its geometric middle). ASHA: random sampler, "
-        f"successive halving with min 1 epoch, reduction factor 3. Trials run in one process one after another "
-        f"(in-process Optuna, same trial code as the Celery workers, no broker); CPU: "
-        f"{platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads on a 2-core machine shared with "
+        f"successive halving with min 1 epoch, reduction factor 3. {runner}; CPU: "
+        f"{platform.processor() or 'x86_64'}, {os.cpu_count()} cores shared with "
         f"other work (wall times are noisy). An epoch is a fine-tuning epoch (the linear probe before it, on "
         f"cached features, costs milliseconds).", "",
         "| method | trials | pruned | epochs run | epochs of a full run of its trials | wall s "
@@ -156,6 +225,8 @@ def main() -> int:
     parser.add_argument("--val-per-class", type=int, default=0, help="stratified subset (0 = all)")
     parser.add_argument("--methods", default="grid:9,random:9,asha:27")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="run each search as a job over HTTP on this many Celery worker processes (0: in-process)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--render", type=Path, help="only render (and --write-docs) a previous --json file")
@@ -168,13 +239,21 @@ def main() -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("trainer").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    cluster = None
     try:
-        dataset = dataset_for(args, root)
+        if args.workers:
+            cluster = Cluster(root, args.workers, source_folder(args, root))
+        else:
+            dataset = make_dataset(source_folder(args, root), root / "datasets")
         rows = []
         for item in args.methods.split(","):
             method, trials = item.split(":")
-            rows.append(run_search(method, int(trials), args, dataset, root / "home"))
+            if cluster is not None:
+                rows.append(run_search_celery(method, int(trials), args, cluster))
+            else:
+                rows.append(run_search(method, int(trials), args, dataset, root / "home"))
             log.info("%s: %s", method, {k: v for k, v in rows[-1].items() if k != "trial_rows"})
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
@@ -183,6 +262,8 @@ def main() -> int:
         if args.write_docs:
             write_section(SECTION, text)
     finally:
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

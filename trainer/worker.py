@@ -98,6 +98,18 @@ class ReconcilerThread(threading.Thread):
         self._stop.set()
 
 
+def limit_train_threads(threads: int) -> None:
+    """Cap torch's intra-op threads in this process (``train_threads``; 0 leaves torch's default)."""
+    if threads <= 0:
+        return
+    # torch reads these when it is first imported (with the first job); set_num_threads covers the
+    # case where something imported it already.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def main(args: list[str]) -> int:
     """``tuneserve worker``: one solo-pool Celery worker (one job at a time) on the configured queue."""
     settings = get_settings()
@@ -105,6 +117,7 @@ def main(args: list[str]) -> int:
         print("no broker: set TUNESERVE_BROKER_URL=redis://... or start `tuneserve serve` on this home",
               file=sys.stderr)  # noqa: T201 - CLI output
         return 2
+    limit_train_threads(settings.train_threads)
     from trainer.celery_app import app
 
     argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={settings.task_queue}",
