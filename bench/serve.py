@@ -109,6 +109,11 @@ def raw_engine(model_file: Path, jpegs: list[bytes], duration_s: float) -> dict[
         shapes[f"decode_threads={threads},batch={batch}"] = _pipelined(
             engine, pre, jpegs, threads, batch, duration_s / 2
         )
+    if engine.lanes > 1:  # what the service does under load: batches side by side, one thread each
+        for batch in (1, 4):
+            shapes[f"lanes={engine.lanes},decode_threads={cores},batch={batch}"] = _pipelined_lanes(
+                engine, pre, jpegs, cores, batch, duration_s / 2
+            )
     best = max(shapes, key=lambda k: shapes[k])
     return {
         "single_p50_ms": round(float(np.percentile(lat, 50)), 2),
@@ -143,6 +148,59 @@ def _pipelined(engine, pre, jpegs: list[bytes], threads: int, batch: int, durati
         for f in futures:
             f.cancel()
     return done / wall
+
+
+def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, duration_s: float) -> float:  # type: ignore[no-untyped-def]
+    """``engine.lanes`` inference threads, each taking up to ``batch`` decoded images at a time and
+    running them on the one-thread lane session; ``threads`` decode threads keep a bounded queue full."""
+    import queue
+    import threading
+
+    from service.engine import softmax, top_k
+    from service.preprocess import preprocess
+
+    ready: queue.Queue[np.ndarray] = queue.Queue(maxsize=2 * batch * engine.lanes + threads)
+    stop = threading.Event()
+    done = [0] * engine.lanes
+
+    def decode(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            x = preprocess(jpegs[i % len(jpegs)], pre, 40_000_000)
+            while not stop.is_set():
+                try:
+                    ready.put(x, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+            i += threads
+
+    def infer(lane: int) -> None:
+        while not stop.is_set():
+            try:
+                xs = [ready.get(timeout=0.05)]
+            except queue.Empty:
+                continue
+            while len(xs) < batch:
+                try:
+                    xs.append(ready.get_nowait())
+                except queue.Empty:
+                    break
+            top_k(softmax(engine.run(np.stack(xs), lane=True)), 5)
+            done[lane] += len(xs)
+
+    workers = [threading.Thread(target=decode, args=(i,)) for i in range(threads)]
+    workers += [threading.Thread(target=infer, args=(lane,)) for lane in range(engine.lanes)]
+    for w in workers:
+        w.start()
+    time.sleep(min(1.0, duration_s / 4))  # warm: queue full, both lanes running
+    start_count, started = sum(done), time.perf_counter()
+    time.sleep(duration_s)
+    count, wall = sum(done) - start_count, time.perf_counter() - started
+    stop.set()
+    for w in workers:
+        w.join()
+    return count / wall
 
 
 # ------------------------------------------------------------------ servers
@@ -215,6 +273,25 @@ def run_service(
         return measure(server, reqs, levels, duration_s)
     finally:
         server.stop()
+
+
+def compare_configs(home: Path, jpegs: list[bytes], configs: str, levels: list[int], duration_s: float) -> str:
+    """Service configurations back to back, interleaved twice (A B C, A B C) to spread drift."""
+    envs = []
+    for config in configs.split(";"):
+        pairs = [] if config.strip() == "default" else config.split()
+        envs.append((config.strip(), dict(pair.split("=", 1) for pair in pairs)))
+    rows: dict[str, list[dict[int, dict]]] = {name: [] for name, _ in envs}
+    for _ in range(2):
+        for name, env in envs:
+            rows[name].append(run_service(home, jpegs, levels, duration_s, env))
+    head = " | ".join(f"c={c} images/s (run 1/2), p50 ms" for c in levels)
+    lines = [f"| configuration | {head} |", "| --- |" + " --- |" * len(levels)]
+    for name, runs in rows.items():
+        cells = [f"{runs[0][c]['images_per_s']}/{runs[1][c]['images_per_s']}, "
+                 f"{runs[0][c]['p50_ms']}/{runs[1][c]['p50_ms']}" for c in levels]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def run_naive(jpegs: list[bytes], levels: list[int], duration_s: float) -> dict[int, dict]:
@@ -321,11 +398,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
     parser.add_argument("--int8-home", type=Path, default=None,
                         help="also measure the int8 variant (a home bootstrapped with --variants)")
+    parser.add_argument("--compare", default="",
+                        help="only compare service configurations: ';'-separated env settings, each a "
+                             "space-separated list of VAR=VALUE ('default' = none), e.g. "
+                             "'default;TUNESERVE_CPU_LANES=1'")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     levels = [int(x) for x in opts.levels.split(",")]
     skip = set(filter(None, opts.skip.split(",")))
     home = ensure_home(opts.home)
+    if opts.compare:
+        print(compare_configs(home, load_jpegs(), opts.compare, levels, opts.duration))  # noqa: T201
+        return 0
     model_file = active_model(home)
     jpegs = load_jpegs()
     args = sys.argv[1:] if argv is None else argv

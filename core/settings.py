@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     device: str = "auto"
     intra_op_threads: int = 0  # 0 = one per core
     decode_threads: int = 0  # 0 = one per core
+    # CPU inference lanes: under load, this many batches run at once, each on one thread of its own
+    # session (no fork-join between cores); a request that arrives alone still gets every core.
+    # 0 = one lane per core; 1 = off (one batch at a time on intra_op_threads).
+    cpu_lanes: int = 0
+    # torch threads in a worker; 0 = torch's default (one per core). Set it to cores / workers when
+    # several workers share one machine, or their thread pools fight over the same cores.
+    train_threads: int = 0
     variant: str = "fp32"  # which ONNX variant to serve when a version has several (fp32, fp16, int8)
     build_variants: str = ""  # e.g. "int8" or "fp16,int8": variants jobs build (gated on val) beside fp32
 

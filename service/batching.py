@@ -2,8 +2,13 @@
 
 Images of one request always go into the same batch (or consecutive batches when a request holds
 more than ``max_batch_size`` images); results come back to each request in its own order. The
-batcher thread is the engine's only caller, so inference runs in its own executor, pipelined with
-the decode pool: while batch N infers, the requests of batch N+1 are being decoded.
+batcher's threads are the engine's only callers, so inference runs in its own executor, pipelined
+with the decode pool: while batch N infers, the requests of batch N+1 are being decoded.
+
+On the CPU the batcher runs ``engine.lanes`` threads ("lanes"). A batch that is alone (no other batch
+running, nothing else queued) runs on the engine's all-cores session: lowest latency for a lone
+request. When more work is waiting, each lane runs its batch on the one-thread lane session, side by
+side: more images per second than one batch at a time across all cores (see service/engine.py).
 """
 
 from __future__ import annotations
@@ -70,14 +75,23 @@ class Batcher:
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._pending_images = 0
         self._count_lock = threading.Lock()
-        self._buffer: np.ndarray | None = None  # reused batch input, grown on demand
+        self._buffers: dict[int, np.ndarray] = {}  # reused batch input per lane, grown on demand
+        self.lanes = engine.lanes
+        self._active = 0  # batches running now (under _count_lock)
+        self._collecting = threading.Lock()
+        self._carry: _Request | None = None  # the request that starts the next batch (under _collecting)
         # On CUDA every new batch shape costs a cuDNN algorithm search (and memory): pad batches up to
         # a power of two so only log2(max_batch_size) shapes ever run, all warmed at load.
         self.pad_to_buckets = engine.provider == CUDA
         self.batches_run = 0
         self.images_run = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self.lane_batches = 0  # of batches_run, those run on the one-thread lane session
+        self._threads = [
+            threading.Thread(target=self._run, args=(lane,), name=f"{name}-{lane}", daemon=True)
+            for lane in range(self.lanes)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def warm_sizes(self) -> tuple[int, ...]:
         """Batch sizes to run once at load so the first real requests don't pay for them."""
@@ -111,24 +125,30 @@ class Batcher:
         return fut
 
     def stop(self) -> None:
-        """Finish what is queued, then end the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Finish what is queued, then end the threads (one stop marker each, behind the queued work)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     # ---------------------------------------------------------------- thread
-    def _run(self) -> None:
-        carry: _Request | None = None
+    def _run(self, lane: int) -> None:
         while True:
-            first = carry or self._queue.get()
-            carry = None
-            if first is None:
-                return
-            batch, carry, stop = self._collect(first)
-            self._execute(batch)
+            # One lane collects at a time, so batches form as with one thread (a lane waiting out
+            # max_delay_ms keeps the others from starting half-empty batches); they run side by side.
+            with self._collecting:
+                first, self._carry = self._carry or self._queue.get(), None
+                if first is None:
+                    return
+                batch, self._carry, stop = self._collect(first)
+                last = self._carry if stop else None
+                if stop:
+                    self._carry = None
+            self._execute(batch, lane)
             if stop:
-                if carry is not None:
-                    self._execute([carry])
-                self._drain()
+                if last is not None:
+                    self._execute([last], lane)
+                self._drain(lane)
                 return
 
     def _collect(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
@@ -150,37 +170,48 @@ class Batcher:
             size += len(nxt.images)
         return batch, None, False
 
-    def _drain(self) -> None:
+    def _drain(self, lane: int) -> None:
+        """Run requests that raced with ``stop``; other lanes' stop markers go back for them."""
+        markers = 0
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if item is not None:
-                self._execute([item])
+                break
+            if item is None:
+                markers += 1
+            else:
+                self._execute([item], lane)
+        for _ in range(markers):
+            self._queue.put(None)
 
-    def _execute(self, batch: list[_Request]) -> None:
+    def _execute(self, batch: list[_Request], lane: int) -> None:
         live = [r for r in batch if not r.future.cancelled()]  # client gone: don't spend a slot on it
         count = sum(len(r.images) for r in batch)
         outcomes: list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]] = []
+        with self._count_lock:
+            self._active += 1
+            # Alone (no other batch running, nothing else queued): all cores for this batch.
+            side_by_side = self.lanes > 1 and (self._active > 1 or self._pending_images > count)
         try:
             if live:
-                outcomes = self._run_batch(live)
+                outcomes = self._run_batch(live, lane, side_by_side)
         finally:
             with self._count_lock:  # freed before the answers go out: a caller may resubmit at once
+                self._active -= 1
                 self._pending_images -= count
         for fut, result, exc in outcomes:
             _deliver(fut, result, exc)
 
     def _run_batch(
-        self, batch: list[_Request]
+        self, batch: list[_Request], lane: int, side_by_side: bool
     ) -> list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]]:
         try:
-            logits = self._infer(batch)
+            logits = self._infer(batch, lane, side_by_side)
         except Exception as exc:  # noqa: BLE001 - delivered to the requests, never kills the thread
             if len(batch) > 1:  # find the culprit: each request alone, so only it fails
                 log.warning("batch of %d requests failed (%s); retrying one by one", len(batch), exc)
-                return [outcome for req in batch for outcome in self._run_batch([req])]
+                return [outcome for req in batch for outcome in self._run_batch([req], lane, side_by_side)]
             log.exception("inference failed for a request of %d images", len(batch[0].images))
             return [(batch[0].future, None, exc)]
         outcomes: list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]] = []
@@ -191,18 +222,20 @@ class Batcher:
             offset += n
         return outcomes
 
-    def _infer(self, batch: list[_Request]) -> np.ndarray:
+    def _infer(self, batch: list[_Request], lane: int, side_by_side: bool) -> np.ndarray:
         images = [img for req in batch for img in req.images]
         limit = self.settings.max_batch_size
         outputs = []
         for start in range(0, len(images), limit):
-            chunk, n = self._assemble(images[start : start + limit])  # reuses one buffer: run it now
-            outputs.append(self.engine.run(chunk)[:n])
-            self.batches_run += 1
-            self.images_run += n
+            chunk, n = self._assemble(images[start : start + limit], lane)  # the lane's buffer: run it now
+            outputs.append(self.engine.run(chunk, lane=side_by_side)[:n])
+            with self._count_lock:
+                self.batches_run += 1
+                self.images_run += n
+                self.lane_batches += side_by_side
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
-    def _assemble(self, images: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    def _assemble(self, images: list[np.ndarray], lane: int) -> tuple[np.ndarray, int]:
         """One (N, 3, H, W) array and its real image count: a view for a single image, else one copy
         into a reused buffer (zero-padded up to the bucket size on CUDA)."""
         n = len(images)
@@ -210,10 +243,10 @@ class Batcher:
         if size == 1:
             return images[0][None], 1
         item_shape = images[0].shape
-        buf = self._buffer
+        buf = self._buffers.get(lane)
         if buf is None or buf.shape[1:] != item_shape or len(buf) < size or buf.dtype != images[0].dtype:
             cap = max(size, min(self.settings.max_batch_size, 1024))
-            buf = self._buffer = np.zeros((cap, *item_shape), dtype=images[0].dtype)
+            buf = self._buffers[lane] = np.zeros((cap, *item_shape), dtype=images[0].dtype)
         for slot, img in zip(buf, images, strict=False):
             slot[...] = img
         # Padding rows keep earlier images (or the initial zeros): finite, independent of the real rows

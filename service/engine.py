@@ -5,6 +5,11 @@ Tuning (measured, docs/benchmarks.md "## Serving"):
 * graph optimisation level ALL on every provider;
 * CPU: ``intra_op_num_threads`` = the cores, no spinning: spinning workers would burn the cores the
   decode pool needs between batches, and on a busy 2-core machine they made batch-1 latency worse;
+* CPU lanes: a second session with one intra-op thread, which the batcher runs from several
+  threads at once when more than one batch is waiting. Small per-image convolutions scale poorly
+  across cores (every operator forks and joins, and a thread preempted by decoding stalls the join);
+  whole batches side by side on one thread each keep every core busy without that synchronisation.
+  A request that arrives alone still runs on the all-cores session, for the lowest latency;
 * CUDA: one CPU thread is enough (the GPU does the work); inputs are bound with IO binding and
   outputs stay on the device until the single copy back, which roughly doubles throughput over
   plain numpy in/out (see ../shared/GPU.md).
@@ -67,10 +72,17 @@ def intra_op_threads(settings: Settings, provider: str) -> int:
     return 1 if provider == CUDA else cpu_cores()
 
 
-def session_options(settings: Settings, provider: str = CPU) -> ort.SessionOptions:
+def cpu_lanes(settings: Settings, provider: str) -> int:
+    """How many batches may run at once (each on one thread); 1 on CUDA, whose work the GPU serialises."""
+    if provider != CPU:
+        return 1
+    return max(1, settings.cpu_lanes or cpu_cores())
+
+
+def session_options(settings: Settings, provider: str = CPU, threads: int | None = None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = intra_op_threads(settings, provider)
+    opts.intra_op_num_threads = threads or intra_op_threads(settings, provider)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
@@ -92,7 +104,12 @@ def provider_options(providers: list[str]) -> list[dict[str, str]]:
 
 
 class OnnxEngine:
-    """One onnxruntime session for one model file. ``run`` is called from one thread (the batcher)."""
+    """onnxruntime sessions for one model file.
+
+    ``run`` uses the main session (all of ``intra_op_threads``); it is called from one thread at a
+    time. ``run(..., lane=True)`` uses the one-thread lane session, which ``lanes`` threads may call
+    at once (onnxruntime's ``Run`` is thread-safe); it exists on the CPU only, when ``lanes`` > 1.
+    """
 
     def __init__(self, model_file: Path, settings: Settings) -> None:
         providers = choose_providers(settings.device)
@@ -107,13 +124,20 @@ class OnnxEngine:
         self.output_name = self.session.get_outputs()[0].name
         self.input_type = np.float16 if "float16" in inp.type else np.float32
         self._binding = self.session.io_binding() if self.provider == CUDA else None
+        self.lanes = cpu_lanes(settings, self.provider)
+        self.lane_session: ort.InferenceSession | None = None
+        if self.lanes > 1:  # a one-thread main session can serve the lanes itself
+            self.lane_session = self.session if intra_op_threads(settings, CPU) == 1 else ort.InferenceSession(
+                str(model_file), session_options(settings, CPU, threads=1), providers=[CPU]
+            )
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (float32) for a (N, 3, H, W) batch."""
+    def run(self, batch: np.ndarray, lane: bool = False) -> np.ndarray:
+        """Logits (float32) for a (N, 3, H, W) batch; ``lane``: on the one-thread lane session."""
         feed = batch if batch.dtype == self.input_type else batch.astype(self.input_type)
         if self._binding is not None:
             return self._run_bound(np.ascontiguousarray(feed))
-        (logits,) = self.session.run([self.output_name], {self.input_name: feed})
+        session = self.lane_session if lane and self.lane_session is not None else self.session
+        (logits,) = session.run([self.output_name], {self.input_name: feed})
         return np.asarray(logits, dtype=np.float32)
 
     def _run_bound(self, feed: np.ndarray) -> np.ndarray:
@@ -130,10 +154,14 @@ class OnnxEngine:
 
     def warm_up(self, crop: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
         for n in batch_sizes:
-            self.run(np.zeros((n, 3, crop, crop), dtype=np.float32))
+            batch = np.zeros((n, 3, crop, crop), dtype=np.float32)
+            self.run(batch)
+            if self.lane_session is not None and self.lane_session is not self.session:
+                self.run(batch, lane=True)
 
     def close(self) -> None:
         del self.session
+        self.lane_session = None
         self._binding = None
         release_freed_memory()
 

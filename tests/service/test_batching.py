@@ -147,6 +147,85 @@ def test_stop_finishes_what_is_queued(engine: OnnxEngine) -> None:
         np.testing.assert_allclose(fut.result(0), expected(images_for(seed, 1)), rtol=1e-5, atol=1e-6)
 
 
+# ------------------------------------------------------------------ CPU lanes
+class RunSpy:
+    """Wraps a real engine's ``run``: records which session each batch used and how many overlapped."""
+
+    def __init__(self, engine: OnnxEngine, hold_s: float = 0.02) -> None:
+        self.real, self.hold_s = engine.run, hold_s
+        self.calls: list[bool] = []
+        self.running = self.most_at_once = 0
+        self.lock = threading.Lock()
+        engine.run = self  # type: ignore[method-assign]
+
+    def __call__(self, batch: np.ndarray, lane: bool = False) -> np.ndarray:
+        with self.lock:
+            self.calls.append(lane)
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            out = self.real(batch, lane)
+            threading.Event().wait(self.hold_s)  # long enough for the other lane to start meanwhile
+            return out
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.fixture
+def two_lane_engine(tiny_model: Path) -> OnnxEngine:
+    return OnnxEngine(tiny_model, Settings(device="cpu", intra_op_threads=1, cpu_lanes=2))
+
+
+def test_waiting_batches_run_side_by_side_on_the_lane_session(two_lane_engine: OnnxEngine) -> None:
+    spy = RunSpy(two_lane_engine)
+    batcher = make_batcher(two_lane_engine, size=2, delay=0.0)
+    requests = [images_for(seed, 1) for seed in range(12)]
+    try:
+        futures = [batcher.submit_nowait(imgs) for imgs in requests]
+        results = [f.result(10) for f in futures]
+    finally:
+        batcher.stop()
+    for imgs, got in zip(requests, results, strict=True):
+        np.testing.assert_allclose(got, expected(imgs), rtol=1e-5, atol=1e-6)
+    assert batcher.lanes == 2 and spy.most_at_once == 2
+    assert batcher.lane_batches >= len(spy.calls) - 1  # only a batch that found nothing else waiting goes wide
+    assert batcher.images_run == 12 and batcher.pending_images == 0
+
+
+def test_a_lone_request_runs_on_the_all_cores_session(two_lane_engine: OnnxEngine) -> None:
+    spy = RunSpy(two_lane_engine, hold_s=0.0)
+    batcher = make_batcher(two_lane_engine, size=4, delay=0.0)
+    try:
+        for seed in range(5):
+            imgs = images_for(seed, 1 + seed % 2)
+            np.testing.assert_allclose(batcher.submit_nowait(imgs).result(5), expected(imgs), rtol=1e-5, atol=1e-6)
+    finally:
+        batcher.stop()
+    assert spy.calls == [False] * 5 and batcher.lane_batches == 0
+
+
+def test_lanes_wait_for_the_collecting_lane_to_fill_its_batch(two_lane_engine: OnnxEngine) -> None:
+    spy = RunSpy(two_lane_engine, hold_s=0.0)
+    batcher = make_batcher(two_lane_engine, size=8, delay=200.0)
+    try:
+        futures = [batcher.submit_nowait(images_for(seed, 1)) for seed in range(6)]
+        for seed, fut in enumerate(futures):
+            np.testing.assert_allclose(fut.result(5), expected(images_for(seed, 1)), rtol=1e-5, atol=1e-6)
+    finally:
+        batcher.stop()
+    assert batcher.batches_run == 1 and len(spy.calls) == 1  # the idle lane did not split the batch
+
+
+def test_stop_ends_every_lane_after_the_queued_work(two_lane_engine: OnnxEngine) -> None:
+    batcher = make_batcher(two_lane_engine, size=1, delay=0.0)
+    futures = [batcher.submit_nowait(images_for(seed, 1)) for seed in range(7)]
+    batcher.stop()
+    for seed, fut in enumerate(futures):
+        np.testing.assert_allclose(fut.result(0), expected(images_for(seed, 1)), rtol=1e-5, atol=1e-6)
+    assert not any(t.is_alive() for t in batcher._threads)
+
+
 # ------------------------------------------------------------------ the real model
 def real_inputs(hymenoptera: Path, n: int) -> list[np.ndarray]:
     files = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:n]
@@ -168,6 +247,21 @@ def test_batching_off_gives_the_same_results_on_the_real_model(bootstrapped_home
         assert batcher.batches_run == (1 if size == 8 else 6)
     np.testing.assert_allclose(outputs[8], outputs[1], rtol=1e-4, atol=1e-4)
     assert (outputs[8].argmax(1) == outputs[1].argmax(1)).all()
+
+
+def test_lane_session_matches_the_all_cores_session_on_real_photos(bootstrapped_home: Path,
+                                                                   hymenoptera: Path) -> None:
+    model = Registry(bootstrapped_home / "models").get("imagenet").model_path
+    two = OnnxEngine(model, Settings(device="cpu", intra_op_threads=2, cpu_lanes=2))
+    assert two.lanes == 2 and two.lane_session is not None and two.lane_session is not two.session
+    assert two.lane_session.get_session_options().intra_op_num_threads == 1
+    batch = np.stack(real_inputs(hymenoptera, 4))
+    np.testing.assert_allclose(two.run(batch, lane=True), two.run(batch), rtol=1e-4, atol=1e-4)
+    off = OnnxEngine(model, Settings(device="cpu", cpu_lanes=1))
+    assert off.lanes == 1 and off.lane_session is None
+    one_lane = make_batcher(off)
+    one_lane.stop()
+    assert len(one_lane._threads) == 1
 
 
 def test_http_bad_image_fails_only_its_own_request(settings: Settings, hymenoptera: Path) -> None:
@@ -201,10 +295,10 @@ def test_http_full_queue_answers_503_with_retry_after(settings: Settings, hymeno
         loaded = client.app.state.manager.loaded()["imagenet"]  # type: ignore[attr-defined]
         real_run = loaded.engine.run
 
-        def held_run(batch: np.ndarray) -> np.ndarray:  # the real engine, held until the test says go
+        def held_run(batch: np.ndarray, lane: bool = False) -> np.ndarray:  # real, held until the test says go
             entered.set()
             gate.wait(10)
-            return real_run(batch)
+            return real_run(batch, lane)
 
         loaded.engine.run = held_run
         url = "/v1/models/imagenet/predict"
