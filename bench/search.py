@@ -67,7 +67,7 @@ def source_folder(args: argparse.Namespace, root: Path) -> Path:
 def run_search(method: str, trials: int, args: argparse.Namespace, dataset: Any, home: Path) -> dict[str, Any]:
     search = SearchSpec.model_validate({
         "method": method, "trials": trials, "max_epochs": args.max_epochs, "reduction_factor": 3,
-        "min_epochs": 1, "seed": args.seed, "space": SPACE,
+        "min_epochs": 1, "seed": args.seed, "space": SPACE, "bootstrap_count": args.bootstrap_count,
     })
     settings = Settings(home=home)
     job_id = f"bench-{method}-{int(time.time())}"
@@ -106,7 +106,7 @@ def run_search(method: str, trials: int, args: argparse.Namespace, dataset: Any,
         "best_params": best["params"], "trial_rows": trials_out,
         "train_images": len(dataset.items("train")), "val_images": len(dataset.items("val")),
         "argv": sys.argv[1:], "max_epochs": args.max_epochs, "batch_size": args.batch_size,
-        "subset": bool(args.train_per_class or args.val_per_class),
+        "subset": bool(args.train_per_class or args.val_per_class), "bootstrap_count": args.bootstrap_count,
     }
 
 
@@ -146,7 +146,7 @@ class Cluster:
 
 def run_search_celery(method: str, trials: int, args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
     search = {"method": method, "trials": trials, "max_epochs": args.max_epochs, "reduction_factor": 3,
-              "min_epochs": 1, "seed": args.seed, "space": SPACE}
+              "min_epochs": 1, "seed": args.seed, "space": SPACE, "bootstrap_count": args.bootstrap_count}
     body = {"model": f"bench-{method}", "mode": "finetune", "hyperparameters": {"batch_size": args.batch_size},
             "search": search}
     start = time.perf_counter()
@@ -166,6 +166,7 @@ def run_search_celery(method: str, trials: int, args: argparse.Namespace, cluste
         "train_images": cluster.counts["train"], "val_images": cluster.counts["val"],
         "argv": sys.argv[1:], "max_epochs": args.max_epochs, "batch_size": args.batch_size,
         "subset": bool(args.train_per_class or args.val_per_class),
+        "bootstrap_count": args.bootstrap_count,
         "runner": f"Celery: {len(cluster.workers)} worker processes x {cluster.threads} torch thread(s)",
         "promoted": job.get("result", {}).get("promoted"),
     }
@@ -190,7 +191,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         + f", `finetune` EfficientNet-Lite0, batch {first['batch_size']}, max_epochs {first['max_epochs']} per trial; "
         f"searched: lr loguniform(1e-4, 1e-2), weight_decay loguniform(1e-5, 1e-2), augment none/light/standard "
         f"(grid: lr 3 points x augment 3, weight_decay at its geometric middle). ASHA: random sampler, "
-        f"successive halving with min 1 epoch, reduction factor 3. {runner}; CPU: "
+        f"successive halving with min 1 epoch, reduction factor 3, bootstrap_count {first.get('bootstrap_count', 0)}. "
+        f"{runner}; CPU: "
         f"{platform.processor() or 'x86_64'}, {os.cpu_count()} cores shared with "
         f"other work (wall times are noisy). An epoch is a fine-tuning epoch (the linear probe before it, on "
         f"cached features, costs milliseconds).", "",
@@ -225,6 +227,7 @@ def main() -> int:
     parser.add_argument("--val-per-class", type=int, default=0, help="stratified subset (0 = all)")
     parser.add_argument("--methods", default="grid:9,random:9,asha:27")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap-count", type=int, default=0, help="ASHA: trials that fill a rung first")
     parser.add_argument("--workers", type=int, default=0,
                         help="run each search as a job over HTTP on this many Celery worker processes (0: in-process)")
     parser.add_argument("--json", type=Path)

@@ -94,6 +94,10 @@ class SearchSpec(BaseModel):
     max_epochs: int = Field(default=3, ge=1, le=1000)
     reduction_factor: int = Field(default=3, ge=2, le=100)
     min_epochs: int = Field(default=1, ge=1, le=1000)
+    # ASHA: how many trials must reach a rung before any is promoted past it. Optuna cannot pause a
+    # trial to promote it later, so with 0 the first trials to reach a rung continue whenever they
+    # lead it (few competitors yet); with N the first N are stopped there instead.
+    bootstrap_count: int = Field(default=0, ge=0, le=1000)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
     @field_validator("space", mode="before")

@@ -156,6 +156,34 @@ def test_asha_prunes_trials_below_the_top_third_of_a_rung() -> None:
     assert epochs <= 0.4 * 9 * search.max_epochs
 
 
+def test_asha_bootstrap_count_stops_the_first_trials_at_each_rung() -> None:
+    def run(bootstrap: int) -> list[int]:
+        search = SearchSpec.model_validate({"method": "asha", "trials": 6, "max_epochs": 3, "reduction_factor": 3,
+                                            "min_epochs": 1, "bootstrap_count": bootstrap,
+                                            "space": {"lr": "loguniform(1e-4, 1e-1)"}})
+        study, _ = _study(search, search.space)
+        ran = []
+        for quality in [0.9, 0.95, 0.5, 0.97, 0.4, 0.3]:  # improving leaders first: eager promotion
+            trial = study.ask()
+            epochs = 0
+            for epoch in range(1, search.max_epochs + 1):
+                trial.report(quality, epoch)
+                epochs += 1
+                if trial.should_prune():
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+            else:
+                study.tell(trial, quality)
+            ran.append(epochs)
+        return ran
+
+    eager, patient = run(0), run(2)
+    assert eager[:2] == [3, 3]  # each led the few trials at rung 1 when it got there
+    assert patient[:2] == [1, 1]  # the first two only fill the rung
+    assert patient[3] == 3  # the best trial still runs to the end
+    assert sum(patient) < sum(eager)
+
+
 # ------------------------------------------------------------------ summaries and storage
 def test_summaries_and_best_trial() -> None:
     study = optuna.create_study(direction="maximize")
