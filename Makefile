@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 export TUNESERVE_HOME ?= $(CURDIR)/var
 
-.PHONY: run test install lint typecheck bench-serve bench-train clean
+.PHONY: run test install lint bench-serve bench-search clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Benchmarks (results in docs/benchmarks.md); BentoML, the serving peer, only installs for these.
+bench-serve: install
+	$(PY) -m pip install -q -e '.[bench]'
+	TUNESERVE_HOME=/tmp/perf-home $(VENV)/bin/tuneserve bootstrap
+	flock /tmp/tuneserve-bench.lock $(PY) -m bench.serve --home /tmp/perf-home --write-docs
+
+bench-search: install
+	flock /tmp/tuneserve-bench.lock $(PY) -m bench.search --workers 2 --write-docs
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -191,7 +191,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         + f", `finetune` EfficientNet-Lite0, batch {first['batch_size']}, max_epochs {first['max_epochs']} per trial; "
         f"searched: lr loguniform(1e-4, 1e-2), weight_decay loguniform(1e-5, 1e-2), augment none/light/standard "
         f"(grid: lr 3 points x augment 3, weight_decay at its geometric middle). ASHA: random sampler, "
-        f"successive halving with min 1 epoch, reduction factor 3, bootstrap_count {first.get('bootstrap_count', 0)}. "
+        f"successive halving with min 1 epoch, reduction factor 3, bootstrap_count "
+        f"{'default' if first.get('bootstrap_count') is None else first['bootstrap_count']}. "
         f"{runner}; CPU: "
         f"{platform.processor() or 'x86_64'}, {os.cpu_count()} cores shared with "
         f"other work (wall times are noisy). An epoch is a fine-tuning epoch (the linear probe before it, on "
@@ -227,7 +228,8 @@ def main() -> int:
     parser.add_argument("--val-per-class", type=int, default=0, help="stratified subset (0 = all)")
     parser.add_argument("--methods", default="grid:9,random:9,asha:27")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bootstrap-count", type=int, default=0, help="ASHA: trials that fill a rung first")
+    parser.add_argument("--bootstrap-count", type=int, default=None,
+                        help="ASHA: trials that fill a rung before any passes it (default: the search's default)")
     parser.add_argument("--workers", type=int, default=0,
                         help="run each search as a job over HTTP on this many Celery worker processes (0: in-process)")
     parser.add_argument("--json", type=Path)

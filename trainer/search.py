@@ -11,7 +11,7 @@ keeps the trials in its storage, not the sampler or pruner), so trials run on an
   trial slot (two workers seeded alike would otherwise draw the same values);
 * ASHA: ``SuccessiveHalvingPruner`` with ``min_resource=min_epochs`` (asynchronous successive halving:
   a trial continues past a rung only when it is in the top ``1/reduction_factor`` of the trials that
-  reached that rung so far; ``bootstrap_count`` trials must reach a rung before any passes it).
+  reached that rung so far; ``effective_bootstrap_count`` trials must reach a rung before any passes it).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def pruner_for(search: SearchSpec) -> optuna.pruners.BasePruner:
     if search.method == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=search.min_epochs, reduction_factor=search.reduction_factor,
-            min_early_stopping_rate=0, bootstrap_count=search.bootstrap_count,
+            min_early_stopping_rate=0, bootstrap_count=search.effective_bootstrap_count(),
         )
     return optuna.pruners.NopPruner()
 

@@ -137,7 +137,8 @@ def test_random_suggestions_stay_in_bounds_and_differ_per_slot() -> None:
 
 def test_asha_prunes_trials_below_the_top_third_of_a_rung() -> None:
     search = SearchSpec.model_validate({"method": "asha", "trials": 9, "max_epochs": 9, "reduction_factor": 3,
-                                        "min_epochs": 1, "space": {"lr": "loguniform(1e-4, 1e-1)"}})
+                                        "min_epochs": 1, "bootstrap_count": 0,
+                                        "space": {"lr": "loguniform(1e-4, 1e-1)"}})
     study, _ = _study(search, search.space)
     epochs = 0
     for quality in [0.9, 0.5, 0.4, 0.95, 0.3, 0.2, 0.1, 0.92, 0.05]:
@@ -154,6 +155,16 @@ def test_asha_prunes_trials_below_the_top_third_of_a_rung() -> None:
     assert states.count(optuna.trial.TrialState.PRUNED) >= 5
     assert study.best_value == pytest.approx(0.95)  # the best trial ran to the end
     assert epochs <= 0.4 * 9 * search.max_epochs
+
+
+@pytest.mark.parametrize(("trials", "factor", "given", "effective"), [
+    (27, 3, None, 2), (9, 3, None, 1), (8, 3, None, 0), (100, 4, None, 3), (27, 3, 0, 0), (5, 3, 4, 4),
+])
+def test_default_bootstrap_count_grows_with_the_search(trials: int, factor: int, given: int | None,
+                                                       effective: int) -> None:
+    search = SearchSpec.model_validate({"method": "asha", "trials": trials, "reduction_factor": factor,
+                                        "bootstrap_count": given})
+    assert search.effective_bootstrap_count() == effective
 
 
 def test_asha_bootstrap_count_stops_the_first_trials_at_each_rung() -> None:
@@ -248,7 +259,8 @@ class Metrics:
 
 
 def test_epoch_reporter_counts_main_stage_epochs_and_breaks_ties_by_loss() -> None:
-    search = SearchSpec.model_validate({"method": "asha", "max_epochs": 3, "space": {"lr": [1e-3]}})
+    search = SearchSpec.model_validate({"method": "asha", "max_epochs": 3, "bootstrap_count": 0,
+                                        "space": {"lr": [1e-3]}})
     study = optuna.create_study(direction="maximize", pruner=opt.pruner_for(search))
     first = study.ask()
     reporter = opt.EpochReporter(first, "finetune", 3, Pruned)
