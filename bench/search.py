@@ -1,6 +1,6 @@
 """Hyper-parameter search benchmark: grid of 9, random of 9 and ASHA of 27 trials (fine-tuning).
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --workers 2 --write-docs
 
 searches ``lr``, ``weight_decay`` and ``augment`` for ``finetune`` EfficientNet-Lite0 on hymenoptera
 (train -> val) and reports, per method, the search epochs run (fine-tuning epochs: the linear probe
@@ -48,7 +48,7 @@ from trainer.search_tasks import trial_spec  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "hymenoptera"
 SECTION = "## Hyper-parameter search"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --write-docs"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --workers 2 --write-docs"
 SPACE = {
     "lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2, "grid_points": 3},
     "weight_decay": {"distribution": "loguniform", "low": 1e-5, "high": 1e-2, "grid_points": 1},
@@ -106,7 +106,8 @@ def run_search(method: str, trials: int, args: argparse.Namespace, dataset: Any,
         "best_params": best["params"], "trial_rows": trials_out,
         "train_images": len(dataset.items("train")), "val_images": len(dataset.items("val")),
         "argv": sys.argv[1:], "max_epochs": args.max_epochs, "batch_size": args.batch_size,
-        "subset": bool(args.train_per_class or args.val_per_class), "bootstrap_count": args.bootstrap_count,
+        "subset": bool(args.train_per_class or args.val_per_class),
+        "bootstrap_count": search.effective_bootstrap_count(),
     }
 
 
@@ -166,10 +167,16 @@ def run_search_celery(method: str, trials: int, args: argparse.Namespace, cluste
         "train_images": cluster.counts["train"], "val_images": cluster.counts["val"],
         "argv": sys.argv[1:], "max_epochs": args.max_epochs, "batch_size": args.batch_size,
         "subset": bool(args.train_per_class or args.val_per_class),
-        "bootstrap_count": args.bootstrap_count,
+        "bootstrap_count": SearchSpec.model_validate(search).effective_bootstrap_count(),
         "runner": f"Celery: {len(cluster.workers)} worker processes x {cluster.threads} torch thread(s)",
         "promoted": job.get("result", {}).get("promoted"),
     }
+
+
+def label(row: dict[str, Any]) -> str:
+    if row["method"] != "asha" or row.get("bootstrap_count") is None:
+        return str(row["method"])
+    return f"asha, bootstrap {row['bootstrap_count']}"
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -191,8 +198,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         + f", `finetune` EfficientNet-Lite0, batch {first['batch_size']}, max_epochs {first['max_epochs']} per trial; "
         f"searched: lr loguniform(1e-4, 1e-2), weight_decay loguniform(1e-5, 1e-2), augment none/light/standard "
         f"(grid: lr 3 points x augment 3, weight_decay at its geometric middle). ASHA: random sampler, "
-        f"successive halving with min 1 epoch, reduction factor 3, bootstrap_count "
-        f"{'default' if first.get('bootstrap_count') is None else first['bootstrap_count']}. "
+        f"successive halving with min 1 epoch, reduction factor 3 (bootstrap: its bootstrap_count). "
         f"{runner}; CPU: "
         f"{platform.processor() or 'x86_64'}, {os.cpu_count()} cores shared with "
         f"other work (wall times are noisy). An epoch is a fine-tuning epoch (the linear probe before it, on "
@@ -204,13 +210,13 @@ def render(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         params = json.dumps({k: (float(f"{v:.3g}") if isinstance(v, float) else v)
                              for k, v in r["best_params"].items()})
-        lines.append(f"| {r['method']} | {r['trials']} | {r['pruned']} | {r['epochs_run']} | {r['full_epochs']} "
+        lines.append(f"| {label(r)} | {r['trials']} | {r['pruned']} | {r['epochs_run']} | {r['full_epochs']} "
                      f"| {r['wall_s']:.0f} | {r['best_val_accuracy']:.4f} | `{params}` |")
-    asha = next((r for r in rows if r["method"] == "asha"), None)
-    if asha is not None:
+    for asha in (r for r in rows if r["method"] == "asha"):
         budget = 0.4 * asha["full_epochs"]
         gap = (best_any - asha["best_val_accuracy"]) * 100
-        lines += ["", f"ASHA: {asha['epochs_run']} epochs = {asha['epochs_run'] / asha['full_epochs']:.0%} of a full "
+        share = asha["epochs_run"] / asha["full_epochs"]
+        lines += ["", f"{label(asha)}: {asha['epochs_run']} epochs = {share:.0%} of a full "
                   f"run of its {asha['trials']} trials (target <= 40%, i.e. <= {budget:.1f}: "
                   f"{'met' if asha['epochs_run'] <= budget else 'NOT met'}); best val accuracy "
                   f"{asha['best_val_accuracy']:.4f}, {gap:.2f} points below the best of any method "

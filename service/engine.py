@@ -3,8 +3,11 @@
 Tuning (measured, docs/benchmarks.md "## Serving"):
 
 * graph optimisation level ALL on every provider;
-* CPU: ``intra_op_num_threads`` = the cores, no spinning: spinning workers would burn the cores the
-  decode pool needs between batches, and on a busy 2-core machine they made batch-1 latency worse;
+* CPU: ``intra_op_num_threads`` = the cores. Spinning intra-op workers (onnxruntime's default) would
+  burn the cores the decode pool needs between batches, so they sleep, unless lanes are on: then
+  the all-cores session only ever runs a batch that is alone, nothing waits to be decoded, and
+  spinning between operators took ~1 ms off a lone request's latency (c=1 p50 12.4/11.3 ms vs
+  13.6/12.6 ms, c=8 unchanged; `bench.serve --compare`, docs/benchmarks.md "## Serving");
 * CPU lanes: a second session with one intra-op thread, which the batcher runs from several
   threads at once when more than one batch is waiting. Small per-image convolutions scale poorly
   across cores (every operator forks and joins, and a thread preempted by decoding stalls the join);
@@ -79,15 +82,16 @@ def cpu_lanes(settings: Settings, provider: str) -> int:
     return max(1, settings.cpu_lanes or cpu_cores())
 
 
-def session_options(settings: Settings, provider: str = CPU, threads: int | None = None) -> ort.SessionOptions:
+def session_options(settings: Settings, provider: str = CPU, threads: int | None = None,
+                    spin: bool = False) -> ort.SessionOptions:
+    """``spin``: intra-op workers busy-wait between operators (only for a session that runs alone)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or intra_op_threads(settings, provider)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    # Spinning threads would steal the cores the decode pool needs between batches.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return opts
 
@@ -113,8 +117,10 @@ class OnnxEngine:
 
     def __init__(self, model_file: Path, settings: Settings) -> None:
         providers = choose_providers(settings.device)
+        # With lanes the all-cores session only runs lone batches: let its workers spin (see above).
+        spin = providers[0] == CPU and cpu_lanes(settings, CPU) > 1 and intra_op_threads(settings, CPU) > 1
         self.session = ort.InferenceSession(
-            str(model_file), session_options(settings, providers[0]),
+            str(model_file), session_options(settings, providers[0], spin=spin),
             providers=providers, provider_options=provider_options(providers),
         )
         self.provider = self.session.get_providers()[0]

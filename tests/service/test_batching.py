@@ -255,10 +255,15 @@ def test_lane_session_matches_the_all_cores_session_on_real_photos(bootstrapped_
     two = OnnxEngine(model, Settings(device="cpu", intra_op_threads=2, cpu_lanes=2))
     assert two.lanes == 2 and two.lane_session is not None and two.lane_session is not two.session
     assert two.lane_session.get_session_options().intra_op_num_threads == 1
+    spin = "session.intra_op.allow_spinning"
+    # The all-cores session only runs lone batches then: it may spin; the lane session never does.
+    assert two.session.get_session_options().get_session_config_entry(spin) == "1"
+    assert two.lane_session.get_session_options().get_session_config_entry(spin) == "0"
     batch = np.stack(real_inputs(hymenoptera, 4))
     np.testing.assert_allclose(two.run(batch, lane=True), two.run(batch), rtol=1e-4, atol=1e-4)
     off = OnnxEngine(model, Settings(device="cpu", cpu_lanes=1))
     assert off.lanes == 1 and off.lane_session is None
+    assert off.session.get_session_options().get_session_config_entry(spin) == "0"  # it runs under load too
     one_lane = make_batcher(off)
     one_lane.stop()
     assert len(one_lane._threads) == 1
