@@ -46,11 +46,15 @@ DATA = REPO.parent / "shared" / "data"
 SECTION = "## Serving"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serve --home /tmp/perf-home --write-docs"
 log = logging.getLogger("bench.serve")
-NOTES = """Defaults chosen from a back-to-back comparison of service configurations (same run, 3 s per
-level, c=1 images/s / p50 ms, c=8 images/s): 2 intra-op threads + 2 decode threads + batch 1 (the CPU
-default) 60.9 / 15.3, 78.2; same with max batch 8: 55.7 / 16.8, 75.0; 1 intra-op thread + 1 decode
-thread + batch 8: 45.7 / 20.3, 87.8 (best under load, worst alone); 2 + 1 decode thread + batch 1:
-59.5 / 14.4, 72.5. The int8 variant (static QDQ, per-channel, calibrated on training photos; this CPU
+NOTES = """Defaults chosen from back-to-back comparisons of service configurations (`--compare`, each
+configuration run twice, interleaved; c=1 images/s and p50 ms, then c=8 images/s, run 1/run 2).
+First comparison (4 s per level): CPU lanes on, batch 1 (the default) 58.6/57.7, 15.9/16.2 ms,
+103.1/99.3; lanes off (TUNESERVE_CPU_LANES=1, the previous default) 54.1/61.5, 16.6/15.1 ms,
+88.9/90.5; lanes on + max batch 4: 56.2/56.2, 16.5/16.6 ms, 97.4/107.8; lanes off + max batch 8:
+58.3/65.5, 15.9/14.5 ms, 91.1/95.1. Second comparison (5 s per level, a quieter moment): the
+all-cores session's workers spinning (it only runs lone batches when lanes are on) 71.9/75.7,
+12.4/11.3 ms, 123.0/119.4; sleeping 70.2/73.1, 13.6/12.6 ms, 119.7/123.3: spinning is the default
+with lanes. The int8 variant (static QDQ, per-channel, calibrated on training photos; this CPU
 has AVX512-VNNI) ran 1.5-2.7x faster than fp32 in the raw engine with top-1 agreement 1.0 on the check
 photos; serve it with TUNESERVE_VARIANT=int8 (`--int8-home` adds its rows here). JPEG draft decoding
 only engages for photos at least 4x the resize target on the shorter side (DRAFT_MARGIN=4), so these
