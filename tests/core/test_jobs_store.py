@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,24 @@ def new_job(store: JobStore, dataset: str = "ds1") -> str:
     return store.create("bees", dataset, {"mode": "linear", "max_epochs": 3}).id
 
 
+def race(attempt: Callable[[str], bool], owners: list[str]) -> list[str]:
+    """Every owner attempts at the same moment (a barrier); the owners whose attempt succeeded."""
+    wins: list[str] = []
+    barrier = threading.Barrier(len(owners))
+
+    def run(owner: str) -> None:
+        barrier.wait()
+        if attempt(owner):
+            wins.append(owner)
+
+    threads = [threading.Thread(target=run, args=(owner,)) for owner in owners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return wins
+
+
 def test_create_get_list(store: JobStore) -> None:
     a = new_job(store)
     b = store.create("wasps", "ds2", {}).id
@@ -52,19 +70,8 @@ def test_create_get_list(store: JobStore) -> None:
 
 def test_only_one_of_many_concurrent_claims_wins(store: JobStore) -> None:
     job_id = new_job(store)
-    wins: list[str] = []
-    barrier = threading.Barrier(6)
-
-    def claim(owner: str) -> None:
-        barrier.wait()
-        if store.claim(job_id, owner, lease_s=30, max_attempts=3):
-            wins.append(owner)
-
-    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = race(lambda owner: store.claim(job_id, owner, lease_s=30, max_attempts=3) is not None,
+                [f"w{i}" for i in range(6)])
     assert len(wins) == 1
     job = store.get(job_id)
     assert (job.state, job.lease_owner, job.attempts) == ("running", wins[0], 1)
@@ -77,19 +84,8 @@ def test_hand_over_moves_the_lease_to_exactly_one_new_owner(store: JobStore) -> 
     job_id = new_job(store)
     assert store.claim(job_id, "search", lease_s=30, max_attempts=3)
     assert not store.hand_over(job_id, "not-the-owner", "thief", lease_s=30)
-    wins: list[str] = []
-    barrier = threading.Barrier(4)
-
-    def take(new_owner: str) -> None:
-        barrier.wait()
-        if store.hand_over(job_id, "search", new_owner, lease_s=30):
-            wins.append(new_owner)
-
-    threads = [threading.Thread(target=take, args=(f"finalizer{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = race(lambda owner: store.hand_over(job_id, "search", owner, lease_s=30),
+                [f"finalizer{i}" for i in range(4)])
     assert len(wins) == 1 and store.get(job_id).lease_owner == wins[0]
     assert store.renew(job_id, wins[0], lease_s=30) == (True, False)
     assert store.renew(job_id, "search", lease_s=30) == (False, False)  # the old owner lost it

@@ -139,12 +139,16 @@ def test_queue_is_bounded_and_frees_up(engine: OnnxEngine) -> None:
         batcher.stop()
 
 
-def test_stop_finishes_what_is_queued(engine: OnnxEngine) -> None:
-    batcher = make_batcher(engine, size=2, delay=50.0)
-    futures = [batcher.submit_nowait(images_for(seed, 1)) for seed in range(5)]
+@pytest.mark.parametrize(("lanes", "size", "delay"), [(1, 2, 50.0), (2, 1, 0.0)])
+def test_stop_finishes_what_is_queued_and_ends_every_lane(tiny_model: Path, lanes: int, size: int,
+                                                           delay: float) -> None:
+    engine = OnnxEngine(tiny_model, Settings(device="cpu", intra_op_threads=1, cpu_lanes=lanes))
+    batcher = make_batcher(engine, size=size, delay=delay)
+    futures = [batcher.submit_nowait(images_for(seed, 1)) for seed in range(7)]
     batcher.stop()
     for seed, fut in enumerate(futures):
         np.testing.assert_allclose(fut.result(0), expected(images_for(seed, 1)), rtol=1e-5, atol=1e-6)
+    assert len(batcher._threads) == lanes and not any(t.is_alive() for t in batcher._threads)
 
 
 # ------------------------------------------------------------------ CPU lanes
@@ -215,15 +219,6 @@ def test_lanes_wait_for_the_collecting_lane_to_fill_its_batch(two_lane_engine: O
     finally:
         batcher.stop()
     assert batcher.batches_run == 1 and len(spy.calls) == 1  # the idle lane did not split the batch
-
-
-def test_stop_ends_every_lane_after_the_queued_work(two_lane_engine: OnnxEngine) -> None:
-    batcher = make_batcher(two_lane_engine, size=1, delay=0.0)
-    futures = [batcher.submit_nowait(images_for(seed, 1)) for seed in range(7)]
-    batcher.stop()
-    for seed, fut in enumerate(futures):
-        np.testing.assert_allclose(fut.result(0), expected(images_for(seed, 1)), rtol=1e-5, atol=1e-6)
-    assert not any(t.is_alive() for t in batcher._threads)
 
 
 # ------------------------------------------------------------------ the real model

@@ -135,22 +135,25 @@ def test_random_suggestions_stay_in_bounds_and_differ_per_slot() -> None:
     assert len(set(firsts)) == 3  # each process seeds by slot: parallel workers do not draw alike
 
 
+def run_trial(study: optuna.Study, quality: float, max_epochs: int, slope: float = 0.0) -> int:
+    """One trial reporting ``quality + epoch * slope`` each epoch until pruned; the epochs it ran."""
+    trial = study.ask()
+    for epoch in range(1, max_epochs + 1):
+        trial.report(quality + epoch * slope, epoch)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return epoch
+    study.tell(trial, quality)
+    return max_epochs
+
+
 def test_asha_prunes_trials_below_the_top_third_of_a_rung() -> None:
     search = SearchSpec.model_validate({"method": "asha", "trials": 9, "max_epochs": 9, "reduction_factor": 3,
                                         "min_epochs": 1, "bootstrap_count": 0,
                                         "space": {"lr": "loguniform(1e-4, 1e-1)"}})
     study, _ = _study(search, search.space)
-    epochs = 0
-    for quality in [0.9, 0.5, 0.4, 0.95, 0.3, 0.2, 0.1, 0.92, 0.05]:
-        trial = study.ask()
-        for epoch in range(1, search.max_epochs + 1):
-            trial.report(quality + epoch * 0.001, epoch)
-            epochs += 1
-            if trial.should_prune():
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                break
-        else:
-            study.tell(trial, quality)
+    epochs = sum(run_trial(study, quality, search.max_epochs, slope=0.001)
+                 for quality in [0.9, 0.5, 0.4, 0.95, 0.3, 0.2, 0.1, 0.92, 0.05])
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.PRUNED) >= 5
     assert study.best_value == pytest.approx(0.95)  # the best trial ran to the end
@@ -173,20 +176,8 @@ def test_asha_bootstrap_count_stops_the_first_trials_at_each_rung() -> None:
                                             "min_epochs": 1, "bootstrap_count": bootstrap,
                                             "space": {"lr": "loguniform(1e-4, 1e-1)"}})
         study, _ = _study(search, search.space)
-        ran = []
-        for quality in [0.9, 0.95, 0.5, 0.97, 0.4, 0.3]:  # improving leaders first: eager promotion
-            trial = study.ask()
-            epochs = 0
-            for epoch in range(1, search.max_epochs + 1):
-                trial.report(quality, epoch)
-                epochs += 1
-                if trial.should_prune():
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    break
-            else:
-                study.tell(trial, quality)
-            ran.append(epochs)
-        return ran
+        # improving leaders first: eager promotion
+        return [run_trial(study, quality, search.max_epochs) for quality in [0.9, 0.95, 0.5, 0.97, 0.4, 0.3]]
 
     eager, patient = run(0), run(2)
     assert eager[:2] == [3, 3]  # each led the few trials at rung 1 when it got there
