@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from PIL import Image
 
 from core.images import open_rgb
 from core.settings import get_settings
+from models.fsutil import atomic_write, atomic_write_text
 from models.manifest import Preprocessing
 from trainer.transforms import INTERPOLATION
 
@@ -156,27 +156,16 @@ def _decode_all(dataset: DatasetLike, items: Sequence[tuple[Path, int]], pre: Pr
 
 
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.save(fh, array))
 
 
 def _save_npy(cache_dir: Path, key: str, split: CachedSplit) -> None:
     folder = cache_dir / "pixels"
-    folder.mkdir(parents=True, exist_ok=True)
     if split.train is not None:
         _atomic_npy(folder / f"{key}.train.npy", split.train.numpy())
     _atomic_npy(folder / f"{key}.eval.npy", split.eval.numpy())
     meta = json.dumps({"labels": split.labels.tolist(), "paths": split.paths})
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(meta)
-    os.replace(tmp, folder / f"{key}.json")  # written last: its presence means the arrays are complete
+    atomic_write_text(folder / f"{key}.json", meta)  # written last: its presence means the arrays are complete
 
 
 def _load_npy(cache_dir: Path, key: str, with_train: bool) -> CachedSplit | None:

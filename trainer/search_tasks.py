@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from core.events import TASK_SEARCH, TASK_TRIAL
 from core.jobs import Job, JobStore
 from core.searchspec import SearchSpec, best_of
 from core.settings import Settings, get_settings
+from models.fsutil import atomic_write
 from trainer.celery_app import app
 from trainer.worker import Heartbeat, owner_id
 
@@ -283,15 +283,7 @@ def keep_if_best(settings: Settings, job_id: str, study: Any, number: int, value
     if best_other is not None and value < best_other:
         return
     folder = work_folder(settings, job_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".trial-{number}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(result, fh)
-        os.replace(tmp, folder / f"trial-{number}.pt")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(folder / f"trial-{number}.pt", lambda fh: torch.save(result, fh))
     beaten = {t.number for t in others if t.value is not None and float(t.value) < value}
     for n in beaten:
         (folder / f"trial-{n}.pt").unlink(missing_ok=True)

@@ -9,7 +9,6 @@ most one accuracy point; otherwise it is dropped with a warning and the service 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from models.fsutil import sha256_file
+from models.fsutil import atomic_write, sha256_file
 from models.manifest import Variant
 
 log = logging.getLogger(__name__)
@@ -98,15 +97,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> 
 
 
 def _save(model: onnx.ModelProto, out_path: Path) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out_path, lambda fh: fh.write(model.SerializeToString()))
 
 
 def evaluate_variant(
