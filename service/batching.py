@@ -140,14 +140,9 @@ class Batcher:
                 first, self._carry = self._carry or self._queue.get(), None
                 if first is None:
                     return
-                batch, self._carry, stop = self._collect(first)
-                last = self._carry if stop else None
-                if stop:
-                    self._carry = None
+                batch, self._carry, stop = self._collect(first)  # no carry when it met a stop marker
             self._execute(batch, lane)
             if stop:
-                if last is not None:
-                    self._execute([last], lane)
                 self._drain(lane)
                 return
 

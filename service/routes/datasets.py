@@ -30,8 +30,6 @@ UPLOAD_PREFIX, UPLOAD_SUFFIX = "upload-", ".part"
 
 def sweep_stale_uploads(uploads_dir: Path) -> int:
     """Remove partial uploads a crashed API process left behind (live ones are written to constantly)."""
-    if not uploads_dir.is_dir():
-        return 0
     removed = remove_stale(uploads_dir, f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}")
     if removed:
         log.info("removed %d stale partial upload(s) from %s", removed, uploads_dir)
