@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.docs import write_section  # noqa: E402
+from core.jobs import FINISHED  # noqa: E402
 from core.searchspec import SearchSpec  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from models import Registry  # noqa: E402
@@ -136,7 +137,7 @@ class Cluster:
         resp.raise_for_status()
         job_id = resp.json()["id"]
         log.info("search job %s posted", job_id)
-        return wait_job(self.server.http, job_id, ("succeeded", "failed", "cancelled"), timeout,
+        return wait_job(self.server.http, job_id, FINISHED, timeout,
                         lambda: "\n".join(w.tail(40) for w in self.workers))
 
     def stop(self) -> None:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from core.embedded_redis import discover
+from core.jobs import FINISHED
 from tests.integration.procs import Server, base_env, children_of, pid_alive, upload, wait_for, wait_job
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def test_serve_runs_redis_and_worker_itself(tmp_path: Path, bootstrapped_home: P
         dataset_id = upload(http, hymenoptera_zip)
         resp = http.post("/v1/jobs", json={"dataset_id": dataset_id, "model": "insects", "mode": "linear"})
         assert resp.status_code == 202, resp.text
-        job = wait_job(http, resp.json()["id"], ("succeeded", "failed", "cancelled"), 300,
+        job = wait_job(http, resp.json()["id"], FINISHED, 300,
                        lambda: server.tail(80))
         assert job["state"] == "succeeded", job
         assert job["result"]["promoted"] and job["result"]["evaluation"]["candidate"]["accuracy"] >= 0.93

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.jobs import FINISHED
 from models import Registry
 from service.engine import gpu_present
 from tests.integration.conftest import Stack
@@ -118,7 +119,7 @@ def test_cancel_queued_and_running_jobs(stack: Stack, small_hymenoptera_zip: Pat
              60, "training to start")
     asked = time.monotonic()
     assert http.post(f"/v1/jobs/{running}/cancel").json()["cancel_requested"] is True
-    job = wait_job(http, running, ("cancelled", "failed", "succeeded"), 60, stack.diagnostics)
+    job = wait_job(http, running, FINISHED, 60, stack.diagnostics)
     took = time.monotonic() - asked
     assert job["state"] == "cancelled" and job["error"] == "cancelled on request", job
     assert took < 20, took  # within a batch (plus the heartbeat's half second)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from core.jobs import FINISHED
 from tests.integration.conftest import subset
 from tests.integration.procs import (
     Proc,
@@ -77,7 +78,7 @@ def test_job_on_postgres_is_shared_by_replicas_and_both_serve_the_promoted_model
     # The other replica sees the job (it reads PostgreSQL, not a file of its own) while it runs.
     wait_for(lambda: replicas.second.http.get(f"/v1/jobs/{job_id}").json()["state"] in ("running", "succeeded"),
              120, "the job to start, seen from the second replica")
-    job = wait_job(replicas.second.http, job_id, ("succeeded", "failed", "cancelled"), 240, replicas.diagnostics)
+    job = wait_job(replicas.second.http, job_id, FINISHED, 240, replicas.diagnostics)
     assert job["state"] == "succeeded", f"{job}\n{replicas.diagnostics()}"
     assert job["result"]["promoted"] is True and job["result"]["version"] == 1
     assert [j["id"] for j in replicas.first.http.get("/v1/jobs").json()] == [job_id]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from core.jobs import FINISHED
 from models import Registry
 from tests.integration.conftest import subset
 from tests.integration.procs import (
@@ -32,7 +33,6 @@ from tests.integration.procs import (
 
 pytestmark = pytest.mark.slow
 
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
