@@ -6,9 +6,10 @@ batcher's threads are the engine's only callers, so inference runs in its own ex
 with the decode pool: while batch N infers, the requests of batch N+1 are being decoded.
 
 On the CPU the batcher runs ``engine.lanes`` threads ("lanes"). A batch that is alone (no other batch
-running, nothing else queued) runs on the engine's all-cores session: lowest latency for a lone
-request. When more work is waiting, each lane runs its batch on the one-thread lane session, side by
-side: more images per second than one batch at a time across all cores (see service/engine.py).
+running, nothing else queued, no other request in flight, e.g. still being decoded) runs on the
+engine's all-cores session: lowest latency for a lone request. When more work is waiting, each lane
+runs its batch on the one-thread lane session, side by side: more images per second than one batch
+at a time across all cores (see service/engine.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
@@ -67,11 +69,17 @@ class _Request:
 class Batcher:
     """Groups queued requests into batches for one engine; ``submit`` is safe from any thread."""
 
-    def __init__(self, engine: OnnxEngine, settings: BatchSettings, name: str = "batcher") -> None:
+    def __init__(
+        self, engine: OnnxEngine, settings: BatchSettings, name: str = "batcher",
+        in_flight: Callable[[], int] | None = None,
+    ) -> None:
+        """``in_flight`` counts the requests the caller holds now, submitted or not (still being read
+        or decoded): a batch is only alone, and worth all cores, when it holds every one of them."""
         if settings.max_batch_size < 1 or settings.max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be at least 1")
         self.engine = engine
         self.settings = settings
+        self._in_flight = in_flight or (lambda: 0)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._pending_images = 0
         self._count_lock = threading.Lock()
@@ -186,8 +194,12 @@ class Batcher:
         outcomes: list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]] = []
         with self._count_lock:
             self._active += 1
-            # Alone (no other batch running, nothing else queued): all cores for this batch.
-            side_by_side = self.lanes > 1 and (self._active > 1 or self._pending_images > count)
+            # Alone (no other batch running, nothing else queued or on its way): all cores for this
+            # batch. Under load a batch that merely found the queue empty for a moment would run
+            # wide, and the all-cores session's spinning workers then take CPU from the decoders.
+            side_by_side = self.lanes > 1 and (
+                self._active > 1 or self._pending_images > count or self._in_flight() > len(batch)
+            )
         try:
             if live:
                 outcomes = self._run_batch(live, lane, side_by_side)

@@ -1,4 +1,9 @@
-"""FastAPI dependencies as ``Annotated`` aliases; the objects live on ``app.state`` (set in the lifespan)."""
+"""FastAPI dependencies as ``Annotated`` aliases; the objects live on ``app.state`` (set in the lifespan).
+
+The getters are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in
+its thread pool, one thread hop per dependency per request, which on the predict path cost more event
+loop time than the routing itself (docs/benchmarks.md, "Serving, reading the CPU numbers").
+"""
 
 from __future__ import annotations
 
@@ -14,27 +19,27 @@ from models import Registry
 from service.manager import ModelManager
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def get_manager(request: Request) -> ModelManager:
+async def get_manager(request: Request) -> ModelManager:
     return request.app.state.manager  # type: ignore[no-any-return]
 
 
-def get_decode_pool(request: Request) -> ThreadPoolExecutor:
+async def get_decode_pool(request: Request) -> ThreadPoolExecutor:
     return request.app.state.decode_pool  # type: ignore[no-any-return]
 
 
-def get_job_store(request: Request) -> JobStore:
+async def get_job_store(request: Request) -> JobStore:
     return request.app.state.job_store  # type: ignore[no-any-return]
 
 
-def get_dataset_store(request: Request) -> DatasetStore:
+async def get_dataset_store(request: Request) -> DatasetStore:
     return request.app.state.datasets  # type: ignore[no-any-return]
 
 

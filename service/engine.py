@@ -7,7 +7,10 @@ Tuning (measured, docs/benchmarks.md "## Serving"):
   burn the cores the decode pool needs between batches, so they sleep, unless lanes are on: then
   the all-cores session only ever runs a batch that is alone, nothing waits to be decoded, and
   spinning between operators took ~1 ms off a lone request's latency (c=1 p50 12.4/11.3 ms vs
-  13.6/12.6 ms, c=8 unchanged; `bench.serve --compare`, docs/benchmarks.md "## Serving");
+  13.6/12.6 ms, c=8 unchanged; `bench.serve --compare`, docs/benchmarks.md "## Serving"). The
+  workers stop spinning as soon as a run returns (``session.force_spinning_stop``): left spinning,
+  they kept a core busy while the next request was read and decoded, which doubled the spinner's CPU
+  and lengthened the c=1 tail (p99 31-32 ms against 23-27 ms with the stop);
 * CPU lanes: a second session with one intra-op thread, which the batcher runs from several
   threads at once when more than one batch is waiting. Small per-image convolutions scale poorly
   across cores (every operator forks and joins, and a thread preempted by decoding stalls the join);
@@ -84,7 +87,8 @@ def cpu_lanes(settings: Settings, provider: str) -> int:
 
 def session_options(settings: Settings, provider: str = CPU, threads: int | None = None,
                     spin: bool = False) -> ort.SessionOptions:
-    """``spin``: intra-op workers busy-wait between operators (only for a session that runs alone)."""
+    """``spin``: intra-op workers busy-wait between operators during a run, and stop when it returns
+    (only for a session that runs alone)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or intra_op_threads(settings, provider)
@@ -92,6 +96,8 @@ def session_options(settings: Settings, provider: str = CPU, threads: int | None
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return opts
 

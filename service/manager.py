@@ -58,8 +58,13 @@ class LoadedModel:
             variant = "fp32"
             self.engine = OnnxEngine(info.file(variant), settings)
         self.variant = variant
+        self._users = 0  # requests holding this version now (acquire/release)
+        self._retired = False
+        self._lock = threading.Lock()
+        self.closed = threading.Event()
         self.batcher = Batcher(
-            self.engine, BatchSettings.for_provider(self.engine.provider, settings), name=f"batcher-{self.name}"
+            self.engine, BatchSettings.for_provider(self.engine.provider, settings), name=f"batcher-{self.name}",
+            in_flight=lambda: self._users,
         )
         try:  # every batch shape the batcher can run, before the first request (off the request path)
             self.engine.warm_up(self.preprocessing.crop, self.batcher.warm_sizes())
@@ -67,10 +72,6 @@ class LoadedModel:
             self.batcher.stop()
             self.engine.close()
             raise
-        self._users = 0
-        self._retired = False
-        self._lock = threading.Lock()
-        self.closed = threading.Event()
 
     @property
     def provider(self) -> str:

@@ -7,11 +7,13 @@ logits are known exactly); the last ones use the real EfficientNet-Lite0 and the
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
@@ -21,7 +23,7 @@ from models import Registry
 from models.manifest import Preprocessing
 from service.app import create_app
 from service.batching import Batcher, BatchSettings, QueueFull
-from service.engine import OnnxEngine
+from service.engine import OnnxEngine, session_options
 from service.preprocess import preprocess
 from tests.service.conftest import wait_ready
 
@@ -209,6 +211,24 @@ def test_a_lone_request_runs_on_the_all_cores_session(two_lane_engine: OnnxEngin
     assert spy.calls == [False] * 5 and batcher.lane_batches == 0
 
 
+def test_a_batch_alone_in_the_queue_runs_on_a_lane_while_other_requests_are_in_flight(
+    two_lane_engine: OnnxEngine,
+) -> None:
+    spy = RunSpy(two_lane_engine, hold_s=0.0)
+    in_flight = [1]  # requests the caller holds, e.g. still being decoded
+    batcher = Batcher(two_lane_engine, BatchSettings(max_batch_size=4, max_delay_ms=0.0, max_queue=100),
+                      in_flight=lambda: in_flight[0])
+    try:
+        for held in (1, 3, 2, 1):
+            in_flight[0] = held
+            imgs = images_for(held, 1)
+            np.testing.assert_allclose(batcher.submit_nowait(imgs).result(5), expected(imgs), rtol=1e-5, atol=1e-6)
+    finally:
+        batcher.stop()
+    # Only the batches holding every request in flight ran wide; the others left cores to the decoders.
+    assert spy.calls == [False, True, True, False] and batcher.lane_batches == 2
+
+
 def test_lanes_wait_for_the_collecting_lane_to_fill_its_batch(two_lane_engine: OnnxEngine) -> None:
     spy = RunSpy(two_lane_engine, hold_s=0.0)
     batcher = make_batcher(two_lane_engine, size=8, delay=200.0)
@@ -262,6 +282,33 @@ def test_lane_session_matches_the_all_cores_session_on_real_photos(bootstrapped_
     one_lane = make_batcher(off)
     one_lane.stop()
     assert len(one_lane._threads) == 1
+
+
+def cpu_seconds_after_runs(engine: OnnxEngine, batch: np.ndarray, window_s: float = 0.2) -> list[float]:
+    """Process CPU time spent in the ``window_s`` after each of three runs on the all-cores session."""
+    spent = []
+    for _ in range(3):
+        engine.run(batch)
+        before = time.process_time()
+        time.sleep(window_s)
+        spent.append(time.process_time() - before)
+    return spent
+
+
+def test_spinning_workers_stop_when_a_run_returns(bootstrapped_home: Path, hymenoptera: Path) -> None:
+    model = Registry(bootstrapped_home / "models").get("imagenet").model_path
+    batch = np.stack(real_inputs(hymenoptera, 1))
+    spinning = OnnxEngine(model, Settings(device="cpu", intra_op_threads=2, cpu_lanes=2))
+    # Control: the same options without the stop leave a worker spinning after each run (~35 ms of
+    # CPU on this VM), so the measurement does see spinning when it happens.
+    opts = session_options(Settings(device="cpu", intra_op_threads=2), spin=True)
+    opts.add_session_config_entry("session.force_spinning_stop", "0")
+    control = OnnxEngine(model, Settings(device="cpu", intra_op_threads=2, cpu_lanes=1))
+    control.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    for engine in (spinning, control):
+        engine.run(batch)
+    assert max(cpu_seconds_after_runs(control, batch)) > 0.015
+    assert min(cpu_seconds_after_runs(spinning, batch)) < 0.005
 
 
 def test_http_bad_image_fails_only_its_own_request(settings: Settings, hymenoptera: Path) -> None:
