@@ -2,10 +2,11 @@
 
     flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.phases --home /tmp/perf-home
 
-Runs the real app under uvicorn in this process with timing wrappers around the route's decode step,
-the model's predict (queue + inference) and the batcher's inference, sends closed-loop c=1 traffic
-from a separate process (bench/loadgen.py) and prints the p50/mean of each phase in milliseconds;
-the client's p50 minus the phases is HTTP, routing and the thread hand-offs.
+Runs the real app under uvicorn in this process with timing wrappers around decoding (in the batcher's
+lane for a single image), the model's predict (queue + decode + inference) and the batcher's
+inference, sends closed-loop c=1 traffic from a separate process (bench/loadgen.py) and prints the
+p50/mean of each phase in milliseconds; the client's p50 minus the predict phase is HTTP, routing
+and the thread hand-offs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.phases")
-TIMES: dict[str, list[float]] = {"decode": [], "predict (queue + inference)": [], "inference": []}
+TIMES: dict[str, list[float]] = {"decode": [], "predict (queue + decode + inference)": [], "inference": []}
 
 
 def _timed_async(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,9 +53,11 @@ def instrument() -> None:
     from service import batching, manager
     from service.routes import models as routes
 
+    # A single image is decoded by the batcher's lane (manager.preprocess), several by the pool.
     routes.decode_all = _timed_async("decode", routes.decode_all)  # type: ignore[assignment]
-    manager.LoadedModel.predict = _timed_async("predict (queue + inference)",  # type: ignore[method-assign]
-                                               manager.LoadedModel.predict)
+    manager.preprocess = _timed("decode", manager.preprocess)  # type: ignore[assignment]
+    manager.LoadedModel.predict_encoded = _timed_async(  # type: ignore[method-assign]
+        "predict (queue + decode + inference)", manager.LoadedModel.predict_encoded)
     batching.Batcher._infer = _timed("inference", batching.Batcher._infer)  # type: ignore[method-assign]
 
 

@@ -5,7 +5,10 @@ more than ``max_batch_size`` images); results come back to each request in its o
 batcher's threads are the engine's only callers, so inference runs in its own executor, pipelined
 with the decode pool: while batch N infers, the requests of batch N+1 are being decoded.
 
-On the CPU the batcher runs ``engine.lanes`` threads ("lanes"). A batch that is alone (no other batch
+On the CPU the batcher runs ``engine.lanes`` threads ("lanes"). A request may also come encoded
+(``submit_encoded``): the lane that runs it decodes it first, so a single-image request crosses
+threads twice (event loop -> lane -> event loop) instead of four times through a decode pool; with
+one lane per core, decoding and inference still fill every core. A batch that is alone (no other batch
 running, nothing else queued, no other request in flight, e.g. still being decoded) runs on the
 engine's all-cores session: lowest latency for a lone request. When more work is waiting, each lane
 runs its batch on the one-thread lane session, side by side: more images per second than one batch
@@ -59,11 +62,18 @@ class BatchSettings:
         )
 
 
+# A request's answer as a lane hands it back: its future, and the logits or the error.
+_Outcome = tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]
+
+
 @dataclass
 class _Request:
-    images: list[np.ndarray]  # each (3, H, W), already preprocessed
+    images: list[np.ndarray]  # each (3, H, W), preprocessed (by the lane, for an encoded request)
     future: Future[np.ndarray]
     enqueued: float
+    count: int  # images in the request
+    encoded: list[bytes] | None = None  # decoded by the lane that runs the request
+    decode: Callable[[bytes], np.ndarray] | None = None
 
 
 class Batcher:
@@ -108,6 +118,13 @@ class Batcher:
         return tuple(sorted({_bucket(n, self.settings.max_batch_size) for n in _powers(self.settings.max_batch_size)}))
 
     @property
+    def decodes_in_lanes(self) -> bool:
+        """Whether single encoded images are best decoded by the lanes (``submit_encoded``): with one lane
+        per core a lane that decodes keeps its core busy; one lane alone would serialise decoding
+        and inference, and on CUDA the GPU would wait for decoding, so those decode in a pool."""
+        return self.lanes > 1
+
+    @property
     def pending_images(self) -> int:
         return self._pending_images
 
@@ -118,19 +135,30 @@ class Batcher:
     def submit_nowait(self, images: list[np.ndarray]) -> Future[np.ndarray]:
         if not images:
             raise ValueError("no images to predict")
-        shape = images[0].shape
-        if len(shape) != 3 or any(img.shape != shape for img in images):
-            raise ValueError(f"images must share one (3, H, W) shape, got {[img.shape for img in images]}")
+        _check_shapes(images)
+        return self._enqueue(_Request(list(images), Future(), time.perf_counter(), len(images)))
+
+    async def submit_encoded(self, payloads: list[bytes], decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
+        """Like ``submit``, for encoded images: the lane that runs the request calls ``decode`` on each
+        payload first. A payload that fails to decode fails only its own request, with decode's error."""
+        return await asyncio.wrap_future(self.submit_encoded_nowait(payloads, decode))
+
+    def submit_encoded_nowait(self, payloads: list[bytes], decode: Callable[[bytes], np.ndarray]) -> Future[np.ndarray]:
+        if not payloads:
+            raise ValueError("no images to predict")
+        request = _Request([], Future(), time.perf_counter(), len(payloads), list(payloads), decode)
+        return self._enqueue(request)
+
+    def _enqueue(self, request: _Request) -> Future[np.ndarray]:
         with self._count_lock:
-            if self._pending_images + len(images) > self.settings.max_queue:
+            if self._pending_images + request.count > self.settings.max_queue:
                 raise QueueFull(
                     f"prediction queue is full ({self._pending_images} images waiting, "
                     f"limit {self.settings.max_queue}); retry shortly"
                 )
-            self._pending_images += len(images)
-        fut: Future[np.ndarray] = Future()
-        self._queue.put(_Request(list(images), fut, time.perf_counter()))
-        return fut
+            self._pending_images += request.count
+        self._queue.put(request)
+        return request.future
 
     def stop(self) -> None:
         """Finish what is queued, then end the threads (one stop marker each, behind the queued work)."""
@@ -157,7 +185,7 @@ class Batcher:
     def _collect(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
         """``first`` plus whatever arrives before the batch is full or ``first`` waited its delay."""
         batch = [first]
-        size = len(first.images)
+        size = first.count
         deadline = first.enqueued + self.settings.max_delay_ms / 1000.0
         while size < self.settings.max_batch_size:
             timeout = deadline - time.perf_counter()
@@ -167,10 +195,10 @@ class Batcher:
                 return batch, None, False
             if nxt is None:
                 return batch, None, True
-            if size + len(nxt.images) > self.settings.max_batch_size:
+            if size + nxt.count > self.settings.max_batch_size:
                 return batch, nxt, False  # starts the next batch; a request is never split across others
             batch.append(nxt)
-            size += len(nxt.images)
+            size += nxt.count
         return batch, None, False
 
     def _drain(self, lane: int) -> None:
@@ -190,8 +218,8 @@ class Batcher:
 
     def _execute(self, batch: list[_Request], lane: int) -> None:
         live = [r for r in batch if not r.future.cancelled()]  # client gone: don't spend a slot on it
-        count = sum(len(r.images) for r in batch)
-        outcomes: list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]] = []
+        count = sum(r.count for r in batch)
+        outcomes: list[_Outcome] = []
         with self._count_lock:
             self._active += 1
             # Alone (no other batch running, nothing else queued or on its way): all cores for this
@@ -201,8 +229,9 @@ class Batcher:
                 self._active > 1 or self._pending_images > count or self._in_flight() > len(batch)
             )
         try:
-            if live:
-                outcomes = self._run_batch(live, lane, side_by_side)
+            ready, outcomes = self._decode(live)
+            if ready:
+                outcomes += self._run_batch(ready, lane, side_by_side)
         finally:
             with self._count_lock:  # freed before the answers go out: a caller may resubmit at once
                 self._active -= 1
@@ -210,21 +239,35 @@ class Batcher:
         for fut, result, exc in outcomes:
             _deliver(fut, result, exc)
 
-    def _run_batch(
-        self, batch: list[_Request], lane: int, side_by_side: bool
-    ) -> list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]]:
+    @staticmethod
+    def _decode(batch: list[_Request]) -> tuple[list[_Request], list[_Outcome]]:
+        """Decode the encoded requests of ``batch``: the ready ones, and failures for those that did not."""
+        ready: list[_Request] = []
+        failed: list[_Outcome] = []
+        for req in batch:
+            if req.encoded is not None and req.decode is not None:
+                try:
+                    req.images = _check_shapes([req.decode(data) for data in req.encoded])
+                except Exception as exc:  # noqa: BLE001 - the request's own error (e.g. not an image)
+                    failed.append((req.future, None, exc))
+                    continue
+                req.encoded = None  # the bytes are not needed any more
+            ready.append(req)
+        return ready, failed
+
+    def _run_batch(self, batch: list[_Request], lane: int, side_by_side: bool) -> list[_Outcome]:
         try:
             logits = self._infer(batch, lane, side_by_side)
         except Exception as exc:  # noqa: BLE001 - delivered to the requests, never kills the thread
             if len(batch) > 1:  # find the culprit: each request alone, so only it fails
                 log.warning("batch of %d requests failed (%s); retrying one by one", len(batch), exc)
                 return [outcome for req in batch for outcome in self._run_batch([req], lane, side_by_side)]
-            log.exception("inference failed for a request of %d images", len(batch[0].images))
+            log.exception("inference failed for a request of %d images", batch[0].count)
             return [(batch[0].future, None, exc)]
-        outcomes: list[tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]] = []
+        outcomes: list[_Outcome] = []
         offset = 0
         for req in batch:
-            n = len(req.images)
+            n = req.count
             outcomes.append((req.future, logits[offset : offset + n], None))
             offset += n
         return outcomes
@@ -260,6 +303,13 @@ class Batcher:
         # (eval-mode networks never mix rows), and their logits are dropped; not clearing them saves
         # a memset of up to half the batch.
         return buf[:size], n
+
+
+def _check_shapes(images: list[np.ndarray]) -> list[np.ndarray]:
+    shape = images[0].shape
+    if len(shape) != 3 or any(img.shape != shape for img in images):
+        raise ValueError(f"images must share one (3, H, W) shape, got {[img.shape for img in images]}")
+    return images
 
 
 def _powers(limit: int) -> list[int]:

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
 from service.batching import Batcher, BatchSettings
 from service.engine import CUDA, OnnxEngine
+from service.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,11 @@ class LoadedModel:
     async def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """Logits for preprocessed images, through the dynamic batcher."""
         return await self.batcher.submit(images)
+
+    async def predict_encoded(self, payloads: list[bytes], max_pixels: int) -> np.ndarray:
+        """Logits for encoded images, decoded by the batcher's lane that runs them."""
+        return await self.batcher.submit_encoded(payloads, partial(preprocess, pre=self.preprocessing,
+                                                                    max_pixels=max_pixels))
 
 
 class ModelManager:

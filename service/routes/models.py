@@ -137,8 +137,11 @@ async def predict(
         elif top_k_ > len(loaded.labels):
             raise ApiError(422, f"top_k must be between 1 and {len(loaded.labels)} (the number of labels)")
         payloads = await read_images(request)
-        arrays = await decode_all(payloads, loaded.preprocessing, settings.max_image_pixels, pool)
-        logits = await loaded.predict(arrays)
+        if len(payloads) == 1 and loaded.batcher.decodes_in_lanes:
+            logits = await loaded.predict_encoded(payloads, settings.max_image_pixels)
+        else:  # several images decode side by side in the pool, then run as one request
+            arrays = await decode_all(payloads, loaded.preprocessing, settings.max_image_pixels, pool)
+            logits = await loaded.predict(arrays)
         version, labels, temperature = loaded.version, loaded.labels, loaded.temperature
     finally:
         loaded.release()

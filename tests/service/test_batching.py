@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
+from core.images import ImageError
 from core.settings import Settings
 from models import Registry
 from models.manifest import Preprocessing
@@ -113,6 +114,60 @@ def test_a_failing_request_fails_only_itself(engine: OnnxEngine) -> None:
         assert batcher.pending_images == 0
     finally:
         batcher.stop()
+
+
+def encode(image: np.ndarray) -> bytes:
+    return image.astype(np.float32).tobytes()
+
+
+def decode_or_fail(data: bytes) -> np.ndarray:
+    """The lanes' decoder in these tests: 4x4 float images; anything else is 'not an image'."""
+    if len(data) != 3 * 4 * 4 * 4:
+        raise ImageError("corrupt", f"not a 4x4 image ({len(data)} bytes)")
+    return np.frombuffer(data, dtype=np.float32).reshape(3, 4, 4).copy()
+
+
+def test_encoded_requests_are_decoded_by_the_lanes_and_a_bad_one_fails_only_itself(
+    two_lane_engine: OnnxEngine,
+) -> None:
+    batcher = make_batcher(two_lane_engine, size=4, delay=50.0)  # long enough for requests to share batches
+    good = {seed: images_for(seed, 1 + seed % 2) for seed in range(8)}
+    assert batcher.decodes_in_lanes
+    try:
+        futures = {seed: batcher.submit_encoded_nowait([encode(img) for img in imgs], decode_or_fail)
+                   for seed, imgs in good.items()}
+        bad = batcher.submit_encoded_nowait([encode(good[0][0]), b"GIF89a"], decode_or_fail)
+        mixed = batcher.submit_nowait(images_for(99, 1))  # decoded by the caller, batched alongside
+        with pytest.raises(ImageError, match="not a 4x4 image"):
+            bad.result(5)
+        for seed, imgs in good.items():
+            np.testing.assert_allclose(futures[seed].result(5), expected(imgs), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mixed.result(5), expected(images_for(99, 1)), rtol=1e-5, atol=1e-6)
+    finally:
+        batcher.stop()
+    assert batcher.pending_images == 0
+    assert batcher.images_run == sum(len(v) for v in good.values()) + 1  # the bad request never ran
+    assert batcher.batches_run < len(good) + 1  # they shared batches
+
+
+def test_one_lane_leaves_decoding_to_the_pool(tiny_model: Path) -> None:
+    one_lane = OnnxEngine(tiny_model, Settings(device="cpu", intra_op_threads=1, cpu_lanes=1))
+    batcher = make_batcher(one_lane)  # decoding in the only lane would serialise it with inference
+    batcher.stop()
+    assert batcher.lanes == 1 and not batcher.decodes_in_lanes
+
+
+def test_encoded_images_count_towards_the_queue_bound(engine: OnnxEngine) -> None:
+    batcher = make_batcher(engine, size=100, delay=300.0, queue=3)
+    try:
+        first = batcher.submit_encoded_nowait([encode(img) for img in images_for(1, 2)], decode_or_fail)
+        with pytest.raises(QueueFull, match="full"):
+            batcher.submit_encoded_nowait([encode(img) for img in images_for(2, 2)], decode_or_fail)
+        assert batcher.pending_images == 2
+        np.testing.assert_allclose(first.result(5), expected(images_for(1, 2)), rtol=1e-5, atol=1e-6)
+    finally:
+        batcher.stop()
+    assert batcher.pending_images == 0
 
 
 def test_mismatched_shapes_within_one_request_are_refused_at_submit(engine: OnnxEngine) -> None:
