@@ -97,6 +97,8 @@ class Batcher:
         self.lanes = engine.lanes
         self._active = 0  # batches running now (under _count_lock)
         self._collecting = threading.Lock()
+        self._idle: list[threading.Event] = []  # wake-ups of lanes waiting for work, last idle on top
+        self._idle_lock = threading.Lock()
         self._carry: _Request | None = None  # the request that starts the next batch (under _collecting)
         # On CUDA every new batch shape costs a cuDNN algorithm search (and memory): pad batches up to
         # a power of two so only log2(max_batch_size) shapes ever run, all warmed at load.
@@ -158,29 +160,61 @@ class Batcher:
                 )
             self._pending_images += request.count
         self._queue.put(request)
+        self._wake_idle_lane()
         return request.future
 
     def stop(self) -> None:
         """Finish what is queued, then end the threads (one stop marker each, behind the queued work)."""
         for _ in self._threads:
             self._queue.put(None)
+            self._wake_idle_lane()
         for thread in self._threads:
             thread.join(timeout=30)
 
     # ---------------------------------------------------------------- thread
     def _run(self, lane: int) -> None:
+        wake = threading.Event()
         while True:
-            # One lane collects at a time, so batches form as with one thread (a lane waiting out
-            # max_delay_ms keeps the others from starting half-empty batches); they run side by side.
-            with self._collecting:
-                first, self._carry = self._carry or self._queue.get(), None
+            if self.settings.max_batch_size == 1:
+                first = self._take(wake)  # nothing to collect
                 if first is None:
                     return
-                batch, self._carry, stop = self._collect(first)  # no carry when it met a stop marker
+                batch, stop = [first], False
+            else:
+                # One lane collects at a time, so batches form as with one thread (a lane waiting out
+                # max_delay_ms keeps the others from starting half-empty batches); they run side by side.
+                with self._collecting:
+                    first, self._carry = self._carry or self._queue.get(), None
+                    if first is None:
+                        return
+                    batch, self._carry, stop = self._collect(first)  # no carry when it met a stop marker
             self._execute(batch, lane)
             if stop:
                 self._drain(lane)
                 return
+
+    def _take(self, wake: threading.Event) -> _Request | None:
+        """The next request (or stop marker), for a lane that collects nothing (batches of one).
+
+        Idle lanes wait on a stack, and a new request wakes the lane that went idle last: at low
+        load the same lane serves request after request. Lanes taking turns from one shared queue
+        measured a longer c=1 tail (p99 22-31 ms against 19 ms with one lane, same session)."""
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            with self._idle_lock:
+                if not self._queue.empty():  # arrived meanwhile: its wake-up found no idle lane
+                    continue
+                wake.clear()
+                self._idle.append(wake)
+            wake.wait()
+
+    def _wake_idle_lane(self) -> None:
+        with self._idle_lock:
+            if self._idle:
+                self._idle.pop().set()
 
     def _collect(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
         """``first`` plus whatever arrives before the batch is full or ``first`` waited its delay."""
@@ -215,6 +249,7 @@ class Batcher:
                 self._execute([item], lane)
         for _ in range(markers):
             self._queue.put(None)
+            self._wake_idle_lane()
 
     def _execute(self, batch: list[_Request], lane: int) -> None:
         live = [r for r in batch if not r.future.cancelled()]  # client gone: don't spend a slot on it

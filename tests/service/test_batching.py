@@ -215,6 +215,7 @@ class RunSpy:
     def __init__(self, engine: OnnxEngine, hold_s: float = 0.02) -> None:
         self.real, self.hold_s = engine.run, hold_s
         self.calls: list[bool] = []
+        self.threads: list[str] = []
         self.running = self.most_at_once = 0
         self.lock = threading.Lock()
         engine.run = self  # type: ignore[method-assign]
@@ -222,6 +223,7 @@ class RunSpy:
     def __call__(self, batch: np.ndarray, lane: bool = False) -> np.ndarray:
         with self.lock:
             self.calls.append(lane)
+            self.threads.append(threading.current_thread().name)
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
@@ -238,9 +240,10 @@ def two_lane_engine(tiny_model: Path) -> OnnxEngine:
     return OnnxEngine(tiny_model, Settings(device="cpu", intra_op_threads=1, cpu_lanes=2))
 
 
-def test_waiting_batches_run_side_by_side_on_the_lane_session(two_lane_engine: OnnxEngine) -> None:
+@pytest.mark.parametrize("size", [1, 2])  # lanes taking from the idle stack / through the collecting lock
+def test_waiting_batches_run_side_by_side_on_the_lane_session(two_lane_engine: OnnxEngine, size: int) -> None:
     spy = RunSpy(two_lane_engine)
-    batcher = make_batcher(two_lane_engine, size=2, delay=0.0)
+    batcher = make_batcher(two_lane_engine, size=size, delay=0.0)
     requests = [images_for(seed, 1) for seed in range(12)]
     try:
         futures = [batcher.submit_nowait(imgs) for imgs in requests]
@@ -264,6 +267,20 @@ def test_a_lone_request_runs_on_the_all_cores_session(two_lane_engine: OnnxEngin
     finally:
         batcher.stop()
     assert spy.calls == [False] * 5 and batcher.lane_batches == 0
+
+
+def test_at_low_load_one_lane_serves_request_after_request(two_lane_engine: OnnxEngine) -> None:
+    spy = RunSpy(two_lane_engine, hold_s=0.0)
+    batcher = make_batcher(two_lane_engine, size=1, delay=0.0)
+    try:
+        for seed in range(12):
+            imgs = images_for(seed, 1)
+            np.testing.assert_allclose(batcher.submit_nowait(imgs).result(5), expected(imgs), rtol=1e-5, atol=1e-6)
+            time.sleep(0.002)  # the lane is back on the idle stack before the next request
+    finally:
+        batcher.stop()
+    # The lane that went idle last takes the next request: no second thread woken, no turn-taking.
+    assert len(spy.threads) == 12 and len(set(spy.threads)) == 1
 
 
 def test_a_batch_alone_in_the_queue_runs_on_a_lane_while_other_requests_are_in_flight(
