@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -183,7 +184,6 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
     """``engine.lanes`` inference threads, each taking up to ``batch`` decoded images at a time and
     running them on the one-thread lane session; ``threads`` decode threads keep a bounded queue full."""
     import queue
-    import threading
 
     from service.engine import softmax, top_k
     from service.preprocess import preprocess
@@ -220,22 +220,11 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
 
     workers = [threading.Thread(target=decode, args=(i,)) for i in range(threads)]
     workers += [threading.Thread(target=infer, args=(lane,)) for lane in range(engine.lanes)]
-    for w in workers:
-        w.start()
-    time.sleep(min(1.0, duration_s / 4))  # warm: queue full, both lanes running
-    start_count, started = sum(done), time.perf_counter()
-    time.sleep(duration_s)
-    count, wall = sum(done) - start_count, time.perf_counter() - started
-    stop.set()
-    for w in workers:
-        w.join()
-    return count / wall
+    return _images_per_s(workers, done, stop, duration_s)
 
 
 def _lanes_decoding(engine, pre, jpegs: list[bytes], duration_s: float) -> float:  # type: ignore[no-untyped-def]
     """``engine.lanes`` threads, each decoding one image and running it on the one-thread lane session."""
-    import threading
-
     from service.engine import softmax, top_k
     from service.preprocess import preprocess
 
@@ -251,9 +240,16 @@ def _lanes_decoding(engine, pre, jpegs: list[bytes], duration_s: float) -> float
             i += engine.lanes
 
     workers = [threading.Thread(target=lane, args=(k,)) for k in range(engine.lanes)]
+    return _images_per_s(workers, done, stop, duration_s)
+
+
+def _images_per_s(workers: list[threading.Thread], done: list[int], stop: threading.Event,
+                  duration_s: float) -> float:
+    """Start ``workers``, let them warm up (queues full, every lane running), then count the images
+    they finish (``done``, one counter per lane) over ``duration_s``; stop and join them."""
     for w in workers:
         w.start()
-    time.sleep(min(1.0, duration_s / 4))  # warm: every lane running
+    time.sleep(min(1.0, duration_s / 4))
     start_count, started = sum(done), time.perf_counter()
     time.sleep(duration_s)
     count, wall = sum(done) - start_count, time.perf_counter() - started
