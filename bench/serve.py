@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -186,23 +186,19 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
     import queue
 
     from service.engine import softmax, top_k
-    from service.preprocess import preprocess
 
     ready: queue.Queue[np.ndarray] = queue.Queue(maxsize=2 * batch * engine.lanes + threads)
     stop = threading.Event()
     done = [0] * engine.lanes
 
     def decode(offset: int) -> None:
-        i = offset
-        while not stop.is_set():
-            x = preprocess(jpegs[i % len(jpegs)], pre, 40_000_000)
+        for x in _decoded(jpegs, pre, offset, threads, stop):
             while not stop.is_set():
                 try:
                     ready.put(x, timeout=0.05)
                     break
                 except queue.Full:
                     continue
-            i += threads
 
     def infer(lane: int) -> None:
         while not stop.is_set():
@@ -226,21 +222,28 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
 def _lanes_decoding(engine, pre, jpegs: list[bytes], duration_s: float) -> float:  # type: ignore[no-untyped-def]
     """``engine.lanes`` threads, each decoding one image and running it on the one-thread lane session."""
     from service.engine import softmax, top_k
-    from service.preprocess import preprocess
 
     stop = threading.Event()
     done = [0] * engine.lanes
 
     def lane(index: int) -> None:
-        i = index
-        while not stop.is_set():
-            x = preprocess(jpegs[i % len(jpegs)], pre, 40_000_000)
+        for x in _decoded(jpegs, pre, index, engine.lanes, stop):
             top_k(softmax(engine.run(x[None], lane=True)), 5)
             done[index] += 1
-            i += engine.lanes
 
     workers = [threading.Thread(target=lane, args=(k,)) for k in range(engine.lanes)]
     return _images_per_s(workers, done, stop, duration_s)
+
+
+def _decoded(jpegs: list[bytes], pre, start: int, step: int, stop: threading.Event) -> Iterator[np.ndarray]:  # type: ignore[no-untyped-def]
+    """Preprocessed photos ``start``, ``start + step``, ... (round the list) until ``stop`` is set: one
+    worker's share when ``step`` workers walk the photos together."""
+    from service.preprocess import preprocess
+
+    i = start
+    while not stop.is_set():
+        yield preprocess(jpegs[i % len(jpegs)], pre, 40_000_000)
+        i += step
 
 
 def _images_per_s(workers: list[threading.Thread], done: list[int], stop: threading.Event,
@@ -259,7 +262,7 @@ def _images_per_s(workers: list[threading.Thread], done: list[int], stop: thread
     return count / wall
 
 
-def paired_c1(model_file: Path, jpegs: list[bytes], port: int, requests: list[bytes], duration_s: float,
+def paired_c1(engine, pre, jpegs: list[bytes], port: int, requests: list[bytes], duration_s: float,  # type: ignore[no-untyped-def]
               slices: int = 6) -> dict[str, float]:
     """The raw engine's single-image latency and the service's c=1 latency, in alternating slices.
 
@@ -267,7 +270,6 @@ def paired_c1(model_file: Path, jpegs: list[bytes], port: int, requests: list[by
     one after the other, whichever ran in a noisy moment loses its p99. Alternating short slices
     (raw, service, raw, service, ...) exposes both to the same moments. Each side's slice goes on
     from the photo where its previous slice stopped, so both see the mix of a continuous run."""
-    engine, pre = load_engine(model_file)
     slice_s = 2 * duration_s / slices
     raw: list[float] = []
     service: list[float] = []
@@ -284,11 +286,10 @@ def paired_c1(model_file: Path, jpegs: list[bytes], port: int, requests: list[by
     return out
 
 
-def paired_c8(model_file: Path, jpegs: list[bytes], port: int, requests: list[bytes], shape: str,
+def paired_c8(engine, pre, jpegs: list[bytes], port: int, requests: list[bytes], shape: str,  # type: ignore[no-untyped-def]
               duration_s: float, slices: int = 4) -> dict[str, object]:
     """The raw engine's throughput in ``shape`` and the service's at c=8, in alternating slices (see
     ``paired_c1``): the before/after means cannot cancel a noisy stretch in the middle."""
-    engine, pre = load_engine(model_file)
     run_shape = raw_shapes(engine, pre, jpegs)[shape]
     slice_s = 2 * duration_s / slices
     raw: list[float] = []
@@ -375,9 +376,10 @@ def run_service(
         reqs = [raw_request("/v1/models/imagenet/predict?top_k=5", j, "image/jpeg") for j in jpegs]
         out: dict[int | str, dict] = dict(measure(server, reqs, levels, duration_s))
         if paired_with is not None:
-            out["paired_c1"] = paired_c1(paired_with[0], jpegs, port, reqs, duration_s)
+            engine, pre = load_engine(paired_with[0])
+            out["paired_c1"] = paired_c1(engine, pre, jpegs, port, reqs, duration_s)
             log.info("paired c=1: %s", out["paired_c1"])
-            out["paired_c8"] = paired_c8(paired_with[0], jpegs, port, reqs, paired_with[1], duration_s)
+            out["paired_c8"] = paired_c8(engine, pre, jpegs, port, reqs, paired_with[1], duration_s)
             log.info("paired c=8: %s", out["paired_c8"])
         return out
     finally:
