@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 export TUNESERVE_HOME ?= $(CURDIR)/var
 
-.PHONY: run test install lint bench-serve bench-search clean
+.PHONY: run test install lint example bench-serve bench-search clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# The README's fine-tuning example: the committed ants/bees photos as the archive a user would upload.
+example:
+	mkdir -p var
+	$(PYTHON) -c "import shutil; shutil.make_archive('var/ants_bees', 'zip', 'tests/data', 'ants_bees')"
+
 # Benchmarks (results in docs/benchmarks.md); BentoML, the serving peer, only installs for these.
 bench-serve: install
 	$(PY) -m pip install -q -e '.[bench]'
@@ -32,6 +37,7 @@ bench-search: install
 	flock /tmp/tuneserve-bench.lock $(PY) -m bench.search --workers 2 --write-docs
 
 lint: install
+	$(PY) scripts/check_tests_own_data.py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy core models service trainer
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: real data from ../shared, a registry holding the real default model."""
+"""Shared fixtures: the real photos committed under tests/data, a registry holding the real default model."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-IMAGENET_SAMPLES = SHARED / "imagenet_samples"
-HYMENOPTERA = SHARED / "hymenoptera"
+from tests.photos import HYMENOPTERA, IMAGENET_SAMPLES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

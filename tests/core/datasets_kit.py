@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HYMENOPTERA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hymenoptera"
-
 
 def photo(seed: int, size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -> bytes:
     """A distinct picture per seed: random blocks upscaled, so the dHash differs between seeds."""

@@ -9,7 +9,8 @@ from pathlib import Path
 from core.datasets.dedup import duplicate_groups, exact_groups, near_pairs
 from core.datasets.models import IngestLimits
 from core.datasets.validate import check_file
-from tests.core.datasets_kit import HYMENOPTERA, reencoded
+from tests.core.datasets_kit import reencoded
+from tests.photos import HYMENOPTERA
 
 LIMIT = 40_000_000
 DISTANCE = IngestLimits().near_duplicate_distance

@@ -18,7 +18,6 @@ from core.datasets import (
 )
 from models.fsutil import sha256_file
 from tests.core.datasets_kit import (
-    HYMENOPTERA,
     class_files,
     make_tar,
     make_zip,
@@ -26,6 +25,7 @@ from tests.core.datasets_kit import (
     reencoded,
     tar_member,
 )
+from tests.photos import HYMENOPTERA
 
 LIMITS = IngestLimits()
 

@@ -29,7 +29,7 @@ def client(home: Path) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def hymenoptera_zip(tmp_path_factory: pytest.TempPathFactory, hymenoptera: Path) -> bytes:
-    """The shared folder zipped as users make it: wrapped in its folder, stored (JPEGs don't shrink)."""
+    """The committed ants/bees folder zipped as users make it: wrapped in its folder, stored (JPEGs don't shrink)."""
     path = tmp_path_factory.mktemp("zips") / "hymenoptera.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         for file in sorted(hymenoptera.rglob("*")):
@@ -54,8 +54,8 @@ def test_hymenoptera_upload_keeps_its_split(client: TestClient, home: Path, hyme
     body = resp.json()
     assert body["name"] == "hymenoptera" and body["classes"] == ["ants", "bees"]
     assert body["split_source"] == "archive" and body["layout"] == "split_folders"
-    assert body["counts"] == {"train": {"ants": 124, "bees": 121}, "val": {"ants": 70, "bees": 83}}
-    assert body["num_files"] == 398 and "files" not in body
+    assert body["counts"] == {"train": {"ants": 44, "bees": 40}, "val": {"ants": 25, "bees": 25}}
+    assert body["num_files"] == 134 and "files" not in body
     # Nothing rejected but the two non-image files beside the splits, each with its reason.
     assert [p["path"] for p in body["problems"]] == ["hymenoptera/SHA256SUMS", "hymenoptera/SOURCE.md"]
     assert all("not inside a class folder" in p["problem"] for p in body["problems"])
@@ -63,16 +63,16 @@ def test_hymenoptera_upload_keeps_its_split(client: TestClient, home: Path, hyme
     assert any("GIF" in w and "train/ants/imageNotFound.gif" in w for w in body["warnings"])
     assert any("3:1" in w and "662541407_ff8db781e7.jpg" in w for w in body["warnings"])
     stored = home / "datasets" / body["id"]
-    assert len(list((stored / "images" / "val" / "bees").iterdir())) == 83
+    assert len(list((stored / "images" / "val" / "bees").iterdir())) == 25
     assert (stored / "images" / "train" / "ants" / "ant photos.jpg").is_file()  # the name with a space
     _clean(home)
 
     listed = client.get("/v1/datasets").json()
-    assert [d["id"] for d in listed] == [body["id"]] and listed[0]["num_files"] == 398
+    assert [d["id"] for d in listed] == [body["id"]] and listed[0]["num_files"] == 134
     report = client.get(f"/v1/datasets/{body['id']}").json()
     assert report == body
     with_files = client.get(f"/v1/datasets/{body['id']}", params={"files": "true"}).json()
-    assert len(with_files["files"]) == 398
+    assert len(with_files["files"]) == 134
 
     again = _upload(client, hymenoptera_zip, "renamed.zip", name="another name")
     assert again.status_code == 200 and again.json()["id"] == body["id"] and again.json()["name"] == "hymenoptera"
