@@ -33,7 +33,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("BENCH_DATA", REPO.parent / "shared" / "data"))
+from bench.data import shared_data  # noqa: E402  (after the path insert: run as a script on the device)
+
 log = logging.getLogger("bench.gpu_serve")
 
 
@@ -147,7 +148,7 @@ def jpegs_500x375(limit: int) -> list[bytes]:
     from PIL import Image
 
     out = []
-    for f in sorted((DATA / "hymenoptera" / "val").rglob("*.jpg")):
+    for f in sorted((shared_data("hymenoptera") / "val").rglob("*.jpg")):
         with Image.open(f) as im:
             if im.size == (500, 375):
                 out.append(f.read_bytes())

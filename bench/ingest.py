@@ -26,12 +26,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
 from core.datasets import DatasetStore, IngestLimits
 
 log = logging.getLogger("bench.ingest")
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "data" / "hymenoptera"
 SECTION = "## Dataset ingest"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.ingest --write-docs"
 
@@ -53,7 +53,7 @@ def variants(path: Path, count: int) -> list[bytes]:
 
 
 def build_archive(dest: Path, per_photo: int) -> int:
-    photos = sorted(p for p in SOURCE.glob("*/*/*.jpg"))
+    photos = sorted(p for p in shared_data("hymenoptera").glob("*/*/*.jpg"))
     with ProcessPoolExecutor() as pool:
         encoded = list(pool.map(variants, photos, [per_photo] * len(photos), chunksize=8))
     count = 0

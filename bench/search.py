@@ -37,6 +37,7 @@ import optuna
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
 from core.jobs import FINISHED  # noqa: E402
 from core.searchspec import SearchSpec  # noqa: E402
@@ -47,7 +48,6 @@ from trainer import search as opt  # noqa: E402
 from trainer.engine import Pruned, fine_tune  # noqa: E402
 from trainer.search_tasks import trial_spec  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "hymenoptera"
 SECTION = "## Hyper-parameter search"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --workers 2 --write-docs"
 SPACE = {
@@ -60,9 +60,9 @@ log = logging.getLogger("bench.search")
 
 def source_folder(args: argparse.Namespace, root: Path) -> Path:
     if not (args.train_per_class or args.val_per_class):
-        return DATA
+        return shared_data("hymenoptera")
     per = {"train": args.train_per_class or 10_000, "val": args.val_per_class or 10_000}
-    return subset_folder(DATA, root / "subset", per)
+    return subset_folder(shared_data("hymenoptera"), root / "subset", per)
 
 
 def run_search(method: str, trials: int, args: argparse.Namespace, dataset: Any, home: Path) -> dict[str, Any]:

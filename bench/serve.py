@@ -41,11 +41,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
 from bench.loadgen import load_test, multipart_request, raw_request
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 SECTION = "## Serving"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serve --home /tmp/perf-home --write-docs"
 log = logging.getLogger("bench.serve")
@@ -72,7 +72,7 @@ only engages for photos at least 4x the resize target on the shorter side (DRAFT
 
 # ------------------------------------------------------------------ inputs
 def load_jpegs(limit: int = 200) -> list[bytes]:
-    files = sorted((DATA / "hymenoptera" / "val").rglob("*.jpg"))[:limit]
+    files = sorted((shared_data("hymenoptera") / "val").rglob("*.jpg"))[:limit]
     return [f.read_bytes() for f in files]
 
 
@@ -81,7 +81,7 @@ def ensure_home(home: Path | None) -> Path:
         return home
     home = home or Path(tempfile.mkdtemp(prefix="tuneserve-bench-"))
     env = {**os.environ, "TUNESERVE_HOME": str(home)}
-    cmd = [sys.executable, "-m", "core.cli", "bootstrap", "--check-images", str(DATA / "imagenet_samples")]
+    cmd = [sys.executable, "-m", "core.cli", "bootstrap", "--check-images", str(shared_data("imagenet_samples"))]
     subprocess.run(cmd, env=env, cwd=REPO, check=True)
     return home
 

@@ -28,14 +28,13 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
 from core.embedded_redis import discover  # noqa: E402
 from core.events import announce_promotion  # noqa: E402
 from models import Registry  # noqa: E402
 from tests.integration.procs import Server, base_env, upload, wait_for, zip_folder  # noqa: E402
 
-HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera"
-IMAGENET_SAMPLES = REPO.parent / "shared" / "data" / "imagenet_samples"
 SECTION = "## Jobs and hot-swap"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.swap --write"
 SWAPS = 20
@@ -92,7 +91,7 @@ def predict_some(apis: list[Server], model: str, image: bytes, n: int = 10) -> s
 def bootstrap_home(home: Path) -> None:
     from trainer.bootstrap import bootstrap
 
-    bootstrap(Registry(home / "models"), check_images=IMAGENET_SAMPLES)
+    bootstrap(Registry(home / "models"), check_images=shared_data("imagenet_samples"))
 
 
 def run(tmp: Path) -> dict[str, Any]:
@@ -112,7 +111,7 @@ def run(tmp: Path) -> dict[str, Any]:
 
 
 def measure(home: Path, apis: list[Server], broker: str, tmp: Path) -> dict[str, Any]:
-    archive = zip_folder(HYMENOPTERA, tmp / "hymenoptera.zip", "hymenoptera")
+    archive = zip_folder(shared_data("hymenoptera"), tmp / "hymenoptera.zip", "hymenoptera")
     dataset_id = upload(apis[0].http, archive)
     job_id = apis[0].http.post("/v1/jobs", json={"dataset_id": dataset_id, "model": "bees", "mode": "linear"}
                                ).json()["id"]
@@ -133,7 +132,8 @@ def measure(home: Path, apis: list[Server], broker: str, tmp: Path) -> dict[str,
     registry = Registry(home / "models")
     v1 = registry.get("bees", 1)
     v2 = registry.register(v1.manifest, v1.model_path).version
-    image = (HYMENOPTERA / "val" / "bees" / sorted(os.listdir(HYMENOPTERA / "val" / "bees"))[0]).read_bytes()
+    bees = shared_data("hymenoptera") / "val" / "bees"
+    image = (bees / sorted(os.listdir(bees))[0]).read_bytes()
     predict_some(apis, "bees", image)
     latencies, rss = [], {}
     for i in range(1, SWAPS + 1):

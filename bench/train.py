@@ -26,6 +26,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
 from core.datasets import DatasetStore, IngestLimits  # noqa: E402
 from trainer import data as data_mod  # noqa: E402
@@ -33,7 +34,6 @@ from trainer import features as features_mod  # noqa: E402
 from trainer.engine import TrainingResult, fine_tune  # noqa: E402
 from trainer.spec import TrainSpec  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "hymenoptera"
 SECTION = "## Fine-tuning"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.train --write-docs"
 log = logging.getLogger("bench.train")
@@ -155,7 +155,7 @@ def markdown(rows: dict[str, dict[str, Any]], bare: dict[str, float] | None, not
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, help="class folders (default: the shared hymenoptera set)")
     parser.add_argument("--modes", default="linear,auto,finetune,gradual", help="comma list, or 'none'")
     parser.add_argument("--spec", action="append", default=[], help="extra run: JSON spec overrides")
     parser.add_argument("--no-bare", action="store_true")
@@ -166,7 +166,8 @@ def main() -> int:
     opts = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
-        dataset, _ = DatasetStore(Path(tmp)).ingest_folder(opts.data, "hymenoptera", IngestLimits(workers=1))
+        folder = opts.data or shared_data("hymenoptera")
+        dataset, _ = DatasetStore(Path(tmp)).ingest_folder(folder, "hymenoptera", IngestLimits(workers=1))
         rows: dict[str, dict[str, Any]] = {}
         modes = [] if opts.modes == "none" else opts.modes.split(",")
         for mode in modes:

@@ -25,7 +25,7 @@ PER_CLASS = {"train": 40, "val": 25}
 NAMED = {  # files the tests name, kept whatever their sort position
     "train/ants": ["0013035.jpg", "formica.jpeg", "ant photos.jpg", "imageNotFound.gif", "662541407_ff8db781e7.jpg"],
     "val/bees": ["10870992_eebeeb3a12.jpg"],
-    
+
 }
 LONG_SIDE = 400
 
