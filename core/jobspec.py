@@ -10,9 +10,11 @@ The job stores only the fields the client set (``exclude_unset``).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.validation import finite_number
 
 Mode = Literal["auto", "linear", "finetune", "gradual"]
 Optimizer = Literal["sgd", "adamw"]
@@ -26,6 +28,10 @@ CATALOGUE = ("convnext_tiny", "efficientnet_b0", "efficientnet_lite0", "mobilene
              "resnet50")
 REGISTRY_BASE = re.compile(r"^registry:([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]*)$")
 MODEL_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+# Numbers arrive as JSON, which Python reads with NaN and Infinity: every model here refuses them.
+FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
+LR_RANGE = "0 < lr <= 10, or 'auto'"
+WORKERS_RANGE = "0 <= num_workers <= 64, or 'auto'"
 
 
 class EarlyStopping(BaseModel):
@@ -34,15 +40,16 @@ class EarlyStopping(BaseModel):
     The best weights seen are restored at the end of every stage either way.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
     metric: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # ties: lower val loss wins
     patience: int = Field(default=5, ge=1, le=1000)
-    min_delta: float = Field(default=0.0, ge=0.0)
+    min_delta: float = Field(default=0.0, ge=0.0, le=1.0)  # more than 1 (accuracy or nats) never improves
 
 
 class TrainSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
+    valid_ranges: ClassVar[dict[str, str]] = {"lr": LR_RANGE, "num_workers": WORKERS_RANGE}
 
     # What to start from: a catalogue backbone or "registry:<model>:<version>".
     base: str = "efficientnet_lite0"
@@ -84,19 +91,27 @@ class TrainSpec(BaseModel):
                              "or 'registry:<model>:<version>'")
         return value
 
-    @field_validator("num_workers")
+    # A number or a word: checked before pydantic tries each type of the union, so a bad value gets
+    # one message with the range instead of one per type.
+    @field_validator("num_workers", mode="before")
     @classmethod
-    def _check_workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value <= 64:
-            raise ValueError("num_workers must be between 0 and 64, or 'auto'")
-        return value
+    def _check_workers(cls, value: Any) -> int | str:
+        if value == "auto":
+            return "auto"
+        number = finite_number(value)
+        if number is None or number != int(number) or not 0 <= number <= 64:
+            raise ValueError(f"num_workers must be a whole number or 'auto' (valid: {WORKERS_RANGE})")
+        return int(number)
 
-    @field_validator("lr")
+    @field_validator("lr", mode="before")
     @classmethod
-    def _check_lr(cls, value: float | str) -> float | str:
-        if isinstance(value, float) and not 0.0 < value <= 10.0:
-            raise ValueError("lr must be in (0, 10], or 'auto'")
-        return value
+    def _check_lr(cls, value: Any) -> float | str:
+        if value == "auto":
+            return "auto"
+        number = finite_number(value)
+        if number is None or not 0.0 < number <= 10.0:
+            raise ValueError(f"lr must be a number or 'auto' (valid: {LR_RANGE})")
+        return number
 
     def registry_base(self) -> tuple[str, int] | None:
         """``(model, version)`` when the base is a registered version, else None."""
@@ -107,7 +122,7 @@ class TrainSpec(BaseModel):
 class JobRequest(BaseModel):
     """Body of ``POST /v1/jobs``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
     dataset_id: str = Field(min_length=1, max_length=64)
     model: str = Field(pattern=MODEL_NAME, description="1-64 lowercase letters, digits, '_', '-' or '.'")

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.validation import error_lines, error_message, field_range, finite_number
+
 METHODS = ("grid", "random", "asha")
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 # Searchable keys and the distribution a bare {"low", "high"} range gets.
@@ -51,15 +53,27 @@ _CALL = re.compile(r"^\s*([a-z_]+)\s*\((.*)\)\s*$", re.S)
 class Param(BaseModel):
     """One searched hyper-parameter (normalised form)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     distribution: Literal["loguniform", "uniform", "int", "choice"]
     low: float | None = None
     high: float | None = None
-    step: int | None = Field(default=None, ge=1)  # int only
+    step: int | None = Field(default=None, ge=1, le=4096)  # int only; 4096 = the largest batch_size
     values: list[Scalar] | None = None  # choice only
     auto: bool = False  # lr only: bounds come from the LR range test at search time
     grid_points: int | None = Field(default=None, ge=1, le=100)  # grid: points of a range
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _scalar_values(cls, values: Any) -> Any:
+        """One message for a bad choice (not one per type of ``Scalar``)."""
+        if not isinstance(values, list):
+            return values
+        for value in values:
+            if isinstance(value, str | bool) or (isinstance(value, int | float) and finite_number(value) is not None):
+                continue
+            raise ValueError(f"choice values must be finite numbers, strings or booleans, not {value!r}")
+        return values
 
     @model_validator(mode="after")
     def _shape(self) -> Param:
@@ -86,7 +100,7 @@ class Param(BaseModel):
 class SearchSpec(BaseModel):
     """The ``search`` object of a job."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     method: Literal["grid", "random", "asha"]
     trials: int = Field(default=9, ge=1, le=1000)
@@ -157,7 +171,7 @@ def _to_param(key: str, value: Any) -> Param:
     if isinstance(value, Param):
         return value
     if isinstance(value, list):
-        return Param(distribution="choice", values=value)
+        return _validated(key, {"distribution": "choice", "values": value})
     if isinstance(value, dict):
         fields = dict(value)
         if "distribution" in fields:
@@ -176,7 +190,7 @@ def _to_param(key: str, value: Any) -> Param:
         if match:
             return _from_call(key, match.group(1), match.group(2))
     if isinstance(value, str | int | float | bool):
-        return Param(distribution="choice", values=[value])
+        return _validated(key, {"distribution": "choice", "values": [value]})
     raise ValueError(f"{key}: expected a distribution like 'loguniform(1e-4, 1e-2)', a list or a value")
 
 
@@ -186,11 +200,15 @@ def _known_distribution(name: Any, key: str) -> None:
 
 
 def _validated(key: str, fields: dict[str, Any]) -> Param:
+    from core.jobspec import TrainSpec
+
     try:
         return Param.model_validate(fields)
     except ValidationError as exc:
-        msgs = "; ".join(str(e.get("msg")).removeprefix("Value error, ") for e in exc.errors())
-        raise ValueError(f"{key}: {msgs}") from None
+        msgs = "; ".join(error_lines(exc, Param))
+        about_values = any(e["loc"] and e["loc"][0] in ("low", "high", "values") for e in exc.errors())
+        valid = field_range(TrainSpec, (key,)) if about_values else None
+        raise ValueError(f"{key}: {msgs}" + (f" ({key} takes {valid})" if valid else "")) from None
 
 
 def _from_call(key: str, name: str, args_text: str) -> Param:
@@ -199,7 +217,8 @@ def _from_call(key: str, name: str, args_text: str) -> Param:
         args: tuple[Any, ...] = ast.literal_eval(f"({args_text},)") if args_text.strip() else ()
     except (ValueError, SyntaxError):
         if name != "choice":
-            raise ValueError(f"{key}: cannot read the arguments of {name}({args_text})") from None
+            raise ValueError(f"{key}: cannot read the arguments of {name}({args_text}): write numbers, "
+                             f"e.g. {name}({'8, 64' if name == 'int' else '0.001, 0.1'})") from None
         args = tuple(a.strip().strip("'\"") for a in args_text.split(",") if a.strip())  # choice(a, b)
     if name == "choice":
         values = list(args[0]) if len(args) == 1 and isinstance(args[0], list | tuple) else list(args)
@@ -230,24 +249,18 @@ def _check_values(key: str, param: Param) -> None:
         candidates = [param.low, param.high]
         if kind == "int":
             candidates = [int(c) for c in candidates if c is not None]
+    # A registry base is checked for its form here; whether the version exists is the worker's
+    # check (a missing version fails that trial, not the search).
     for value in candidates:
-        if key == "base" and isinstance(value, str) and value.startswith("registry:"):
-            continue  # checked by the worker: a missing version fails that trial, not the search
         try:
             TrainSpec.model_validate({key: value})
         except ValidationError as exc:
-            msg = "; ".join(str(e.get("msg")).removeprefix("Value error, ") for e in exc.errors())
-            raise ValueError(f"{key}={value!r} is not a valid value: {msg}") from None
+            raise ValueError(f"{key}={value!r} is not a valid value: {error_message(exc, TrainSpec)}") from None
 
 
 def validation_message(exc: ValidationError) -> str:
     """A pydantic error on a SearchSpec as one line naming each bad field (for the API's 422)."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        msg = str(err.get("msg")).removeprefix("Value error, ")
-        parts.append(f"search.{where}: {msg}" if where else f"search: {msg}")
-    return "; ".join(parts)
+    return error_message(exc, SearchSpec, prefix="search")
 
 
 # ---------------------------------------------------------------- job view (what the API shows)

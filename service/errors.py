@@ -41,13 +41,20 @@ class ApiError(Exception):
 
 
 def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    # A message may quote user text holding lone surrogates (JSON "\ud800"), which UTF-8 cannot encode.
+    safe = detail.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"detail": safe}, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            where = f" at character {loc[-1]}" if len(loc) > 1 else ""
+            parts.append(f"the body is not valid JSON{where}: {err.get('ctx', {}).get('error', err.get('msg'))}")
+            continue
+        where = ".".join(str(p) for p in loc if p != "body") or ("body" if loc[:1] == ("body",) else "")
         parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
     return "; ".join(parts) or "invalid request"
 

@@ -4,6 +4,11 @@ Every entry is checked before a byte of it is written: no absolute paths, no ``.
 devices. Entries are written under ``dest`` with generated names (``000001``...), never with the
 names from the archive, so nothing can land outside ``dest`` whatever the names say. Size limits
 count declared sizes up front (cheap refusal of bombs) and the bytes actually written (headers lie).
+
+Names are text by the time they leave here. A zip entry without the UTF-8 flag is read as UTF-8
+when its bytes are valid UTF-8 (what most tools write today), else as cp437 (the zip standard);
+a tar name that is not UTF-8 is read as latin-1. Both fallbacks are listed in ``legacy_names``, so
+the dataset report can say that those names (and the class names taken from them) were guessed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ OnFile = Callable[[Path], None]
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "ehthumbs.db"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _COPY_CHUNK = 1 << 20
+_ZIP_UTF8_FLAG = 0x800
 ONLY_FILES = "only regular files and folders are allowed"
 
 
@@ -46,6 +52,7 @@ class Unpacked:
     entries: list[Entry] = field(default_factory=list)
     skipped: int = 0  # junk entries not extracted (__MACOSX, dot-files, Thumbs.db)
     problems: list[Problem] = field(default_factory=list)
+    legacy_names: list[str] = field(default_factory=list)  # not UTF-8: decoded as cp437 (zip) or latin-1
 
 
 def is_junk(name: str) -> bool:
@@ -64,6 +71,36 @@ def safe_name(raw: str) -> str:
     if ".." in parts:
         raise ArchiveUnsafe(f"archive entry {raw!r} climbs out of the archive with '..'")
     return "/".join(parts)
+
+
+def decode_name(raw: str) -> tuple[str, bool]:
+    """A name read with ``surrogateescape`` (tar, ``os.walk``) as real text: ``(name, was_not_utf8)``.
+
+    Bytes that were not UTF-8 are read as latin-1, which maps every byte to a character, so the
+    name can be stored in the JSON index and shown, instead of failing there.
+    """
+    try:
+        raw.encode("utf-8")
+        return raw, False
+    except UnicodeEncodeError:
+        pass
+    try:
+        return raw.encode("utf-8", "surrogateescape").decode("latin-1"), True
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte: keep it visible, escaped
+        return raw.encode("utf-8", "backslashreplace").decode("utf-8"), True
+
+
+def _zip_name(info: zipfile.ZipInfo) -> tuple[str, bool]:
+    """The entry's name: ``(name, read_as_cp437)``; see the module docstring."""
+    if info.flag_bits & _ZIP_UTF8_FLAG:
+        return info.filename, False
+    raw = info.filename.encode("cp437")  # zipfile decoded the bytes as cp437, which maps all 256
+    if raw.isascii():
+        return info.filename, False
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return info.filename, True
 
 
 def detect(path: Path) -> ArchiveKind:
@@ -156,9 +193,14 @@ def _unpack_zip(archive: Path, dest: Path, budget: _Budget, on_file: OnFile) -> 
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArchiveCorrupt(f"damaged zip archive: {exc}") from exc
+    except UnicodeDecodeError as exc:  # zipfile reads every name at open, so no entry can be singled out
+        raise ArchiveCorrupt(
+            "damaged zip archive: entry names are flagged as UTF-8 but are not UTF-8 "
+            f"({exc.object[:60]!r}); re-create the archive with a current zip tool") from exc
     with zf:
         todo = _check_zip_entries(zf.infolist(), budget)
         out = Unpacked(skipped=sum(1 for i in zf.infolist() if not i.is_dir()) - len(todo))
+        out.legacy_names = [name for name, info in todo if _zip_name(info)[1]]
         for n, (name, info) in enumerate(todo):
             local = dest / f"{n:06d}"
             try:
@@ -179,10 +221,11 @@ def _check_zip_entries(infos: list[zipfile.ZipInfo], budget: _Budget) -> list[tu
     lim = budget.limits
     todo = []
     for info in infos:
-        name = safe_name(info.filename)
+        raw = _zip_name(info)[0]
+        name = safe_name(raw)
         kind = _zip_kind(info)
         if kind not in ("dir", "file"):
-            raise ArchiveUnsafe(f"archive entry {info.filename!r} is a {kind}; {ONLY_FILES}")
+            raise ArchiveUnsafe(f"archive entry {raw!r} is a {kind}; {ONLY_FILES}")
         if kind == "dir":
             continue
         budget.add_file(name, info.file_size)
@@ -224,7 +267,9 @@ def _unpack_tar(archive: Path, dest: Path, budget: _Budget, on_file: OnFile) -> 
     with archive.open("rb") as fh:
         try:
             # Stream mode: one forward pass, never seeking back in a compressed stream.
-            tf = tarfile.open(fileobj=fh, mode="r|*")  # noqa: SIM115 (closed by the with below)
+            # Names as UTF-8 whatever the locale; other bytes survive as surrogates (decode_name).
+            tf = tarfile.open(fileobj=fh, mode="r|*", encoding="utf-8",  # noqa: SIM115 (closed below)
+                              errors="surrogateescape")
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise UnsupportedArchive(
                 "unsupported archive: the file is compressed but holds no tar; upload .zip, .tar or .tar.gz"
@@ -237,16 +282,19 @@ def _unpack_tar(archive: Path, dest: Path, budget: _Budget, on_file: OnFile) -> 
 
 def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget: _Budget,
                 out: Unpacked, on_file: OnFile) -> None:
-    name = safe_name(member.name)
+    raw, legacy = decode_name(member.name)
+    name = safe_name(raw)
     kind = _tar_kind(member)
     if kind not in ("dir", "file"):
-        raise ArchiveUnsafe(f"archive entry {member.name!r} is a {kind}; {ONLY_FILES}")
+        raise ArchiveUnsafe(f"archive entry {raw!r} is a {kind}; {ONLY_FILES}")
     if kind == "dir":
         return
     budget.add_file(name, member.size)
     if not name or is_junk(name):
         out.skipped += 1
         return
+    if legacy:
+        out.legacy_names.append(name)
     local = dest / f"{len(out.entries):06d}"
     src = tf.extractfile(member)
     if src is None:  # cannot happen for a regular file; be explicit rather than crash

@@ -100,6 +100,14 @@ def duplicate_warnings(groups: Sequence[Sequence[int]], kinds: Sequence[str], it
     return out
 
 
+def legacy_name_warnings(names: Sequence[str]) -> list[str]:
+    if not names:
+        return []
+    return [f"{len(names)} name(s) in the archive are not UTF-8 and were read as cp437 (zip) or latin-1 (tar), "
+            f"so accented class or file names may look wrong: {_names(sorted(names))}; re-create the archive "
+            "with UTF-8 names (any current zip or tar tool) to keep them as typed"]
+
+
 def format_warnings(items: Sequence[Item], formats: Sequence[str], sizes: Sequence[tuple[int, int]]
                     ) -> list[str]:
     """Files that stand out: a format few others share (placeholders, screenshots), extreme shapes."""

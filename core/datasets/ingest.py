@@ -33,6 +33,7 @@ class Source:
     skipped: int = 0
     problems: list[Problem] | None = None
     owned: bool = True  # entries live in our temp folder and may be moved (else copied)
+    legacy_names: list[str] | None = None  # names that were not UTF-8 (see archive.decode_name)
 
 
 def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker: FileChecker | None = None
@@ -60,7 +61,8 @@ def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker
     splits = made or [i.split or "train" for i in items]
     classes = sorted({i.label for i in items})
     per_split = checks.counts([i.label for i in items], splits, classes)
-    warnings = _warnings(items, good, splits, per_split, exact, near, archive_split)
+    warnings = (checks.legacy_name_warnings(source.legacy_names or [])
+                + _warnings(items, good, splits, per_split, exact, near, archive_split))
     files = _place(items, good, splits, folder, move=source.owned)
     log.info("validated %d files (%d usable) in %.1fs", len(layout.items), len(items),
              time.perf_counter() - started)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.datasets.archive import Entry, is_junk, unpack
+from core.datasets.archive import Entry, Unpacked, decode_name, is_junk, unpack
 from core.datasets.errors import DatasetNotFound
 from core.datasets.ingest import Source, build
 from core.datasets.models import INDEX_FILE, Dataset, IngestLimits, Problem
@@ -81,7 +81,8 @@ class DatasetStore:
             raw.mkdir()
             with FileChecker(limits.max_image_pixels, limits.min_image_side, limits.worker_count) as checker:
                 unpacked = unpack(archive_path, raw, limits, on_file=checker.add)  # checking starts meanwhile
-                source = Source(unpacked.entries, unpacked.skipped, unpacked.problems, owned=True)
+                source = Source(unpacked.entries, unpacked.skipped, unpacked.problems, owned=True,
+                                legacy_names=unpacked.legacy_names)
                 dataset = build(source, tmp, limits, name or default_name(archive_path), checker)
             shutil.rmtree(raw)
             return self._commit(tmp, dataset, dataset_id)
@@ -91,10 +92,11 @@ class DatasetStore:
     def ingest_folder(self, folder: Path, name: str | None, limits: IngestLimits) -> tuple[Dataset, bool]:
         """Same checks for a folder on disk (the CLI); the files are copied, never moved."""
         folder = Path(folder)
-        entries, skipped, problems = _walk(folder)
+        walked = _walk(folder)
         tmp = self._temp_dir()
         try:
-            source = Source(entries, skipped, problems, owned=False)
+            source = Source(walked.entries, walked.skipped, walked.problems, owned=False,
+                            legacy_names=walked.legacy_names)
             dataset = build(source, tmp, limits, name or folder.resolve().name)
             dataset_id = _content_id(dataset)
             if (self.root / dataset_id / INDEX_FILE).is_file():
@@ -168,23 +170,25 @@ def default_name(archive: Path | str) -> str:
     return name
 
 
-def _walk(folder: Path) -> tuple[list[Entry], int, list[Problem]]:
+def _walk(folder: Path) -> Unpacked:
     """Regular files under ``folder`` as entries (links are refused per file, not followed)."""
     if not folder.is_dir():
         raise DatasetNotFound(f"folder {folder} does not exist")
-    entries, problems, skipped = [], [], 0
+    out = Unpacked()
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for fname in sorted(filenames):
             path = Path(dirpath) / fname
-            rel = path.relative_to(folder).as_posix()
+            rel, legacy = decode_name(path.relative_to(folder).as_posix())
+            if legacy:
+                out.legacy_names.append(rel)
             if is_junk(rel):
-                skipped += 1
+                out.skipped += 1
             elif path.is_symlink() or not path.is_file():
-                problems.append(Problem(path=rel, problem="not a regular file (link or device); ignored"))
+                out.problems.append(Problem(path=rel, problem="not a regular file (link or device); ignored"))
             else:
-                entries.append(Entry(rel, path))
-    return entries, skipped, problems
+                out.entries.append(Entry(rel, path))
+    return out
 
 
 def _content_id(dataset: Dataset) -> str:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
@@ -20,6 +20,7 @@ from core.events import TASK_SEARCH, TASK_TRAIN
 from core.jobs import STATES, Job, JobFinished, JobNotFound
 from core.jobspec import JobRequest, TrainSpec
 from core.searchspec import SearchSpec, trial_summaries, validation_message
+from core.validation import error_message
 from models import Registry
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
@@ -56,11 +57,16 @@ def _view(job: Job, progress: dict[str, Any]) -> dict[str, Any]:
 
 
 def _spec_errors(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"hyperparameters.{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return "; ".join(parts)
+    return error_message(exc, TrainSpec, prefix="hyperparameters")
+
+
+async def json_body(request: Request) -> None:
+    """415 for a body that is not declared JSON (a form post or a bare curl -d), before parsing it."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise ApiError(415, f"send the job as a JSON object with the header 'Content-Type: application/json' "
+                            f"(got {ctype or 'no Content-Type'}); e.g. curl -H 'Content-Type: application/json' "
+                            "-d '{\"dataset_id\": \"...\", \"model\": \"...\"}'")
 
 
 def _check_base(spec: TrainSpec, registry: Registry) -> None:
@@ -78,7 +84,7 @@ def _check_dataset(settings: Any, dataset_id: str) -> None:
         raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, dependencies=[Depends(json_body)])
 def create_job(
     body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep
 ) -> dict[str, Any]:

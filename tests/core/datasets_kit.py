@@ -83,3 +83,34 @@ def zip_bomb(path: Path, mib: int) -> Path:
     files = class_files({"ants": 1, "bees": 1})
     files["ants/huge.bmp"] = bytes(mib * 1024 * 1024)
     return make_zip(path, files)
+
+
+class _RawNameInfo(zipfile.ZipInfo):
+    """A zip entry whose name is written as given bytes, with or without the UTF-8 flag (bit 11)."""
+
+    raw_name = b""
+    utf8_flag = False
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # noqa: N802 - zipfile's hook for the name bytes
+        return self.raw_name, self.flag_bits | (0x800 if self.utf8_flag else 0)
+
+
+def zip_raw_names(path: Path, files: Mapping[bytes, bytes], utf8_flag: bool = False) -> Path:
+    """A zip whose names are the given bytes: e.g. cp437 or UTF-8 without the flag, as old tools write."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for raw, data in files.items():
+            info = _RawNameInfo(raw.decode("latin-1"))
+            info.raw_name, info.utf8_flag = raw, utf8_flag
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return path
+
+
+def tar_raw_names(path: Path, files: Mapping[bytes, bytes]) -> Path:
+    """A (GNU) tar whose names are the given bytes, e.g. latin-1 as tar on a latin-1 system writes them."""
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
+        for raw, data in files.items():
+            info = tarfile.TarInfo(raw.decode("utf-8", "surrogateescape"))
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path

@@ -8,9 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from core.datasets import ArchiveTooLarge, ArchiveUnsafe, IngestLimits, UnsupportedArchive
+from core.datasets import ArchiveCorrupt, ArchiveTooLarge, ArchiveUnsafe, IngestLimits, UnsupportedArchive
 from core.datasets.archive import is_junk, safe_name, unpack
-from tests.core.datasets_kit import class_files, make_tar, make_zip, photo, tar_member, zip_bomb, zip_symlink
+from tests.core.datasets_kit import (
+    class_files,
+    make_tar,
+    make_zip,
+    photo,
+    tar_member,
+    tar_raw_names,
+    zip_bomb,
+    zip_raw_names,
+    zip_symlink,
+)
 
 
 @pytest.fixture
@@ -128,3 +138,29 @@ def test_not_an_archive(tmp_path: Path, dest: Path) -> None:
     gz.write_bytes(gzip.compress(b"just some text, not a tar" * 40))
     with pytest.raises(UnsupportedArchive, match="holds no tar"):
         unpack(gz, dest, IngestLimits())
+
+
+def test_zip_names_without_the_utf8_flag_are_decoded(tmp_path: Path, dest: Path) -> None:
+    """Old Windows tools write cp437 and many current ones write UTF-8, both without the flag."""
+    files = {"fourmis_é/a.jpg".encode("cp437"): photo(1), "abeilles_ü/b.jpg".encode(): photo(2),
+             b"ants/plain.jpg": photo(3)}
+    out = unpack(zip_raw_names(tmp_path / "legacy.zip", files), dest, IngestLimits())
+    assert sorted(e.name for e in out.entries) == ["abeilles_ü/b.jpg", "ants/plain.jpg", "fourmis_é/a.jpg"]
+    assert out.legacy_names == ["fourmis_é/a.jpg"]  # the guess (cp437) is said; UTF-8 and ASCII are not guesses
+    assert {e.name: e.local.read_bytes() for e in out.entries}["fourmis_é/a.jpg"] == photo(1)
+
+
+def test_zip_flagged_utf8_with_other_bytes_is_a_clear_refusal(tmp_path: Path, dest: Path) -> None:
+    archive = zip_raw_names(tmp_path / "lies.zip", {b"ants/\xff\xfe.jpg": photo(1)}, utf8_flag=True)
+    with pytest.raises(ArchiveCorrupt, match="flagged as UTF-8 but are not UTF-8"):
+        unpack(archive, dest, IngestLimits())
+    assert _everything_under(dest) == set()
+
+
+def test_tar_names_that_are_not_utf8_are_read_as_latin1(tmp_path: Path, dest: Path) -> None:
+    files = {"fourmis_é/a.jpg".encode("latin-1"): photo(1), "abeilles_ü/b.jpg".encode(): photo(2)}
+    out = unpack(tar_raw_names(tmp_path / "legacy.tar", files), dest, IngestLimits())
+    assert sorted(e.name for e in out.entries) == ["abeilles_ü/b.jpg", "fourmis_é/a.jpg"]
+    assert out.legacy_names == ["fourmis_é/a.jpg"]
+    for name in [e.name for e in out.entries]:
+        name.encode("utf-8")  # no surrogates left: the names can be stored as JSON

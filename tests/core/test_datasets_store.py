@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -225,6 +226,20 @@ def test_ingest_folder_copies_and_is_idempotent(tmp_path: Path, store: DatasetSt
     assert created and not created_again and again.id == ds.id and ds.name == "folder" and ds.skipped == 1
     assert len(list(src.rglob("*.jpg"))) == 10  # source untouched
     assert len(ds.files) == 10 and _leftovers(store) == []
+
+
+def test_folder_with_names_that_are_not_utf8_is_stored(tmp_path: Path, store: DatasetStore) -> None:
+    """File names on disk are bytes; a latin-1 folder name must not break the JSON index."""
+    src = tmp_path / "folder"
+    for name, data in class_files({"ants": 5, "bees": 5}, seed=21).items():
+        raw = os.fsencode(src / name.replace("ants", "fourmis_\xe9")).replace("\xc3\xa9".encode("latin-1"), b"\xe9")
+        os.makedirs(os.path.dirname(raw), exist_ok=True)
+        with open(raw, "wb") as fh:
+            fh.write(data)
+    ds, created = store.ingest_folder(src, None, LIMITS)
+    assert created and ds.classes == ["bees", "fourmis_é"] and len(ds.files) == 10
+    assert any("not UTF-8" in w for w in ds.warnings)
+    assert store.get(ds.id).classes == ["bees", "fourmis_é"]  # the stored index.json reads back
 
 
 def test_train_and_test_without_val_makes_val_from_train(tmp_path: Path, store: DatasetStore) -> None:

@@ -13,7 +13,16 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from service.app import create_app
-from tests.core.datasets_kit import class_files, make_tar, make_zip, photo, tar_member, zip_bomb
+from tests.core.datasets_kit import (
+    class_files,
+    make_tar,
+    make_zip,
+    photo,
+    tar_member,
+    tar_raw_names,
+    zip_bomb,
+    zip_raw_names,
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +143,32 @@ def test_refusals(client: TestClient, home: Path, tmp_path: Path, case: str, sta
     assert words in resp.json()["detail"]
     assert sorted(p.name for p in (home / "datasets").iterdir()) == before
     assert not (home.parent / "outside.jpg").exists()
+    _clean(home)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_names_that_are_not_utf8_are_decoded_and_said(client: TestClient, home: Path, tmp_path: Path,
+                                                      kind: str) -> None:
+    """A tar from a latin-1 system, a zip from an old Windows tool (cp437, no UTF-8 flag): stored, not a 500."""
+    encoding, build = {"tar": ("latin-1", tar_raw_names), "zip": ("cp437", zip_raw_names)}[kind]
+    files = {name.replace("ants", "fourmis_é").encode(encoding): data
+             for name, data in class_files({"ants": 5, "bees": 5}, seed=11 if kind == "tar" else 12).items()}
+    resp = _upload(client, build(tmp_path / f"legacy.{kind}", files).read_bytes(), f"legacy.{kind}")
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["classes"] == ["bees", "fourmis_é"] and body["problems"] == []
+    assert any("5 name(s) in the archive are not UTF-8" in w and "fourmis_é/fourmis_é_000.jpg" in w
+               for w in body["warnings"]), body["warnings"]
+    listed = client.get(f"/v1/datasets/{body['id']}", params={"files": "true"}).json()
+    assert sorted({f["label"] for f in listed["files"]}) == ["bees", "fourmis_é"]
+    _clean(home)
+
+
+def test_zip_flagged_utf8_that_is_not_is_refused_with_400(client: TestClient, home: Path, tmp_path: Path) -> None:
+    files = {name.encode(): data for name, data in class_files({"ants": 5, "bees": 5}, seed=13).items()}
+    files[b"ants/\xff.jpg"] = photo(5)
+    resp = _upload(client, zip_raw_names(tmp_path / "lies.zip", files, utf8_flag=True).read_bytes())
+    assert resp.status_code == 400 and "not UTF-8" in resp.json()["detail"]
     _clean(home)
 
 
