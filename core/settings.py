@@ -51,6 +51,8 @@ class Settings(BaseSettings):
 
     # Hot-swap: how often every API process re-reads the active pointers (pub/sub is only a hint).
     refresh_interval_s: float = 2.0
+    # POST .../activate waits up to this long for this process to serve the new version, then says "pending".
+    activate_wait_s: float = 10.0
 
     # Datasets.
     max_upload_bytes: int = 4 * 1024**3

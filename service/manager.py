@@ -139,6 +139,7 @@ class ModelManager:
         self._models: dict[str, LoadedModel] = {}
         self.errors: dict[str, LoadError] = {}
         self._swap_lock = threading.Lock()
+        self._changed = threading.Condition()  # notified after each swap or failed load
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,6 +164,26 @@ class ModelManager:
     def loaded(self) -> dict[str, LoadedModel]:
         return dict(self._models)
 
+    def wait_serving(self, name: str, version: int, timeout: float) -> str:
+        """Wait until this process serves ``version``: ``"serving"``, ``"failed"`` (it could not load) or
+        ``"pending"`` (still loading when ``timeout`` ran out)."""
+        deadline = time.monotonic() + timeout
+
+        def outcome() -> str | None:
+            loaded = self._models.get(name)
+            if loaded is not None and loaded.version == version:
+                return "serving"
+            error = self.errors.get(name)
+            return "failed" if error is not None and error.version == version else None
+
+        with self._changed:
+            while (state := outcome()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return "pending"
+                self._changed.wait(left)
+            return state
+
     def ready(self) -> bool:
         """True when every model with an active version has that version loaded (or failed)."""
         for name in self.registry.model_names():
@@ -182,6 +203,8 @@ class ModelManager:
                 self._refresh_one(name)
             for name in set(self._models) - set(self.registry.model_names()):
                 self._models.pop(name).retire()
+        with self._changed:
+            self._changed.notify_all()
 
     def _refresh_one(self, name: str) -> None:
         active = self.registry.active_version(name)

@@ -29,12 +29,15 @@ class Prediction(BaseModel):
 
 
 class ImageResult(BaseModel):
+    file: str | None = None  # the multipart filename; None for a raw image body
     predictions: list[Prediction]
 
 
 class PredictResponse(BaseModel):
     model: str
     version: int
+    top_k: int  # predictions per image: the asked top_k, or the label count when that is smaller
+    top_k_clamped: bool  # True when top_k asked for more predictions than the model has labels
     results: list[ImageResult]
 
 
@@ -81,40 +84,58 @@ def get_model(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[str
 
 @router.post("/{name}/versions/{version}/activate")
 def activate(name: str, version: int, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
+    """Point the model at ``version``; answers once this process serves it, or says the swap is pending."""
     registry.activate(name, version)
     from core.events import announce_promotion  # local: keeps redis import off the hot path
 
     announce_promotion(manager.settings.broker_url, name, version)
     manager.wake()
-    return model_view(name, registry, manager)
+    state = manager.wait_serving(name, version, manager.settings.activate_wait_s)
+    view = model_view(name, registry, manager)
+    return {**view, "swap": swap_view(name, version, state, view)}
 
 
-async def read_images(request: Request) -> list[bytes]:
-    """Image payloads from multipart fields named ``file`` or from a raw ``image/*`` body."""
+def swap_view(name: str, version: int, state: str, view: dict[str, Any]) -> dict[str, Any]:
+    """What the activation did in this API process; other processes follow within their refresh interval."""
+    serving = view["serving_version"]
+    detail = {
+        "serving": f"version {version} is active and this API process now serves it",
+        "pending": f"version {version} is active; this API process still serves version {serving} while it loads "
+                   f"version {version}: GET /v1/models/{name} shows serving_version when the swap is done",
+        "failed": f"version {version} is active but could not be loaded here "
+                  f"({(view['load_error'] or {}).get('error')}); still serving version {serving}: "
+                  "activate the previous version to roll back",
+    }[state]
+    return {"version": version, "state": state, "detail": detail}
+
+
+async def read_images(request: Request) -> tuple[list[bytes], list[str | None]]:
+    """Image payloads (and their file names) from multipart fields named ``file`` or a raw ``image/*`` body."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         form = await request.form(max_files=256)
         files = [f for f in form.getlist("file") if not isinstance(f, str)]
         if not files:
             raise ApiError(422, "no image: send one or more multipart fields named 'file'")
-        return [await f.read() for f in files]  # type: ignore[union-attr]
+        return [await f.read() for f in files], [f.filename or None for f in files]  # type: ignore[union-attr]
     body = await request.body()
     if not body:
         raise ApiError(422, "no image: send multipart field 'file' or a raw image/* body")
     if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
         raise ApiError(415, f"unsupported content type {ctype!r}: send image/* or multipart/form-data")
-    return [body]
+    return [body], [None]
 
 
 async def decode_all(
-    payloads: list[bytes], pre: Preprocessing, max_pixels: int, pool: ThreadPoolExecutor
+    payloads: list[bytes], names: list[str | None], pre: Preprocessing, max_pixels: int, pool: ThreadPoolExecutor
 ) -> list[np.ndarray]:
     loop = asyncio.get_running_loop()
     jobs = [loop.run_in_executor(pool, preprocess, data, pre, max_pixels) for data in payloads]
     results = await asyncio.gather(*jobs, return_exceptions=True)
     for i, res in enumerate(results):
         if isinstance(res, ImageError):
-            prefix = f"image {i + 1} of {len(payloads)}: " if len(payloads) > 1 else ""
+            named = f" ({names[i]})" if names[i] else ""
+            prefix = f"image {i + 1} of {len(payloads)}{named}: " if len(payloads) > 1 else ""
             raise ImageError(res.kind, prefix + str(res))
         if isinstance(res, BaseException):
             raise res
@@ -128,19 +149,18 @@ async def predict(
     manager: ManagerDep,
     pool: DecodePoolDep,
     settings: SettingsDep,
-    top_k_: Annotated[int | None, Query(alias="top_k", ge=1, le=1000)] = None,
+    top_k_: Annotated[int | None, Query(alias="top_k", ge=1)] = None,
 ) -> Response:
     loaded = manager.get(name)  # 404 for an unknown model, before reading the body
     try:
-        if top_k_ is None:  # default: 5, or every label of a model with fewer
-            top_k_ = min(settings.default_top_k, len(loaded.labels))
-        elif top_k_ > len(loaded.labels):
-            raise ApiError(422, f"top_k must be between 1 and {len(loaded.labels)} (the number of labels)")
-        payloads = await read_images(request)
+        # Default: 5. More than the model's labels is clamped to all of them (and said in the answer).
+        asked = settings.default_top_k if top_k_ is None else top_k_
+        k = min(asked, len(loaded.labels))
+        payloads, names = await read_images(request)
         if len(payloads) == 1 and loaded.batcher.decodes_in_lanes:
             logits = await loaded.predict_encoded(payloads, settings.max_image_pixels)
         else:  # several images decode side by side in the pool, then run as one request
-            arrays = await decode_all(payloads, loaded.preprocessing, settings.max_image_pixels, pool)
+            arrays = await decode_all(payloads, names, loaded.preprocessing, settings.max_image_pixels, pool)
             logits = await loaded.predict(arrays)
         version, labels, temperature = loaded.version, loaded.labels, loaded.temperature
     finally:
@@ -149,8 +169,9 @@ async def predict(
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).
     results = [
-        {"predictions": [{"label": labels[i], "index": i, "probability": p} for i, p in row]}
-        for row in top_k(probs, top_k_)
+        {"file": file, "predictions": [{"label": labels[i], "index": i, "probability": p} for i, p in row]}
+        for file, row in zip(names, top_k(probs, k), strict=True)
     ]
-    body = json.dumps({"model": name, "version": version, "results": results}, separators=(",", ":"))
+    body = json.dumps({"model": name, "version": version, "top_k": k, "top_k_clamped": top_k_ is not None and k < asked,
+                       "results": results}, separators=(",", ":"))
     return Response(body, media_type="application/json")
