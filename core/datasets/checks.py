@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from core.datasets.errors import DatasetInvalid
 from core.datasets.layout import Item
-from core.datasets.models import SPLITS, Problem
+from core.datasets.models import SPLITS, DuplicateGroup, Problem
 
 IMBALANCE_RATIO = 10.0
 MAX_NAMED = 5  # files named in one message before "... and N more"
@@ -86,17 +86,18 @@ def missing_split_warnings(per_split: dict[str, dict[str, int]]) -> list[str]:
     return out
 
 
-def duplicate_warnings(groups: Sequence[Sequence[int]], kinds: Sequence[str], items: Sequence[Item],
+def duplicate_warnings(groups: Sequence[Sequence[int]], reports: Sequence[DuplicateGroup], items: Sequence[Item],
                        splits: Sequence[str], archive_split: bool) -> list[str]:
     out = []
-    for group, kind in zip(groups, kinds, strict=True):
+    for group, report in zip(groups, reports, strict=True):
         names = [items[i].name for i in group]
         labels = sorted({items[i].label for i in group})
+        what = "exact duplicates" if report.kind == "exact" else f"near duplicates (similarity {report.similarity:.2f})"
         if len(labels) > 1:
-            out.append(f"{kind} duplicates with different labels {labels}: {_names(names)}; fix the labels")
+            out.append(f"{what} with different labels {labels}: {_names(names)}; fix the labels")
         sides = sorted({splits[i] for i in group})
         if len(sides) > 1 and archive_split:
-            out.append(f"{kind} duplicates across splits {sides} (leaks into evaluation): {_names(names)}")
+            out.append(f"{what} across splits {sides} (leaks into evaluation): {_names(names)}")
     return out
 
 

@@ -1,16 +1,48 @@
-"""Exact (sha256) and near (dHash) duplicate groups.
+"""Exact (sha256) and near duplicate groups.
 
-Near matching uses the pigeonhole trick: split the 64-bit hash into ``distance + 1`` bands; two
+A near duplicate is found in two steps. **Candidates**: two files whose dHash *or* pHash (64-bit
+perceptual hashes, computed by ``imagehash``) differ in at most ``distance`` bits. A hash match alone
+is not a verdict: small low-detail photos (a dark blob on a pale sky) share hashes with unrelated
+ones. **Confirmation**: the two files' 8x8 colour thumbnails must agree, pixel by pixel, to at least
+``min_similarity`` (1 - mean absolute difference / 255); that number is the pair's similarity in
+the report. Both thresholds and the precision and recall they give were measured on labelled pairs
+(``bench/dedup.py``, docs/benchmarks.md "Near-duplicate detection").
+
+Candidate search uses the pigeonhole trick: split the 64-bit hash into ``distance + 1`` bands; two
 hashes within ``distance`` bits agree exactly on at least one band, so only hashes sharing a band
-value are compared. That keeps it roughly linear instead of all-pairs.
+value are compared. That keeps it well below all-pairs.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+
+THUMB_SIDE = 8  # thumbnails are THUMB_SIDE x THUMB_SIDE RGB
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What near-duplicate detection knows of one image (computed in ``validate.fingerprint``)."""
+
+    dhash: int
+    phash: int
+    thumb: bytes  # THUMB_SIDE x THUMB_SIDE x 3 bytes, RGB
+
+
+@dataclass
+class Duplicates:
+    exact: list[list[int]] = field(default_factory=list)  # indices of files with identical bytes
+    near: list[list[int]] = field(default_factory=list)  # files that look alike, not all identical
+    links: list[tuple[int, int, float]] = field(default_factory=list)  # confirmed pairs (i, j, similarity)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - mean absolute difference / 255 of thumbnails along the last axis: 1.0 is identical."""
+    return 1.0 - np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1) / 255.0
 
 
 class UnionFind:
@@ -74,28 +106,70 @@ def _close(arr: np.ndarray, members: list[int], distance: int) -> list[tuple[int
     return found
 
 
-def duplicate_groups(digests: Sequence[str], hashes: Sequence[int | None], distance: int
-                     ) -> tuple[list[list[int]], list[list[int]]]:
-    """(exact groups, near groups). A near group joins files that look alike but are not all identical.
+def duplicate_groups(digests: Sequence[str], prints: Sequence[Fingerprint | None], distance: int,
+                     min_similarity: float) -> Duplicates:
+    """Exact groups, and near groups of files that look alike but are not all identical.
 
-    ``hashes[i]`` is None for files without a perceptual hash (they only join exact groups).
+    ``prints[i]`` is None for files without a fingerprint (they only join exact groups).
     """
     exact = exact_groups(digests)
     uf = UnionFind(len(digests))
     for group in exact:
         for j in group[1:]:
             uf.union(group[0], j)
-    # Equal hashes join at once; only distinct values go through the band search (a folder of
-    # blank frames would otherwise make one huge bucket).
-    first: dict[int, int] = {}
-    for i, h in enumerate(hashes):
-        if h is not None:
-            uf.union(first.setdefault(h, i), i)
-    values = list(first)
-    for a, b in near_pairs(values, distance):
-        uf.union(first[values[a]], first[values[b]])
+    # One file per exact group stands for it; its copies follow through the union above.
+    reps = [i for i, p in enumerate(prints) if p is not None and uf.find(i) == i]
+    matcher = _Matcher(uf, reps, [prints[i] for i in reps], min_similarity)  # type: ignore[misc]
+    for kind in ("dhash", "phash"):
+        matcher.match(kind, distance)
     near = [g for g in uf.groups() if len({digests[i] for i in g}) > 1]
-    return exact, near
+    return Duplicates(exact=exact, near=near, links=matcher.links)
+
+
+class _Matcher:
+    """Confirms hash candidates by thumbnail similarity and joins the confirmed pairs."""
+
+    def __init__(self, uf: UnionFind, reps: list[int], prints: list[Fingerprint], min_similarity: float) -> None:
+        self.uf, self.reps, self.prints, self.min_similarity = uf, reps, prints, min_similarity
+        self.thumbs = np.frombuffer(b"".join(p.thumb for p in prints), np.uint8).reshape(len(prints), -1)
+        self.links: list[tuple[int, int, float]] = []
+
+    def match(self, kind: str, distance: int) -> None:
+        """Candidates by one hash. Files sharing a hash value are first sorted into look-alike
+        clusters (a folder of blank frames is one big value); clusters stand for their value."""
+        by_value: dict[int, list[int]] = defaultdict(list)
+        for pos, p in enumerate(self.prints):
+            by_value[getattr(p, kind)].append(pos)
+        values = list(by_value)
+        leaders = [self._cluster(by_value[v]) for v in values]
+        pairs = [(a, b) for i, j in near_pairs(values, distance) for a in leaders[i] for b in leaders[j]]
+        self._confirm(np.array(pairs, dtype=np.int64).reshape(-1, 2))
+
+    def _cluster(self, members: list[int]) -> list[int]:
+        """Greedy: each member joins the most similar leader so far if alike enough, else leads."""
+        leaders = members[:1]
+        for m in members[1:]:
+            sims = similarity(self.thumbs[leaders], self.thumbs[m])
+            best = int(np.argmax(sims))
+            if sims[best] >= self.min_similarity:
+                self._link(leaders[best], m, float(sims[best]))
+            else:
+                leaders.append(m)
+        return leaders
+
+    def _confirm(self, pairs: np.ndarray, chunk: int = 65536) -> None:
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start:start + chunk]
+            sims = similarity(self.thumbs[part[:, 0]], self.thumbs[part[:, 1]])
+            for (a, b), sim in zip(part[sims >= self.min_similarity], sims[sims >= self.min_similarity],
+                                   strict=True):
+                self._link(int(a), int(b), float(sim))
+
+    def _link(self, a: int, b: int, sim: float) -> None:
+        i, j = self.reps[a], self.reps[b]
+        if self.uf.find(i) != self.uf.find(j):
+            self.uf.union(i, j)
+            self.links.append((i, j, sim))
 
 
 def connected(n: int, groups: Sequence[Sequence[int]]) -> UnionFind:

@@ -14,15 +14,24 @@ from pathlib import Path
 
 from core.datasets import checks
 from core.datasets.archive import Entry
-from core.datasets.dedup import connected, duplicate_groups
+from core.datasets.dedup import Duplicates, connected, duplicate_groups
 from core.datasets.layout import Item, resolve
-from core.datasets.models import IMAGES_DIR, Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
+from core.datasets.models import (
+    IMAGES_DIR,
+    Dataset,
+    DuplicateGroup,
+    FileEntry,
+    IngestLimits,
+    Problem,
+    SimilarPair,
+)
 from core.datasets.split import make_split
 from core.datasets.validate import Checked, FileChecker
 
 log = logging.getLogger(__name__)
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._ -]+")
+MAX_PAIRS = 20  # similar pairs listed per duplicate group (the weakest ones)
 
 
 @dataclass
@@ -55,21 +64,22 @@ def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker
     archive_split = all(i.split for i in items) and any(i.split == "val" for i in items)
     if any(i.split for i in items):
         checks.require_matching_splits(items)
-    exact, near = duplicate_groups([c.sha256 for c in good], [c.dhash for c in good],
-                                   limits.near_duplicate_distance)
-    made = None if archive_split else _made_split(items, exact + near, limits)
+    dups = duplicate_groups([c.sha256 for c in good], [c.fingerprint for c in good],
+                            limits.near_duplicate_distance, limits.near_duplicate_similarity)
+    groups = _groups(dups, items)
+    made = None if archive_split else _made_split(items, dups.exact + dups.near, limits)
     splits = made or [i.split or "train" for i in items]
     classes = sorted({i.label for i in items})
     per_split = checks.counts([i.label for i in items], splits, classes)
     warnings = (checks.legacy_name_warnings(source.legacy_names or [])
-                + _warnings(items, good, splits, per_split, exact, near, archive_split))
+                + _warnings(items, good, splits, per_split, dups, groups, archive_split))
     files = _place(items, good, splits, folder, move=source.owned)
     log.info("validated %d files (%d usable) in %.1fs", len(layout.items), len(items),
              time.perf_counter() - started)
     return Dataset(
         id="", name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), classes=classes,
         split_source="archive" if archive_split else "made", layout=layout.kind, files=files,
-        counts=per_split, problems=problems, duplicates=_groups(exact, near, items), warnings=warnings,
+        counts=per_split, problems=problems, duplicates=sorted(groups, key=lambda g: g.paths[0]), warnings=warnings,
         skipped=source.skipped,
     )
 
@@ -90,10 +100,9 @@ def _validate(candidates: list[Item], problems: list[Problem], checker: FileChec
 
 
 def _warnings(items: list[Item], good: list[Checked], splits: list[str], per_split: dict[str, dict[str, int]],
-              exact: list[list[int]], near: list[list[int]], archive_split: bool) -> list[str]:
-    kinds = ["exact"] * len(exact) + ["near"] * len(near)
+              dups: Duplicates, groups: list[DuplicateGroup], archive_split: bool) -> list[str]:
     return (checks.imbalance_warnings(per_split) + checks.missing_split_warnings(per_split)
-            + checks.duplicate_warnings(exact + near, kinds, items, splits, archive_split)
+            + checks.duplicate_warnings(dups.exact + dups.near, groups, items, splits, archive_split)
             + checks.format_warnings(items, [c.format for c in good], [(c.width, c.height) for c in good]))
 
 
@@ -117,10 +126,21 @@ def _made_split(items: list[Item], groups: list[list[int]], limits: IngestLimits
     return out
 
 
-def _groups(exact: list[list[int]], near: list[list[int]], items: list[Item]) -> list[DuplicateGroup]:
-    out = [DuplicateGroup(kind="exact", paths=sorted(items[i].name for i in g)) for g in exact]
-    out += [DuplicateGroup(kind="near", paths=sorted(items[i].name for i in g)) for g in near]
-    return sorted(out, key=lambda g: g.paths[0])
+def _groups(dups: Duplicates, items: list[Item]) -> list[DuplicateGroup]:
+    """Report entries, in the order of ``dups.exact + dups.near``."""
+    out = [DuplicateGroup(kind="exact", paths=sorted(items[i].name for i in g)) for g in dups.exact]
+    group_of = {i: k for k, g in enumerate(dups.near) for i in g}
+    links: dict[int, list[tuple[int, int, float]]] = {}
+    for i, j, sim in dups.links:
+        if i in group_of:
+            links.setdefault(group_of[i], []).append((i, j, sim))
+    for k, g in enumerate(dups.near):
+        weakest = sorted(links.get(k, []), key=lambda link: link[2])
+        pairs = [SimilarPair(paths=(items[i].name, items[j].name), similarity=round(sim, 3))
+                 for i, j, sim in weakest[:MAX_PAIRS]]
+        out.append(DuplicateGroup(kind="near", paths=sorted(items[i].name for i in g),
+                                  similarity=pairs[0].similarity if pairs else 1.0, pairs=pairs))
+    return out
 
 
 def safe_component(text: str, fallback: str) -> str:

@@ -36,9 +36,18 @@ class Problem(BaseModel):
     problem: str
 
 
+class SimilarPair(BaseModel):
+    paths: tuple[str, str]  # archive paths
+    similarity: float  # 1 - mean absolute difference of the 8x8 colour thumbnails / 255; 1.0 = identical
+
+
 class DuplicateGroup(BaseModel):
     kind: Literal["exact", "near"]
     paths: list[str]  # archive paths ("original"), sorted
+    # Near groups: the lowest similarity of the pairs that joined the group (1.0 for exact copies),
+    # and those pairs (weakest first, at most MAX_PAIRS): how alike the files are, not just that they are.
+    similarity: float = 1.0
+    pairs: list[SimilarPair] = []
 
 
 class Dataset(BaseModel):
@@ -103,7 +112,10 @@ class IngestLimits:
     max_image_pixels: int = 40_000_000
     min_image_side: int = 32
     min_images_per_class: int = 5
-    near_duplicate_distance: int = 5  # dHash Hamming distance (of 64 bits) that counts as a copy
+    # Near duplicates (core/datasets/dedup.py): a candidate has a dHash or pHash within this many bits
+    # (of 64); it is confirmed when its thumbnail similarity is at least near_duplicate_similarity.
+    near_duplicate_distance: int = 10
+    near_duplicate_similarity: float = 0.94
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     workers: int = 0  # 0 = one process per core

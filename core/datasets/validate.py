@@ -1,6 +1,7 @@
 """Per-file validation: decode every image fully, the same way the service does, and fingerprint it.
 
-Runs in worker processes (decode, hash and dHash are CPU-bound); everything here is picklable.
+Runs in worker processes (decode, sha256 and the near-duplicate fingerprint are CPU-bound);
+everything here is picklable.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
+import imagehash
 import numpy as np
 from PIL import Image
 
+from core.datasets.dedup import THUMB_SIDE, Fingerprint
 from core.datasets.errors import DatasetInvalid
 from core.images import ImageError, open_image, to_rgb
 
@@ -28,6 +31,9 @@ log = logging.getLogger(__name__)
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
 # Below this many files a process pool costs more to start than it saves.
 POOL_MIN_FILES = 48
+# Fingerprints are taken from the image box-reduced to at least this many pixels a side: the hashes
+# look at 32x32 at most, and hashing a full-size photo would cost more than decoding it.
+FINGERPRINT_SIDE = 64
 
 
 @dataclass(frozen=True)
@@ -41,15 +47,20 @@ class Checked:
     format: str = ""
     width: int = 0
     height: int = 0
-    dhash: int = 0
+    fingerprint: Fingerprint | None = None
 
 
-def dhash(img: Image.Image) -> int:
-    """64-bit difference hash: survives re-encoding and resizing, changes with the picture."""
-    small = img.convert("L").resize((9, 8), Image.Resampling.BILINEAR)
-    px = np.asarray(small, dtype=np.int16)
-    bits = (px[:, 1:] > px[:, :-1]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
+def fingerprint(img: Image.Image) -> Fingerprint:
+    """dHash and pHash (``imagehash``) and an 8x8 colour thumbnail of a decoded RGB image."""
+    factor = min(img.size) // FINGERPRINT_SIDE
+    small = img.reduce(factor) if factor >= 2 else img
+    grey = small.convert("L")
+    thumb = small.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX).tobytes()
+    return Fingerprint(dhash=_as_int(imagehash.dhash(grey)), phash=_as_int(imagehash.phash(grey)), thumb=thumb)
+
+
+def _as_int(value: imagehash.ImageHash) -> int:
+    return int(np.packbits(value.hash.flatten()).view(">u8")[0])
 
 
 def _sha256(path: Path) -> str:
@@ -80,7 +91,7 @@ def check_file(local: str, max_pixels: int, min_side: int) -> Checked:
     if min(width, height) < min_side:
         return _with_problem(base, f"too small: {width}x{height}, each side must be at least {min_side} px")
     return Checked(local=local, size=base.size, sha256=base.sha256, format=fmt, width=width, height=height,
-                   dhash=dhash(rgb))
+                   fingerprint=fingerprint(rgb))
 
 
 def _with_problem(base: Checked, problem: str) -> Checked:

@@ -32,6 +32,39 @@ def reencoded(data: bytes, scale: float = 0.6, quality: int = 60) -> bytes:
     return buf.getvalue()
 
 
+def cropped(data: bytes, fraction: float) -> bytes:
+    """The picture with ``fraction`` of its width and height cut from every side, re-encoded."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    dx, dy = max(1, round(img.width * fraction)), max(1, round(img.height * fraction))
+    buf = io.BytesIO()
+    img.crop((dx, dy, img.width - dx, img.height - dy)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def exif_rotated(data: bytes) -> bytes:
+    """The pixels stored turned a quarter, with the EXIF orientation that turns them back (as cameras do)."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    buf = io.BytesIO()
+    img.transpose(Image.Transpose.ROTATE_90).save(buf, "JPEG", quality=90, exif=exif)
+    return buf.getvalue()
+
+
+def low_detail(sky: tuple[int, int, int], blob: tuple[int, int, int], shape: tuple[int, int],
+               side: int = 32) -> bytes:
+    """A tiny low-detail photo as in CIFAR-10: a dark shape in the middle of a plain background,
+    lit from the top left (so its light/dark layout, which the hashes see, is set by the scene)."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    shade = 1.2 - 0.25 * y / side - 0.25 * x / side
+    img = np.clip(np.array(sky, np.float32) * shade[..., None], 0, 255)
+    inside = ((x - side / 2) / shape[0]) ** 2 + ((y - side / 2) / shape[1]) ** 2 <= 1
+    img[inside] = blob
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8), "RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def class_files(counts: Mapping[str, int], prefix: str = "", seed: int = 0) -> dict[str, bytes]:
     """``{prefix}{class}/{class}_{i}.jpg`` -> distinct photo bytes."""
     out = {}

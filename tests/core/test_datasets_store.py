@@ -158,10 +158,31 @@ def test_exact_and_near_duplicates_stay_on_one_side(tmp_path: Path, store: Datas
             make_zip(tmp_path / "dups.zip", files), None, IngestLimits(seed=seed))
         kinds = Counter(g.kind for g in ds.duplicates)
         assert kinds == {"exact": 4, "near": 4}, ds.duplicates
+        for group in ds.duplicates:  # how alike: each near pair named with its similarity
+            if group.kind == "exact":
+                assert group.similarity == 1.0 and group.pairs == []
+            else:
+                assert [sorted(p.paths) for p in group.pairs] == [group.paths]
+                assert 0.94 <= group.similarity == group.pairs[0].similarity < 1.0
         for group in ds.duplicates:
             assert len({_split_of(ds.files, p) for p in group.paths}) == 1
         assert all(ds.counts["val"][c] >= 1 for c in ds.classes)
     assert not any("across splits" in w for w in ds.warnings)
+
+
+def test_a_copy_under_another_label_is_named_with_its_similarity(tmp_path: Path, store: DatasetStore) -> None:
+    files = {}
+    for label in ("ants", "bees"):
+        for path in sorted((HYMENOPTERA / "val" / label).glob("*.jpg"))[:6]:
+            files[f"{label}/{path.name}"] = path.read_bytes()
+    first_ant = sorted(n for n in files if n.startswith("ants/"))[0]
+    files["bees/looks_like_a_bee.jpg"] = reencoded(files[first_ant], scale=0.8, quality=70)
+    ds, _ = store.ingest(make_zip(tmp_path / "mislabelled.zip", files), None, LIMITS)
+    [group] = ds.duplicates
+    assert group.kind == "near" and group.paths == [first_ant, "bees/looks_like_a_bee.jpg"]
+    assert [w for w in ds.warnings if "fix the labels" in w] == [
+        f"near duplicates (similarity {group.similarity:.2f}) with different labels ['ants', 'bees']: "
+        f"{first_ant}, bees/looks_like_a_bee.jpg; fix the labels"]
 
 
 @pytest.mark.parametrize(("files", "message"), [

@@ -33,7 +33,8 @@ def test_real_photo_passes_with_facts(tmp_path: Path) -> None:
     with Image.open(src) as img:
         assert (result.width, result.height) == img.size
     assert result.problem is None and result.format == "JPEG" and result.size == src.stat().st_size
-    assert len(result.sha256) == 64 and result.dhash != 0
+    assert len(result.sha256) == 64 and result.fingerprint is not None
+    assert result.fingerprint.dhash != 0 and result.fingerprint.phash != 0 and len(result.fingerprint.thumb) == 192
 
 
 def test_truncated_jpeg_is_caught_by_full_decode(tmp_path: Path) -> None:
