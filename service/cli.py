@@ -18,8 +18,8 @@ import threading
 
 import uvicorn
 
-from core.embedded_redis import EmbeddedRedis, discover
 from core.settings import Settings, get_settings
+from transport.embedded_redis import EmbeddedRedis, discover
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class WorkerProcess:
         self._watch.start()
 
     def _spawn(self) -> None:
-        cmd = [sys.executable, "-m", "core.cli", "worker"]
+        cmd = [sys.executable, "-m", "tuneserve.cli", "worker"]
         self.process = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
         log.info("training worker started (pid %d)", self.process.pid)
 

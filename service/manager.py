@@ -21,7 +21,7 @@ import numpy as np
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
 from service.batching import Batcher, BatchSettings
-from service.engine import CUDA, OnnxEngine
+from service.onnx_session import CUDA, OnnxEngine
 from service.preprocess import preprocess
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,6 @@ class ModelManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.swaps = 0
 
     # --------------------------------------------------------------- lookups
     def get(self, name: str) -> LoadedModel:
@@ -226,7 +225,6 @@ class ModelManager:
             return
         self._models[name] = new  # the swap: one reference
         self.errors.pop(name, None)
-        self.swaps += 1
         log.info(
             "serving %s version %d on %s (loaded in %.2fs)",
             name, new.version, new.provider, time.perf_counter() - started,

@@ -112,7 +112,7 @@ class IngestLimits:
     max_image_pixels: int = 40_000_000
     min_image_side: int = 32
     min_images_per_class: int = 5
-    # Near duplicates (core/datasets/dedup.py): a candidate has a dHash or pHash within this many bits
+    # Near duplicates (dataset_store/dedup.py): a candidate has a dHash or pHash within this many bits
     # (of 64); it is confirmed when its thumbnail similarity is at least near_duplicate_similarity.
     near_duplicate_distance: int = 10
     near_duplicate_similarity: float = 0.94

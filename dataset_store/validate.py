@@ -20,9 +20,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from core.datasets.dedup import THUMB_SIDE, Fingerprint
 from core.datasets.errors import DatasetInvalid
 from core.images import ImageError, open_image, to_rgb
+from dataset_store.dedup import THUMB_SIDE, Fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.datasets import checks
-from core.datasets.archive import Entry
-from core.datasets.dedup import Duplicates, connected, duplicate_groups
-from core.datasets.layout import Item, resolve
-from core.datasets.models import (
+from core.datasets.schemas import (
     IMAGES_DIR,
     Dataset,
     DuplicateGroup,
@@ -25,8 +21,12 @@ from core.datasets.models import (
     Problem,
     SimilarPair,
 )
-from core.datasets.split import make_split
-from core.datasets.validate import Checked, FileChecker
+from dataset_store import checks
+from dataset_store.archive import Entry
+from dataset_store.dedup import Duplicates, connected, duplicate_groups
+from dataset_store.layout import Item, resolve
+from dataset_store.split import make_split
+from dataset_store.validate import Checked, FileChecker
 
 log = logging.getLogger(__name__)
 
