@@ -2,7 +2,7 @@
 
 Builds a class-folder zip from the shared hymenoptera photos, each re-encoded in several slightly
 different ways (crop, scale, JPEG quality) so every file is distinct, then times
-``DatasetStore.ingest`` end to end (unpack, full decode + sha256 + dHash of every file, duplicate
+``DatasetStore.ingest`` end to end (unpack, full decode + sha256 + near-duplicate fingerprint of every file, duplicate
 grouping, the made split, placing files, index.json) with ``workers=1`` and ``workers=os.cpu_count()``.
 
 Run: ``flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.ingest --write-docs``
@@ -109,7 +109,8 @@ def markdown(rows: dict[int, list[float]], images: int, meta: dict[str, object])
         f"Command: `{COMMAND}`", "",
         f"Archive: {images} distinct JPEGs (the {meta['photos']} hymenoptera JPEG photos x {meta['per_photo']} "
         f"re-encoded/cropped/scaled variants, ~500x375 px), {meta['archive_mb']} MB zip, class-folder layout. "
-        "Timed: `DatasetStore.ingest` end to end (unpack, full Pillow decode + sha256 + dHash per file, "
+        "Timed: `DatasetStore.ingest` end to end (unpack, full Pillow decode + sha256 + near-duplicate fingerprint "
+        "per file, "
         "duplicate groups, made split, placing files, index.json).",
         f"Machine: {meta['machine']}; load average before/after: {meta['load_before']} / {meta['load_after']} "
         "(other work shares these cores, so compare the two rows of one run).", "",
