@@ -59,6 +59,8 @@ def model_view(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[st
         "active_version": active,
         "serving_version": loaded.version if loaded else None,
         "provider": loaded.provider if loaded else None,
+        "variant": loaded.variant if loaded else None,
+        "decoder": loaded.decoder if loaded else None,
         "labels": labels,
         "versions": [version_view(v) for v in versions],
         "load_error": None if error is None else {"version": error.version, "error": error.error, "at": error.at},
@@ -137,7 +139,7 @@ async def predict(
         elif top_k_ > len(loaded.labels):
             raise ApiError(422, f"top_k must be between 1 and {len(loaded.labels)} (the number of labels)")
         payloads = await read_images(request)
-        if len(payloads) == 1 and loaded.batcher.decodes_in_lanes:
+        if loaded.takes_encoded(len(payloads)):
             logits = await loaded.predict_encoded(payloads, settings.max_image_pixels)
         else:  # several images decode side by side in the pool, then run as one request
             arrays = await decode_all(payloads, loaded.preprocessing, settings.max_image_pixels, pool)
