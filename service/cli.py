@@ -9,12 +9,14 @@ API stops. SIGINT/SIGTERM stop uvicorn gracefully, then the worker, then Redis.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import uvicorn
 
@@ -95,7 +97,18 @@ def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
     os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
     os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+                log_level="info", access_log=False, log_config=worker_log_config())
+
+
+def worker_log_config() -> dict[str, Any]:
+    """uvicorn's logging plus our modules' (INFO, the CLI's format): worker processes start with no
+    logging set up, and would drop every tuneserve line under WARNING (swaps, loads)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["tuneserve"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["tuneserve"] = {"formatter": "tuneserve", "class": "logging.StreamHandler",
+                                       "stream": "ext://sys.stderr"}
+    config["root"] = {"handlers": ["tuneserve"], "level": "INFO"}
+    return config
 
 
 def run(command: str, args: list[str]) -> int:

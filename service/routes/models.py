@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -60,6 +61,7 @@ def model_view(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[st
         "serving_version": loaded.version if loaded else None,
         "provider": loaded.provider if loaded else None,
         "variant": loaded.variant if loaded else None,
+        "pid": os.getpid(),  # the API process that answered (serving_version is per process; see --workers)
         "decoder": loaded.decoder if loaded else None,
         "labels": labels,
         "versions": [version_view(v) for v in versions],
