@@ -9,23 +9,20 @@ the device's own parity figures come from ``bench/gpu_e2e.py``.
 from __future__ import annotations
 
 import io
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench.decoder_parity import committed_photos, large_jpegs, parity
 from core.images import ImageError, open_rgb
 from core.settings import Settings
 from models import Registry
 from service import preprocess_graph
-from service.engine import OnnxEngine, softmax
+from service.engine import OnnxEngine
 from service.gpu_pipeline import GpuPipeline
 from service.preprocess import preprocess
-from trainer.transforms import EvalPreset
-
-log = logging.getLogger(__name__)
 
 LIMIT = 40_000_000
 BATCH = 32
@@ -53,59 +50,22 @@ def pipeline(engine_and_pre: tuple[OnnxEngine, Settings, object]) -> GpuPipeline
     return GpuPipeline(engine, pre, settings, BATCH)  # type: ignore[arg-type]
 
 
-def photos(imagenet_samples: Path, hymenoptera: Path) -> list[bytes]:
-    files = sorted(imagenet_samples.glob("*.JPEG")) + sorted(p for p in hymenoptera.rglob("*") if p.is_file()
-                                                             and p.suffix.lower() in {".jpg", ".jpeg", ".gif"})
-    return [f.read_bytes() for f in files]
-
-
-def large_jpegs(imagenet_samples: Path, count: int = 4) -> list[bytes]:
-    """Photos big enough that the Pillow path decodes them in JPEG draft mode (DCT scaling)."""
-    out = []
-    for path in sorted(imagenet_samples.glob("*.JPEG"))[:count]:
-        big = open_rgb(path, LIMIT).resize((3000, 2250), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        big.save(buf, "JPEG", quality=92)
-        out.append(buf.getvalue())
-    return out
-
-
-def logits_in_batches(fn, items: list) -> np.ndarray:  # type: ignore[no-untyped-def]
-    return np.concatenate([fn(items[i : i + BATCH]) for i in range(0, len(items), BATCH)])
-
-
-def compare(name: str, ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
-    p, q = softmax(ours.copy()), softmax(theirs.copy())
-    agreement = float((p.argmax(1) == q.argmax(1)).mean())
-    max_diff = float(np.abs(p - q).max())
-    print(f"gpu pipeline (CPU backend) vs {name}: top-1 agreement {agreement:.4f} on {len(p)} photos, "
-          f"max probability difference {max_diff:.5f}")
-    return agreement, max_diff
-
-
 def test_parity_with_pillow_path_and_training_transform(
     pipeline: GpuPipeline, engine_and_pre: tuple[OnnxEngine, Settings, object],
     imagenet_samples: Path, hymenoptera: Path,
 ) -> None:
-    engine, _, pre = engine_and_pre
-    payloads = photos(imagenet_samples, hymenoptera) + large_jpegs(imagenet_samples)
-    assert len(payloads) >= 170
-    before = pipeline.nv_decoded
-    ours = logits_in_batches(pipeline.run, payloads)
-    assert pipeline.nv_decoded - before >= len(payloads) - 1  # the JPEGs went through nvImageCodec
-    service_in = np.stack([preprocess(d, pre, LIMIT) for d in payloads])
-    preset = EvalPreset(pre)  # type: ignore[arg-type]
-    trainer_in = np.stack([preset(open_rgb(d, LIMIT)).numpy() for d in payloads])
-    service = logits_in_batches(lambda chunk: engine.run(np.stack(chunk)), list(service_in))
-    # The two references differ only where the Pillow path drafts (large JPEGs): infer just those again.
-    differs = np.abs(service_in - trainer_in).reshape(len(payloads), -1).max(axis=1) > 1e-6
-    trainer = service.copy()
-    trainer[differs] = engine.run(trainer_in[differs])
-    for name, reference, bound in (("Pillow service path", service, MAX_PROB_DIFF_SERVICE),
-                                   ("trainer eval transform", trainer, MAX_PROB_DIFF_TRAINER)):
-        agreement, max_diff = compare(name, ours, reference)
-        assert agreement >= MIN_TOP1_AGREEMENT
-        assert max_diff <= bound
+    engine, _, _ = engine_and_pre
+    payloads = committed_photos(imagenet_samples, hymenoptera) + large_jpegs(imagenet_samples)
+    assert len(payloads) >= 180
+    report = parity(pipeline, engine, payloads, BATCH)
+    assert report["nv_decoded"] >= len(payloads) - 1  # the JPEGs went through nvImageCodec (the GIF did not)
+    assert report["drafted_by_pillow_path"] == 4  # the large JPEGs
+    for name, bound in (("vs_service", MAX_PROB_DIFF_SERVICE), ("vs_trainer", MAX_PROB_DIFF_TRAINER)):
+        figures = report[name]
+        print(f"gpu pipeline (CPU backend) {name}: top-1 agreement {figures['top1_agreement']:.4f} on "
+              f"{report['photos']} photos, max probability difference {figures['max_prob_diff']:.5f}")
+        assert figures["top1_agreement"] >= MIN_TOP1_AGREEMENT
+        assert figures["max_prob_diff"] <= bound
 
 
 def test_preprocessed_pixels_match_pillow(pipeline: GpuPipeline, imagenet_samples: Path) -> None:
