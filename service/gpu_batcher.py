@@ -78,7 +78,13 @@ def build_batcher(engine: OnnxEngine, pre: Preprocessing, settings: Settings, na
         decoder = "pil"
     if decoder == "pil":
         return Batcher(engine, batch_settings, name=name, in_flight=in_flight), decoder
-    pipeline = GpuPipeline(engine, pre, settings, batch_settings.max_batch_size)
+    try:
+        pipeline = GpuPipeline(engine, pre, settings, batch_settings.max_batch_size)
+    except Exception as exc:
+        if settings.decoder == "gpu":  # asked for explicitly: the load fails, naming why
+            raise
+        log.warning("%s: GPU decoder unavailable (%s); decoding with Pillow", name, exc)
+        return Batcher(engine, batch_settings, name=name, in_flight=in_flight), "pil"
     return GpuBatcher(engine, batch_settings, pipeline, name=name, in_flight=in_flight), decoder
 
 

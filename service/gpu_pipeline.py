@@ -22,8 +22,10 @@ from __future__ import annotations
 import ctypes
 import io
 import logging
+import sys
 import threading
 from functools import lru_cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -118,15 +120,25 @@ class _CudaSync:
 
     def __init__(self) -> None:
         self._fn: Any = None
-        for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        for name in self._candidates():
             try:
                 self._fn = ctypes.CDLL(name).cudaStreamSynchronize
                 break
-            except OSError:
+            except (OSError, AttributeError):
                 continue
         if self._fn is None:
             raise OSError("the CUDA runtime (libcudart) is not loadable")
         self._fn.argtypes = [ctypes.c_void_p]
+
+    @staticmethod
+    def _candidates() -> list[str]:
+        """By soname first (onnxruntime.preload_dlls loaded it already), then where pip wheels put it."""
+        names = ["libcudart.so.13", "libcudart.so.12", "libcudart.so"]
+        for entry in map(Path, sys.path):
+            for pattern in ("nvidia/cu13/lib/libcudart.so*", "nvidia/cuda_runtime/lib/libcudart.so*",
+                            "torch/lib/libcudart*.so*"):
+                names += [str(p) for p in sorted(entry.glob(pattern))]
+        return names
 
     def __call__(self, stream: int) -> None:
         status = self._fn(ctypes.c_void_p(stream))
@@ -184,7 +196,7 @@ class GpuPipeline:
         """Raises the Pillow path's ImageError for a payload that is not a usable image (header only)."""
         inspect(self.nv, payloads, self.max_pixels)
 
-    def _decode(self, payloads: list[bytes]) -> list[Any]:
+    def decode(self, payloads: list[bytes]) -> list[Any]:
         """One image per payload: an nvImageCodec image (device or host) or an HWC uint8 numpy array."""
         streams = inspect(self.nv, payloads, self.max_pixels)
         slots = [i for i, stream in enumerate(streams) if stream is not None]
@@ -238,7 +250,7 @@ class GpuPipeline:
             self.session.run_with_iobinding(binding)
 
     # ------------------------------------------------------------------ infer
-    def _infer_batch(self, rows: int) -> np.ndarray:
+    def infer_batch(self, rows: int) -> np.ndarray:
         engine = self.engine
         binding = engine.session.io_binding()
         binding.bind_input(engine.input_name, self.device, 0, np.float32, [rows, 3, self.pre.crop, self.pre.crop],
@@ -255,13 +267,13 @@ class GpuPipeline:
             raise ValueError(f"a GPU batch holds 1 to {self.capacity} images, got {len(payloads)}")
         rows = max(padded or 0, len(payloads))
         with self._lock:
-            self.preprocess_into_batch(self._decode(payloads))
-            return self._infer_batch(rows)[: len(payloads)]
+            self.preprocess_into_batch(self.decode(payloads))
+            return self.infer_batch(rows)[: len(payloads)]
 
     def preprocessed(self, payloads: list[bytes]) -> np.ndarray:
         """The model's input for ``payloads`` as a host array (for the parity checks)."""
         with self._lock:
-            self.preprocess_into_batch(self._decode(payloads))
+            self.preprocess_into_batch(self.decode(payloads))
             if not self.on_device:
                 return np.array(self._host_batch[: len(payloads)])
             return np.asarray(self._batch.numpy()[: len(payloads)])

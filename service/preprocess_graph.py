@@ -12,8 +12,9 @@ torchvision's eval preset do it (``service/preprocess.py``, ``trainer/transforms
 * center crop (columns between the passes, which the vertical pass does not mix), then
   ``x / 255`` and ``(x - mean) / std``.
 
-The output sizes and the crop box are inputs (int64, host memory), computed by the caller with the
-same arithmetic as the Pillow path (:func:`geometry`), so no shape arithmetic runs in the graph.
+The output sizes and the crop box are inputs (int64, host memory, where onnxruntime's CUDA kernels
+read them), computed by the caller with the same arithmetic as the Pillow path (:func:`geometry`), so
+no shape arithmetic runs in the graph and nothing is copied between host and device for it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from models.manifest import Preprocessing
 from service.preprocess import center_crop_box, resized_size
 
 OPSET = 18  # Resize's antialias attribute
-IMAGE, HSIZE, VSIZE, COLS, ROWS = "image", "hsize", "vsize", "cols", "rows"
+IMAGE, HSIZE, VSIZE = "image", "hsize", "vsize"
+LEFT, RIGHT, TOP, BOTTOM = "left", "right", "top", "bottom"  # the crop box, one int64 each
 OUTPUT = "pixels"
 _MODES = {"bicubic": "cubic", "bilinear": "linear", "nearest": "nearest"}
 
@@ -46,8 +48,8 @@ def geometry(height: int, width: int, pre: Preprocessing) -> dict[str, np.ndarra
     return {
         HSIZE: np.array([1, 3, height, new_w], dtype=np.int64),
         VSIZE: np.array([1, 3, new_h, pre.crop], dtype=np.int64),
-        COLS: np.array([left, right], dtype=np.int64),
-        ROWS: np.array([top, bottom], dtype=np.int64),
+        LEFT: np.array([left], dtype=np.int64), RIGHT: np.array([right], dtype=np.int64),
+        TOP: np.array([top], dtype=np.int64), BOTTOM: np.array([bottom], dtype=np.int64),
     }
 
 
@@ -86,7 +88,6 @@ def _build(pre_json: str) -> bytes:
     consts: dict[str, np.ndarray] = {
         "zero": np.array(0.0, np.float32), "top": np.array(255.0, np.float32),
         "scale": scale, "shift": shift, "axis_w": np.array([3], np.int64), "axis_h": np.array([2], np.int64),
-        "one": np.array([1], np.int64), "two": np.array([2], np.int64),
     }
     nodes = [
         helper.make_node("Cast", [IMAGE], ["f"], to=TensorProto.FLOAT),
@@ -94,26 +95,20 @@ def _build(pre_json: str) -> bytes:
         helper.make_node("Unsqueeze", ["chw", "zero_axis"], ["nchw"]),
         _resize("horizontal", "nchw", HSIZE, mode),
         *_round_u8("h8", "horizontal"),
-        helper.make_node("Slice", ["h8", f"{COLS}_start", f"{COLS}_end", "axis_w"], ["cropped_w"]),
+        helper.make_node("Slice", ["h8", LEFT, RIGHT, "axis_w"], ["cropped_w"]),
         _resize("vertical", "cropped_w", VSIZE, mode),
         *_round_u8("v8", "vertical"),
-        helper.make_node("Slice", ["v8", f"{ROWS}_start", f"{ROWS}_end", "axis_h"], ["cropped"]),
+        helper.make_node("Slice", ["v8", TOP, BOTTOM, "axis_h"], ["cropped"]),
         helper.make_node("Mul", ["cropped", "scale"], ["scaled"]),
         helper.make_node("Sub", ["scaled", "shift"], [OUTPUT]),
     ]
-    # Slice wants starts and ends as separate 1-element tensors: split the two-element inputs.
-    for pair in (COLS, ROWS):
-        nodes.insert(0, helper.make_node("Slice", [pair, "one", "two"], [f"{pair}_end"]))
-        nodes.insert(0, helper.make_node("Slice", [pair, "zero_i", "one"], [f"{pair}_start"]))
-    consts["zero_i"] = np.array([0], np.int64)
     consts["zero_axis"] = np.array([0], np.int64)
     graph = helper.make_graph(
         nodes, "tuneserve_preprocess",
         [helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, ["height", "width", 3]),
          helper.make_tensor_value_info(HSIZE, TensorProto.INT64, [4]),
          helper.make_tensor_value_info(VSIZE, TensorProto.INT64, [4]),
-         helper.make_tensor_value_info(COLS, TensorProto.INT64, [2]),
-         helper.make_tensor_value_info(ROWS, TensorProto.INT64, [2])],
+         *[helper.make_tensor_value_info(name, TensorProto.INT64, [1]) for name in (LEFT, RIGHT, TOP, BOTTOM)]],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, 3, pre.crop, pre.crop])],
         initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
