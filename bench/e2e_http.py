@@ -29,8 +29,21 @@ def start_service(home: Path, device: str, workers: int, extra_env: dict[str, st
            "TUNESERVE_BUILD_VARIANTS": "fp16" if device == "cuda" else "",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH")])), **extra_env}
+    if device == "cuda":
+        env["LD_LIBRARY_PATH"] = cuda_library_path()
     cmd = [sys.executable, "-m", "core.cli", "serve", "--port", str(port), "--workers", str(workers)]
     return Server(f"tuneserve-{workers}w", cmd, env, port, "/readyz")
+
+
+def cuda_library_path() -> str:
+    """The CUDA libraries pip wheels put under site-packages (the image's torch ones, the carried nvJPEG).
+
+    On the lent machine onnxruntime-gpu lives in /tmp/site, apart from the image's nvidia/* wheels, so
+    ``onnxruntime.preload_dlls`` (which looks beside onnxruntime) cannot find them in processes that do
+    not import torch first, as the API processes never do: the loader path tells it."""
+    dirs = [str(d) for entry in map(Path, sys.path) if entry.is_dir()
+            for d in sorted(entry.glob("nvidia/*/lib")) + sorted(entry.glob("torch/lib"))]
+    return os.pathsep.join(dict.fromkeys([*dirs, *filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(":"))]))
 
 
 def keep_log(server: Server, out_dir: Path, lines: int = 400) -> str:
