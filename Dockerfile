@@ -5,8 +5,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf 
 COPY pyproject.toml README.md ./
 COPY core core
 COPY models models
+COPY jobs jobs
+COPY dataset_store dataset_store
+COPY transport transport
 COPY service service
 COPY trainer trainer
+COPY tuneserve tuneserve
 RUN pip install --no-cache-dir .
 ENV TUNESERVE_HOME=/data PORT=8000
 VOLUME /data

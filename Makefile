@@ -47,7 +47,8 @@ gpu-rehearsal: install
 lint: install
 	$(PY) scripts/check_tests_own_data.py
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy core models service trainer
+	$(VENV)/bin/mypy core models jobs dataset_store transport service trainer tuneserve
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.manifest import Manifest
-from service.engine import softmax, top_k
+from service.onnx_session import softmax, top_k
 from service.preprocess import preprocess
 
 MODEL = Path(os.environ.get("TUNESERVE_BENCH_MODEL", "var/models/imagenet/1/model.onnx"))

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from core.images import open_rgb
-from service.engine import OnnxEngine, softmax
 from service.gpu_pipeline import GpuPipeline
+from service.onnx_session import OnnxEngine, softmax
 from service.preprocess import preprocess
 
 LIMIT = 40_000_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.fsutil import atomic_write_text
+from core.fsutil import atomic_write_text
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 

@@ -31,7 +31,7 @@ def start_service(home: Path, device: str, workers: int, extra_env: dict[str, st
                                                        os.environ.get("PYTHONPATH")])), **extra_env}
     if device == "cuda":
         env["LD_LIBRARY_PATH"] = cuda_library_path()
-    cmd = [sys.executable, "-m", "core.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "tuneserve.cli", "serve", "--port", str(port), "--workers", str(workers)]
     return Server(f"tuneserve-{workers}w", cmd, env, port, "/readyz")
 
 

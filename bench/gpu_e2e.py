@@ -200,8 +200,8 @@ def raw_engine(run: Run, rec: dict[str, Any], home: Path, device: str, seconds: 
     from bench.gpu_serve import bench_ort
     from core.settings import Settings
     from models import Registry
-    from service.engine import OnnxEngine
     from service.gpu_pipeline import GpuPipeline
+    from service.onnx_session import OnnxEngine
 
     info = Registry(home / "models").get("imagenet")
     variant = "fp16" if device == "cuda" else "fp32"
@@ -250,8 +250,8 @@ def decoder_parity(rec: dict[str, Any], home: Path, device: str) -> None:
     from bench.decoder_parity import large_jpegs, parity
     from core.settings import Settings
     from models import Registry
-    from service.engine import OnnxEngine
     from service.gpu_pipeline import GpuPipeline
+    from service.onnx_session import OnnxEngine
 
     info = Registry(home / "models").get("imagenet")
     settings = Settings(device=device)

@@ -56,8 +56,8 @@ def prepare_home(home: Path, model: Any, weights: str) -> Path:
     """A registry with ``imagenet`` v1: dynamo-exported fp32 ONNX plus its fp16 variant."""
     import torch
 
+    from core.fsutil import sha256_file
     from models import Manifest, Registry
-    from models.fsutil import sha256_file
     from models.manifest import Preprocessing, Variant
     from trainer.export import export_onnx
     from trainer.variants import convert_fp16
@@ -112,7 +112,7 @@ def bench_ort(model_file: Path, device: str, batch: int, seconds: float) -> dict
     import onnxruntime as ort
 
     from core.settings import Settings
-    from service.engine import CUDA, OnnxEngine
+    from service.onnx_session import CUDA, OnnxEngine
 
     engine = OnnxEngine(model_file, Settings(device=device))
     host = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)

@@ -28,7 +28,8 @@ from PIL import Image
 
 from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
-from core.datasets import DatasetStore, IngestLimits
+from core.datasets import IngestLimits
+from dataset_store import DatasetStore
 
 log = logging.getLogger("bench.ingest")
 REPO = Path(__file__).resolve().parents[1]

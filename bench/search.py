@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
-from core.jobs import FINISHED  # noqa: E402
 from core.searchspec import SearchSpec  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from jobs import FINISHED  # noqa: E402
 from models import Registry  # noqa: E402
 from tests.trainer.dataset_helpers import make_dataset, subset_folder  # noqa: E402
 from trainer import search as opt  # noqa: E402

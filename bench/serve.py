@@ -81,7 +81,7 @@ def ensure_home(home: Path | None) -> Path:
         return home
     home = home or Path(tempfile.mkdtemp(prefix="tuneserve-bench-"))
     env = {**os.environ, "TUNESERVE_HOME": str(home)}
-    cmd = [sys.executable, "-m", "core.cli", "bootstrap", "--check-images", str(shared_data("imagenet_samples"))]
+    cmd = [sys.executable, "-m", "tuneserve.cli", "bootstrap", "--check-images", str(shared_data("imagenet_samples"))]
     subprocess.run(cmd, env=env, cwd=REPO, check=True)
     return home
 
@@ -96,7 +96,7 @@ def load_engine(model_file: Path):  # type: ignore[no-untyped-def]
     """The service's engine class on the CPU, warmed, and the model's preprocessing."""
     from core.settings import Settings
     from models.manifest import Manifest
-    from service.engine import OnnxEngine
+    from service.onnx_session import OnnxEngine
 
     pre = Manifest.model_validate_json((model_file.parent / "manifest.json").read_text()).preprocessing
     engine = OnnxEngine(model_file, Settings(device="cpu"))
@@ -107,7 +107,7 @@ def load_engine(model_file: Path):  # type: ignore[no-untyped-def]
 def single_latencies(engine, pre, jpegs: list[bytes], duration_s: float, min_count: int = 50,  # type: ignore[no-untyped-def]
                      start: int = 0) -> list[float]:
     """One image at a time, from photo ``start`` on: decode + infer + softmax/top-k, in ms each."""
-    from service.engine import softmax, top_k
+    from service.onnx_session import softmax, top_k
     from service.preprocess import preprocess
 
     latencies = []
@@ -124,7 +124,7 @@ def single_latencies(engine, pre, jpegs: list[bytes], duration_s: float, min_cou
 
 def raw_shapes(engine, pre, jpegs: list[bytes]) -> dict[str, Callable[[float], float]]:  # type: ignore[no-untyped-def]
     """Ways to run the raw engine at full throughput: name -> run for so many seconds, giving images/s."""
-    from service.engine import cpu_cores
+    from service.onnx_session import cpu_cores
 
     cores = cpu_cores()
     shapes: dict[str, Callable[[float], float]] = {}
@@ -157,7 +157,7 @@ def raw_engine(model_file: Path, jpegs: list[bytes], duration_s: float) -> dict[
 
 def _pipelined(engine, pre, jpegs: list[bytes], threads: int, batch: int, duration_s: float) -> float:  # type: ignore[no-untyped-def]
     """Decode pool runs ahead of inference by a bounded window; the main thread runs batches."""
-    from service.engine import softmax, top_k
+    from service.onnx_session import softmax, top_k
     from service.preprocess import preprocess
 
     done = 0
@@ -185,7 +185,7 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
     running them on the one-thread lane session; ``threads`` decode threads keep a bounded queue full."""
     import queue
 
-    from service.engine import softmax, top_k
+    from service.onnx_session import softmax, top_k
 
     ready: queue.Queue[np.ndarray] = queue.Queue(maxsize=2 * batch * engine.lanes + threads)
     stop = threading.Event()
@@ -221,7 +221,7 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
 
 def _lanes_decoding(engine, pre, jpegs: list[bytes], duration_s: float) -> float:  # type: ignore[no-untyped-def]
     """``engine.lanes`` threads, each decoding one image and running it on the one-thread lane session."""
-    from service.engine import softmax, top_k
+    from service.onnx_session import softmax, top_k
 
     stop = threading.Event()
     done = [0] * engine.lanes

@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 
 from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
-from core.embedded_redis import discover  # noqa: E402
-from core.events import announce_promotion  # noqa: E402
 from models import Registry  # noqa: E402
 from tests.integration.procs import Server, base_env, upload, wait_for, zip_folder  # noqa: E402
+from transport.embedded_redis import discover  # noqa: E402
+from transport.promotions import announce_promotion  # noqa: E402
 
 SECTION = "## Jobs and hot-swap"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.swap --write"

@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
-from core.datasets import DatasetStore, IngestLimits  # noqa: E402
+from core.datasets import IngestLimits  # noqa: E402
+from dataset_store import DatasetStore  # noqa: E402
 from trainer import data as data_mod  # noqa: E402
 from trainer import features as features_mod  # noqa: E402
 from trainer.engine import TrainingResult, fine_tune  # noqa: E402

@@ -1,7 +1,11 @@
 """Opening user images the same way everywhere (API, dataset ingest, training): torch-free.
 
-Every path that turns bytes into pixels goes through :func:`open_rgb`, so the service sees exactly
-the RGB image the trainer saw: EXIF orientation applied, palette/grey/CMYK/16-bit/alpha converted.
+Every path that turns bytes into pixels opens with :func:`open_image` (our pixel limit) and converts
+with :func:`to_rgb` (EXIF orientation applied, palette/grey/CMYK/16-bit/alpha converted), so the
+service and the trainer agree on orientation and colour. Dataset ingest and training call both at
+once through :func:`open_rgb`; the service (``service/preprocess.py``) calls them separately so that
+it can ask a big JPEG for a reduced-scale decode in between (``draft``), which stays within what
+``tests/service/test_preprocess.py`` accepts against torchvision's full decode.
 """
 
 from __future__ import annotations
@@ -13,10 +17,6 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-# We enforce our own pixel limit (with a clear message) before decoding; Pillow's own bomb check
-# would fire only at twice its default and with a warning first.
-Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageError(ValueError):
@@ -31,6 +31,10 @@ Source = bytes | Path | BinaryIO
 
 
 def _open(source: Source) -> Image.Image:
+    # We enforce our own pixel limit (with a clear message) right after reading the header; Pillow's
+    # own bomb check would fire only at twice its default and with a warning first. Set here, where
+    # images are opened, rather than as a side effect of importing this module.
+    Image.MAX_IMAGE_PIXELS = None
     if isinstance(source, bytes):
         if not source:
             raise ImageError("empty", "empty file")

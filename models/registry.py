@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from models.fsutil import atomic_write_text, fsync_dir, sha256_file
+from core.fsutil import atomic_write_text, fsync_dir, sha256_file
 from models.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from core.datasets import DatasetStore
-from core.jobs import JobStore, reconcile_once
 from core.settings import Settings, get_settings
+from dataset_store import DatasetStore
+from jobs import JobStore, reconcile_once
 from models import Registry
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
@@ -48,7 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_workers=settings.decode_threads or (os.cpu_count() or 1), thread_name_prefix="decode"
         )
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
-        # (datasets / jobs resources are attached here)
         app.state.datasets = DatasetStore(settings.datasets_dir)
         datasets.sweep_stale_uploads(settings.work_dir / "uploads")
         job_store = JobStore(settings.resolved_database_url)

@@ -12,7 +12,7 @@ one lane per core, decoding and inference still fill every core. A batch that is
 running, nothing else queued, no other request in flight, e.g. still being decoded) runs on the
 engine's all-cores session: lowest latency for a lone request. When more work is waiting, each lane
 runs its batch on the one-thread lane session, side by side: more images per second than one batch
-at a time across all cores (see service/engine.py).
+at a time across all cores (see service/onnx_session.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.settings import Settings
-from service.engine import CUDA, OnnxEngine
+from service.onnx_session import CUDA, OnnxEngine
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import uvicorn
 
-from core.embedded_redis import EmbeddedRedis, discover
 from core.settings import Settings, get_settings
 from service.gpu_pipeline import require_decoder
 from service.selection import DecoderUnavailable
+from transport.embedded_redis import EmbeddedRedis, discover
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class WorkerProcess:
         self._watch.start()
 
     def _spawn(self) -> None:
-        cmd = [sys.executable, "-m", "core.cli", "worker"]
+        cmd = [sys.executable, "-m", "tuneserve.cli", "worker"]
         self.process = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
         log.info("training worker started (pid %d)", self.process.pid)
 

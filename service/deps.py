@@ -12,9 +12,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core.datasets import DatasetStore
-from core.jobs import JobStore
 from core.settings import Settings
+from dataset_store import DatasetStore
+from jobs import JobStore
 from models import Registry
 from service.manager import ModelManager
 

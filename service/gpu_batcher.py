@@ -19,8 +19,8 @@ from core.settings import Settings
 from models.manifest import Preprocessing
 from service import preprocess_graph
 from service.batching import Batcher, BatchSettings, _bucket, _Outcome, _Request
-from service.engine import OnnxEngine
 from service.gpu_pipeline import GpuPipeline, nvimgcodec, warm_up_jpeg
+from service.onnx_session import OnnxEngine
 from service.selection import choose_decoder
 
 log = logging.getLogger(__name__)

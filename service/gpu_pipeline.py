@@ -37,7 +37,7 @@ from core.images import ImageError, check_size, open_image, open_rgb
 from core.settings import Settings
 from models.manifest import Preprocessing
 from service import preprocess_graph as graph
-from service.engine import CPU, CUDA, OnnxEngine, provider_options, session_options
+from service.onnx_session import CPU, CUDA, OnnxEngine, provider_options, session_options
 from service.selection import choose_decoder
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import numpy as np
 
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
-from service.engine import CUDA, OnnxEngine, choose_providers
 from service.gpu_batcher import build_batcher, warm_up
+from service.onnx_session import CUDA, OnnxEngine, choose_providers
 from service.preprocess import preprocess
 from service.selection import choose_variant
 
@@ -147,7 +147,6 @@ class ModelManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.swaps = 0
 
     # --------------------------------------------------------------- lookups
     def get(self, name: str) -> LoadedModel:
@@ -208,7 +207,6 @@ class ModelManager:
             return
         self._models[name] = new  # the swap: one reference
         self.errors.pop(name, None)
-        self.swaps += 1
         log.info(
             "serving %s version %d on %s (loaded in %.2fs)",
             name, new.version, new.provider, time.perf_counter() - started,

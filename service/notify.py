@@ -11,8 +11,8 @@ import threading
 
 import redis
 
-from core.events import PROMOTIONS_CHANNEL
 from service.manager import ModelManager
+from transport.promotions import PROMOTIONS_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from tests.photos import HYMENOPTERA, IMAGENET_SAMPLES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from service.engine import gpu_present
+    from service.onnx_session import gpu_present
 
     if gpu_present():
         return

@@ -1,6 +1,6 @@
 """The workers' Celery app: ``celery -A trainer.celery_app worker --pool=solo -c 1`` or ``tuneserve worker``.
 
-Configuration comes from ``core.broker.celery_config`` (shared with the API's client) so that
+Configuration comes from ``transport.broker.celery_config`` (shared with the API's client) so that
 both sides agree on queue, serializer and visibility timeout.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.broker import broker_url, celery_config
 from core.settings import get_settings
+from transport.broker import broker_url, celery_config
 
 
 def make_app() -> Celery:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from models.fsutil import atomic_write
+from core.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
 
+from core.fsutil import atomic_write, atomic_write_text
 from core.images import open_rgb
 from core.settings import get_settings
-from models.fsutil import atomic_write, atomic_write_text
 from models.manifest import Preprocessing
 from trainer.transforms import INTERPOLATION
 

@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from core.broker import broker_url
-from core.events import announce_promotion
 from core.settings import Settings
 from models import Registry, VersionInfo
+from transport.broker import broker_url
+from transport.promotions import announce_promotion
 
 log = logging.getLogger(__name__)
 

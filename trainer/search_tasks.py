@@ -30,14 +30,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from core.broker import send_task
-from core.events import TASK_SEARCH, TASK_TRIAL
-from core.jobs import Job, JobStore
+from core.fsutil import atomic_write
 from core.searchspec import SearchSpec, best_of
 from core.settings import Settings, get_settings
-from models.fsutil import atomic_write
+from core.task_names import TASK_SEARCH, TASK_TRIAL
+from jobs import Job, JobStore
 from trainer.celery_app import app
 from trainer.worker import Heartbeat, owner_id
+from transport.broker import send_task
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def trial(job_id: str, slot: int) -> str:
 # ------------------------------------------------------------------------------ search task
 def run_search_if_search_job(job_id: str, settings: Settings | None = None) -> str | None:
     """For ``tuneserve.train`` messages (the reconciler re-queues every job under that name)."""
-    from core.jobs import JobNotFound
+    from jobs import JobNotFound
 
     settings = settings or get_settings()
     try:
@@ -125,7 +125,7 @@ def run_search_job(job_id: str, settings: Settings | None = None) -> str:
 
 def _prepare(job: Job, settings: Settings, store: JobStore, owner: str, beat: Heartbeat) -> list[int]:
     """Create (or, on a re-run, reopen) the study; returns the slots that still need a trial."""
-    from core.datasets import DatasetStore
+    from dataset_store import DatasetStore
     from trainer import search as opt
 
     base_spec, search_spec = split_spec(job)
@@ -234,7 +234,7 @@ class TrialRunner:
     def __call__(self, trial: Any) -> float:
         import optuna
 
-        from core.datasets import DatasetStore
+        from dataset_store import DatasetStore
         from trainer import search as opt
         from trainer.engine import Pruned, fine_tune
 
@@ -412,7 +412,7 @@ def _publish_best(job: Job, settings: Settings, best: dict[str, Any], search_spe
     """The best trial's saved model -> ONNX, report, registry, promotion gate (as a single job)."""
     import torch
 
-    from core.datasets import DatasetStore
+    from dataset_store import DatasetStore
     from models import Registry
     from trainer.promotion import publish_with_gate
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from core.events import TASK_RECONCILE, TASK_TRAIN
-from core.jobs import Job, JobStore, reconcile_once
 from core.settings import Settings, get_settings
+from core.task_names import TASK_RECONCILE, TASK_TRAIN
+from jobs import Job, JobStore, reconcile_once
 from trainer.celery_app import app
 from trainer.worker import Heartbeat, ReconcilerThread, owner_id
 
@@ -125,7 +125,7 @@ def _train_and_publish(
     job: Job, settings: Settings, store: JobStore, owner: str, beat: Heartbeat
 ) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
-    from core.datasets import DatasetStore
+    from dataset_store import DatasetStore
     from models import Registry
     from trainer.engine import fine_tune
     from trainer.promotion import publish_with_gate

@@ -67,7 +67,8 @@ def spec_from_args(opts: argparse.Namespace) -> TrainSpec:
 
 
 def ingest(path: Path, settings: Settings) -> Any:
-    from core.datasets import DatasetStore, IngestLimits
+    from core.datasets import IngestLimits
+    from dataset_store import DatasetStore
 
     store = DatasetStore(settings.datasets_dir)
     limits = IngestLimits.from_settings(settings)

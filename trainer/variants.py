@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from models.fsutil import atomic_write, sha256_file
+from core.fsutil import atomic_write, sha256_file
 from models.manifest import Variant
 
 log = logging.getLogger(__name__)

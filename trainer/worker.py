@@ -16,9 +16,9 @@ import time
 import uuid
 from types import TracebackType
 
-from core.broker import broker_url
-from core.jobs import JobStore, reconcile_once
 from core.settings import Settings, get_settings
+from jobs import JobStore, reconcile_once
+from transport.broker import broker_url
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The dataset store: safe archive upload, per-file validation, duplicates, leak-free splits. Torch-free."""
+"""Dataset contracts: the ``index.json`` schemas, the ingest limits and the errors (the store that
+writes them is ``dataset_store``)."""
 
 from core.datasets.errors import (
     ArchiveCorrupt,
@@ -9,8 +10,7 @@ from core.datasets.errors import (
     DatasetNotFound,
     UnsupportedArchive,
 )
-from core.datasets.models import Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
-from core.datasets.store import DatasetStore
+from core.datasets.schemas import Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
 
 __all__ = [
     "ArchiveCorrupt",
@@ -20,7 +20,6 @@ __all__ = [
     "DatasetError",
     "DatasetInvalid",
     "DatasetNotFound",
-    "DatasetStore",
     "DuplicateGroup",
     "FileEntry",
     "IngestLimits",

@@ -19,7 +19,7 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 from starlette.concurrency import run_in_threadpool
 
 from core.datasets import IngestLimits
-from core.datasets.store import default_name, remove_stale
+from dataset_store.store import default_name, remove_stale
 from service.deps import DatasetStoreDep, SettingsDep
 from service.errors import ApiError
 

@@ -15,14 +15,14 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
-from core.broker import BrokerUnavailable, send_task
-from core.events import TASK_SEARCH, TASK_TRAIN
-from core.jobs import STATES, Job, JobFinished, JobNotFound
 from core.jobspec import JobRequest, TrainSpec
 from core.searchspec import SearchSpec, trial_summaries, validation_message
+from core.task_names import TASK_SEARCH, TASK_TRAIN
+from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
+from transport.broker import BrokerUnavailable, send_task
 
 router = APIRouter()
 
@@ -70,7 +70,8 @@ def _check_base(spec: TrainSpec, registry: Registry) -> None:
 
 
 def _check_dataset(settings: Any, dataset_id: str) -> None:
-    from core.datasets import DatasetNotFound, DatasetStore
+    from core.datasets import DatasetNotFound
+    from dataset_store import DatasetStore
 
     try:
         DatasetStore(settings.datasets_dir).get(dataset_id)

@@ -10,33 +10,17 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
 
 from core.images import ImageError
 from models import VersionInfo
 from models.manifest import Preprocessing
 from service.deps import DecodePoolDep, ManagerDep, RegistryDep, SettingsDep
-from service.engine import softmax, top_k
 from service.errors import ApiError
+from service.onnx_session import softmax, top_k
 from service.preprocess import preprocess
+from service.schemas import PredictResponse
 
 router = APIRouter()
-
-
-class Prediction(BaseModel):
-    label: str
-    index: int
-    probability: float
-
-
-class ImageResult(BaseModel):
-    predictions: list[Prediction]
-
-
-class PredictResponse(BaseModel):
-    model: str
-    version: int
-    results: list[ImageResult]
 
 
 def version_view(info: VersionInfo) -> dict[str, Any]:
@@ -86,7 +70,7 @@ def get_model(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[str
 @router.post("/{name}/versions/{version}/activate")
 def activate(name: str, version: int, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     registry.activate(name, version)
-    from core.events import announce_promotion  # local: keeps redis import off the hot path
+    from transport.promotions import announce_promotion  # local: keeps redis import off the hot path
 
     announce_promotion(manager.settings.broker_url, name, version)
     manager.wake()

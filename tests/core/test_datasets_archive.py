@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.datasets import ArchiveTooLarge, ArchiveUnsafe, IngestLimits, UnsupportedArchive
-from core.datasets.archive import is_junk, safe_name, unpack
+from dataset_store.archive import is_junk, safe_name, unpack
 from tests.core.datasets_kit import class_files, make_tar, make_zip, photo, tar_member, zip_bomb, zip_symlink
 
 

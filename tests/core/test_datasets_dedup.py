@@ -6,9 +6,9 @@ import itertools
 import random
 from pathlib import Path
 
-from core.datasets.dedup import duplicate_groups, exact_groups, near_pairs
-from core.datasets.models import IngestLimits
-from core.datasets.validate import check_file
+from core.datasets.schemas import IngestLimits
+from dataset_store.dedup import duplicate_groups, exact_groups, near_pairs
+from dataset_store.validate import check_file
 from tests.core.datasets_kit import reencoded
 from tests.photos import HYMENOPTERA
 

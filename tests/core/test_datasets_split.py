@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from core.datasets.split import make_split, targets
+from dataset_store.split import make_split, targets
 
 FRACTIONS = (0.8, 0.1, 0.1)
 

@@ -13,10 +13,10 @@ from core.datasets import (
     ArchiveUnsafe,
     DatasetInvalid,
     DatasetNotFound,
-    DatasetStore,
     IngestLimits,
 )
-from models.fsutil import sha256_file
+from core.fsutil import sha256_file
+from dataset_store import DatasetStore
 from tests.core.datasets_kit import (
     class_files,
     make_tar,

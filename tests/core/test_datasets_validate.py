@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.datasets.validate import FileChecker, check_file, check_files
+from dataset_store.validate import FileChecker, check_file, check_files
 from tests.core.datasets_kit import photo
 from tests.photos import HYMENOPTERA
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core.jobs import JobFinished, JobNotFound, JobStore, reconcile
+from jobs import JobFinished, JobNotFound, JobStore, reconcile
 from tests.pg import private_schema
 
 

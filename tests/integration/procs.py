@@ -58,7 +58,7 @@ class Proc:
         self.log = log
         self._fh = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", *args], env=env, cwd=REPO, stdout=self._fh,
+            [sys.executable, "-m", "tuneserve.cli", *args], env=env, cwd=REPO, stdout=self._fh,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.events import announce_promotion
 from models import Registry
 from tests.integration.procs import Server, base_env, private_broker, wait_for
 from tests.service.test_hotswap import TABBY, add_versions
+from transport.promotions import announce_promotion
 
 WORKERS = 2
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.embedded_redis import discover
-from core.jobs import FINISHED
+from jobs import FINISHED
 from tests.integration.procs import Server, base_env, children_of, pid_alive, upload, wait_for, wait_job
+from transport.embedded_redis import discover
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import FINISHED
+from jobs import FINISHED
 from models import Registry
-from service.engine import gpu_present
+from service.onnx_session import gpu_present
 from tests.integration.conftest import Stack
 from tests.integration.procs import sse_events, upload, wait_for, wait_job
 from trainer.checkpoint import load_checkpoint

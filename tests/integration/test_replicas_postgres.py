@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from core.jobs import FINISHED
+from jobs import FINISHED
 from tests.integration.conftest import subset
 from tests.integration.procs import (
     Proc,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from core.jobs import FINISHED
+from jobs import FINISHED
 from models import Registry
 from tests.integration.conftest import subset
 from tests.integration.procs import (
@@ -189,10 +189,10 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
     from sqlalchemy import update
 
     import trainer.search_tasks as st
-    from core.jobs import JobStore
-    from core.jobs.models import JobRow
     from core.searchspec import SearchSpec
     from core.settings import Settings
+    from jobs import JobStore
+    from jobs.tables import JobRow
     from tests.trainer.dataset_helpers import make_dataset, subset_folder
     from trainer import search as opt
 

@@ -24,7 +24,7 @@ from models import Registry
 from models.manifest import Preprocessing
 from service.app import create_app
 from service.batching import Batcher, BatchSettings, QueueFull
-from service.engine import OnnxEngine, session_options
+from service.onnx_session import OnnxEngine, session_options
 from service.preprocess import preprocess
 from tests.service.conftest import wait_ready
 

@@ -20,8 +20,8 @@ from core.images import ImageError, open_rgb
 from core.settings import Settings
 from models import Registry
 from service import preprocess_graph
-from service.engine import OnnxEngine
 from service.gpu_pipeline import GpuPipeline
+from service.onnx_session import OnnxEngine
 from service.preprocess import preprocess
 
 LIMIT = 40_000_000

@@ -16,12 +16,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from core.events import announce_promotion
 from core.settings import Settings
 from models import Registry
 from service.app import create_app
 from tests.integration.procs import Server, base_env, private_broker, wait_for
 from tests.service.conftest import wait_ready
+from transport.promotions import announce_promotion
 
 TABBY = "n02123045_tabby.JPEG"
 

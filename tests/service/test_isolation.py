@@ -21,3 +21,15 @@ print(sorted(n for n in ("torch", "trainer", "timm", "torchvision") if n in sys.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_console_command_loads_only_the_module_of_the_command_it_runs() -> None:
+    code = """
+import sys
+from tuneserve import cli
+cli.COMMANDS["serve"][0]()
+print(sorted(n for n in ("torch", "trainer", "timm", "torchvision") if n in sys.modules), "service.cli" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip().splitlines()[-1] == "[] True", out.stdout + out.stderr

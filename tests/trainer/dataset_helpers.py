@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from core.datasets import Dataset, DatasetStore, IngestLimits
+from core.datasets import Dataset, IngestLimits
+from dataset_store import DatasetStore
 
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
 from core.settings import get_settings
 from models import Registry
+from tuneserve.cli import main
 
 pytestmark = pytest.mark.slow
 

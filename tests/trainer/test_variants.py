@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.fsutil import sha256_file
 from core.settings import Settings
 from models import Registry
-from models.fsutil import sha256_file
 from models.manifest import Preprocessing
-from service.engine import OnnxEngine
 from service.manager import LoadedModel
+from service.onnx_session import OnnxEngine
 from service.preprocess import preprocess
 from trainer.variants import build_variants, passes_gate, predict_top1
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.datasets import checks
-from core.datasets.archive import Entry
-from core.datasets.dedup import connected, duplicate_groups
-from core.datasets.layout import Item, resolve
-from core.datasets.models import IMAGES_DIR, Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
-from core.datasets.split import make_split
-from core.datasets.validate import Checked, FileChecker
+from core.datasets.schemas import IMAGES_DIR, Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
+from dataset_store import checks
+from dataset_store.archive import Entry
+from dataset_store.dedup import connected, duplicate_groups
+from dataset_store.layout import Item, resolve
+from dataset_store.split import make_split
+from dataset_store.validate import Checked, FileChecker
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from sqlalchemy import Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from core.jobs.models import FINISHED, Base, JobRow
+from core.job_states import FINISHED
+from jobs.tables import Base, JobRow
 
 log = logging.getLogger(__name__)
 

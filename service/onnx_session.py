@@ -1,24 +1,23 @@
 """onnxruntime sessions: provider choice per device, thread settings, IO binding, softmax with temperature.
 
-Tuning (measured, docs/benchmarks.md "## Serving"):
+Why the sessions are set up this way (the measurements are in docs/benchmarks.md, "## onnxruntime
+session settings"):
 
 * graph optimisation level ALL on every provider;
 * CPU: ``intra_op_num_threads`` = the cores. Spinning intra-op workers (onnxruntime's default) would
   burn the cores the decode pool needs between batches, so they sleep, unless lanes are on: then
   the all-cores session only ever runs a batch that is alone, nothing waits to be decoded, and
-  spinning between operators took ~1 ms off a lone request's latency (c=1 p50 12.4/11.3 ms vs
-  13.6/12.6 ms, c=8 unchanged; `bench.serve --compare`, docs/benchmarks.md "## Serving"). The
-  workers stop spinning as soon as a run returns (``session.force_spinning_stop``): left spinning,
-  they kept a core busy while the next request was read and decoded, which doubled the spinner's CPU
-  and lengthened the c=1 tail (p99 31-32 ms against 23-27 ms with the stop);
+  spinning between operators lowers a lone request's latency. The workers stop spinning as soon as
+  a run returns (``session.force_spinning_stop``): left spinning, they keep a core busy while the
+  next request is read and decoded, which lengthens the tail at one client;
 * CPU lanes: a second session with one intra-op thread, which the batcher runs from several
   threads at once when more than one batch is waiting. Small per-image convolutions scale poorly
   across cores (every operator forks and joins, and a thread preempted by decoding stalls the join);
   whole batches side by side on one thread each keep every core busy without that synchronisation.
   A request that arrives alone still runs on the all-cores session, for the lowest latency;
 * CUDA: one CPU thread is enough (the GPU does the work); inputs are bound with IO binding and
-  outputs stay on the device until the single copy back, which roughly doubles throughput over
-  plain numpy in/out (see ../shared/GPU.md).
+  outputs stay on the device until the single copy back, which is much faster than plain numpy in
+  and out.
 """
 
 from __future__ import annotations

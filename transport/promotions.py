@@ -1,4 +1,5 @@
-"""Names shared by every process that talks over Redis or Celery (sent by name, never imported)."""
+"""Promotion announcements over Redis pub/sub: the trainer (or a manual activate) publishes, every API
+process listens (``service/notify.py``). At-most-once, so only a hint: the API processes also poll."""
 
 from __future__ import annotations
 
@@ -8,12 +9,6 @@ import logging
 log = logging.getLogger(__name__)
 
 PROMOTIONS_CHANNEL = "tuneserve:promotions"
-
-# Celery task names: the service sends these by name; only trainer defines them.
-TASK_TRAIN = "tuneserve.train"
-TASK_SEARCH = "tuneserve.search"
-TASK_TRIAL = "tuneserve.trial"
-TASK_RECONCILE = "tuneserve.reconcile"
 
 
 def announce_promotion(redis_url: str | None, name: str, version: int) -> None:

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.jobs.store import Job, JobStore
 from core.settings import Settings
+from jobs.store import Job, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def reconcile(
 
 def reconcile_once(settings: Settings) -> Reconciled | None:
     """One pass that re-queues through the configured broker; skipped (None) when there is none."""
-    from core.broker import broker_url, send_task
-    from core.events import TASK_SEARCH, TASK_TRAIN
+    from core.task_names import TASK_SEARCH, TASK_TRAIN
+    from transport.broker import broker_url, send_task
 
     tasks = {"train": TASK_TRAIN, "search": TASK_SEARCH}
 

@@ -6,8 +6,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from core.datasets.errors import DatasetInvalid
-from core.datasets.layout import Item
-from core.datasets.models import SPLITS, Problem
+from core.datasets.schemas import SPLITS, Problem
+from dataset_store.layout import Item
 
 IMBALANCE_RATIO = 10.0
 MAX_NAMED = 5  # files named in one message before "... and N more"

@@ -15,12 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.datasets.archive import Entry, is_junk, unpack
 from core.datasets.errors import DatasetNotFound
-from core.datasets.ingest import Source, build
-from core.datasets.models import INDEX_FILE, Dataset, IngestLimits, Problem
-from core.datasets.validate import FileChecker
-from models.fsutil import atomic_write_text, fsync_dir, sha256_file
+from core.datasets.schemas import INDEX_FILE, Dataset, IngestLimits, Problem
+from core.fsutil import atomic_write_text, fsync_dir, sha256_file
+from dataset_store.archive import Entry, is_junk, unpack
+from dataset_store.ingest import Source, build
+from dataset_store.validate import FileChecker
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.datasets.archive import Entry, safe_name
 from core.datasets.errors import ArchiveUnsafe, DatasetInvalid
-from core.datasets.models import Problem
+from core.datasets.schemas import Problem
+from dataset_store.archive import Entry, safe_name
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}

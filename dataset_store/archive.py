@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import stat
 import tarfile
 import zipfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from core.datasets.errors import ArchiveCorrupt, ArchiveTooLarge, ArchiveUnsafe, UnsupportedArchive
-from core.datasets.models import IngestLimits, Problem
+from core.datasets.schemas import IngestLimits, Problem
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +257,3 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget
         raise ArchiveCorrupt(f"damaged tar archive at entry {name!r}: {exc}") from exc
     out.entries.append(Entry(name, local))
     on_file(local)
-
-
-def remove_tree(path: Path) -> None:
-    """Best-effort recursive delete used on failure paths."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Celery over Redis, shared by the sender (API, torch-free) and the workers (trainer/celery_app.py).
 
-The API sends tasks by name (``core.events.TASK_*``) through a client app that has no tasks, so it
+The API sends tasks by name (``core.task_names.TASK_*``) through a client app that has no tasks, so it
 never imports the trainer. The configuration follows Celery's advice for long tasks: a message is
 acknowledged only after its task returned (``acks_late``), a worker reserves one message at a time,
 and the visibility timeout is longer than any job. Recovery of a dead worker's job is the job
@@ -15,8 +15,8 @@ from typing import Any
 
 from celery import Celery
 
-from core.embedded_redis import discover
 from core.settings import Settings
+from transport.embedded_redis import discover
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def client(settings: Settings) -> Celery:
 
 
 def send_task(settings: Settings, name: str, args: list[Any]) -> None:
-    """Queue task ``name`` (a ``core.events.TASK_*``); raises BrokerUnavailable when Redis is down."""
+    """Queue task ``name`` (a ``core.task_names.TASK_*``); raises BrokerUnavailable when Redis is down."""
     app = client(settings)
     try:
         app.send_task(name, args=args, queue=settings.task_queue, retry=True,

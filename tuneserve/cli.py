@@ -1,0 +1,61 @@
+"""``tuneserve`` console script. Each package owns its subcommands; this only dispatches by name.
+
+It sits above service/ and trainer/, so it may import both; each command's module is imported only
+when that command runs, so ``tuneserve serve`` never imports torch and ``tuneserve train`` never
+imports the web stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+
+class CommandModule(Protocol):
+    def run(self, command: str, args: list[str]) -> int | None: ...
+
+
+def _service() -> CommandModule:
+    from service import cli
+
+    return cli
+
+
+def _trainer() -> CommandModule:
+    from trainer import cli
+
+    return cli
+
+
+COMMANDS: dict[str, tuple[Callable[[], CommandModule], str]] = {
+    "serve": (_service, "Serve the HTTP API (and one worker, and a private Redis when none is configured)"),
+    "bootstrap": (_trainer, "Register the ImageNet-pretrained default model if absent"),
+    "worker": (_trainer, "Run a training worker (how GPU machines join)"),
+    "train": (_trainer, "Fine-tune locally on a dataset folder or archive, with a progress bar"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: tuneserve COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())  # noqa: T201 - CLI output
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)  # noqa: T201
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = COMMANDS[command][0]()
+    return int(module.run(command, rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
