@@ -67,7 +67,7 @@ def _resize(name: str, src: str, sizes: str, mode: str) -> onnx.NodeProto:
 def _round_u8(name: str, src: str) -> list[onnx.NodeProto]:
     return [
         helper.make_node("Round", [src], [f"{name}_r"], name=f"{name}_r"),
-        helper.make_node("Clip", [f"{name}_r", "zero", "top"], [name], name=name),
+        helper.make_node("Clip", [f"{name}_r", "u8_min", "u8_max"], [name], name=name),
     ]
 
 
@@ -86,7 +86,7 @@ def _build(pre_json: str) -> bytes:
     scale = (1.0 / (255.0 * std)).reshape(1, 3, 1, 1).astype(np.float32)
     shift = (np.asarray(pre.mean, dtype=np.float32) / std).reshape(1, 3, 1, 1).astype(np.float32)
     consts: dict[str, np.ndarray] = {
-        "zero": np.array(0.0, np.float32), "top": np.array(255.0, np.float32),
+        "u8_min": np.array(0.0, np.float32), "u8_max": np.array(255.0, np.float32),
         "scale": scale, "shift": shift, "axis_w": np.array([3], np.int64), "axis_h": np.array([2], np.int64),
     }
     nodes = [
