@@ -132,13 +132,18 @@ def run_job(http: httpx.Client, body: dict[str, Any], deadline: float) -> dict[s
         job = http.get(f"/v1/jobs/{job_id}").json()
         job["stopped_by_deadline"] = True
     result = job.get("result") or {}
-    epochs = job.get("metrics") or []
+    history = job.get("metrics")
+    epochs: list[dict[str, Any]] = history if isinstance(history, list) else []
+    metrics = version_metrics(http, body["model"], result.get("version"))
+    best = metrics.get("best_epoch") or 0
     return {
         "id": job_id, "state": job.get("state"), "error": job.get("error"),
         "wall_s": round(time.monotonic() - posted, 1),
         "stopped_by_deadline": job.get("stopped_by_deadline", False),
-        "result": result, "metrics": version_metrics(http, body["model"], result.get("version")),
-        "epochs": epochs if isinstance(epochs, list) else [],
+        "result": result, "metrics": metrics,
+        # training time until the epoch that was kept (the job's own clock, from its first epoch)
+        "wall_s_to_best_epoch": epochs[best - 1].get("elapsed_s") if 0 < best <= len(epochs) else None,
+        "epochs": epochs,
     }
 
 

@@ -11,8 +11,8 @@ Rehearsal here, the same code on the CPU with tiny sizes (``make gpu-rehearsal``
 Phases, each stopped at its deadline (the JSON is rewritten after every phase and every measurement,
 so whatever ran comes back even if the call is cut short):
 
-1. ``environment``: GPU, driver, Python, torch, onnxruntime providers, nvImageCodec;
-2. ``install``: carried wheels the machine lacks (nvImageCodec, nvJPEG, the weights) into /tmp/site;
+1. ``install``: carried wheels the machine lacks (nvImageCodec, nvJPEG, the weights) into /tmp/site;
+2. ``environment``: GPU, driver, Python, torch, onnxruntime providers, nvImageCodec;
 3. ``bootstrap``: the ImageNet model exported to ONNX (v1), its fp16 variant built and gated (v2, active);
 4. ``raw_engine``: onnxruntime alone (host numpy in/out and device IO binding) at batch 1/32/256, and
    the GPU pipeline alone (decode + preprocess + infer, no HTTP) at 32/256 photos per call;
@@ -246,7 +246,7 @@ def raw_engine(run: Run, rec: dict[str, Any], home: Path, device: str, seconds: 
     engine.close()
 
 
-def decoder_parity(rec: dict[str, Any], home: Path, device: str) -> None:
+def decoder_parity(rec: dict[str, Any], home: Path, device: str, limit: int | None) -> None:
     from bench.decoder_parity import large_jpegs, parity
     from core.settings import Settings
     from models import Registry
@@ -258,7 +258,7 @@ def decoder_parity(rec: dict[str, Any], home: Path, device: str) -> None:
     engine = OnnxEngine(info.file("fp32"), settings)  # fp32: the parity of the decoder, not of fp16
     pipeline = GpuPipeline(engine, info.manifest.preprocessing, settings, 32)
     started = time.perf_counter()
-    rec.update(parity(pipeline, engine, photos() + large_jpegs(IMAGENET)))
+    rec.update(parity(pipeline, engine, photos()[:limit] + large_jpegs(IMAGENET, 4 if limit is None else 1)))
     rec["provider"] = engine.provider
     rec["wall_s"] = round(time.perf_counter() - started, 1)
     rec["meets_99_percent"] = min(rec["vs_service"]["top1_agreement"], rec["vs_trainer"]["top1_agreement"]) >= 0.99
@@ -380,7 +380,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return opts
 
 
-PHASES = ("environment", "install", "bootstrap", "raw_engine", "decoder_parity", "service", "finetune")
+PHASES = ("install", "environment", "bootstrap", "raw_engine", "decoder_parity", "service", "finetune")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,17 +404,18 @@ def main(argv: list[str] | None = None) -> int:
     home = opts.home or Path(tempfile.mkdtemp(prefix="gpu-e2e-home-"))
     b = opts.budget_s / 450.0  # phase deadlines scale with the budget
     try:
-        with run.phase("environment", 20 * b) as rec:
-            environment(rec, opts.device)
-        with run.phase("install", 50 * b) as rec:
+        # install first: nothing may import the `nvidia` namespace (torch could) before nvImageCodec is there
+        with run.phase("install", 30 * b) as rec:
             install(rec, opts.extra_wheels)
+        with run.phase("environment", 50 * b) as rec:
+            environment(rec, opts.device)
         with run.phase("bootstrap", 120 * b) as rec:
             bootstrap(rec, home)
         with run.phase("raw_engine", 165 * b) as rec:
             raw_engine(run, rec, home, opts.device, opts.seconds / 2, [1, 32, 256] if not opts.quick else [1, 4],
                        [32, 256] if not opts.quick else [4])
         with run.phase("decoder_parity", 190 * b) as rec:
-            decoder_parity(rec, home, opts.device)
+            decoder_parity(rec, home, opts.device, 24 if opts.quick else None)
         with run.phase("service", 300 * b) as rec:
             service(run, rec, home, opts)
         with run.phase("finetune", 440 * b) as rec:

@@ -41,7 +41,7 @@ for split in train test; do
   for cls in "$data/cifar10/$split"/*/; do
     name=$(basename "$cls")
     mkdir -p ".gpudata/cifar10/$split/$name"
-    find "$cls" -maxdepth 1 -name '*.jpg' | sort | head -n "$n" | xargs -r cp -t ".gpudata/cifar10/$split/$name"
+    find "$cls" -maxdepth 1 -name '*.jpg' | sort | sed -n "1,${n}p" | xargs -r cp -t ".gpudata/cifar10/$split/$name"  # sed reads all: no SIGPIPE
   done
 done
 
