@@ -21,8 +21,9 @@ MODEL_URL = "/v1/models/{name}"
 PREDICT = "/v1/models/{name}/predict?top_k=1"
 
 
-def start_service(home: Path, device: str, workers: int, extra_env: dict[str, str]) -> Server:
-    """``tuneserve serve --workers N`` with its training worker and embedded Redis, on ``device``."""
+def start_service(home: Path, device: str, workers: int, extra_env: dict[str, str],
+                  training_worker: bool = True) -> Server:
+    """``tuneserve serve --workers N`` (with its training worker unless told not) and embedded Redis."""
     port = free_port()
     env = {"TUNESERVE_HOME": str(home), "TUNESERVE_DEVICE": "auto" if device == "cuda" else "cpu",
            "TUNESERVE_DECODER": "gpu", "TUNESERVE_VARIANT": "auto", "TUNESERVE_MAX_QUEUE": "100000",
@@ -32,6 +33,7 @@ def start_service(home: Path, device: str, workers: int, extra_env: dict[str, st
     if device == "cuda":
         env["LD_LIBRARY_PATH"] = cuda_library_path()
     cmd = [sys.executable, "-m", "tuneserve.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    cmd += [] if training_worker else ["--no-worker"]
     return Server(f"tuneserve-{workers}w", cmd, env, port, "/readyz")
 
 

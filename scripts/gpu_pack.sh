@@ -68,5 +68,5 @@ for c in "${calls[@]}"; do
   if ((bytes > limit)); then mark="  <-- OVER 64 MiB"; status=1; fi
   printf '  %d: %3d MiB  carry %s  command: %s%s\n' "$i" $((bytes / 1024 / 1024)) "$carry" "$cmd" "$mark"
 done
-echo "  (last call: timeout_s 540; bench/gpu_e2e.py stops itself after 450 s and writes \$OUT/gpu_e2e.json)"
+echo "  (last call: timeout_s 540; bench/gpu_e2e.py stops itself after 465 s and writes \$OUT/gpu_e2e.json)"
 exit $status

@@ -91,4 +91,4 @@ def test_check_passes_a_complete_run_and_names_what_is_missing(tmp_path: Path) -
 def test_quick_is_the_tiny_rehearsal(argv: list[str], workers: list[int], epochs: int) -> None:
     opts = parse(["--device", "cpu", *argv])
     assert opts.workers == workers and opts.epochs == epochs
-    assert opts.budget_s == (1500.0 if argv else 450.0)
+    assert opts.budget_s == (1500.0 if argv else 465.0)
