@@ -32,6 +32,11 @@ class GpuBatcher(Batcher):
         self.pipeline = pipeline
         super().__init__(engine, settings, name=name, in_flight=in_flight)
 
+    def stop(self) -> None:
+        """Finish what is queued, then free the pipeline's device memory (a retired version's, after a swap)."""
+        super().stop()
+        self.pipeline.close()
+
     def _decode(self, batch: list[_Request]) -> tuple[list[_Request], list[_Outcome]]:  # type: ignore[override]
         """Header checks only, per request (a bad image fails its own request before the batch runs)."""
         ready: list[_Request] = []

@@ -180,6 +180,8 @@ class GpuPipeline:
         )
         self.capacity = max_batch
         shape = (max_batch, 3, pre.crop, pre.crop)
+        self._batch: Any = None  # the device batch buffer (an OrtValue), on CUDA
+        self._host_batch: np.ndarray | None = None  # the host one, on the CPU
         if self.on_device:
             self._batch = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
             self._batch_ptr = int(self._batch.data_ptr())
@@ -274,9 +276,17 @@ class GpuPipeline:
         """The model's input for ``payloads`` as a host array (for the parity checks)."""
         with self._lock:
             self.preprocess_into_batch(self.decode(payloads))
-            if not self.on_device:
+            if self._host_batch is not None:
                 return np.array(self._host_batch[: len(payloads)])
             return np.asarray(self._batch.numpy()[: len(payloads)])
+
+    def close(self) -> None:
+        """Free the decoder, the graph's session and the batch buffer (the model's engine closes itself)."""
+        with self._lock:
+            self.decoder = None
+            self.session = None  # type: ignore[assignment]
+            self._batch = None
+            self._host_batch = None
 
     def warm_up(self, sizes: tuple[int, ...], sample: bytes) -> None:
         """Every batch shape once (cuDNN's algorithm search runs at load, not on a request)."""

@@ -64,3 +64,19 @@ def test_gpu_decoder_errors_are_the_pillow_paths(gpu_client: TestClient, imagene
     resp = gpu_client.post(URL, content=good[:100], headers={"content-type": "image/jpeg"})
     assert resp.status_code == 400 and resp.json()["detail"].startswith("corrupt")
     assert gpu_client.post(URL, content=good, headers={"content-type": "image/jpeg"}).status_code == 200
+
+
+def test_a_swap_frees_the_old_versions_pipeline(gpu_client: TestClient, home: Path, imagenet_samples: Path) -> None:
+    from tests.service.test_hotswap import add_versions
+
+    manager = gpu_client.app.state.manager  # type: ignore[attr-defined]
+    old = manager.loaded()["imagenet"]
+    (version,) = add_versions(home, 1)
+    assert gpu_client.post(f"/v1/models/imagenet/versions/{version}/activate").status_code == 200
+    assert old.closed.wait(30)
+    assert old.batcher.pipeline.session is None and old.batcher.pipeline.decoder is None
+    new = manager.loaded()["imagenet"]
+    assert new.version == version and new.decoder == "gpu"
+    resp = gpu_client.post(URL, content=(imagenet_samples / "n02123045_tabby.JPEG").read_bytes(),
+                           headers={"content-type": "image/jpeg"})
+    assert resp.status_code == 200 and resp.json()["version"] == version
