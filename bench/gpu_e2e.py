@@ -217,6 +217,8 @@ def raw_engine(run: Run, rec: dict[str, Any], home: Path, device: str, seconds: 
     engine = OnnxEngine(info.file(variant), Settings(device=device))
     jpegs = photos()
     rec["pipeline"] = {"photos_available": len(jpegs)}
+    if device == "cuda":
+        rec["pipeline"]["graph_placement"] = graph_placement()
     for batch in pipeline_batches:
         if run.left() < seconds * 2:
             rec["truncated"] = True
@@ -244,6 +246,33 @@ def raw_engine(run: Run, rec: dict[str, Any], home: Path, device: str, seconds: 
         rec["pipeline"]["decoded_to"] = str(images[0].buffer_kind) if hasattr(images[0], "buffer_kind") else "host"
         run.save()
     engine.close()
+
+
+PLACEMENT = """
+import onnxruntime as ort
+from models.manifest import Preprocessing
+from service import preprocess_graph as g
+ort.preload_dlls()
+opts = ort.SessionOptions()
+opts.log_severity_level = 0
+ort.InferenceSession(g.build(Preprocessing()), opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+"""
+
+
+def graph_placement() -> list[str]:
+    """Which provider runs each node of the preprocessing graph (onnxruntime's verbose log, in a child
+    process): a Resize on the CPU provider would mean copies to the host and back for every image."""
+    from bench.e2e_http import cuda_library_path
+
+    env = {**os.environ, "LD_LIBRARY_PATH": cuda_library_path()}
+    proc = subprocess.run([sys.executable, "-c", PLACEMENT], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=REPO)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    start = next((i for i, line in enumerate(lines) if "Node placements" in line), None)
+    if start is None:
+        return [f"no placement log (exit {proc.returncode})", *lines[-5:]]
+    tag = "VerifyEachNodeIsAssignedToAnEp]"
+    return [line.split(tag, 1)[1].strip() for line in lines[start + 1 : start + 60] if tag in line]
 
 
 def decoder_parity(rec: dict[str, Any], home: Path, device: str, limit: int | None) -> None:
