@@ -32,6 +32,13 @@ class GpuBatcher(Batcher):
         self.pipeline = pipeline
         super().__init__(engine, settings, name=name, in_flight=in_flight)
 
+    def _collect(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
+        """A request that is the only one this process holds runs at once: waiting ``max_delay_ms`` for
+        companions that cannot come would only add to its latency (the single-photo p50 target)."""
+        if self._in_flight() <= 1:
+            return [first], None, False
+        return super()._collect(first)
+
     def stop(self) -> None:
         """Finish what is queued, then free the pipeline's device memory (a retired version's, after a swap)."""
         super().stop()

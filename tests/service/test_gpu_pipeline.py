@@ -9,6 +9,7 @@ the device's own parity figures come from ``bench/gpu_e2e.py``.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,28 @@ def test_batch_capacity_is_enforced(pipeline: GpuPipeline, imagenet_samples: Pat
     padded = pipeline.run([data], padded=4)  # rows past the real image run and are dropped
     assert padded.shape == (1, 1000)
     np.testing.assert_allclose(padded, pipeline.run([data]), atol=1e-4)
+
+
+@pytest.mark.parametrize(("in_flight", "waits"), [(1, False), (2, True)])
+def test_a_lone_request_does_not_wait_for_companions(engine_and_pre: tuple[OnnxEngine, Settings, object],
+                                                     imagenet_samples: Path, in_flight: int, waits: bool) -> None:
+    """With batches of several images, a request waits up to max_delay_ms for others; not when it is the
+    only one its process holds (nothing can join it)."""
+    from service.batching import BatchSettings
+    from service.gpu_batcher import GpuBatcher
+
+    engine, settings, pre = engine_and_pre
+    pipeline = GpuPipeline(engine, pre, settings, 8)  # type: ignore[arg-type]
+    delay_ms = 2000.0
+    batcher = GpuBatcher(engine, BatchSettings(max_batch_size=8, max_delay_ms=delay_ms, max_queue=64),
+                         pipeline, in_flight=lambda: in_flight)
+    try:
+        data = (imagenet_samples / "n02123045_tabby.JPEG").read_bytes()
+        started = time.monotonic()
+        logits = batcher.submit_encoded_nowait([data], lambda _: np.zeros(1)).result(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        batcher.stop()  # closes its pipeline too
+    assert pipeline.session is None
+    assert logits.shape == (1, 1000)
+    assert (elapsed >= delay_ms / 1000) == waits, elapsed
