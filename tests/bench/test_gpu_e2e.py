@@ -92,3 +92,15 @@ def test_quick_is_the_tiny_rehearsal(argv: list[str], workers: list[int], epochs
     opts = parse(["--device", "cpu", *argv])
     assert opts.workers == workers and opts.epochs == epochs
     assert opts.budget_s == (1500.0 if argv else 465.0)
+
+
+def test_install_leaves_a_machine_that_has_the_extras_alone(tmp_path: Path) -> None:
+    """Here nvImageCodec and the weights are installed: the carried wheels are listed, not installed
+    (on the device they are missing and go to /tmp/site)."""
+    from bench.gpu_e2e import install
+
+    (tmp_path / "nvidia_nvimgcodec_cu13-0.9.0.20-py3-none-any.whl").write_bytes(b"not a real wheel")
+    rec: dict = {}
+    install(rec, [tmp_path, tmp_path / "absent"])
+    assert rec["carried_wheels"] == ["nvidia_nvimgcodec_cu13-0.9.0.20-py3-none-any.whl"]
+    assert rec["installed"] is False and rec["nvimgcodec"] != "missing" and rec["missing"] == []
