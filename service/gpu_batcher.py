@@ -20,7 +20,7 @@ from models.manifest import Preprocessing
 from service import preprocess_graph
 from service.batching import Batcher, BatchSettings, _bucket, _Outcome, _Request
 from service.gpu_pipeline import GpuPipeline, nvimgcodec, warm_up_jpeg
-from service.onnx_session import OnnxEngine
+from service.onnx_session import CUDA, OnnxEngine
 from service.selection import choose_decoder
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,9 @@ def build_batcher(engine: OnnxEngine, pre: Preprocessing, settings: Settings, na
 
     Raises :class:`service.selection.DecoderUnavailable` when ``gpu`` is asked for and cannot run."""
     batch_settings = BatchSettings.for_provider(engine.provider, settings)
-    module, reason = nvimgcodec() if settings.decoder != "pil" else (None, "")
+    # Imported only where it could be used: `auto` on the CPU provider is Pillow whatever is installed.
+    wanted = settings.decoder == "gpu" or (settings.decoder == "auto" and engine.provider == CUDA)
+    module, reason = nvimgcodec() if wanted else (None, "")
     decoder = choose_decoder(settings.decoder, engine.provider, module is not None, reason)
     if decoder == "gpu" and not preprocess_graph.supported(pre):
         log.warning("%s: preprocessing %s is not covered by the GPU graph; decoding with Pillow", name, pre)
