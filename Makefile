@@ -5,12 +5,12 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 export TUNESERVE_HOME ?= $(CURDIR)/var
 
-.PHONY: run test install lint example bench-serve bench-search clean
+.PHONY: run test install lint example bench-serve bench-search gpu-pack gpu-rehearsal clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,gpu]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,6 +35,14 @@ bench-serve: install
 
 bench-search: install
 	flock /tmp/tuneserve-bench.lock $(PY) -m bench.search --workers 2 --write-docs
+
+# The GPU proof (docs/gpu.md): pack what the device lacks, rehearse the device run here on the CPU.
+gpu-pack:
+	bash scripts/gpu_pack.sh
+
+gpu-rehearsal: install
+	flock /tmp/tuneserve-bench.lock $(PY) -m bench.gpu_e2e --device cpu --quick --out /tmp/gpu-e2e-rehearsal
+	$(PY) -m bench.gpu_e2e --check /tmp/gpu-e2e-rehearsal/gpu_e2e.json
 
 lint: install
 	$(PY) scripts/check_tests_own_data.py

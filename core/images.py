@@ -52,7 +52,12 @@ def open_image(source: Source, max_pixels: int) -> Image.Image:
         raise
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError("corrupt", f"corrupt image header: {exc}") from exc
-    width, height = img.size
+    check_size(*img.size, max_pixels)
+    return img
+
+
+def check_size(width: int, height: int, max_pixels: int) -> None:
+    """Raises :class:`ImageError` for an image over ``max_pixels`` or without pixels."""
     if width * height > max_pixels:
         raise ImageError(
             "too_large",
@@ -60,7 +65,6 @@ def open_image(source: Source, max_pixels: int) -> Image.Image:
         )
     if width < 1 or height < 1:
         raise ImageError("corrupt", "image has no pixels")
-    return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

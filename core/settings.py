@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,7 +42,14 @@ class Settings(BaseSettings):
     # torch threads in a worker; 0 = torch's default (one per core). Set it to cores / workers when
     # several workers share one machine, or their thread pools fight over the same cores.
     train_threads: int = 0
-    variant: str = "fp32"  # which ONNX variant to serve when a version has several (fp32, fp16, int8)
+    # Which ONNX variant to serve when a version has several; auto = fp16 on CUDA when the version has a
+    # validated fp16 variant, else fp32 (service/selection.py).
+    variant: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+    # Image decoding: pil (CPU), gpu (nvImageCodec + preprocessing graph on the model's provider; the
+    # `gpu` extra), auto = gpu when the CUDA provider serves and nvImageCodec is installed.
+    decoder: Literal["auto", "pil", "gpu"] = "auto"
+    # HTTP worker processes of `tuneserve serve` (uvicorn workers sharing the port and the GPU).
+    api_workers: int = Field(default=1, ge=1)
     build_variants: str = ""  # e.g. "int8" or "fp16,int8": variants jobs build (gated on val) beside fp32
 
     # Dynamic batching (0 = per-device default chosen by measurement).

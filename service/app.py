@@ -16,6 +16,7 @@ from dataset_store import DatasetStore
 from jobs import JobStore, reconcile_once
 from models import Registry
 from service.errors import install_error_handlers
+from service.gpu_pipeline import require_decoder
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.notify import PromotionListener
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        require_decoder(settings.decoder)  # TUNESERVE_DECODER=gpu without nvImageCodec: fail now, naming the fix
         settings.home.mkdir(parents=True, exist_ok=True)
         registry = Registry(settings.models_dir)
         manager = ModelManager(registry, settings)

@@ -9,16 +9,20 @@ API stops. SIGINT/SIGTERM stop uvicorn gracefully, then the worker, then Redis.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import uvicorn
 
 from core.settings import Settings, get_settings
+from service.gpu_pipeline import require_decoder
+from service.selection import DecoderUnavailable
 from transport.embedded_redis import EmbeddedRedis, discover
 
 log = logging.getLogger(__name__)
@@ -80,13 +84,50 @@ def resolve_broker(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     return embedded.start(), embedded
 
 
+def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
+    """uvicorn in this process, or ``workers`` processes sharing the port (uvicorn's supervisor restarts
+    one that dies). Worker processes build their settings from the environment, so the broker URL
+    chosen here goes to them that way; each loads the active models and follows promotions (registry
+    pointer polling plus Redis pub/sub) on its own."""
+    if workers == 1:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+        return
+    os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
+    os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
+    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=False, log_config=worker_log_config())
+
+
+def worker_log_config() -> dict[str, Any]:
+    """uvicorn's logging plus our modules' (INFO, the CLI's format): worker processes start with no
+    logging set up, and would drop every tuneserve line under WARNING (swaps, loads)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["tuneserve"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["tuneserve"] = {"formatter": "tuneserve", "class": "logging.StreamHandler",
+                                       "stream": "ext://sys.stderr"}
+    config["root"] = {"handlers": ["tuneserve"], "level": "INFO"}
+    return config
+
+
 def run(command: str, args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tuneserve serve")
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-worker", action="store_true", help="run the API alone")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="HTTP worker processes sharing the port (default TUNESERVE_API_WORKERS, 1)")
     opts = parser.parse_args(args)
     settings = get_settings()
+    workers = opts.workers or settings.api_workers
+    if workers < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        require_decoder(settings.decoder)
+    except DecoderUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     settings.home.mkdir(parents=True, exist_ok=True)
     url, embedded = resolve_broker(settings)
     settings = settings.model_copy(update={"broker_url": url})
@@ -101,12 +142,7 @@ def run(command: str, args: list[str]) -> int:
             env = {**os.environ, "TUNESERVE_BROKER_URL": url, "TUNESERVE_HOME": str(settings.home.resolve())}
             worker = WorkerProcess(env)
             worker.start()
-        from service.app import create_app
-
-        uvicorn.run(
-            create_app(settings), host=opts.host or settings.host, port=opts.port or settings.port,
-            log_level="info", access_log=False,
-        )
+        serve_http(settings, opts.host or settings.host, opts.port or settings.port, workers)
     finally:
         if worker is not None:
             worker.stop()

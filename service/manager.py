@@ -20,9 +20,10 @@ import numpy as np
 
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
-from service.batching import Batcher, BatchSettings
-from service.onnx_session import CUDA, OnnxEngine
+from service.gpu_batcher import build_batcher, warm_up
+from service.onnx_session import CUDA, OnnxEngine, choose_providers
 from service.preprocess import preprocess
+from service.selection import choose_variant
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class LoadedModel:
         self.labels = info.manifest.labels
         self.preprocessing = info.manifest.preprocessing
         self.temperature = info.manifest.temperature
-        variant = settings.variant if settings.variant in info.manifest.variants else "fp32"
+        variant = choose_variant(settings.variant, info.manifest.variants, choose_providers(settings.device))
         self.engine = OnnxEngine(info.file(variant), settings)
         if variant == "fp16" and self.engine.provider != CUDA:
             # fp16 has no fast CPU kernels (onnxruntime inserts casts around every op): serve fp32.
@@ -64,12 +65,11 @@ class LoadedModel:
         self._retired = False
         self._lock = threading.Lock()
         self.closed = threading.Event()
-        self.batcher = Batcher(
-            self.engine, BatchSettings.for_provider(self.engine.provider, settings), name=f"batcher-{self.name}",
-            in_flight=lambda: self._users,
+        self.batcher, self.decoder = build_batcher(
+            self.engine, self.preprocessing, settings, name=f"batcher-{self.name}", in_flight=lambda: self._users,
         )
         try:  # every batch shape the batcher can run, before the first request (off the request path)
-            self.engine.warm_up(self.preprocessing.crop, self.batcher.warm_sizes())
+            warm_up(self.batcher, self.preprocessing.crop)
         except BaseException:
             self.batcher.stop()
             self.engine.close()
@@ -125,6 +125,11 @@ class LoadedModel:
     async def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """Logits for preprocessed images, through the dynamic batcher."""
         return await self.batcher.submit(images)
+
+    def takes_encoded(self, count: int) -> bool:
+        """Whether a request of ``count`` images goes to the batcher still encoded (``predict_encoded``):
+        always with the GPU decoder, which decodes whole batches; one image when CPU lanes decode."""
+        return self.decoder == "gpu" or (count == 1 and self.batcher.decodes_in_lanes)
 
     async def predict_encoded(self, payloads: list[bytes], max_pixels: int) -> np.ndarray:
         """Logits for encoded images, decoded by the batcher's lane that runs them."""

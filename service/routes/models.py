@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -43,6 +44,9 @@ def model_view(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[st
         "active_version": active,
         "serving_version": loaded.version if loaded else None,
         "provider": loaded.provider if loaded else None,
+        "variant": loaded.variant if loaded else None,
+        "pid": os.getpid(),  # the API process that answered (serving_version is per process; see --workers)
+        "decoder": loaded.decoder if loaded else None,
         "labels": labels,
         "versions": [version_view(v) for v in versions],
         "load_error": None if error is None else {"version": error.version, "error": error.error, "at": error.at},
@@ -138,7 +142,7 @@ async def predict(
         asked = settings.default_top_k if top_k_ is None else top_k_
         k = min(asked, len(loaded.labels))
         payloads, names = await read_images(request)
-        if len(payloads) == 1 and loaded.batcher.decodes_in_lanes:
+        if loaded.takes_encoded(len(payloads)):
             logits = await loaded.predict_encoded(payloads, settings.max_image_pixels)
         else:  # several images decode side by side in the pool, then run as one request
             arrays = await decode_all(payloads, names, loaded.preprocessing, settings.max_image_pixels, pool)
