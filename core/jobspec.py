@@ -1,6 +1,6 @@
 """Torch-free schema of a training job: what ``POST /v1/jobs`` accepts and what a worker runs.
 
-``TrainSpec`` is the one definition of a fine-tuning run (``trainer.spec`` re-exports it), so the API
+``TrainSpec`` is the one definition of a fine-tuning run (the trainer imports it from here), so the API
 rejects bad hyperparameters with a 422 before anything is queued, without importing torch. The
 spec is stored in the model's lineage and in checkpoints, so it must round-trip through JSON.
 Defaults were chosen by measurement on hymenoptera (see docs/benchmarks.md, "Fine-tuning").

@@ -15,6 +15,7 @@ value are compared (about (distance + 1) / 2**(64 / (distance + 1)) of all pairs
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ def _bands(distance: int) -> list[tuple[int, int]]:
     """(shift, mask) pairs covering the 64 bits in ``distance + 1`` nearly equal bands."""
     count = min(distance + 1, 64)
     edges = [round(64 * k / count) for k in range(count + 1)]
-    return [(lo, (1 << (hi - lo)) - 1) for lo, hi in zip(edges, edges[1:], strict=False)]
+    return [(lo, (1 << (hi - lo)) - 1) for lo, hi in itertools.pairwise(edges)]
 
 
 def near_pairs(hashes: Sequence[int], distance: int) -> set[tuple[int, int]]:

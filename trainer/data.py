@@ -46,11 +46,16 @@ _LOCK = threading.Lock()
 
 
 class DatasetLike(Protocol):
-    """What the engine needs from ``core.datasets.Dataset``."""
+    """What the engine needs from ``core.datasets.Dataset`` (read-only: nobody here changes a dataset)."""
 
-    id: str
-    classes: list[str]
-    root: Path
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def root(self) -> Path: ...
 
     def items(self, split: str) -> list[tuple[Path, int]]: ...
 
@@ -76,7 +81,8 @@ def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """uint8 (or 0-255 float) NCHW -> normalised float NCHW, on whatever device the batch is.
 
     The constants are made once per device: building them per batch is a host->device copy, which
-    makes the CPU wait for the GPU's queue to drain every step (measured: 20% of the loop on an H200).
+    makes the CPU wait for the GPU's queue to drain every step (docs/benchmarks.md, "Trainer: the
+    numbers behind its comments").
     """
     key = (str(batch.device), tuple(pre.mean), tuple(pre.std))
     if key not in _NORM:
@@ -134,6 +140,32 @@ def load_split(dataset: DatasetLike, split: str, pre: Preprocessing, with_train:
         while len(_MEMORY) > _MEMORY_LIMIT:
             _MEMORY.popitem(last=False)
     return cached
+
+
+class JobData:
+    """One job's dataset and its decoded splits: each step that reads pixels asks here, decoding happens once.
+
+    The engine fills the same caches (memory, then ``cache_dir``) while it trains, so the steps
+    after it (export check, variant gates, evaluation) reuse those pixels instead of decoding again.
+    """
+
+    def __init__(self, dataset: DatasetLike, cache_dir: Path | None = None) -> None:
+        self.dataset = dataset
+        self.cache_dir = cache_dir
+
+    @property
+    def id(self) -> str:
+        return self.dataset.id
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.dataset.classes)
+
+    def has(self, split: str) -> bool:
+        return bool(self.dataset.items(split))
+
+    def split(self, name: str, pre: Preprocessing, with_train: bool = False) -> CachedSplit:
+        return load_split(self.dataset, name, pre, with_train=with_train, cache_dir=self.cache_dir)
 
 
 def _decode_all(dataset: DatasetLike, items: Sequence[tuple[Path, int]], pre: Preprocessing,

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless: workers have no display
-import matplotlib.pyplot as plt  # noqa: E402
+import itertools
 
-from trainer.evaluate import classification_metrics  # noqa: E402
+import matplotlib.pyplot as plt
+
+from trainer.evaluate import classification_metrics
 
 if TYPE_CHECKING:
     from trainer.engine import TrainingResult
@@ -109,7 +111,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val loss")
     acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="val accuracy", color="C2")
-    for prev, cur in zip(history, history[1:], strict=False):
+    for prev, cur in itertools.pairwise(history):
         if prev["stage"] != cur["stage"]:  # stage boundary, e.g. probe -> fine-tuning
             for ax in (loss_ax, acc_ax):
                 ax.axvline(cur["epoch"] - 0.5, color="grey", linestyle=":", linewidth=1)

@@ -150,7 +150,7 @@ def _dataset_name(upload: MultipartUpload) -> str | None:
 async def upload_dataset(request: Request, response: Response, store: DatasetStoreDep,
                          settings: SettingsDep) -> dict[str, Any]:
     """Upload a .zip/.tar/.tar.gz; 201 with the report, or 200 when this archive is already stored."""
-    upload = MultipartUpload(_boundary(request), settings.work_dir / "uploads")
+    upload = MultipartUpload(_boundary(request), settings.uploads_dir)
     try:
         async for chunk in request.stream():
             upload.write(chunk)

@@ -68,7 +68,7 @@ def test_catalogue_lists_torchvision_architectures() -> None:
     names = available_backbones()
     expected = {"efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"}
     assert expected <= set(names)
-    with pytest.raises(UnknownBackbone, match="choose one of .*resnet18"):
+    with pytest.raises(UnknownBackbone, match=r"choose one of .*resnet18"):
         create_backbone("vgg_huge")
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from core.datasets import Dataset
+from core.jobspec import TrainSpec
 from trainer.checkpoint import CHECKPOINT_FILE
 from trainer.engine import Cancelled, EpochMetrics, Pruned, TrainingError, TrainingResult, fine_tune
-from trainer.spec import TrainSpec
 
 # Short image stages: two epochs over 12 images, two batches each (so "within a batch" means something).
 # The probe runs on cached features (cheap).
