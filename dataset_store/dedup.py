@@ -43,7 +43,8 @@ class Duplicates:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """1 - mean absolute difference / 255 of thumbnails along the last axis: 1.0 is identical."""
-    return 1.0 - np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1) / 255.0
+    diff: np.ndarray = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1)
+    return 1.0 - diff / 255.0
 
 
 class UnionFind:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from models import Manifest, Registry, VersionInfo
+from models.manifest import Preprocessing, Variant
 from trainer.data import JobData, normalize
 from trainer.export import export_onnx
 from trainer.model_source import TORCH_FILE, torch_payload
@@ -70,7 +71,8 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
     return info
 
 
-def _build_variants(fp32: Path, out_dir: Path, data: JobData, pre: Any, kinds: tuple[str, ...]) -> dict:
+def _build_variants(fp32: Path, out_dir: Path, data: JobData, pre: Preprocessing,
+                    kinds: tuple[str, ...]) -> dict[str, Variant]:
     """fp16/int8 files calibrated on training images and gated on the val split."""
     from trainer.variants import build_variants
 

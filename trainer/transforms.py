@@ -75,7 +75,9 @@ class StrongPreset(LightPreset):
 
 
 def train_preset(augment: str, crop: int) -> NonePreset | LightPreset:
-    presets = {"none": NonePreset, "light": LightPreset, "standard": StandardPreset, "strong": StrongPreset}
+    presets: dict[str, type[NonePreset | LightPreset]] = {
+        "none": NonePreset, "light": LightPreset, "standard": StandardPreset, "strong": StrongPreset,
+    }
     if augment not in presets:
         raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
     return presets[augment](crop)

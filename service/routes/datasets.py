@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from fastapi import APIRouter, Request, Response
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from core.datasets import IngestLimits
