@@ -10,6 +10,7 @@ The job stores only the fields the client set (``exclude_unset``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -96,22 +97,14 @@ class TrainSpec(BaseModel):
     @field_validator("num_workers", mode="before")
     @classmethod
     def _check_workers(cls, value: Any) -> int | str:
-        if value == "auto":
-            return "auto"
-        number = finite_number(value)
-        if number is None or number != int(number) or not 0 <= number <= 64:
-            raise ValueError(f"num_workers must be a whole number or 'auto' (valid: {WORKERS_RANGE})")
-        return int(number)
+        number = _number_or_auto(value, lambda n: n == int(n) and 0 <= n <= 64,
+                                 f"num_workers must be a whole number or 'auto' (valid: {WORKERS_RANGE})")
+        return number if number == "auto" else int(number)
 
     @field_validator("lr", mode="before")
     @classmethod
     def _check_lr(cls, value: Any) -> float | str:
-        if value == "auto":
-            return "auto"
-        number = finite_number(value)
-        if number is None or not 0.0 < number <= 10.0:
-            raise ValueError(f"lr must be a number or 'auto' (valid: {LR_RANGE})")
-        return number
+        return _number_or_auto(value, lambda n: 0.0 < n <= 10.0, f"lr must be a number or 'auto' (valid: {LR_RANGE})")
 
     def registry_base(self) -> tuple[str, int] | None:
         """``(model, version)`` when the base is a registered version, else None."""
@@ -140,3 +133,13 @@ class JobRequest(BaseModel):
             if value is not None:
                 fields[key] = value
         return TrainSpec.model_validate(fields)
+
+
+def _number_or_auto(value: Any, valid: Callable[[float], bool], message: str) -> float | str:
+    """``"auto"``, or a finite number that ``valid`` accepts; else ``message``."""
+    if value == "auto":
+        return "auto"
+    number = finite_number(value)
+    if number is None or not valid(number):
+        raise ValueError(message)
+    return number

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -65,8 +66,11 @@ _RDB: dict[str, RDBStorage] = {}
 def _rdb(url: str) -> RDBStorage:
     """One RDB storage (engine pool) per URL per process."""
     if url not in _RDB:
-        _RDB[url] = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                               engine_kwargs={"pool_pre_ping": True})
+        # Heartbeats are how a dead worker's trial gets failed: chosen knowingly, "experimental" or not.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _RDB[url] = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                   engine_kwargs={"pool_pre_ping": True})
     return _RDB[url]
 
 
