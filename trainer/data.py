@@ -142,32 +142,6 @@ def load_split(dataset: DatasetLike, split: str, pre: Preprocessing, with_train:
     return cached
 
 
-class JobData:
-    """One job's dataset and its decoded splits: each step that reads pixels asks here, decoding happens once.
-
-    The engine fills the same caches (memory, then ``cache_dir``) while it trains, so the steps
-    after it (export check, variant gates, evaluation) reuse those pixels instead of decoding again.
-    """
-
-    def __init__(self, dataset: DatasetLike, cache_dir: Path | None = None) -> None:
-        self.dataset = dataset
-        self.cache_dir = cache_dir
-
-    @property
-    def id(self) -> str:
-        return self.dataset.id
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.dataset.classes)
-
-    def has(self, split: str) -> bool:
-        return bool(self.dataset.items(split))
-
-    def split(self, name: str, pre: Preprocessing, with_train: bool = False) -> CachedSplit:
-        return load_split(self.dataset, name, pre, with_train=with_train, cache_dir=self.cache_dir)
-
-
 def _decode_all(dataset: DatasetLike, items: Sequence[tuple[Path, int]], pre: Preprocessing,
                 with_train: bool) -> CachedSplit:
     max_pixels = get_settings().max_image_pixels

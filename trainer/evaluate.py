@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from models.manifest import Manifest
 from trainer.calibration import expected_calibration_error, reliability_bins
-from trainer.data import JobData, normalize
+from trainer.data import normalize
+from trainer.job_data import JobData
 from trainer.onnx_cpu import cpu_session, run_batch
 
 MAX_MISCLASSIFIED = 200

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from core.settings import Settings, get_settings
 from jobs import JobStore
 from models import Registry
-from trainer.data import JobData
+from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim, owner_id
 
 if TYPE_CHECKING:

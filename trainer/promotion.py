@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import Registry, VersionInfo
-from trainer.data import JobData
 from trainer.evaluate import evaluate_onnx
+from trainer.job_data import JobData
 
 log = logging.getLogger(__name__)
 

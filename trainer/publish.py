@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from core.settings import Settings
 from models import Manifest, Registry, VersionInfo
 from models.manifest import Preprocessing, Variant
-from trainer.data import JobData, normalize
+from trainer.data import normalize
 from trainer.export import export_onnx
+from trainer.job_data import JobData
 from trainer.model_source import TORCH_FILE, torch_payload
 from trainer.report import write_report
 from transport.broker import broker_url

@@ -90,7 +90,7 @@ def _publish_best(job: Job, settings: Settings, best: dict[str, Any], search_spe
 
     from dataset_store import DatasetStore
     from models import Registry
-    from trainer.data import JobData
+    from trainer.job_data import JobData
     from trainer.pipeline import publish_gated
 
     path = settings.search_dir(job.id) / f"trial-{best['number']}.pt"

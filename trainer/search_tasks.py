@@ -25,7 +25,7 @@ from core.settings import Settings, get_settings
 from core.task_names import TASK_SEARCH, TASK_TRIAL
 from jobs import JobNotFound, JobStore
 from trainer.celery_app import app
-from trainer.data import JobData
+from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim
 from trainer.search_finalize import fail_orphans, maybe_finalize
 from trainer.search_job import QUEUE_GRACE_S, is_search_job, search_owner, split_spec, trial_spec, write_progress

@@ -100,8 +100,8 @@ def cmd_train(args: list[str]) -> int:
         raise SystemExit(f"invalid training options: {exc}") from exc
     from tqdm import tqdm
 
-    from trainer.data import JobData
     from trainer.engine import EpochMetrics, fine_tune
+    from trainer.job_data import JobData
     from trainer.publish import export_and_register
 
     settings = get_settings()

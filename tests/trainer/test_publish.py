@@ -11,9 +11,9 @@ from PIL import Image
 from core.datasets import Dataset
 from core.jobspec import TrainSpec
 from models import Registry, VersionInfo
-from trainer.data import JobData
 from trainer.engine import TrainingResult, fine_tune
 from trainer.evaluate import evaluate_onnx
+from trainer.job_data import JobData
 from trainer.model_source import TORCH_FILE
 from trainer.publish import export_and_register
 from trainer.report import REPORT_FILES

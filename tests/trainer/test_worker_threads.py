@@ -33,3 +33,10 @@ def test_zero_leaves_torch_default() -> None:
     limited = _threads("from trainer.worker_cli import limit_train_threads; limit_train_threads(0); "
                        "import os, torch; print(torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'))")
     assert limited == f"{default} None"
+
+
+def test_a_worker_loads_its_tasks_without_torch_optuna_or_onnxruntime() -> None:
+    """The thread cap works only if torch is not imported yet; the worker also starts (and reconciles) faster."""
+    loaded = _threads("import sys, trainer.celery_app, trainer.tasks, trainer.search_tasks; "
+                      "print(sorted(m for m in ('torch', 'optuna', 'onnxruntime') if m in sys.modules))")
+    assert loaded == "[]"
