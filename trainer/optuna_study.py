@@ -46,7 +46,8 @@ def study_name(job_id: str) -> str:
 
 
 def uses_rdb(settings: Settings) -> bool:
-    return bool(settings.database_url) and settings.database_url.startswith("postgresql")  # type: ignore[union-attr]
+    url = settings.database_url
+    return url is not None and url.startswith("postgresql")
 
 
 def storage(settings: Settings, job_id: str) -> BaseStorage:

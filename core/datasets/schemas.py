@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,17 +126,16 @@ class IngestLimits:
     workers: int = 0  # 0 = one process per core
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> IngestLimits:
-        values: dict[str, object] = {
-            "max_uncompressed_bytes": settings.max_uncompressed_bytes,
-            "max_archive_files": settings.max_archive_files,
-            "max_compression_ratio": settings.max_compression_ratio,
-            "max_image_pixels": settings.max_image_pixels,
-            "min_image_side": settings.min_image_side,
-            "min_images_per_class": settings.min_images_per_class,
-        }
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+    def from_settings(cls, settings: Settings, **overrides: Any) -> IngestLimits:
+        limits = cls(
+            max_uncompressed_bytes=settings.max_uncompressed_bytes,
+            max_archive_files=settings.max_archive_files,
+            max_compression_ratio=settings.max_compression_ratio,
+            max_image_pixels=settings.max_image_pixels,
+            min_image_side=settings.min_image_side,
+            min_images_per_class=settings.min_images_per_class,
+        )
+        return dataclasses.replace(limits, **overrides)
 
     @property
     def worker_count(self) -> int:
