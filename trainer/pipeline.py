@@ -63,12 +63,12 @@ def run_train_job(job_id: str, settings: Settings | None = None) -> str:
 
 def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
-    from core.jobspec import TrainSpec
+    from core.jobspec import TrainSpec, train_fields
     from dataset_store import DatasetStore
     from trainer.engine import fine_tune
 
     settings = job.settings
-    spec = TrainSpec.model_validate(job.job.spec)
+    spec = TrainSpec.model_validate(train_fields(job.job.spec))
     # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
     data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
                    settings.pixel_cache_dir(job.job.dataset_id))
@@ -82,17 +82,29 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
         raise Stopped("stopped before publishing")
     lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
                "spec": spec.model_dump(mode="json")}
-    return publish_gated(result, data, registry, job.job.model, lineage, settings)
+    return publish_gated(result, data, registry, job.job.model, lineage, settings,
+                         replace_labels=bool(job.job.spec.get("replace_labels")))
 
 
 def publish_gated(result: TrainingResult, data: JobData, registry: Registry, name: str,
-                  lineage: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Export and register (unless an earlier attempt did), gate, then promote and announce or keep as candidate."""
+                  lineage: dict[str, Any], settings: Settings, replace_labels: bool = False) -> dict[str, Any]:
+    """Export and register (unless an earlier attempt did), gate, then promote and announce or keep as candidate.
+
+    The model name must keep its meaning, checked again here (the API checked at creation):
+    models/meaning.py raises LabelConflict, which fails the job with the fix; the same labels in
+    another order are mapped to the served order before export.
+    """
+    from models.meaning import check_labels
+    from trainer.labels import reorder_labels
     from trainer.promotion import judge
     from trainer.publish import build_variant_kinds, export_and_register, keep_as_candidate, promote, version_of_job
 
     info = version_of_job(registry, name, str(lineage.get("job_id")))
     if info is None:
+        order = check_labels(registry, name, list(result.labels), replace_labels)
+        if order is not None and order != list(result.labels):
+            log.info("%s: mapping the job's label order %s to the served order %s", name, result.labels, order)
+            result = reorder_labels(result, order)
         info = export_and_register(result, registry, name, data, lineage, activate=False,
                                    variants=build_variant_kinds(settings))
     verdict = judge(registry, info, data, settings.promotion_tolerance)

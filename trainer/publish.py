@@ -53,7 +53,7 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         torch.save(torch_payload_from(result), tmp / TORCH_FILE)
         extra = {name: tmp / "report" / name for name in report_files}
         extra[TORCH_FILE] = tmp / TORCH_FILE
-        built = _build_variants(tmp / "model.onnx", tmp, data, pre, variants) if variants else {}
+        built = _build_variants(tmp / "model.onnx", tmp, data, pre, variants, result.labels) if variants else {}
         extra.update({v.file: tmp / v.file for v in built.values()})
         metrics = dict(result.metrics)
         metrics.update({"export_max_abs_logit_diff": export.max_abs_diff, "export_check_images": export.images_checked})
@@ -73,13 +73,16 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
 
 
 def _build_variants(fp32: Path, out_dir: Path, data: JobData, pre: Preprocessing,
-                    kinds: tuple[str, ...]) -> dict[str, Variant]:
+                    kinds: tuple[str, ...], labels: list[str]) -> dict[str, Variant]:
     """fp16/int8 files calibrated on training images and gated on the val split."""
+    import torch
+
     from trainer.variants import build_variants
 
     calib = normalize(data.split("train", pre).eval[:CALIBRATION_IMAGES], pre).numpy()
     val = data.split("val", pre)
-    return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), val.labels.numpy(), kinds)
+    to_model = torch.tensor([labels.index(c) for c in data.classes])  # the model's order may be the served one
+    return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), to_model[val.labels].numpy(), kinds)
 
 
 def torch_payload_from(result: TrainingResult) -> dict[str, Any]:

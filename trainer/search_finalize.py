@@ -102,7 +102,8 @@ def _publish_best(job: Job, settings: Settings, best: dict[str, Any], search_spe
         "spec": spec, "search": {**search_spec.model_dump(mode="json"), "best_trial": best["number"],
                                  "params": best["params"]},
     }
-    return publish_gated(result, data, Registry(settings.models_dir), job.model, lineage, settings)
+    return publish_gated(result, data, Registry(settings.models_dir), job.model, lineage, settings,
+                         replace_labels=bool(job.spec.get("replace_labels")))
 
 
 # ------------------------------------------------------------------------------ trials without a worker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.jobspec import TrainSpec
+from core.jobspec import TrainSpec, train_fields
 from core.searchspec import SearchSpec, best_of
 from jobs import Job, JobStore
 
@@ -25,7 +25,7 @@ def is_search_job(job: Job) -> bool:
 
 def split_spec(job: Job) -> tuple[dict[str, Any], SearchSpec]:
     """The job's spec is a train spec plus ``search``: return both halves."""
-    base = {k: v for k, v in job.spec.items() if k != "search"}
+    base = train_fields(job.spec)
     return base, SearchSpec.model_validate(job.spec["search"])
 
 
