@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from core.extras import train_extra_message
 from core.settings import Settings, get_settings
 from service.gpu_pipeline import require_decoder
 from service.selection import DecoderUnavailable
@@ -137,6 +138,10 @@ def run(command: str, args: list[str]) -> int:
     received: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: received.append(signum))
+    if not opts.no_worker and (message := train_extra_message("the training worker")):
+        # The API-only install: serve predictions; jobs queue until a worker with the extra joins.
+        log.warning("%s; serving without a worker (queued jobs wait for a `tuneserve worker`)", message)
+        opts.no_worker = True
     try:
         if not opts.no_worker:
             env = {**os.environ, "TUNESERVE_BROKER_URL": url, "TUNESERVE_HOME": str(settings.home.resolve())}
