@@ -15,6 +15,7 @@ from core.settings import Settings, get_settings
 from dataset_store import DatasetStore
 from jobs import JobStore, reconcile_once
 from models import Registry
+from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
 from service.limits import BodyLimitMiddleware
@@ -70,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             manager.stop()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_docs(app)
 
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.deps import ManagerDep
+from service.schemas import errors
 
 router = APIRouter(tags=["health"])
 
@@ -13,7 +14,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 def readyz(manager: ManagerDep) -> JSONResponse:
     if manager.ready():
         return JSONResponse({"status": "ready", "models": sorted(manager.loaded())})
