@@ -106,8 +106,10 @@ def create_job(
     try:
         send_task(settings, task, [job.id])
     except BrokerUnavailable as exc:
-        store.force_finish(job, "failed", f"could not queue the job: {exc}")
-        raise ApiError(503, f"job queue unavailable: {exc}", {"Retry-After": "5"}) from exc
+        # Refused, and no trace left: a job the client was told failed to start must not show up later.
+        store.discard(job)
+        raise ApiError(503, f"job queue unavailable (nothing was created; retry): {exc}",
+                       {"Retry-After": "5"}) from exc
     return {"id": job.id, "state": "queued"}
 
 
