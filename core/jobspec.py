@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from core.validation import finite_number
+from core.validation import DocumentedAs, finite_number
 
 Mode = Literal["auto", "linear", "finetune", "gradual"]
 Optimizer = Literal["sgd", "adamw"]
@@ -32,6 +32,18 @@ MODEL_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 # Numbers arrive as JSON, which Python reads with NaN and Infinity: every model here refuses them.
 FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
 LR_RANGE = "0 < lr <= 10, or 'auto'"
+# The OpenAPI document of what the hand-written validators below accept.
+BASE_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "enum": list(CATALOGUE)},
+              {"type": "string", "pattern": REGISTRY_BASE.pattern}],
+    "description": "a catalogue backbone, or 'registry:<model>:<version>' to continue from a registered version",
+}
+
+
+def number_or_auto(kind: str = "number", **bounds: float) -> dict[str, Any]:
+    return {"anyOf": [{"type": kind, **bounds}, {"type": "string", "const": "auto"}]}
+
+
 WORKERS_RANGE = "0 <= num_workers <= 64, or 'auto'"
 
 
@@ -53,11 +65,11 @@ class TrainSpec(BaseModel):
     valid_ranges: ClassVar[dict[str, str]] = {"lr": LR_RANGE, "num_workers": WORKERS_RANGE}
 
     # What to start from: a catalogue backbone or "registry:<model>:<version>".
-    base: str = "efficientnet_lite0"
+    base: Annotated[str, WithJsonSchema(BASE_SCHEMA)] = "efficientnet_lite0"
     mode: Mode = "auto"
     optimizer: Optimizer = "adamw"
     # Head learning rate; "auto" runs an LR range test on the cached features and picks one.
-    lr: float | Literal["auto"] = 1e-3
+    lr: Annotated[float | Literal["auto"], WithJsonSchema(number_or_auto(exclusiveMinimum=0, maximum=10))] = 1e-3
     # Backbone LR = lr * backbone_lr_scale in the fine-tuning stages (small keeps pretrained features).
     backbone_lr_scale: float = Field(default=0.05, gt=0.0, le=1.0)
     weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
@@ -73,7 +85,8 @@ class TrainSpec(BaseModel):
     augment: Augment = "light"
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    num_workers: int | Literal["auto"] = "auto"
+    num_workers: Annotated[int | Literal["auto"],
+                           WithJsonSchema(number_or_auto("integer", minimum=0, maximum=64))] = "auto"
     ema: bool = False
     # Keep BatchNorm running statistics frozen while fine-tuning (small data: updating them hurts).
     freeze_bn: bool = True
@@ -112,20 +125,37 @@ class TrainSpec(BaseModel):
         return (match.group(1), int(match.group(2))) if match else None
 
 
+def _search_spec() -> type[BaseModel]:
+    from core.searchspec import SearchSpec  # it imports this module for TrainSpec's ranges
+
+    return SearchSpec
+
+
 class JobRequest(BaseModel):
-    """Body of ``POST /v1/jobs``."""
+    """Body of ``POST /v1/jobs``.
 
-    model_config = FINITE
+    ``hyperparameters`` and ``search`` are validated by the route (``TrainSpec``, ``SearchSpec``) so that
+    a 422 names the field with its range; the OpenAPI document shows those models' fields.
+    """
 
-    dataset_id: str = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
+        {"dataset_id": "3f2a9c1e0b7d", "model": "bees", "mode": "finetune",
+         "hyperparameters": {"lr": "auto", "augment": "light", "max_epochs": 6}},
+        {"dataset_id": "3f2a9c1e0b7d", "model": "bees",
+         "search": {"method": "asha", "trials": 27, "max_epochs": 6,
+                    "space": {"lr": "loguniform(1e-4, 1e-2)", "augment": ["none", "light", "standard"]}}},
+    ]})
+
+    dataset_id: str = Field(min_length=1, max_length=64, description="the id POST /v1/datasets answered")
     model: str = Field(pattern=MODEL_NAME, description="1-64 lowercase letters, digits, '_', '-' or '.'")
-    base: str | None = None
+    base: Annotated[str | None, WithJsonSchema(BASE_SCHEMA)] = None
     mode: Mode | None = None
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: Annotated[dict[str, Any], DocumentedAs(lambda: TrainSpec)] = Field(default_factory=dict)
     # Hyper-parameter search (schema and validation: core/searchspec.py); None = one training run.
-    search: dict[str, Any] | None = None
+    search: Annotated[dict[str, Any] | None, DocumentedAs(_search_spec, nullable=True)] = None
     # Allow publishing a label set other than the one ``model`` serves now (models/meaning.py).
-    replace_labels: bool = False
+    replace_labels: bool = Field(default=False, description="publish a label set other than the one the "
+                                 "model serves now (refused for the bootstrapped imagenet model)")
 
     def spec(self) -> TrainSpec:
         """The validated spec (raises pydantic.ValidationError naming the bad hyperparameter)."""

@@ -15,12 +15,14 @@ from core.settings import Settings, get_settings
 from dataset_store import DatasetStore
 from jobs import JobStore, reconcile_once
 from models import Registry
+from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.notify import PromotionListener
 from service.routes import datasets, health, jobs, models
+from transport.broker import BrokerProbe
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_workers=settings.decode_threads or (os.cpu_count() or 1), thread_name_prefix="decode"
         )
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
+        app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
         datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url)
@@ -68,10 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
             await reconciling
             manager.stop()
+            app.state.broker_probe.close()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_docs(app)
 
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes

@@ -18,7 +18,7 @@ from service.deps import DecodePoolDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.onnx_session import softmax, top_k
 from service.preprocess import preprocess
-from service.schemas import PredictResponse
+from service.schemas import PREDICT_BODY, PredictResponse, errors
 
 router = APIRouter()
 
@@ -62,12 +62,12 @@ def list_models(registry: RegistryDep) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=errors(404))
 def get_model(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     return model_view(name, registry, manager)
 
 
-@router.post("/{name}/versions/{version}/activate")
+@router.post("/{name}/versions/{version}/activate", responses=errors(400, 404, 422))
 def activate(name: str, version: int, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     """Point the model at ``version``; answers once this process serves it, or says the swap is pending."""
     registry.activate(name, version)
@@ -127,7 +127,8 @@ async def decode_all(
     return results  # type: ignore[return-value]
 
 
-@router.post("/{name}/predict", response_model=PredictResponse)
+@router.post("/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
+             responses=errors(400, 404, 413, 415, 422, 503))
 async def predict(
     name: str,
     request: Request,
