@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     job_timeout_s: float = 6 * 3600.0
     job_max_attempts: int = 3  # a job whose worker was lost this many times is failed, not retried
     task_queue: str = "tuneserve"  # Celery queue the API sends to and workers consume
+
+    # Access (README, "Running in production"). API keys: comma-separated ``role:key`` pairs, roles admin
+    # and predict; or a file of one ``role:key`` a line (keeps them out of process listings). SecretStr
+    # so a logged or printed Settings never shows them. No keys: `serve` binds loopback addresses only,
+    # unless allow_anonymous says the operator means it.
+    api_keys: SecretStr = SecretStr("")
+    api_keys_file: Path | None = None
+    allow_anonymous: bool = False
+    # Origins (scheme://host[:port], comma-separated) whose pages may call the API cross-site (CORS).
+    allowed_origins: str = ""
 
     @property
     def models_dir(self) -> Path:

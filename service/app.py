@@ -10,16 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from core.settings import Settings, get_settings
 from dataset_store import DatasetStore
 from jobs import JobStore, reconcile_once
 from models import Registry
+from service.auth import ApiKeyMiddleware, load_keys
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.notify import PromotionListener
+from service.origins import CrossSiteGuard, cors_options, parse_origins
 from service.routes import datasets, health, jobs, models
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    # Added last = runs first: a request without the right key is refused before its body is read.
+    app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings))
+    origins = parse_origins(settings.allowed_origins)
+    app.add_middleware(CrossSiteGuard, allowed=origins)  # before the key check: a foreign page never gets in
+    if origins:  # outermost, so 401/403 answers carry CORS headers the allowed page can read
+        app.add_middleware(CORSMiddleware, **cors_options(origins))  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])

@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from core.settings import Settings, get_settings
+from service.auth import bind_refusal
 from service.gpu_pipeline import require_decoder
 from service.selection import DecoderUnavailable
 from transport.embedded_redis import EmbeddedRedis, discover
@@ -123,6 +124,9 @@ def run(command: str, args: list[str]) -> int:
     workers = opts.workers or settings.api_workers
     if workers < 1:
         parser.error("--workers must be at least 1")
+    if refusal := bind_refusal(settings, opts.host or settings.host):
+        log.error("%s", refusal)  # names the setting; never a key
+        return 2
     try:
         require_decoder(settings.decoder)
     except DecoderUnavailable as exc:
