@@ -21,9 +21,11 @@ from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
+from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exited
 from service.notify import PromotionListener
 from service.origins import CrossSiteGuard, cors_options, parse_origins
 from service.routes import datasets, health, jobs, models
+from service.routes import metrics as metrics_route
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         datasets.sweep_stale_uploads(settings.work_dir / "uploads")
         job_store = JobStore(settings.resolved_database_url)
         app.state.job_store = job_store
+        app.state.metrics_state = StateCollector(registry, job_store)
         app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0
         # Jobs whose worker died while no worker was up are re-queued (or failed) now, off the loop.
         reconciling = asyncio.get_running_loop().run_in_executor(None, reconcile_at_start, settings)
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await reconciling
             manager.stop()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+            mark_exited()
 
     app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
@@ -86,7 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CrossSiteGuard, allowed=origins)  # before the key check: a foreign page never gets in
     if origins:  # outermost, so 401/403 answers carry CORS headers the allowed page can read
         app.add_middleware(CORSMiddleware, **cors_options(origins))  # type: ignore[arg-type]
+    app.add_middleware(RequestMetricsMiddleware, routes=lambda: app.routes)  # outermost: refusals count too
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])

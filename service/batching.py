@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.settings import Settings
+from service import metrics
 from service.onnx_session import CUDA, OnnxEngine
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Batcher:
             raise ValueError("max_batch_size and max_queue must be at least 1")
         self.engine = engine
         self.settings = settings
+        self.model = name.removeprefix("batcher-")  # the manager names batchers after their model
         self._in_flight = in_flight or (lambda: 0)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._pending_images = 0
@@ -159,6 +161,7 @@ class Batcher:
                     f"limit {self.settings.max_queue}); retry shortly"
                 )
             self._pending_images += request.count
+        metrics.queue_changed(self.model, request.count)
         self._queue.put(request)
         self._wake_idle_lane()
         return request.future
@@ -271,6 +274,7 @@ class Batcher:
             with self._count_lock:  # freed before the answers go out: a caller may resubmit at once
                 self._active -= 1
                 self._pending_images -= count
+            metrics.queue_changed(self.model, -count)
         for fut, result, exc in outcomes:
             _deliver(fut, result, exc)
 
@@ -292,7 +296,9 @@ class Batcher:
 
     def _run_batch(self, batch: list[_Request], lane: int, side_by_side: bool) -> list[_Outcome]:
         try:
+            started = time.perf_counter()
             logits = self._infer(batch, lane, side_by_side)
+            metrics.observe_batch(self.model, sum(r.count for r in batch), time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - delivered to the requests, never kills the thread
             if len(batch) > 1:  # find the culprit: each request alone, so only it fails
                 log.warning("batch of %d requests failed (%s); retrying one by one", len(batch), exc)

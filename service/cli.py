@@ -23,6 +23,7 @@ import uvicorn
 from core.settings import Settings, get_settings
 from service.auth import bind_refusal
 from service.gpu_pipeline import require_decoder
+from service.metrics import prepare_multiprocess
 from service.selection import DecoderUnavailable
 from transport.embedded_redis import EmbeddedRedis, discover
 
@@ -96,6 +97,7 @@ def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
         return
     os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
+    prepare_multiprocess(settings.work_dir)  # /metrics adds up every worker's samples
     os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="info", access_log=False, log_config=worker_log_config())

@@ -20,6 +20,7 @@ import numpy as np
 
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
+from service import metrics
 from service.gpu_batcher import build_batcher, warm_up
 from service.onnx_session import CUDA, OnnxEngine, choose_providers
 from service.preprocess import preprocess
@@ -235,6 +236,7 @@ class ModelManager:
             name, new.version, new.provider, time.perf_counter() - started,
         )
         if current is not None:
+            metrics.swapped(name)
             current.retire()
 
     def wake(self) -> None:
