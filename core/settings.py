@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # Origins (scheme://host[:port], comma-separated) whose pages may call the API cross-site (CORS).
     allowed_origins: str = ""
 
+    # Logs: text or json lines (json carries job_id, model and version as keys); DEBUG adds a line per request.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"

@@ -24,6 +24,7 @@ from service.manager import ModelManager
 from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exited
 from service.notify import PromotionListener
 from service.origins import CrossSiteGuard, cors_options, parse_origins
+from service.requestlog import RequestLogMiddleware
 from service.routes import datasets, health, jobs, models
 from service.routes import metrics as metrics_route
 
@@ -90,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CrossSiteGuard, allowed=origins)  # before the key check: a foreign page never gets in
     if origins:  # outermost, so 401/403 answers carry CORS headers the allowed page can read
         app.add_middleware(CORSMiddleware, **cors_options(origins))  # type: ignore[arg-type]
-    app.add_middleware(RequestMetricsMiddleware, routes=lambda: app.routes)  # outermost: refusals count too
+    app.add_middleware(RequestMetricsMiddleware, routes=lambda: app.routes)  # refusals count too
+    app.add_middleware(RequestLogMiddleware)  # outermost: sees every request and every hang-up
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(models.router, prefix="/v1/models", tags=["models"])

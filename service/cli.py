@@ -9,17 +9,16 @@ API stops. SIGINT/SIGTERM stop uvicorn gracefully, then the worker, then Redis.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import uvicorn
 
+from core.logs import logging_config
 from core.settings import Settings, get_settings
 from service.auth import bind_refusal
 from service.gpu_pipeline import require_decoder
@@ -91,27 +90,17 @@ def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
     one that dies). Worker processes build their settings from the environment, so the broker URL
     chosen here goes to them that way; each loads the active models and follows promotions (registry
     pointer polling plus Redis pub/sub) on its own."""
+    log_config = logging_config(settings.log_format, settings.log_level)  # uvicorn's lines in our format
     if workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=log_config)
         return
     os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
     prepare_multiprocess(settings.work_dir)  # /metrics adds up every worker's samples
     os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, log_config=worker_log_config())
-
-
-def worker_log_config() -> dict[str, Any]:
-    """uvicorn's logging plus our modules' (INFO, the CLI's format): worker processes start with no
-    logging set up, and would drop every tuneserve line under WARNING (swaps, loads)."""
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["formatters"]["tuneserve"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    config["handlers"]["tuneserve"] = {"formatter": "tuneserve", "class": "logging.StreamHandler",
-                                       "stream": "ext://sys.stderr"}
-    config["root"] = {"handlers": ["tuneserve"], "level": "INFO"}
-    return config
+                access_log=False, log_config=log_config)
 
 
 def run(command: str, args: list[str]) -> int:

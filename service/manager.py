@@ -226,7 +226,8 @@ class ModelManager:
             info = self.registry.get(name, active)
             new = LoadedModel(info, self.settings)
         except (RegistryError, Exception) as exc:  # noqa: BLE001 - any load failure keeps the old one
-            log.error("could not load %s version %s: %s; keeping the old one", name, active, exc)
+            log.error("could not load %s version %s: %s; keeping the old one", name, active, exc,
+                      extra={"model": name, "version": active})
             self.errors[name] = LoadError(version=active, error=str(exc))
             return
         self._models[name] = new  # the swap: one reference
@@ -234,6 +235,7 @@ class ModelManager:
         log.info(
             "serving %s version %d on %s (loaded in %.2fs)",
             name, new.version, new.provider, time.perf_counter() - started,
+            extra={"model": name, "version": new.version},
         )
         if current is not None:
             metrics.swapped(name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
+from core.logs import log_fields
 from core.settings import Settings, get_settings
 from core.task_names import TASK_RECONCILE, TASK_TRAIN
 from jobs import Job, JobStore, reconcile_once
@@ -61,10 +62,17 @@ def run_train_job(job_id: str, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     store = JobStore(settings.resolved_database_url)
     owner = owner_id()
-    job = store.claim(job_id, owner, settings.lease_seconds, settings.job_max_attempts)
-    if job is None:
-        log.info("job %s: not claimable (taken, finished or retried too often); skipping", job_id)
-        return "skipped"
+    with log_fields(job_id=job_id):  # every line of this job says which job (a JSON key with log_format=json)
+        job = store.claim(job_id, owner, settings.lease_seconds, settings.job_max_attempts)
+        if job is None:
+            log.info("job %s: not claimable (taken, finished or retried too often); skipping", job_id)
+            return "skipped"
+        with log_fields(model=job.model):
+            return _run_claimed(job, settings, store, owner)
+
+
+def _run_claimed(job: Job, settings: Settings, store: JobStore, owner: str) -> str:
+    job_id = job.id
     log.info("job %s: attempt %d on %s", job_id, job.attempts, owner)
     deadline = job.created_at + settings.job_timeout_s
     with Heartbeat(store, job_id, owner, settings.lease_seconds, deadline) as beat:

@@ -7,10 +7,11 @@ imports the web stack.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Protocol
+
+from core.logs import configure_logging
 
 
 class CommandModule(Protocol):
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)  # noqa: T201
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # TUNESERVE_LOG_FORMAT / TUNESERVE_LOG_LEVEL
     module = COMMANDS[command][0]()
     return int(module.run(command, rest) or 0)
 
