@@ -87,6 +87,22 @@ class Settings(BaseSettings):
     # Origins (scheme://host[:port], comma-separated) whose pages may call the API cross-site (CORS).
     allowed_origins: str = ""
 
+    # Slow and greedy clients (service/guards.py, service/http_protocol.py). A connection must finish
+    # sending its headers within header_timeout_s; a body must never stall longer than body_idle_timeout_s
+    # and, after body_grace_s, arrive at min_body_rate bytes/s on average; otherwise 408 and closed.
+    header_timeout_s: float = 10.0
+    body_idle_timeout_s: float = 15.0
+    body_grace_s: float = 10.0
+    min_body_rate: float = 1024.0
+    # Requests with a large body (over 1 MiB, or chunked) held at once per process; more wait up to
+    # upload_wait_s for a slot, then get 503 + Retry-After (bounds the memory unfinished bodies take).
+    max_inflight_uploads: int = Field(default=8, ge=1)
+    upload_wait_s: float = 5.0
+    # Fair queue: a request of many images holds at most max_queue * queue_share of them queued at once
+    # (the rest follow as those finish); such requests wait up to queue_wait_s for room, then 503.
+    queue_share: float = Field(default=0.25, gt=0, le=1)
+    queue_wait_s: float = 30.0
+
     # Logs: text or json lines (json carries job_id, model and version as keys); DEBUG adds a line per request.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

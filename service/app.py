@@ -19,6 +19,7 @@ from models import Registry
 from service.auth import ApiKeyMiddleware, load_keys
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
+from service.guards import BodyGuardMiddleware, BodyLimits
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exited
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(BodyGuardMiddleware, limits=BodyLimits.from_settings(settings))  # slow bodies: 408
     # Added last = runs first: a request without the right key is refused before its body is read.
     app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings))
     origins = parse_origins(settings.allowed_origins)

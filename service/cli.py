@@ -22,6 +22,7 @@ from core.logs import logging_config
 from core.settings import Settings, get_settings
 from service.auth import bind_refusal
 from service.gpu_pipeline import require_decoder
+from service.http_protocol import GuardedHttpToolsProtocol
 from service.metrics import prepare_multiprocess
 from service.selection import DecoderUnavailable
 from transport.embedded_redis import EmbeddedRedis, discover
@@ -94,13 +95,14 @@ def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=log_config)
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=log_config,
+                    http=GuardedHttpToolsProtocol)
         return
     os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
     prepare_multiprocess(settings.work_dir)  # /metrics adds up every worker's samples
     os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=False, log_config=log_config)
+                access_log=False, log_config=log_config, http=GuardedHttpToolsProtocol)
 
 
 def run(command: str, args: list[str]) -> int:
