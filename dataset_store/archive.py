@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, BinaryIO, Literal
 
 from core.datasets.errors import ArchiveCorrupt, ArchiveTooLarge, ArchiveUnsafe, UnsupportedArchive
 from core.datasets.schemas import IngestLimits, Problem
@@ -299,7 +299,7 @@ def _check_tar_count(archive: Path, limit: int) -> None:
     with archive.open("rb") as raw:
         head = raw.read(6)
         raw.seek(0)
-        stream: IO[bytes] = raw
+        stream: BinaryIO = raw
         if head[:2] == b"\x1f\x8b":
             stream = gzip.GzipFile(fileobj=raw)
         elif head[:3] == b"BZh":
@@ -319,7 +319,7 @@ def _check_tar_count(archive: Path, limit: int) -> None:
 _TAR_META_OR_DIR = frozenset({b"5", b"x", b"g", b"L", b"K"})  # folders, pax and GNU long-name headers
 
 
-def _tar_typeflags(stream: IO[bytes]) -> Iterator[bytes]:
+def _tar_typeflags(stream: BinaryIO) -> Iterator[bytes]:
     """The type flag of each header, in order, until the end-of-archive block or the data ends."""
     while len(block := stream.read(512)) == 512 and block.count(0) != 512:
         field = block[124:136]
