@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import logging
 import lzma
 import re
@@ -26,7 +27,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO, Literal
+from typing import IO, Literal
 
 from core.datasets.errors import ArchiveCorrupt, ArchiveTooLarge, ArchiveUnsafe, UnsupportedArchive
 from core.datasets.schemas import IngestLimits, Problem
@@ -299,7 +300,7 @@ def _check_tar_count(archive: Path, limit: int) -> None:
     with archive.open("rb") as raw:
         head = raw.read(6)
         raw.seek(0)
-        stream: BinaryIO = raw
+        stream: io.BufferedIOBase = raw
         if head[:2] == b"\x1f\x8b":
             stream = gzip.GzipFile(fileobj=raw)
         elif head[:3] == b"BZh":
@@ -319,7 +320,7 @@ def _check_tar_count(archive: Path, limit: int) -> None:
 _TAR_META_OR_DIR = frozenset({b"5", b"x", b"g", b"L", b"K"})  # folders, pax and GNU long-name headers
 
 
-def _tar_typeflags(stream: BinaryIO) -> Iterator[bytes]:
+def _tar_typeflags(stream: io.BufferedIOBase) -> Iterator[bytes]:
     """The type flag of each header, in order, until the end-of-archive block or the data ends."""
     while len(block := stream.read(512)) == 512 and block.count(0) != 512:
         field = block[124:136]
