@@ -119,8 +119,8 @@ def unfinished_bodies(server: Server, n: int, size: int) -> dict[str, Any]:
         peak = max(peak, rss_mib(server.pid))
         time.sleep(0.05)
     counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
-    return {"n": n, "size_mib": size >> 20, "rss_before": before, "rss_peak": peak, "done_s": time.monotonic() - started,
-            "outcomes": counts, "rss_after": rss_mib(server.pid)}
+    return {"n": n, "size_mib": size >> 20, "rss_before": before, "rss_peak": peak,
+            "done_s": time.monotonic() - started, "outcomes": counts, "rss_after": rss_mib(server.pid)}
 
 
 def many_entries(tmp: Path, entries: int) -> Path:

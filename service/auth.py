@@ -25,10 +25,11 @@ Role = Literal["admin", "predict"]
 ROLES: tuple[Role, ...] = ("admin", "predict")
 
 # Open to anyone: probes, the scrape endpoint, the API description (it holds no data, and Swagger UI
-# needs it before the user can press "Authorize"), and the web console's page shell (its API calls
-# carry the key the user enters).
+# needs it before the user can press "Authorize"), and the web console's page and static assets (a
+# browser cannot send a key when it loads a page; the console's API calls carry the key).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
                           "/redoc", "/"})
+PUBLIC_PREFIXES = ("/console/",)
 READ_METHODS = frozenset({"GET", "HEAD"})
 PREDICT_PATH = re.compile(r"^/v1/models/[^/]+/predict$")
 
@@ -97,7 +98,7 @@ def bind_refusal(settings: Settings, host: str) -> str | None:
 
 def required_role(method: str, path: str) -> Role | None:
     """The least role a request needs (None: public). predict covers reads and predictions."""
-    if path in PUBLIC_PATHS:
+    if path in PUBLIC_PATHS or (method in READ_METHODS and path.startswith(PUBLIC_PREFIXES)):
         return None
     if method in READ_METHODS or (method == "POST" and PREDICT_PATH.match(path)):
         return "predict"

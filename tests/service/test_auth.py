@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from core.settings import Settings
 from service.app import create_app
-from service.auth import PUBLIC_PATHS, bind_refusal, load_keys
+from service.auth import PUBLIC_PATHS, bind_refusal, load_keys, required_role
 from tests.integration.procs import REPO, Server, base_env, private_broker
 from tests.service.live import live_server
 
@@ -84,6 +84,12 @@ def test_answers_say_what_to_send(server: tuple[str, list[tuple[str, str]]]) -> 
         ok = http.post("/v1/models/imagenet/predict", content=photo,
                        headers={"Authorization": f"Bearer {FILE_PREDICT}", "Content-Type": "image/jpeg"})
         assert ok.status_code == 200 and ok.json()["results"][0]["predictions"][0]["label"]
+
+
+def test_only_the_console_assets_are_open_under_their_prefix() -> None:
+    assert required_role("GET", "/console/app.js") is None
+    assert required_role("POST", "/console/app.js") == "admin"
+    assert required_role("GET", "/consolex") == "predict" and required_role("GET", "/v1/console/x") == "predict"
 
 
 def test_bad_key_settings_are_named_not_quoted(settings: Settings, tmp_path: Path) -> None:
