@@ -1,6 +1,6 @@
 """Torch-free schema of a training job: what ``POST /v1/jobs`` accepts and what a worker runs.
 
-``TrainSpec`` is the one definition of a fine-tuning run (``trainer.spec`` re-exports it), so the API
+``TrainSpec`` is the one definition of a fine-tuning run (the trainer imports it from here), so the API
 rejects bad hyperparameters with a 422 before anything is queued, without importing torch. The
 spec is stored in the model's lineage and in checkpoints, so it must round-trip through JSON.
 Defaults were chosen by measurement on hymenoptera (see docs/benchmarks.md, "Fine-tuning").
@@ -10,6 +10,7 @@ The job stores only the fields the client set (``exclude_unset``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
@@ -109,22 +110,14 @@ class TrainSpec(BaseModel):
     @field_validator("num_workers", mode="before")
     @classmethod
     def _check_workers(cls, value: Any) -> int | str:
-        if value == "auto":
-            return "auto"
-        number = finite_number(value)
-        if number is None or number != int(number) or not 0 <= number <= 64:
-            raise ValueError(f"num_workers must be a whole number or 'auto' (valid: {WORKERS_RANGE})")
-        return int(number)
+        number = _number_or_auto(value, lambda n: n == int(n) and 0 <= n <= 64,
+                                 f"num_workers must be a whole number or 'auto' (valid: {WORKERS_RANGE})")
+        return number if number == "auto" else int(number)
 
     @field_validator("lr", mode="before")
     @classmethod
     def _check_lr(cls, value: Any) -> float | str:
-        if value == "auto":
-            return "auto"
-        number = finite_number(value)
-        if number is None or not 0.0 < number <= 10.0:
-            raise ValueError(f"lr must be a number or 'auto' (valid: {LR_RANGE})")
-        return number
+        return _number_or_auto(value, lambda n: 0.0 < n <= 10.0, f"lr must be a number or 'auto' (valid: {LR_RANGE})")
 
     def registry_base(self) -> tuple[str, int] | None:
         """``(model, version)`` when the base is a registered version, else None."""
@@ -160,6 +153,9 @@ class JobRequest(BaseModel):
     hyperparameters: Annotated[dict[str, Any], DocumentedAs(lambda: TrainSpec)] = Field(default_factory=dict)
     # Hyper-parameter search (schema and validation: core/searchspec.py); None = one training run.
     search: Annotated[dict[str, Any] | None, DocumentedAs(_search_spec, nullable=True)] = None
+    # Allow publishing a label set other than the one ``model`` serves now (models/meaning.py).
+    replace_labels: bool = Field(default=False, description="publish a label set other than the one the "
+                                 "model serves now (refused for the bootstrapped imagenet model)")
 
     def spec(self) -> TrainSpec:
         """The validated spec (raises pydantic.ValidationError naming the bad hyperparameter)."""
@@ -169,3 +165,22 @@ class JobRequest(BaseModel):
             if value is not None:
                 fields[key] = value
         return TrainSpec.model_validate(fields)
+
+
+def _number_or_auto(value: Any, valid: Callable[[float], bool], message: str) -> float | str:
+    """``"auto"``, or a finite number that ``valid`` accepts; else ``message``."""
+    if value == "auto":
+        return "auto"
+    number = finite_number(value)
+    if number is None or not valid(number):
+        raise ValueError(message)
+    return number
+
+
+# Keys a stored job spec carries beside the TrainSpec fields (the worker strips them).
+JOB_KEYS = ("search", "replace_labels")
+
+
+def train_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    """The TrainSpec fields of a stored job spec."""
+    return {k: v for k, v in stored.items() if k not in JOB_KEYS}

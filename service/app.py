@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def reconcile_at_start(settings: Settings) -> None:
     try:
         reconcile_once(settings)
-    except Exception:  # noqa: BLE001 - the API serves predictions even if the job store is unwell
+    except Exception:  # the API serves predictions even if the job store is unwell
         log.exception("job reconciliation at start failed")
 
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
-        datasets.sweep_stale_uploads(settings.work_dir / "uploads")
+        datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url)
         app.state.job_store = job_store
         app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0

@@ -293,7 +293,7 @@ class Batcher:
     def _run_batch(self, batch: list[_Request], lane: int, side_by_side: bool) -> list[_Outcome]:
         try:
             logits = self._infer(batch, lane, side_by_side)
-        except Exception as exc:  # noqa: BLE001 - delivered to the requests, never kills the thread
+        except Exception as exc:  # delivered to the requests, never kills the thread
             if len(batch) > 1:  # find the culprit: each request alone, so only it fails
                 log.warning("batch of %d requests failed (%s); retrying one by one", len(batch), exc)
                 return [outcome for req in batch for outcome in self._run_batch([req], lane, side_by_side)]

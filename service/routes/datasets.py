@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from fastapi import APIRouter, Request, Response
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from core.datasets import IngestLimits
@@ -153,7 +154,7 @@ def _dataset_name(upload: MultipartUpload) -> str | None:
 async def upload_dataset(request: Request, response: Response, store: DatasetStoreDep,
                          settings: SettingsDep) -> dict[str, Any]:
     """Upload a .zip/.tar/.tar.gz; 201 with the report, or 200 when this archive is already stored."""
-    upload = MultipartUpload(_boundary(request), settings.work_dir / "uploads")
+    upload = MultipartUpload(_boundary(request), settings.uploads_dir)
     try:
         async for chunk in request.stream():
             upload.write(chunk)

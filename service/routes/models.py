@@ -102,7 +102,7 @@ async def read_images(request: Request) -> tuple[list[bytes], list[str | None]]:
         files = [f for f in form.getlist("file") if not isinstance(f, str)]
         if not files:
             raise ApiError(422, "no image: send one or more multipart fields named 'file'")
-        return [await f.read() for f in files], [f.filename or None for f in files]  # type: ignore[union-attr]
+        return [await f.read() for f in files], [f.filename or None for f in files]
     body = await request.body()
     if not body:
         raise ApiError(422, "no image: send multipart field 'file' or a raw image/* body")
