@@ -135,6 +135,12 @@ class JobStore:
         with self._session() as s:
             return [Job.of(r) for r in s.scalars(query)]
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (states without jobs are absent)."""
+        query = select(JobRow.state, func.count()).group_by(JobRow.state)
+        with self._session() as s:
+            return {state: int(n) for state, n in s.execute(query)}
+
     def unfinished_on_dataset(self, dataset_id: str) -> int:
         """How many queued or running jobs use ``dataset_id`` (a dataset in use cannot be deleted)."""
         query = select(func.count()).select_from(JobRow).where(

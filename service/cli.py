@@ -9,21 +9,23 @@ API stops. SIGINT/SIGTERM stop uvicorn gracefully, then the worker, then Redis.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import uvicorn
 
 from core.extras import train_extra_message
+from core.logs import logging_config
 from core.procs import die_with_parent
 from core.settings import Settings, get_settings
+from service.auth import bind_refusal
 from service.gpu_pipeline import require_decoder
+from service.http_protocol import GuardedHttpToolsProtocol
+from service.metrics import prepare_multiprocess
 from service.selection import DecoderUnavailable
 from transport.embedded_redis import EmbeddedRedis, discover, stop_stale
 
@@ -99,28 +101,19 @@ def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
     one that dies). Worker processes build their settings from the environment, so the broker URL
     chosen here goes to them that way; each loads the active models and follows promotions (registry
     pointer polling plus Redis pub/sub) on its own."""
+    log_config = logging_config(settings.log_format, settings.log_level)  # uvicorn's lines in our format
     if workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
-                    timeout_graceful_shutdown=HTTP_STOP_S)
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=log_config,
+                    http=GuardedHttpToolsProtocol, timeout_graceful_shutdown=HTTP_STOP_S)
         return
     os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
+    prepare_multiprocess(settings.work_dir)  # /metrics adds up every worker's samples
     os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, log_config=worker_log_config(),
+                access_log=False, log_config=log_config, http=GuardedHttpToolsProtocol,
                 timeout_graceful_shutdown=HTTP_STOP_S)
-
-
-def worker_log_config() -> dict[str, Any]:
-    """uvicorn's logging plus our modules' (INFO, the CLI's format): worker processes start with no
-    logging set up, and would drop every tuneserve line under WARNING (swaps, loads)."""
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["formatters"]["tuneserve"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    config["handlers"]["tuneserve"] = {"formatter": "tuneserve", "class": "logging.StreamHandler",
-                                       "stream": "ext://sys.stderr"}
-    config["root"] = {"handlers": ["tuneserve"], "level": "INFO"}
-    return config
 
 
 def run(command: str, args: list[str]) -> int:
@@ -135,6 +128,9 @@ def run(command: str, args: list[str]) -> int:
     workers = opts.workers or settings.api_workers
     if workers < 1:
         parser.error("--workers must be at least 1")
+    if refusal := bind_refusal(settings, opts.host or settings.host):
+        log.error("%s", refusal)  # names the setting; never a key
+        return 2
     try:
         require_decoder(settings.decoder)
     except DecoderUnavailable as exc:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from core.images import Source, open_image, to_rgb
 from models.manifest import Preprocessing
+from service.metrics import DECODE_SECONDS
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -79,8 +80,9 @@ def preprocess(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """One image to a (3, crop, crop) float32 array, normalised (into ``out`` when given)."""
-    img = decode(source, pre, max_pixels, use_draft)
-    if out is None:
-        out = np.empty((3, pre.crop, pre.crop), dtype=np.float32)
-    normalise_into(img, pre, out)
+    with DECODE_SECONDS.time():
+        img = decode(source, pre, max_pixels, use_draft)
+        if out is None:
+            out = np.empty((3, pre.crop, pre.crop), dtype=np.float32)
+        normalise_into(img, pre, out)
     return out

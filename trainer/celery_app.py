@@ -9,9 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 
+from core.logs import configure_logging
 from core.settings import get_settings
 from transport.broker import broker_url, celery_config
+
+
+@setup_logging.connect
+def _our_logging(**_: Any) -> None:
+    """Celery would replace the root logger's handlers with its own format; ours (text or JSON) instead."""
+    configure_logging()
 
 
 def _config() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
+from core.logs import log_fields
 from core.settings import get_settings
 from core.task_names import TASK_RECONCILE, TASK_TRAIN
 from jobs import reconcile_once
@@ -39,7 +40,8 @@ def _stop_reconciler(**_: Any) -> None:
 @app.task(name=TASK_TRAIN, ignore_result=True)
 def train(job_id: str) -> str:
     # The reconciler re-queues every kind of job under this name: a search goes to its own task.
-    return run_search_if_search_job(job_id) or run_train_job(job_id)
+    with log_fields(job_id=job_id):  # every line of this job names it (a JSON key with log_format=json)
+        return run_search_if_search_job(job_id) or run_train_job(job_id)
 
 
 @app.task(name=TASK_RECONCILE, ignore_result=True)

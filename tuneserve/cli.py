@@ -7,12 +7,12 @@ imports the web stack.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Protocol
 
 from core.extras import train_extra_message
+from core.logs import configure_logging
 
 
 class CommandModule(Protocol):
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in NEEDS_TRAIN_EXTRA and (message := train_extra_message(f"tuneserve {command}")):
         print(message, file=sys.stderr)  # noqa: T201 - CLI output
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # TUNESERVE_LOG_FORMAT / TUNESERVE_LOG_LEVEL
     module = COMMANDS[command][0]()
     return int(module.run(command, rest) or 0)
 

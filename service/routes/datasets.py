@@ -18,9 +18,13 @@ from fastapi import APIRouter, Request, Response
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from core.datasets import IngestLimits
+from core.datasets import Dataset, IngestLimits
+from core.settings import Settings
+from dataset_store import DatasetStore
 from dataset_store.store import default_name, remove_stale
+from service import metrics
 from service.deps import DatasetStoreDep, SettingsDep
 from service.errors import ApiError
 from service.schemas import DATASET_UPLOAD_BODY, errors
@@ -154,6 +158,20 @@ def _dataset_name(upload: MultipartUpload) -> str | None:
 async def upload_dataset(request: Request, response: Response, store: DatasetStoreDep,
                          settings: SettingsDep) -> dict[str, Any]:
     """Upload a .zip/.tar/.tar.gz; 201 with the report, or 200 when this archive is already stored."""
+    try:
+        dataset, created = await _receive_and_ingest(request, store, settings)
+    except ClientDisconnect:
+        metrics.upload_finished("aborted")
+        raise
+    except Exception:
+        metrics.upload_finished("refused")
+        raise
+    metrics.upload_finished("created" if created else "duplicate")
+    response.status_code = 201 if created else 200
+    return dataset.report()
+
+
+async def _receive_and_ingest(request: Request, store: DatasetStore, settings: Settings) -> tuple[Dataset, bool]:
     upload = MultipartUpload(_boundary(request), settings.uploads_dir)
     try:
         async for chunk in request.stream():
@@ -164,12 +182,10 @@ async def upload_dataset(request: Request, response: Response, store: DatasetSto
         if upload.size == 0:
             raise ApiError(400, "the uploaded archive is empty (0 bytes)")
         limits = IngestLimits.from_settings(settings)
-        dataset, created = await run_in_threadpool(
+        return await run_in_threadpool(
             store.ingest, upload.path, _dataset_name(upload), limits, upload.sha256.hexdigest())
     finally:
         upload.cleanup()
-    response.status_code = 201 if created else 200
-    return dataset.report()
 
 
 @router.get("")

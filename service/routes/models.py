@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from core.images import ImageError
 from models import VersionInfo
 from models.manifest import Preprocessing
+from service import metrics
 from service.deps import DecodePoolDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.onnx_session import softmax, top_k
@@ -151,6 +152,7 @@ async def predict(
         version, labels, temperature = loaded.version, loaded.labels, loaded.temperature
     finally:
         loaded.release()
+    metrics.predicted(name, version, len(payloads))
     probs = softmax(logits, temperature)
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).
