@@ -238,7 +238,7 @@ def main() -> int:
         print(result)  # noqa: T201 - the benchmark's report
         return 0
     text = markdown(result)
-    print(text)  # noqa: T201 - the benchmark's report
+    print(text)
     if args.write_docs:
         write_section(SECTION, text)
     return 0

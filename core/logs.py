@@ -81,7 +81,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name (camelCase)
         line = super().formatMessage(record)
         extra = " ".join(f"{k}={v}" for k, v in _fields_of(record).items())
         return f"{line} [{extra}]" if extra else line

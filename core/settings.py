@@ -120,6 +120,31 @@ class Settings(BaseSettings):
         """Scratch space for checkpoints, caches and temp uploads (same filesystem as home)."""
         return self.home / "work"
 
+    # The work dir's sub-paths: every module that writes scratch files asks here.
+    @property
+    def uploads_dir(self) -> Path:
+        return self.work_dir / "uploads"
+
+    def job_checkpoint_dir(self, job_id: str) -> Path:
+        """A training job's checkpoint (removed when the job ends)."""
+        return self.work_dir / "jobs" / job_id
+
+    def pixel_cache_dir(self, dataset_id: str) -> Path:
+        """Decoded pixels of a dataset, shared by every job and trial on it."""
+        return self.work_dir / "cache" / dataset_id
+
+    def cli_cache_dir(self, dataset_id: str) -> Path:
+        """``tuneserve train``'s decoded pixels (kept apart from the workers')."""
+        return self.work_dir / "cli" / dataset_id / "cache"
+
+    def search_dir(self, job_id: str) -> Path:
+        """A search's saved best-trial models (the finalizer publishes the best one)."""
+        return self.work_dir / "search" / job_id
+
+    def optuna_journal(self, job_id: str) -> Path:
+        """A search's Optuna journal when no PostgreSQL is configured."""
+        return self.work_dir / "optuna" / f"{job_id}.log"
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'jobs.db').resolve()}"

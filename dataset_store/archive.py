@@ -247,19 +247,25 @@ def _unpack_zip(archive: Path, dest: Path, budget: _Budget, on_file: OnFile) -> 
     return out
 
 
+def _admit(raw: str, kind: str, size: int, budget: _Budget) -> str | None:
+    """The safe name of a file entry, counted against the budget; None for a folder; refuses anything else."""
+    name = safe_name(raw)
+    if kind not in ("dir", "file"):
+        raise ArchiveUnsafe(f"archive entry {raw!r} is a {kind}; {ONLY_FILES}")
+    if kind == "dir":
+        return None
+    budget.add_file(name, size)
+    return name
+
+
 def _check_zip_entries(infos: list[zipfile.ZipInfo], budget: _Budget) -> list[tuple[str, zipfile.ZipInfo]]:
     """Vet every entry before extracting any; return the (name, info) pairs worth extracting."""
     lim = budget.limits
     todo = []
     for info in infos:
-        raw = _zip_name(info)[0]
-        name = safe_name(raw)
-        kind = _zip_kind(info)
-        if kind not in ("dir", "file"):
-            raise ArchiveUnsafe(f"archive entry {raw!r} is a {kind}; {ONLY_FILES}")
-        if kind == "dir":
+        name = _admit(_zip_name(info)[0], _zip_kind(info), info.file_size, budget)
+        if name is None:
             continue
-        budget.add_file(name, info.file_size)
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > lim.ratio_floor_bytes and ratio > lim.max_compression_ratio:
             raise ArchiveTooLarge(
@@ -355,13 +361,9 @@ def _unpack_tar(archive: Path, dest: Path, budget: _Budget, on_file: OnFile) -> 
 def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget: _Budget,
                 out: Unpacked, on_file: OnFile) -> None:
     raw, legacy = decode_name(member.name)
-    name = safe_name(raw)
-    kind = _tar_kind(member)
-    if kind not in ("dir", "file"):
-        raise ArchiveUnsafe(f"archive entry {raw!r} is a {kind}; {ONLY_FILES}")
-    if kind == "dir":
+    name = _admit(raw, _tar_kind(member), member.size, budget)
+    if name is None:
         return
-    budget.add_file(name, member.size)
     if not name or is_junk(name):
         out.skipped += 1
         return

@@ -17,6 +17,7 @@ from dataset_store import DatasetStore
 from jobs import JobStore, reconcile_once
 from models import Registry
 from service.auth import ApiKeyMiddleware, load_keys
+from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
 from service.guards import BodyGuardMiddleware, BodyLimits
@@ -28,6 +29,7 @@ from service.origins import CrossSiteGuard, cors_options, parse_origins
 from service.requestlog import RequestLogMiddleware
 from service.routes import datasets, health, jobs, models
 from service.routes import metrics as metrics_route
+from transport.broker import BrokerProbe
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 def reconcile_at_start(settings: Settings) -> None:
     try:
         reconcile_once(settings)
-    except Exception:  # noqa: BLE001 - the API serves predictions even if the job store is unwell
+    except Exception:  # the API serves predictions even if the job store is unwell
         log.exception("job reconciliation at start failed")
 
 
@@ -55,8 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_workers=settings.decode_threads or (os.cpu_count() or 1), thread_name_prefix="decode"
         )
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
+        app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
-        datasets.sweep_stale_uploads(settings.work_dir / "uploads")
+        datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url)
         app.state.job_store = job_store
         app.state.metrics_state = StateCollector(registry, job_store)
@@ -76,11 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
             await reconciling
             manager.stop()
+            app.state.broker_probe.close()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
             mark_exited()
 
-    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_docs(app)
 
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes

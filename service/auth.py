@@ -52,7 +52,7 @@ def _parse(text: str, source: str, sep: str) -> list[tuple[Role, str]]:
             raise KeyConfigError(f"{where} is not 'role:key' with role admin or predict")
         if not key:
             raise KeyConfigError(f"{where} has an empty key")
-        pairs.append((role, key))  # type: ignore[arg-type]  # checked against ROLES above
+        pairs.append((role, key))  # role checked against ROLES above
     return pairs
 
 
@@ -154,7 +154,7 @@ def _bearer(scope: Scope) -> bytes | None:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
+                return bytes(token.strip())
             return None
     return None
 

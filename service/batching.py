@@ -344,7 +344,7 @@ class Batcher:
             started = time.perf_counter()
             logits = self._infer(batch, lane, side_by_side)
             metrics.observe_batch(self.model, sum(r.count for r in batch), time.perf_counter() - started)
-        except Exception as exc:  # noqa: BLE001 - delivered to the requests, never kills the thread
+        except Exception as exc:  # delivered to the requests, never kills the thread
             if len(batch) > 1:  # find the culprit: each request alone, so only it fails
                 log.warning("batch of %d requests failed (%s); retrying one by one", len(batch), exc)
                 return [outcome for req in batch for outcome in self._run_batch([req], lane, side_by_side)]

@@ -267,5 +267,5 @@ class ModelManager:
                 break
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - the refresher must survive a bad registry read
+            except Exception:  # the refresher must survive a bad registry read
                 log.exception("model refresh failed")

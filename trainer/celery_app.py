@@ -1,7 +1,7 @@
 """The workers' Celery app: ``celery -A trainer.celery_app worker --pool=solo -c 1`` or ``tuneserve worker``.
 
 Configuration comes from ``transport.broker.celery_config`` (shared with the API's client) so that
-both sides agree on queue, serializer and visibility timeout.
+both sides agree on queue, serializer and visibility timeout; it is read when Celery first needs it.
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ def _our_logging(**_: Any) -> None:
     configure_logging()
 
 
-def make_app() -> Celery:
+def _config() -> dict[str, Any]:
     settings = get_settings()
-    app = Celery("tuneserve", include=["trainer.tasks", "trainer.search_tasks"])
     url = broker_url(settings)
-    if url:
-        app.conf.update(celery_config(settings, url))
+    return celery_config(settings, url) if url else {}
+
+
+def make_app() -> Celery:
+    app = Celery("tuneserve", include=["trainer.tasks", "trainer.search_tasks"])
+    # Read when Celery first needs its configuration (sending or starting a worker), not at import.
+    app.add_defaults(_config)
     return app
 
 
