@@ -235,7 +235,7 @@ def main() -> int:
             bootstrap(Registry(home / "models"), check_images=IMAGENET_SAMPLES)
         result = run(home, tmp, args.only)
     if args.only:
-        print(result)  # noqa: T201 - the benchmark's report
+        print(result)
         return 0
     text = markdown(result)
     print(text)
