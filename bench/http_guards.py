@@ -79,7 +79,8 @@ def short_body(port: int) -> float:
 def trickle(port: int, every_s: float) -> float:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: b\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-                     b"Content-Length: 100000\r\n\r\n")
+                     b"Content-Length: 100000\r\n\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; "
+                     b"filename=\"a.zip\"\r\n\r\n")  # a valid start: the bytes that follow are file data
         started = time.monotonic()
         sock.settimeout(every_s)
         while time.monotonic() - started < 120:
@@ -174,9 +175,11 @@ def greedy_vs_small(url: str, images: int, seconds: float) -> dict[str, Any]:
             "small_p95_ms": 1000 * ok[int(len(ok) * 0.95)] if ok else None}
 
 
-def run(home: Path, tmp: Path) -> dict[str, Any]:
+def run(home: Path, tmp: Path, only: str | None = None) -> dict[str, Any]:
     server = Server(base_env(home, **private_broker()), tmp / "serve.log").wait_ready(120)
     try:
+        if only == "trickle":
+            return {"trickle_s": trickle(server.port, 5.0)}
         out: dict[str, Any] = {"load_before": os.getloadavg()}
         out["headers"] = half_headers(server.port, 1000)
         out["short_body_s"] = short_body(server.port)
@@ -219,6 +222,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", type=Path, help="a bootstrapped TUNESERVE_HOME (default: bootstrap a fresh one)")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--only", choices=["trickle"], help="run one probe and print its number")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -229,7 +233,10 @@ def main() -> int:
 
             home = tmp / "home"
             bootstrap(Registry(home / "models"), check_images=IMAGENET_SAMPLES)
-        result = run(home, tmp)
+        result = run(home, tmp, args.only)
+    if args.only:
+        print(result)
+        return 0
     text = markdown(result)
     print(text)
     if args.write_docs:

@@ -99,11 +99,11 @@ async def read_images(request: Request) -> tuple[list[bytes], list[str | None]]:
     """Image payloads (and their file names) from multipart fields named ``file`` or a raw ``image/*`` body."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=256)
-        files = [f for f in form.getlist("file") if not isinstance(f, str)]
-        if not files:
-            raise ApiError(422, "no image: send one or more multipart fields named 'file'")
-        return [await f.read() for f in files], [f.filename or None for f in files]
+        async with request.form(max_files=256) as form:  # closes the spooled files (over 1 MB: on disk)
+            files = [f for f in form.getlist("file") if not isinstance(f, str)]
+            if not files:
+                raise ApiError(422, "no image: send one or more multipart fields named 'file'")
+            return [await f.read() for f in files], [f.filename or None for f in files]
     body = await request.body()
     if not body:
         raise ApiError(422, "no image: send multipart field 'file' or a raw image/* body")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.procs import Server, base_env, private_broker
-from tests.integration.test_api_workers import fresh_client, versions_by_worker
+from tests.integration.procs import Server, base_env, private_broker, wait_for
+from tests.integration.test_api_workers import all_on, fresh_client
 
 WORKERS = 2
 
@@ -25,7 +25,7 @@ def test_scrape_adds_up_every_worker(home: Path, tmp_path: Path, imagenet_sample
     photo = next(iter(sorted(imagenet_samples.glob("*.JPEG")))).read_bytes()
     try:
         with fresh_client(server.url) as http:
-            assert len(versions_by_worker(http)) == WORKERS  # both workers answer
+            wait_for(lambda: all_on(http, 1), 120, "both workers serving version 1")
             for _ in range(30):  # fresh connections: both workers predict some
                 resp = http.post("/v1/models/imagenet/predict", content=photo, headers={"content-type": "image/jpeg"})
                 assert resp.status_code == 200

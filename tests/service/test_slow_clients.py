@@ -95,12 +95,12 @@ def test_stalled_and_trickling_bodies_are_cut(url: str) -> None:
         sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
                      b"Content-Length: 100000\r\n\r\n" + TABBY.read_bytes()[:5000])
         took, got = until_closed(sock, 10)
-    assert b"408 Request Timeout" in got and b"no body data for 1s" in got and took < 1 + 3
+    assert b"408 Request Timeout" in got and b"no body data for 1s" in got and took < 1 + 6
     # One byte every 0.2 s to the dataset upload (the issue: 1 byte / 5 s kept going).
     head = (b"POST /v1/datasets HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
             b"Content-Length: 5000\r\n\r\n")
     took, got = send_slowly(url, head, b"--xx\r\n" + b"a" * 4000, every_s=0.2)
-    assert b"408 Request Timeout" in got and b"bytes/s" in got and took < 1.5 + 3
+    assert b"408 Request Timeout" in got and b"bytes/s" in got and took < 1.5 + 6
     with httpx.Client(base_url=url, timeout=30) as http:  # the service is fine afterwards
         ok = http.post("/v1/models/imagenet/predict", content=TABBY.read_bytes(),
                        headers={"Content-Type": "image/jpeg"})
