@@ -112,7 +112,10 @@ def test_finetune_sgd_onecycle_strong_ema_workers(hym_small: Dataset) -> None:
     result = fine_tune(spec, hym_small, on_progress=seen.append)
     stages = [m.stage for m in seen]
     assert stages[-1] == "finetune" and stages[-2] == "linear" and stages[0] == "linear"
-    assert result.metrics["best_stage"] == "finetune"  # finetune mode returns the fine-tuned weights
+    best = max(result.history, key=lambda h: (h.val_accuracy, -h.val_loss))  # min_delta 0: ties by loss
+    assert result.metrics["best_stage"] == best.stage  # the best validated weights, whichever stage
+    assert result.metrics["val_accuracy"] == pytest.approx(best.val_accuracy)
+    assert [r["stage"] for r in result.metrics["stages"]] == ["linear", "finetune"]
     assert seen[-1].images_per_s > 0 and seen[-1].eta_s == 0.0
     assert 0.5 <= result.metrics["val_accuracy"] <= 1.0
 
@@ -127,6 +130,24 @@ def test_gradual_unfreezes_stage_by_stage(hym_small: Dataset) -> None:
     assert not torch.equal(params["conv_head.weight"], base["conv_head.weight"])  # top group trains first
     stem_trained = not torch.equal(params["conv_stem.weight"], base["conv_stem.weight"])
     assert stem_trained == (result.metrics["best_stage"] == "gradual_2")  # the stem only in the last step
+
+
+def test_a_later_stage_that_does_not_beat_the_probe_is_discarded_and_said_so(hym_small: Dataset) -> None:
+    # min_delta 0.5: no fine-tuning epoch can beat the probe's accuracy by half, so its weights must go.
+    spec = TrainSpec(mode="finetune", augment="none", lr="auto",
+                     early_stopping={"metric": "val_accuracy", "patience": 5, "min_delta": 0.5}, **FAST)
+    result = fine_tune(spec, hym_small)
+    m = result.metrics
+    assert [h.stage for h in result.history][-2:] == ["finetune", "finetune"]  # it did train
+    assert m["best_stage"] == "linear" and m["best_epoch"] <= spec.probe_epochs
+    probe, ft = m["stages"]
+    assert probe["kept"] and not ft["kept"] and "discarded" in ft["reason"]
+    assert "discarded" in m["best_stage_reason"]
+    probe_best = result.history[m["best_epoch"] - 1]
+    assert m["val_accuracy"] == pytest.approx(probe_best.val_accuracy)  # the probe's weights are published
+    assert m["val_loss"] == pytest.approx(probe_best.val_loss, abs=1e-4)
+    # lr "auto": fine-tuning does not take the head's rate (trainer/optim.py)
+    assert m["stage_lrs"]["finetune"] == pytest.approx(min(m["lr"] / 10, 1e-3))
 
 
 def test_block_groups_run_bottom_to_top_without_the_head() -> None:
