@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from core.weak_validation import weak_split_warning
 from models import Registry
 from models.manifest import Preprocessing
 from trainer.calibration import calibrate, calibration_metrics
@@ -419,6 +420,9 @@ class _Run:
             metrics["test_loss"], metrics["test_accuracy"] = val_loss_acc(test_logits, test_split.labels)
             metrics["test_images"] = len(test_split)
         metrics.update(calibration_metrics(calibration, outputs))
+        per_class = {name: int((val_labels == i).sum()) for i, name in enumerate(self.labels)}
+        weak = weak_split_warning("val", per_class)
+        metrics["warnings"] = [weak + " (the best epoch and stage were chosen on it)"] if weak else []
         log.info("done: val acc %.4f (best: %s epoch %d), %s; ECE on %s %.4f -> %.4f", val_acc, self.overall.stage,
                  self.overall.epoch, calibration.reason, metrics["ece_split"], metrics["ece_before"],
                  metrics["ece_after"])

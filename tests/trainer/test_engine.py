@@ -37,6 +37,7 @@ def test_linear_probe_learns_real_photos_and_reports_progress(hym_probe: Dataset
     _RESULTS.setdefault("linear", result)
     assert result.metrics["val_accuracy"] >= 0.85  # 20 val photos; the frozen probe gets ~0.95 on the full set
     assert result.labels == ["ants", "bees"] and result.temperature > 0
+    assert result.metrics["warnings"] == []  # 10 val photos per class: not weak
     assert [m.epoch for m in seen] == list(range(1, len(seen) + 1))
     assert all(m.stage == "linear" and m.epochs == 40 and m.lr > 0 and m.images_per_s > 0 for m in seen)
     assert seen[-1].eta_s == 0.0 or seen[-1].epoch < 40
@@ -170,6 +171,8 @@ def test_auto_keeps_the_probe_unless_fine_tuning_beats_it(hym_small: Dataset) ->
     result = fine_tune(spec, hym_small)
     probe_best = max(h.val_accuracy for h in result.history if h.stage == "linear")
     assert result.metrics["val_accuracy"] >= probe_best
+    # 4 val photos per class: the job says its choices were made on a weak split
+    assert len(result.metrics["warnings"]) == 1 and "weak val split (8 images)" in result.metrics["warnings"][0]
     ft = [h for h in result.history if h.stage == "finetune"]
     assert 1 <= len(ft) <= 2
     if result.metrics["best_stage"] == "linear":
