@@ -44,7 +44,14 @@ from trainer.loops import (
 from trainer.lr_finder import lr_range_test
 from trainer.model_source import load_base
 from trainer.optim import OptimizerError, image_stage_groups, make_optimizer, stage_lr
-from trainer.progress import EpochMetrics, remaining_seconds
+from trainer.progress import (
+    BatchClock,
+    EpochMetrics,
+    ProgressTracker,
+    planned_units,
+    progress_name,
+    remaining_seconds,
+)
 from trainer.schedulers import build_scheduler, is_per_epoch
 from trainer.spec import TrainSpec
 from trainer.stages import Stage, block_groups, plan_stages, train_modes, trainable_backbone
@@ -114,16 +121,20 @@ def fine_tune(spec: TrainSpec, dataset: DatasetLike,
               checkpoint_dir: Path | None = None,
               on_epoch_end: Callable[[int, float], None] | None = None,
               registry: Registry | None = None,
-              cache_dir: Path | None = None) -> TrainingResult:
+              cache_dir: Path | None = None,
+              progress: ProgressTracker | None = None) -> TrainingResult:
     """Train per ``spec`` on ``dataset`` (train split; model selection on val; test reported only).
 
     ``checkpoint_dir``: a checkpoint is written there after every epoch and, when one is present,
     the run continues from it (same result as an uninterrupted run on CPU). ``cache_dir`` holds the
     decoded-pixel cache (default: ``checkpoint_dir/cache``). ``registry`` resolves a
-    ``registry:<model>:<version>`` base (default: the settings' models folder).
+    ``registry:<model>:<version>`` base (default: the settings' models folder). ``progress``:
+    the tracker that gets stage, batch and ETA updates (trainer/progress.py); a caller that goes on
+    to publish plans its own stages on it first and calls ``finish()`` at the very end.
     """
     run = _Run(spec, dataset, on_progress, should_stop, checkpoint_dir, on_epoch_end, registry,
                cache_dir if cache_dir is not None else (checkpoint_dir / "cache" if checkpoint_dir else None))
+    run.tracker = progress if progress is not None else ProgressTracker()
     return run.execute()
 
 
@@ -149,6 +160,7 @@ class _Run:
         self.stage_records: list[dict[str, Any]] = []
         self.stage_lrs: dict[str, float] = {}
         self.probe_lr: float | None = None
+        self.tracker = ProgressTracker()
 
     def check(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -199,7 +211,12 @@ class _Run:
 
     # ------------------------------------------------------------------ main
     def execute(self) -> TrainingResult:
+        planned = planned_units(self.stages, len(self.dataset.items("train")), self.spec)
+        self.tracker.plan([*planned.items(), ("calibrate", 1)])
+        self.tracker.start(progress_name(self.stages[0].name), planned[progress_name(self.stages[0].name)])
+        started = time.perf_counter()
         self._setup()
+        self.tracker.add_setup(time.perf_counter() - started)
         resume = self._load_resume()
         first = resume["stage_index"] if resume else 0
         self.overall = resume["overall"] if resume else Best()
@@ -276,7 +293,12 @@ class _Run:
         if resume is not None and resume["stage_done"]:
             return
         spec = self.spec
+        name = progress_name(stage.name)
+        if self.tracker.current != name:
+            self.tracker.start(name, self.tracker.stages[name].units if name in self.tracker.stages else 1)
+        started = time.perf_counter()
         optimizer = self._stage_optimizer(stage)
+        self.tracker.add_setup(time.perf_counter() - started)  # feature extraction, the LR range test
         loader = None if stage.on_features else train_loader(self.train_split, spec, self.pre, self.device)
         steps = math.ceil(len(self.train_feats) / spec.batch_size) if stage.on_features else len(loader)  # type: ignore[arg-type]
         scheduler = build_scheduler(spec.scheduler, optimizer, steps, stage.epochs, spec.warmup_epochs,
@@ -296,9 +318,11 @@ class _Run:
             seed = epoch_seed(spec.seed, index, epoch)
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
+            clock = self._batch_clock(stage, epoch, steps)
             if stage.on_features:
                 stats = train_features_epoch(self._head(), self.train_feats, self.train_feat_labels, optimizer,
-                                             scheduler, self.loss_fn, spec.batch_size, gen, self.check)
+                                             scheduler, self.loss_fn, spec.batch_size, gen, clock)
+                clock.tick()  # the last batch is done
                 val_logits = self._eval_head()
             else:
                 assert loader is not None and modes is not None
@@ -306,9 +330,11 @@ class _Run:
                 stats = train_images_epoch(self.model, loader, self.pre, self.device, optimizer, scheduler,
                                            self.loss_fn, mix, modes,
                                            (lambda: ema.update_parameters(self.model)) if ema else lambda: None,
-                                           self.check)
+                                           clock)
+                clock.tick()
                 val_logits = predict(ema.module if ema is not None else self.model, self.val_split.eval,
                                      self.pre, self.device, check=self.check)
+            self.tracker.add_time(clock.since_last())  # validation: part of what an epoch costs
             val_loss, val_acc = val_loss_acc(val_logits, self.val_split.labels)
             if is_per_epoch(scheduler):
                 scheduler.step(val_acc if maximize(spec) else val_loss)
@@ -333,6 +359,9 @@ class _Run:
                 log.info("stage %s: early stop after epoch %d (no improvement for %d epochs)",
                          stage.name, epoch + 1, bad)
                 break
+
+    def _batch_clock(self, stage: Stage, epoch: int, batches: int) -> BatchClock:
+        return BatchClock(self.tracker, self.check, stage.name, epoch, stage.epochs, batches)
 
     def _report(self, stage: Stage, stats: EpochStats, val_loss: float, val_acc: float, optimizer: Any) -> None:
         self.epoch_seconds.setdefault(stage.name, []).append(stats.seconds)
@@ -395,6 +424,8 @@ class _Run:
         self.model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.tracker.start("calibrate", 1)
+        started = time.perf_counter()
         val_logits = self._final_logits(self.val_split)
         val_labels = self.val_split.labels
         calibration = calibrate(val_logits, val_labels)
@@ -423,6 +454,7 @@ class _Run:
         per_class = {name: int((val_labels == i).sum()) for i, name in enumerate(self.labels)}
         weak = weak_split_warning("val", per_class)
         metrics["warnings"] = [weak + " (the best epoch and stage were chosen on it)"] if weak else []
+        self.tracker.unit_done(time.perf_counter() - started, force=True)
         log.info("done: val acc %.4f (best: %s epoch %d), %s; ECE on %s %.4f -> %.4f", val_acc, self.overall.stage,
                  self.overall.epoch, calibration.reason, metrics["ece_split"], metrics["ece_before"],
                  metrics["ece_after"])

@@ -88,7 +88,7 @@ def version_of_job(registry: Registry, name: str, job_id: str) -> VersionInfo | 
 
 def publish_with_gate(
     result: Any, registry: Registry, name: str, dataset: Any, lineage: dict[str, Any], settings: Settings,
-    replace_labels: bool = False,
+    replace_labels: bool = False, tracker: Any = None,
 ) -> dict[str, Any]:
     """Register the trained model, evaluate it against the active version, promote or keep as candidate.
 
@@ -100,6 +100,7 @@ def publish_with_gate(
     from trainer.labels import reorder_labels
     from trainer.publish import export_and_register
 
+    timed = _Timed(tracker)
     info = version_of_job(registry, name, str(lineage.get("job_id")))
     if info is None:
         order = check_labels(registry, name, list(result.labels), replace_labels)
@@ -107,8 +108,10 @@ def publish_with_gate(
             log.info("%s: mapping the job's label order %s to the served order %s", name, result.labels, order)
             result = reorder_labels(result, order)
         variants = tuple(v for v in settings.build_variants.split(",") if v.strip())
-        info = export_and_register(result, registry, name, dataset, lineage, activate=False, variants=variants)
+        with timed("export"):  # ONNX export, checks, report, variants and the copy into the registry
+            info = export_and_register(result, registry, name, dataset, lineage, activate=False, variants=variants)
     split = held_out_split(dataset)
+    timed.begin("evaluate")
     candidate = evaluate_onnx(info.model_path, info.manifest, dataset, split)
     active_info = _comparable_active(registry, name, info)
     active_eval: dict[str, Any] | None = None
@@ -121,11 +124,14 @@ def publish_with_gate(
         settings.promotion_tolerance,
         split_counts(dataset, split),
     )
+    timed.end()
+    timed.begin("register")  # the version's stage in the registry: active (announced) or candidate
     if decision.promote:
         registry.activate(name, info.version)
         announce_promotion(broker_url(settings), name, info.version)
     else:
         registry.set_stage(name, info.version, "candidate")
+    timed.end()
     log.info("%s version %d: %s", name, info.version, decision.reason)
     return {
         "model": name,
@@ -142,6 +148,37 @@ def publish_with_gate(
         },
         "metrics": dict(info.manifest.metrics),
     }
+
+
+class _Timed:
+    """Publishing stages into an optional progress tracker (trainer/progress.py)."""
+
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+        self.started = 0.0
+
+    def begin(self, name: str) -> None:
+        import time
+
+        if self.tracker is not None:
+            self.tracker.start(name, 1)
+        self.started = time.perf_counter()
+
+    def end(self) -> None:
+        import time
+
+        if self.tracker is not None:
+            self.tracker.unit_done(time.perf_counter() - self.started, force=True)
+
+    def __call__(self, name: str) -> Any:
+        from contextlib import contextmanager
+
+        @contextmanager
+        def stage() -> Any:
+            self.begin(name)
+            yield
+            self.end()
+        return stage()
 
 
 def _comparable_active(registry: Registry, name: str, candidate: VersionInfo) -> VersionInfo | None:

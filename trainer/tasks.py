@@ -105,12 +105,16 @@ def as_dict(metrics: Any) -> dict[str, Any]:
     return dict(vars(metrics))
 
 
-def progress_writer(store: JobStore, job_id: str, owner: str) -> Any:
+def progress_writer(store: JobStore, job_id: str, owner: str, tracker: Any = None) -> Any:
+    """Per-epoch metrics into the job; the progress written beside them is the tracker's snapshot."""
     def on_progress(metrics: Any) -> None:
         m = as_dict(metrics)
-        epochs = max(int(m.get("epochs") or 1), 1)
-        progress = {"epoch": m.get("epoch"), "epochs": epochs, "fraction": min(1.0, m["epoch"] / epochs),
-                    "eta_s": m.get("eta_s"), "stage": m.get("stage")}
+        if tracker is not None:
+            progress = tracker.snapshot()
+        else:
+            epochs = max(int(m.get("epochs") or 1), 1)
+            progress = {"epoch": m.get("epoch"), "epochs": epochs, "fraction": min(1.0, m["epoch"] / epochs),
+                        "eta_s": m.get("eta_s"), "stage": m.get("stage")}
         keep = ("epoch", "stage", "train_loss", "val_loss", "val_accuracy", "lr", "images_per_s", "elapsed_s")
         store.record_progress(job_id, owner, progress, {k: m.get(k) for k in keep})
 
@@ -129,17 +133,19 @@ def _train_and_publish(
     from dataset_store import DatasetStore
     from models import Registry
     from trainer.engine import fine_tune
+    from trainer.progress import PUBLISH_STAGES, ProgressTracker
     from trainer.promotion import publish_with_gate
     from trainer.spec import TrainSpec
 
     spec = TrainSpec.model_validate(train_fields(job.spec))
     # Any: core's Dataset satisfies the engine's DatasetLike protocol except that .root is read-only.
     dataset: Any = DatasetStore(settings.datasets_dir).get(job.dataset_id)
-    store.record_progress(job.id, owner, {"epoch": 0, "epochs": spec.max_epochs, "fraction": 0.0,
-                                          "eta_s": None, "stage": "starting"})
+    # Progress: every stage to the end (publishing too), written at most once a second.
+    tracker = ProgressTracker(lambda snap: store.record_progress(job.id, owner, snap))
+    tracker.plan([(name, 1) for name in PUBLISH_STAGES])
     registry = Registry(settings.models_dir)
     result = fine_tune(
-        spec, dataset, on_progress=progress_writer(store, job.id, owner),
+        spec, dataset, on_progress=progress_writer(store, job.id, owner, tracker), progress=tracker,
         should_stop=beat.should_stop, checkpoint_dir=checkpoint_dir(settings, job.id), registry=registry,
         # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
         cache_dir=settings.work_dir / "cache" / job.dataset_id,
@@ -148,5 +154,7 @@ def _train_and_publish(
         raise _Stopped("stopped before publishing")
     lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.dataset_id, "base": spec.base,
                "spec": spec.model_dump(mode="json")}
-    return publish_with_gate(result, registry, job.model, dataset, lineage, settings,
-                             replace_labels=bool(job.spec.get("replace_labels")))
+    out = publish_with_gate(result, registry, job.model, dataset, lineage, settings,
+                            replace_labels=bool(job.spec.get("replace_labels")), tracker=tracker)
+    tracker.finish()
+    return out

@@ -239,3 +239,32 @@ def test_dataset_without_validation_split_is_refused(tmp_path: Path, store_root:
         dataset.attach(tmp_path / "store" / dataset.id)
     with pytest.raises(TrainingError, match="no validation images"):
         fine_tune(TrainSpec(mode="linear", probe_epochs=1), dataset)
+
+
+def test_progress_is_monotone_measured_and_ends_at_one(hym_small: Dataset) -> None:
+    from trainer.progress import ProgressTracker
+
+    snaps: list[dict[str, Any]] = []
+    tracker = ProgressTracker(snaps.append, min_interval_s=0.0)  # every update, to see them all
+    fine_tune(TrainSpec(mode="finetune", **FAST), hym_small, progress=tracker)
+    tracker.finish()
+    fractions = [s["fraction"] for s in snaps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and max(fractions[:-1]) < 1.0
+    elapsed = [s["elapsed_s"] for s in snaps]
+    assert elapsed == sorted(elapsed)
+    assert snaps[0]["eta_s"] is None and snaps[0]["stage"] == "probe"  # no measurement yet: no guess
+    for name in ("probe", "finetune"):  # each stage's first update has no ETA; once it has one, it's a number
+        own = [s for s in snaps if s["stage"] == name]
+        assert own[0]["eta_s"] is None and any(s["eta_s"] is not None for s in own)
+        measured = next(i for i, s in enumerate(own) if s["eta_s"] is not None)
+        assert all(s["eta_s"] is not None and s["eta_s"] >= 0 for s in own[measured:])
+    order = list(dict.fromkeys(s["stage"] for s in snaps))
+    assert order == ["probe", "finetune", "calibrate", "done"]
+    # progress moves within an epoch: batch 1 of 2 of each fine-tuning epoch is reported
+    ft = [s for s in snaps if s["epochs_stage"] == "finetune"]
+    assert {(s["epoch"], s["batch"]) for s in ft} >= {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert all(s["epochs"] == 2 and s["batches"] == 2 for s in ft)  # epochs counts the stage it names
+    assert all(s["epochs"] == 6 for s in snaps if s["epochs_stage"] == "linear")
+    done = snaps[-1]
+    assert done["eta_s"] is None or done["eta_s"] == 0.0
+    assert all(st["state"] == "done" for st in done["stages"])
