@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from trainer.spec import TrainSpec
+from core.jobspec import TrainSpec
 from trainer.stages import Stage
 
 AUTO_FINETUNE_PATIENCE = 2

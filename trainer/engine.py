@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from core.jobspec import TrainSpec
 from core.weak_validation import weak_split_warning
 from models import Registry
 from models.manifest import Preprocessing
@@ -53,7 +54,6 @@ from trainer.progress import (
     remaining_seconds,
 )
 from trainer.schedulers import build_scheduler, is_per_epoch
-from trainer.spec import TrainSpec
 from trainer.stages import Stage, block_groups, plan_stages, train_modes, trainable_backbone
 from trainer.transforms import batch_mix
 

@@ -15,11 +15,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
+from core.jobspec import TrainSpec
 from models.manifest import Preprocessing
 from trainer.data import CachedSplit, normalize
 from trainer.features import autocast
 from trainer.schedulers import is_per_epoch
-from trainer.spec import TrainSpec
 from trainer.transforms import train_preset
 
 

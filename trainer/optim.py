@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.spec import TrainSpec
+from core.jobspec import TrainSpec
 from trainer.stages import Stage
 
 FINETUNE_LR_FRACTION = 0.1

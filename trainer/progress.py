@@ -6,9 +6,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainer.stages import Stage
+if TYPE_CHECKING:
+    from trainer.stages import Stage
 
 
 @dataclass

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from core.jobspec import TrainSpec
 from trainer.backbones import Backbone
-from trainer.spec import TrainSpec
 
 
 @dataclass

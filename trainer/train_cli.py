@@ -10,9 +10,9 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from core.jobspec import Augment, Mode, Optimizer, Scheduler, TrainSpec
 from core.settings import Settings, get_settings
 from models import Registry
-from trainer.spec import Augment, Mode, Optimizer, Scheduler, TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def cmd_train(args: list[str]) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from trainer.engine import fine_tune
+    from trainer.job_data import JobData
     from trainer.progress import ProgressTracker
     from trainer.publish import export_and_register
 
@@ -111,13 +112,13 @@ def cmd_train(args: list[str]) -> int:
     bar = tqdm(desc="training", total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% {postfix}")
     tracker = ProgressTracker(lambda snap: show_progress(bar, snap), min_interval_s=0.5)
 
-    work = settings.work_dir / "cli" / dataset.id
+    data = JobData(dataset, settings.cli_cache_dir(dataset.id))
     with logging_redirect_tqdm():  # log lines print above the bar instead of breaking it
-        result = fine_tune(spec, dataset, registry=registry, cache_dir=work / "cache", progress=tracker)
+        result = fine_tune(spec, dataset, registry=registry, cache_dir=data.cache_dir, progress=tracker)
         tracker.finish()
     bar.close()
     activate = not opts.no_activate and should_activate(registry, opts.model, result.metrics["val_accuracy"])
-    info = export_and_register(result, registry, opts.model, dataset, {"via": "cli"}, activate)
+    info = export_and_register(result, registry, opts.model, data, {"via": "cli"}, activate)
     print_summary(result.metrics, info.version, activate, info.path)
     return 0
 

@@ -24,6 +24,7 @@ from models import Registry
 from models.meaning import LabelConflict, check_labels
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
+from service.schemas import errors
 from transport.broker import BrokerUnavailable, send_task
 
 router = APIRouter()
@@ -103,7 +104,7 @@ def _check_dataset(settings: Any, dataset_id: str) -> Any:
         raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
 
 
-@router.post("", status_code=202, dependencies=[Depends(json_body)])
+@router.post("", status_code=202, dependencies=[Depends(json_body)], responses=errors(400, 404, 413, 415, 422, 503))
 def create_job(
     body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -129,8 +130,10 @@ def create_job(
     try:
         send_task(settings, task, [job.id])
     except BrokerUnavailable as exc:
-        store.force_finish(job, "failed", f"could not queue the job: {exc}")
-        raise ApiError(503, f"job queue unavailable: {exc}", {"Retry-After": "5"}) from exc
+        # Refused, and no trace left: a job the client was told failed to start must not show up later.
+        store.discard(job)
+        raise ApiError(503, f"job queue unavailable (nothing was created; retry): {exc}",
+                       {"Retry-After": "5"}) from exc
     return {"id": job.id, "state": "queued"}
 
 
@@ -150,7 +153,7 @@ def _state_filter(state: str | None = None) -> str | None:
     return state
 
 
-@router.get("")
+@router.get("", responses=errors(422))
 def list_jobs(
     store: JobStoreDep,
     state: Annotated[str | None, Depends(_state_filter)] = None,
@@ -170,12 +173,12 @@ def existing_job(job_id: str, store: JobStoreDep) -> Job:
 JobDep = Annotated[Job, Depends(existing_job)]
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(404))
 def get_job(job: JobDep) -> dict[str, Any]:
     return job_view(job)
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=errors(404, 409))
 def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
     try:
         return job_view(store.cancel(job.id))
@@ -183,7 +186,7 @@ def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
         raise ApiError(409, str(exc)) from exc
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(404))
 async def job_events(job: JobDep, store: JobStoreDep) -> AsyncIterator[ServerSentEvent]:
     """One ``progress`` event per change (polled every 0.5 s), then one ``end`` event when it finishes."""
     last: dict[str, Any] | None = None

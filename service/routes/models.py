@@ -14,11 +14,12 @@ from fastapi import APIRouter, Query, Request, Response
 from core.images import ImageError
 from models import VersionInfo
 from models.manifest import Preprocessing
+from service import metrics
 from service.deps import DecodePoolDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.onnx_session import softmax, top_k
 from service.preprocess import preprocess
-from service.schemas import PredictResponse
+from service.schemas import PREDICT_BODY, PredictResponse, errors
 
 router = APIRouter()
 
@@ -62,12 +63,12 @@ def list_models(registry: RegistryDep) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=errors(404))
 def get_model(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     return model_view(name, registry, manager)
 
 
-@router.post("/{name}/versions/{version}/activate")
+@router.post("/{name}/versions/{version}/activate", responses=errors(400, 404, 422))
 def activate(name: str, version: int, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     """Point the model at ``version``; answers once this process serves it, or says the swap is pending."""
     registry.activate(name, version)
@@ -102,7 +103,7 @@ async def read_images(request: Request) -> tuple[list[bytes], list[str | None]]:
         files = [f for f in form.getlist("file") if not isinstance(f, str)]
         if not files:
             raise ApiError(422, "no image: send one or more multipart fields named 'file'")
-        return [await f.read() for f in files], [f.filename or None for f in files]  # type: ignore[union-attr]
+        return [await f.read() for f in files], [f.filename or None for f in files]
     body = await request.body()
     if not body:
         raise ApiError(422, "no image: send multipart field 'file' or a raw image/* body")
@@ -127,7 +128,8 @@ async def decode_all(
     return results  # type: ignore[return-value]
 
 
-@router.post("/{name}/predict", response_model=PredictResponse)
+@router.post("/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
+             responses=errors(400, 404, 413, 415, 422, 503))
 async def predict(
     name: str,
     request: Request,
@@ -150,6 +152,7 @@ async def predict(
         version, labels, temperature = loaded.version, loaded.labels, loaded.temperature
     finally:
         loaded.release()
+    metrics.predicted(name, version, len(payloads))
     probs = softmax(logits, temperature)
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).
