@@ -77,6 +77,14 @@ def imbalance_warnings(per_split: dict[str, dict[str, int]]) -> list[str]:
     return []
 
 
+def weak_validation_warnings(per_split: dict[str, dict[str, int]]) -> list[str]:
+    """The val split (the one models are selected and compared on when there is no test split)."""
+    from core.weak_validation import weak_split_warning
+
+    warning = weak_split_warning("val", per_split.get("val", {}))
+    return [warning] if warning else []
+
+
 def missing_split_warnings(per_split: dict[str, dict[str, int]]) -> list[str]:
     out = []
     for split in ("val", "test"):

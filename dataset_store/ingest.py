@@ -102,6 +102,7 @@ def _validate(candidates: list[Item], problems: list[Problem], checker: FileChec
 def _warnings(items: list[Item], good: list[Checked], splits: list[str], per_split: dict[str, dict[str, int]],
               dups: Duplicates, groups: list[DuplicateGroup], archive_split: bool) -> list[str]:
     return (checks.imbalance_warnings(per_split) + checks.missing_split_warnings(per_split)
+            + checks.weak_validation_warnings(per_split)
             + checks.duplicate_warnings(dups.exact + dups.near, groups, items, splits, archive_split)
             + checks.format_warnings(items, [c.format for c in good], [(c.width, c.height) for c in good]))
 

@@ -31,3 +31,12 @@ def load_checkpoint(folder: Path | None) -> dict[str, Any] | None:
     except (OSError, RuntimeError, EOFError) as exc:
         log.warning("checkpoint in %s is unreadable (%s); starting from scratch", folder, exc)
         return None
+
+
+def spec_fingerprint(spec: Any, dataset_key: str) -> str:
+    """What a checkpoint must match to be resumed: the spec and the data (by content key)."""
+    import hashlib
+
+    # num_workers and device do not change what is computed on CPU; a resume may use others.
+    blob = spec.model_dump_json(exclude={"num_workers"}) + dataset_key
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -10,12 +12,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
 
+from core.jobspec import TrainSpec
 from models.manifest import Preprocessing
-from trainer.data import normalize
+from trainer.data import CachedSplit, normalize
 from trainer.features import autocast
 from trainer.schedulers import is_per_epoch
+from trainer.transforms import train_preset
 
 
 @dataclass
@@ -171,3 +176,32 @@ class DeviceCropLoader:
             out = roi_align(images, rois, output_size=self.crop, spatial_scale=1.0, sampling_ratio=2, aligned=True)
             out = torch.where(flips[i:i + count][:, None, None, None], out.flip(-1), out)
             yield out, self.labels[idx]
+
+
+def ema_model(model: nn.Module, steps_per_epoch: int) -> AveragedModel:
+    # Average over about one epoch of steps: short runs on small data have few steps.
+    decay = min(0.999, max(0.5, 1.0 - 1.0 / max(1, steps_per_epoch)))
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def workers_for(spec: TrainSpec, device: torch.device) -> int:
+    if multiprocessing.current_process().daemon:
+        return 0  # e.g. a Celery prefork child: daemonic processes may not start DataLoader workers
+    if isinstance(spec.num_workers, int):
+        return spec.num_workers
+    # On CPU the augmentation costs ~1% of a train step, and workers would steal the cores.
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def train_loader(split: CachedSplit, spec: TrainSpec, pre: Preprocessing,
+                 device: torch.device) -> DataLoader[Any] | DeviceCropLoader:
+    assert split.train is not None
+    drop = len(split) > spec.batch_size and not spec.freeze_bn
+    if device.type == "cuda" and spec.augment in ("none", "light") and not isinstance(spec.num_workers, int):
+        return DeviceCropLoader(split.train.to(device), split.labels.to(device), spec.batch_size, pre.crop,
+                                spec.augment == "light", torch.Generator(), drop)
+    data = AugmentedPixels(split.train, split.labels, train_preset(spec.augment, pre.crop))
+    workers = workers_for(spec, device)
+    return DataLoader(data, batch_size=spec.batch_size, shuffle=True, num_workers=workers,
+                      generator=torch.Generator(), drop_last=drop, pin_memory=device.type == "cuda",
+                      persistent_workers=False, prefetch_factor=4 if workers else None)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings, get_settings
@@ -26,6 +28,7 @@ from jobs import JobStore
 from models import Registry
 from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim, owner_id
+from trainer.progress import PUBLISH_STAGES, ProgressTracker
 
 if TYPE_CHECKING:
     from trainer.engine import TrainingResult
@@ -72,27 +75,34 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
     data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
                    settings.pixel_cache_dir(job.job.dataset_id))
-    job.record_progress({"epoch": 0, "epochs": spec.max_epochs, "fraction": 0.0, "eta_s": None, "stage": "starting"})
+    # Progress: every stage to the end (publishing too), written at most once a second.
+    tracker = ProgressTracker(lambda snap: job.record_progress(snap))
+    tracker.plan([(name, 1) for name in PUBLISH_STAGES])
     registry = Registry(settings.models_dir)
     result = fine_tune(
-        spec, data.dataset, on_progress=progress_writer(job), should_stop=job.should_stop,
+        spec, data.dataset, on_progress=progress_writer(job, tracker), should_stop=job.should_stop,
         checkpoint_dir=settings.job_checkpoint_dir(job.id), registry=registry, cache_dir=data.cache_dir,
+        progress=tracker,
     )
     if job.should_stop():  # cancelled after the last batch: still nothing is registered
         raise Stopped("stopped before publishing")
     lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
                "spec": spec.model_dump(mode="json")}
-    return publish_gated(result, data, registry, job.job.model, lineage, settings,
-                         replace_labels=bool(job.job.spec.get("replace_labels")))
+    out = publish_gated(result, data, registry, job.job.model, lineage, settings,
+                        replace_labels=bool(job.job.spec.get("replace_labels")), tracker=tracker)
+    tracker.finish()
+    return out
 
 
 def publish_gated(result: TrainingResult, data: JobData, registry: Registry, name: str,
-                  lineage: dict[str, Any], settings: Settings, replace_labels: bool = False) -> dict[str, Any]:
+                  lineage: dict[str, Any], settings: Settings, replace_labels: bool = False,
+                  tracker: ProgressTracker | None = None) -> dict[str, Any]:
     """Export and register (unless an earlier attempt did), gate, then promote and announce or keep as candidate.
 
     The model name must keep its meaning, checked again here (the API checked at creation):
     models/meaning.py raises LabelConflict, which fails the job with the fix; the same labels in
-    another order are mapped to the served order before export.
+    another order are mapped to the served order before export. ``tracker`` gets the export,
+    evaluate and register stages (trainer/progress.py).
     """
     from models.meaning import check_labels
     from trainer.labels import reorder_labels
@@ -105,19 +115,23 @@ def publish_gated(result: TrainingResult, data: JobData, registry: Registry, nam
         if order is not None and order != list(result.labels):
             log.info("%s: mapping the job's label order %s to the served order %s", name, result.labels, order)
             result = reorder_labels(result, order)
-        info = export_and_register(result, registry, name, data, lineage, activate=False,
-                                   variants=build_variant_kinds(settings))
-    verdict = judge(registry, info, data, settings.promotion_tolerance)
-    if verdict.decision.promote:
-        promote(registry, name, info.version, settings)
-    else:
-        keep_as_candidate(registry, name, info.version)
+        with timed(tracker, "export"):  # ONNX export, checks, report, variants, the copy into the registry
+            info = export_and_register(result, registry, name, data, lineage, activate=False,
+                                       variants=build_variant_kinds(settings))
+    with timed(tracker, "evaluate"):
+        verdict = judge(registry, info, data, settings.promotion_tolerance)
+    with timed(tracker, "register"):  # the version's registry stage: active (announced) or candidate
+        if verdict.decision.promote:
+            promote(registry, name, info.version, settings)
+        else:
+            keep_as_candidate(registry, name, info.version)
     log.info("%s version %d: %s", name, info.version, verdict.decision.reason)
     return {
         "model": name,
         "version": info.version,
         "promoted": verdict.decision.promote,
         "reason": verdict.decision.reason,
+        "warnings": [w for w in (verdict.decision.warning, *result.metrics.get("warnings", [])) if w],
         "evaluation": verdict.summary(),
         "metrics": dict(info.manifest.metrics),
     }
@@ -131,14 +145,28 @@ def as_dict(metrics: Any) -> dict[str, Any]:
     return dict(vars(metrics))
 
 
-def progress_writer(job: ClaimedJob) -> Callable[[Any], None]:
-    """The engine's ``on_progress``: the job's progress bar and one metrics row per epoch."""
+def progress_writer(job: ClaimedJob, tracker: ProgressTracker | None = None) -> Callable[[Any], None]:
+    """The engine's ``on_progress``: one metrics row per epoch, beside the tracker's progress."""
 
     def on_progress(metrics: Any) -> None:
         m = as_dict(metrics)
-        epochs = max(int(m.get("epochs") or 1), 1)
-        progress = {"epoch": m.get("epoch"), "epochs": epochs, "fraction": min(1.0, m["epoch"] / epochs),
-                    "eta_s": m.get("eta_s"), "stage": m.get("stage")}
+        if tracker is not None:
+            progress = tracker.snapshot()
+        else:
+            epochs = max(int(m.get("epochs") or 1), 1)
+            progress = {"epoch": m.get("epoch"), "epochs": epochs, "fraction": min(1.0, m["epoch"] / epochs),
+                        "eta_s": m.get("eta_s"), "stage": m.get("stage")}
         job.record_progress(progress, {k: m.get(k) for k in PROGRESS_METRICS})
 
     return on_progress
+
+
+@contextmanager
+def timed(tracker: ProgressTracker | None, stage: str) -> Iterator[None]:
+    """A publishing stage, timed into the tracker when there is one."""
+    started = time.perf_counter()
+    if tracker is not None:
+        tracker.start(stage, 1)
+    yield
+    if tracker is not None:
+        tracker.unit_done(time.perf_counter() - started, force=True)

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from core.weak_validation import weak_split_warning, wilson_interval
 from models import Registry, VersionInfo
 from trainer.evaluate import evaluate_onnx
 from trainer.job_data import JobData
@@ -25,26 +26,43 @@ CHANCE_MARGIN = 0.1  # a first version must close at least 10% of the gap betwee
 class Decision:
     promote: bool
     reason: str
+    accuracy_ci: tuple[float, float] | None = None  # 95 % Wilson interval of the candidate's accuracy
+    warning: str | None = None  # the evaluation split is too small to tell close models apart
 
 
 def decide(
-    candidate_accuracy: float, active_accuracy: float | None, num_classes: int, tolerance: float
+    candidate_accuracy: float, active_accuracy: float | None, num_classes: int, tolerance: float,
+    per_class: dict[str, int] | None = None,
 ) -> Decision:
-    """Pure rule, unit-tested on its own."""
+    """Pure rule, unit-tested on its own. ``per_class``: images per class of the evaluation split.
+
+    A first version must be clearly above chance: the lower end of the 95 % Wilson interval on its
+    accuracy must reach chance plus CHANCE_MARGIN of the gap to perfect (5 right of 8 on four
+    classes is 0.625, but its interval starts at 0.31: not clearly better than guessing). When the
+    split is small (core/weak_validation.py) the reason says the comparison is weak.
+    """
+    images = sum(per_class.values()) if per_class else 0
+    ci = wilson_interval(candidate_accuracy * images, images) if images else None
+    warning = weak_split_warning("evaluation", per_class, tolerance) if per_class else None
+    sure = f"; 95% interval {ci[0]:.3f}-{ci[1]:.3f} on {images} images" if ci else ""
+    weak = f" (weak comparison: {warning})" if warning else ""
     if active_accuracy is None:
         chance = 1.0 / max(num_classes, 1)
         needed = chance + CHANCE_MARGIN * (1.0 - chance)
-        if candidate_accuracy >= needed:
-            return Decision(True, f"first version: accuracy {candidate_accuracy:.4f} beats chance "
-                                  f"({chance:.4f}) by the required margin (>= {needed:.4f})")
-        return Decision(False, f"accuracy {candidate_accuracy:.4f} is too close to chance ({chance:.4f}); "
-                               f"needs >= {needed:.4f}")
+        lower = ci[0] if ci else candidate_accuracy
+        if lower >= needed:
+            return Decision(True, f"first version: accuracy {candidate_accuracy:.4f} is clearly above chance "
+                                  f"({chance:.4f}): {'its interval starts at ' if ci else ''}{lower:.4f} >= "
+                                  f"{needed:.4f}{sure}{weak}", ci, warning)
+        return Decision(False, f"first version: accuracy {candidate_accuracy:.4f} is not clearly above chance "
+                               f"({chance:.4f}): {'its interval starts at ' if ci else ''}{lower:.4f} < "
+                               f"{needed:.4f}{sure}; kept as candidate{weak}", ci, warning)
     floor = active_accuracy - tolerance
     if candidate_accuracy >= floor:
         return Decision(True, f"accuracy {candidate_accuracy:.4f} >= active {active_accuracy:.4f} "
-                              f"- tolerance {tolerance}")
+                              f"- tolerance {tolerance}{sure}{weak}", ci, warning)
     return Decision(False, f"accuracy {candidate_accuracy:.4f} < active {active_accuracy:.4f} "
-                           f"- tolerance {tolerance}: kept as candidate")
+                           f"- tolerance {tolerance}: kept as candidate{sure}{weak}", ci, warning)
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,7 @@ class Verdict:
         """The job result's ``evaluation``: scalar metrics only (per-image details stay in the report files)."""
         return {
             "split": self.split,
+            "accuracy_ci95": None if self.decision.accuracy_ci is None else list(self.decision.accuracy_ci),
             "candidate": _scalars(self.candidate),
             "active": None if self.active_version is None
             else {"version": self.active_version, **_scalars(self.active)},
@@ -69,6 +88,14 @@ class Verdict:
 
 def held_out_split(data: JobData) -> str:
     return "test" if data.has("test") else "val"
+
+
+def split_counts(dataset: Any, split: str) -> dict[str, int]:
+    """Images per class of ``split`` (every class listed, 0 included)."""
+    counts = dict.fromkeys(dataset.classes, 0)
+    for _, index in dataset.items(split):
+        counts[dataset.classes[index]] += 1
+    return counts
 
 
 def judge(registry: Registry, candidate: VersionInfo, data: JobData, tolerance: float) -> Verdict:
@@ -82,6 +109,7 @@ def judge(registry: Registry, candidate: VersionInfo, data: JobData, tolerance: 
         None if active is None else float(active["accuracy"]),
         len(candidate.manifest.labels),
         tolerance,
+        split_counts(data.dataset, split),
     )
     return Verdict(decision, split, evaluation, None if active_info is None else active_info.version, active)
 

@@ -99,29 +99,37 @@ def cmd_train(args: list[str]) -> int:
     except (ValidationError, ValueError) as exc:
         raise SystemExit(f"invalid training options: {exc}") from exc
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from trainer.engine import EpochMetrics, fine_tune
+    from trainer.engine import fine_tune
     from trainer.job_data import JobData
+    from trainer.progress import ProgressTracker
     from trainer.publish import export_and_register
 
     settings = get_settings()
     registry = Registry(settings.models_dir)
     dataset = ingest(opts.dataset, settings)
-    bar = tqdm(desc="training", unit="epoch")
-
-    def progress(m: EpochMetrics) -> None:
-        bar.total = m.epochs
-        bar.update(m.epoch - bar.n)
-        bar.set_postfix(stage=m.stage, loss=f"{m.train_loss:.3f}", val_acc=f"{m.val_accuracy:.3f}",
-                        eta=f"{m.eta_s:.0f}s")
+    bar = tqdm(desc="training", total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% {postfix}")
+    tracker = ProgressTracker(lambda snap: show_progress(bar, snap), min_interval_s=0.5)
 
     data = JobData(dataset, settings.cli_cache_dir(dataset.id))
-    result = fine_tune(spec, dataset, on_progress=progress, registry=registry, cache_dir=data.cache_dir)
+    with logging_redirect_tqdm():  # log lines print above the bar instead of breaking it
+        result = fine_tune(spec, dataset, registry=registry, cache_dir=data.cache_dir, progress=tracker)
+        tracker.finish()
     bar.close()
     activate = not opts.no_activate and should_activate(registry, opts.model, result.metrics["val_accuracy"])
     info = export_and_register(result, registry, opts.model, data, {"via": "cli"}, activate)
     print_summary(result.metrics, info.version, activate, info.path)
     return 0
+
+
+def show_progress(bar: Any, snap: dict[str, Any]) -> None:
+    """One ETA (the tracker's, from measured batch times; "?" until measured), the stage, 0-100 %."""
+    bar.update(round(100 * snap["fraction"], 1) - bar.n)
+    eta = "0s" if snap["fraction"] >= 1.0 else "?" if snap["eta_s"] is None else f"{snap['eta_s']:.0f}s"
+    where = f" epoch {snap['epoch']}/{snap['epochs']}" if snap["epochs_stage"] and snap["stage"] in (
+        "probe", "finetune") else ""
+    bar.set_postfix_str(f"{snap['stage']}{where} eta {eta}", refresh=True)
 
 
 def print_summary(metrics: dict[str, Any], version: int, activated: bool, path: Path) -> None:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
-from core.jobspec import JobRequest, TrainSpec
+from core.jobspec import JOB_KEYS, JobRequest, TrainSpec, train_fields
 from core.searchspec import SearchSpec, trial_summaries, validation_message
 from core.task_names import TASK_SEARCH, TASK_TRAIN
 from core.validation import error_message
@@ -36,9 +36,25 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+def resolved_spec(job: Job) -> dict[str, Any]:
+    """What the job runs: every TrainSpec field with defaults filled in, and, once known, the
+    learning rate each stage used (``lr: "auto"`` shows the range test's pick there)."""
+    try:
+        resolved = TrainSpec.model_validate(train_fields(job.spec)).model_dump(mode="json")
+    except ValidationError:  # a spec stored by an older version: show it as stored
+        return dict(job.spec)
+    for key in JOB_KEYS:
+        if key in job.spec:
+            resolved[key] = job.spec[key]
+    metrics = (job.result or {}).get("metrics") or {}
+    if metrics.get("stage_lrs"):
+        resolved["lr_used"] = metrics["stage_lrs"]
+    return resolved
+
+
 def job_view(job: Job) -> dict[str, Any]:
     progress = job.progress or {
-        "epoch": 0, "epochs": job.spec.get("max_epochs"), "fraction": 0.0, "eta_s": None,
+        "stage": "queued", "fraction": 0.0, "eta_s": None, "epoch": 0, "epochs": None, "epochs_stage": None,
     }
     if job.state == "succeeded":
         progress = {**progress, "fraction": 1.0, "eta_s": 0.0}
@@ -51,6 +67,7 @@ def job_view(job: Job) -> dict[str, Any]:
 def _view(job: Job, progress: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec,
+        "resolved_spec": resolved_spec(job),
         "state": job.state, "progress": progress, "metrics": job.metrics, "result": job.result,
         "error": job.error, "attempts": job.attempts, "cancel_requested": job.cancel_requested,
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),

@@ -53,7 +53,10 @@ def test_class_folders_made_split_and_index_contract(tmp_path: Path, store: Data
     assert ds.classes == ["ants", "bees"] and ds.split_source == "made" and ds.layout == "class_folders"
     assert ds.counts == {"train": {"ants": 16, "bees": 8}, "val": {"ants": 2, "bees": 1},
                          "test": {"ants": 2, "bees": 1}}
-    assert ds.problems == [] and ds.duplicates == [] and ds.warnings == []
+    assert ds.problems == [] and ds.duplicates == []
+    # 3 val images: too few to tell models apart, and the report says so (and what to do)
+    assert len(ds.warnings) == 1 and ds.warnings[0].startswith("weak val split (3 images)")
+    assert "ants (2), bees (1)" in ds.warnings[0] and "at least 10 per class" in ds.warnings[0]
     index = json.loads((store.root / ds.id / "index.json").read_text())
     assert set(index) >= {"id", "name", "created_at", "classes", "split_source", "files", "counts", "problems",
                           "duplicates", "warnings"}
@@ -209,6 +212,14 @@ def test_min_images_per_class_is_configurable(tmp_path: Path, store: DatasetStor
         store.ingest(archive, None, LIMITS)
     ds, _ = store.ingest(archive, None, IngestLimits(min_images_per_class=3))
     assert sum(ds.counts["val"].values()) == 2 and "test" not in ds.counts
+
+
+def test_a_big_enough_val_split_gets_no_weak_validation_warning(tmp_path: Path, store: DatasetStore) -> None:
+    files = {**class_files({"ants": 10, "bees": 10}, prefix="val/", seed=1),
+             **class_files({"ants": 10, "bees": 10}, prefix="train/", seed=2)}
+    ds, _ = store.ingest(make_zip(tmp_path / "split.zip", files), None, LIMITS)
+    assert ds.counts["val"] == {"ants": 10, "bees": 10}
+    assert not any("weak" in w for w in ds.warnings)
 
 
 def test_imbalance_is_reported(tmp_path: Path, store: DatasetStore) -> None:

@@ -45,7 +45,10 @@ def test_linear_job_is_trained_promoted_and_served(stack: Stack, dataset_id: str
 
     result = job["result"]
     assert result["model"] == "hymenoptera" and result["version"] == 1 and result["promoted"] is True
-    assert "first version" in result["reason"]
+    assert "first version" in result["reason"] and "clearly above chance" in result["reason"]
+    lo, hi = result["evaluation"]["accuracy_ci95"]  # how sure: a 95 % Wilson interval on the accuracy
+    assert 0.5 < lo <= result["evaluation"]["candidate"]["accuracy"] <= hi <= 1.0
+    assert "95% interval" in result["reason"] and isinstance(result["warnings"], list)
     assert result["evaluation"]["split"] == "val" and result["evaluation"]["active"] is None
     assert result["evaluation"]["candidate"]["accuracy"] >= 0.93
     assert job["progress"]["fraction"] == 1.0 and job["metrics"], job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,12 @@ def test_train_command_registers_and_activates(tmp_path: Path, monkeypatch: pyte
     try:
         code = main(["train", str(folder), "--model", "colours", "--mode", "linear", "--spec", str(spec),
                      "--lr", "0.05", "--patience", "4", "--seed", "3"])
-        out = capsys.readouterr().out
+        captured = capsys.readouterr()
+        out = captured.out
         assert code == 0
+        bars = [seg for seg in re.split(r"[\r\n]", captured.err) if seg.startswith("training")]
+        assert bars and "100/100%" in bars[-1] and "done" in bars[-1]  # the bar ends at 100 %
+        assert all(b.count("eta") <= 1 for b in bars) and "eta" in bars[-1]  # one ETA, the tracker's
         registry = Registry(tmp_path / "home" / "models")
         info = registry.get("colours")
         assert info.version == 1 and info.status == "active"

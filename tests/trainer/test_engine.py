@@ -37,6 +37,7 @@ def test_linear_probe_learns_real_photos_and_reports_progress(hym_probe: Dataset
     _RESULTS.setdefault("linear", result)
     assert result.metrics["val_accuracy"] >= 0.85  # 20 val photos; the frozen probe gets ~0.95 on the full set
     assert result.labels == ["ants", "bees"] and result.temperature > 0
+    assert result.metrics["warnings"] == []  # 10 val photos per class: not weak
     assert [m.epoch for m in seen] == list(range(1, len(seen) + 1))
     assert all(m.stage == "linear" and m.epochs == 40 and m.lr > 0 and m.images_per_s > 0 for m in seen)
     assert seen[-1].eta_s == 0.0 or seen[-1].epoch < 40
@@ -112,7 +113,10 @@ def test_finetune_sgd_onecycle_strong_ema_workers(hym_small: Dataset) -> None:
     result = fine_tune(spec, hym_small, on_progress=seen.append)
     stages = [m.stage for m in seen]
     assert stages[-1] == "finetune" and stages[-2] == "linear" and stages[0] == "linear"
-    assert result.metrics["best_stage"] == "finetune"  # finetune mode returns the fine-tuned weights
+    best = max(result.history, key=lambda h: (h.val_accuracy, -h.val_loss))  # min_delta 0: ties by loss
+    assert result.metrics["best_stage"] == best.stage  # the best validated weights, whichever stage
+    assert result.metrics["val_accuracy"] == pytest.approx(best.val_accuracy)
+    assert [r["stage"] for r in result.metrics["stages"]] == ["linear", "finetune"]
     assert seen[-1].images_per_s > 0 and seen[-1].eta_s == 0.0
     assert 0.5 <= result.metrics["val_accuracy"] <= 1.0
 
@@ -127,6 +131,24 @@ def test_gradual_unfreezes_stage_by_stage(hym_small: Dataset) -> None:
     assert not torch.equal(params["conv_head.weight"], base["conv_head.weight"])  # top group trains first
     stem_trained = not torch.equal(params["conv_stem.weight"], base["conv_stem.weight"])
     assert stem_trained == (result.metrics["best_stage"] == "gradual_2")  # the stem only in the last step
+
+
+def test_a_later_stage_that_does_not_beat_the_probe_is_discarded_and_said_so(hym_small: Dataset) -> None:
+    # min_delta 0.5: no fine-tuning epoch can beat the probe's accuracy by half, so its weights must go.
+    spec = TrainSpec(mode="finetune", augment="none", lr="auto",
+                     early_stopping={"metric": "val_accuracy", "patience": 5, "min_delta": 0.5}, **FAST)
+    result = fine_tune(spec, hym_small)
+    m = result.metrics
+    assert [h.stage for h in result.history][-2:] == ["finetune", "finetune"]  # it did train
+    assert m["best_stage"] == "linear" and m["best_epoch"] <= spec.probe_epochs
+    probe, ft = m["stages"]
+    assert probe["kept"] and not ft["kept"] and "discarded" in ft["reason"]
+    assert "discarded" in m["best_stage_reason"]
+    probe_best = result.history[m["best_epoch"] - 1]
+    assert m["val_accuracy"] == pytest.approx(probe_best.val_accuracy)  # the probe's weights are published
+    assert m["val_loss"] == pytest.approx(probe_best.val_loss, abs=1e-4)
+    # lr "auto": fine-tuning does not take the head's rate (trainer/optim.py)
+    assert m["stage_lrs"]["finetune"] == pytest.approx(min(m["lr"] / 10, 1e-3))
 
 
 def test_block_groups_run_bottom_to_top_without_the_head() -> None:
@@ -149,6 +171,8 @@ def test_auto_keeps_the_probe_unless_fine_tuning_beats_it(hym_small: Dataset) ->
     result = fine_tune(spec, hym_small)
     probe_best = max(h.val_accuracy for h in result.history if h.stage == "linear")
     assert result.metrics["val_accuracy"] >= probe_best
+    # 4 val photos per class: the job says its choices were made on a weak split
+    assert len(result.metrics["warnings"]) == 1 and "weak val split (8 images)" in result.metrics["warnings"][0]
     ft = [h for h in result.history if h.stage == "finetune"]
     assert 1 <= len(ft) <= 2
     if result.metrics["best_stage"] == "linear":
@@ -215,3 +239,32 @@ def test_dataset_without_validation_split_is_refused(tmp_path: Path, store_root:
         dataset.attach(tmp_path / "store" / dataset.id)
     with pytest.raises(TrainingError, match="no validation images"):
         fine_tune(TrainSpec(mode="linear", probe_epochs=1), dataset)
+
+
+def test_progress_is_monotone_measured_and_ends_at_one(hym_small: Dataset) -> None:
+    from trainer.progress import ProgressTracker
+
+    snaps: list[dict[str, Any]] = []
+    tracker = ProgressTracker(snaps.append, min_interval_s=0.0)  # every update, to see them all
+    fine_tune(TrainSpec(mode="finetune", **FAST), hym_small, progress=tracker)
+    tracker.finish()
+    fractions = [s["fraction"] for s in snaps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and max(fractions[:-1]) < 1.0
+    elapsed = [s["elapsed_s"] for s in snaps]
+    assert elapsed == sorted(elapsed)
+    assert snaps[0]["eta_s"] is None and snaps[0]["stage"] == "probe"  # no measurement yet: no guess
+    for name in ("probe", "finetune"):  # each stage's first update has no ETA; once it has one, it's a number
+        own = [s for s in snaps if s["stage"] == name]
+        assert own[0]["eta_s"] is None and any(s["eta_s"] is not None for s in own)
+        measured = next(i for i, s in enumerate(own) if s["eta_s"] is not None)
+        assert all(s["eta_s"] is not None and s["eta_s"] >= 0 for s in own[measured:])
+    order = list(dict.fromkeys(s["stage"] for s in snaps))
+    assert order == ["probe", "finetune", "calibrate", "done"]
+    # progress moves within an epoch: batch 1 of 2 of each fine-tuning epoch is reported
+    ft = [s for s in snaps if s["epochs_stage"] == "finetune"]
+    assert {(s["epoch"], s["batch"]) for s in ft} >= {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert all(s["epochs"] == 2 and s["batches"] == 2 for s in ft)  # epochs counts the stage it names
+    assert all(s["epochs"] == 6 for s in snaps if s["epochs_stage"] == "linear")
+    done = snaps[-1]
+    assert done["eta_s"] is None or done["eta_s"] == 0.0
+    assert all(st["state"] == "done" for st in done["stages"])

@@ -197,3 +197,18 @@ def test_device_crop_loader_crops_flips_and_covers_every_image() -> None:
 def test_every_schedule_survives_tiny_runs(name: str, steps: int, epochs: int) -> None:
     lrs = _lrs(name, steps=steps, epochs=epochs)
     assert len(lrs) == steps * epochs and all(lr > 0 for lr in lrs)
+
+
+@pytest.mark.parametrize("optimizer,cap", [("adamw", 1e-3), ("sgd", 1e-2)])
+def test_auto_lr_fine_tuning_takes_a_tenth_of_the_probe_rate_capped(optimizer: str, cap: float) -> None:
+    from core.jobspec import TrainSpec
+    from trainer.optim import stage_lr
+    from trainer.stages import Stage
+
+    probe, ft = Stage("linear", 1), Stage("finetune", 1)
+    auto = TrainSpec(lr="auto", optimizer=optimizer)
+    assert stage_lr(auto, probe, 1.9e-2) == 1.9e-2
+    assert stage_lr(auto, ft, 1.9e-2) == pytest.approx(min(1.9e-3, cap))
+    assert stage_lr(auto, ft, 1.9e-2) < 1.9e-2  # never the head's rate
+    assert stage_lr(auto, ft, 2e-3) == pytest.approx(2e-4)
+    assert stage_lr(TrainSpec(lr=0.02, optimizer=optimizer), ft, 1.9e-2) == 0.02  # a given number is used as is

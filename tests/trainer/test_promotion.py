@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from core.weak_validation import weak_split_warning, wilson_interval
 from trainer.promotion import decide
+
+BIG = {"ants": 200, "bees": 200}  # enough images that one image moves accuracy by 0.0025 < tolerance
 
 
 def test_candidate_within_tolerance_of_active_is_promoted() -> None:
@@ -17,3 +22,30 @@ def test_first_version_must_beat_chance_by_a_margin() -> None:
     assert not decide(0.52, None, 2, tolerance=0.005).promote
     assert decide(0.12, None, 100, tolerance=0.005).promote  # chance 0.01 -> needs >= 0.109
     assert not decide(0.05, None, 100, tolerance=0.005).promote
+
+
+def test_first_version_must_be_clearly_above_chance_and_says_how_sure() -> None:
+    # The case: 5 of 8 right on four classes "beat chance"; its interval does not.
+    few = decide(5 / 8, None, 4, tolerance=0.005, per_class={"a": 2, "b": 2, "c": 2, "d": 2})
+    assert not few.promote and "not clearly above chance" in few.reason
+    assert few.accuracy_ci is not None and few.accuracy_ci[0] < 0.325 < 5 / 8 < few.accuracy_ci[1]
+    assert "95% interval" in few.reason and "weak comparison" in few.reason and few.warning
+    sure = decide(0.80, None, 4, tolerance=0.005, per_class={"a": 100, "b": 100, "c": 100, "d": 100})
+    assert sure.promote and sure.accuracy_ci is not None and sure.accuracy_ci[0] > 0.75
+    assert "95% interval" in sure.reason and sure.warning is None and "weak" not in sure.reason
+
+
+def test_a_small_split_makes_the_comparison_weak_and_the_reason_says_so() -> None:
+    small = decide(0.95, 0.90, 2, tolerance=0.005, per_class={"ants": 8, "bees": 8})
+    assert small.promote and "weak comparison" in small.reason and "fewer than 10 images per class" in small.reason
+    step = decide(0.95, 0.90, 2, tolerance=0.005, per_class={"ants": 20, "bees": 20})  # 1/40 > 0.005
+    assert "one image moves accuracy by 0.025" in step.reason
+    assert "weak" not in decide(0.95, 0.90, 2, tolerance=0.005, per_class=BIG).reason
+
+
+def test_wilson_interval_matches_known_values() -> None:
+    lo, hi = wilson_interval(5, 8)
+    assert lo == pytest.approx(0.3057, abs=1e-3) and hi == pytest.approx(0.8632, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert weak_split_warning("val", {"a": 10, "b": 12}) is None
+    assert "a (3)" in (weak_split_warning("val", {"a": 3, "b": 12}) or "")
