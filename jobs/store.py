@@ -209,13 +209,20 @@ class JobStore:
         )
 
     def record_progress(
-        self, job_id: str, owner: str, progress: dict[str, Any], metric: dict[str, Any] | None = None
+        self, job_id: str, owner: str, progress: dict[str, Any], metric: dict[str, Any] | None = None,
+        monotone: bool = False,
     ) -> bool:
-        """Write progress; append one epoch's metrics (a re-run of the same stage and epoch replaces it)."""
+        """Write progress; append one epoch's metrics (a re-run of the same stage and epoch replaces it).
+
+        ``monotone``: the fraction never moves back (several processes write a search's progress,
+        and one that read the study earlier may write after one that read it later).
+        """
         with self._session.begin() as s:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or row.state != "running" or row.lease_owner != owner:
                 return False
+            if monotone and row.progress and "fraction" in progress:
+                progress = {**progress, "fraction": max(progress["fraction"], row.progress.get("fraction") or 0.0)}
             row.progress = progress
             if metric is not None:
                 key = (metric.get("stage"), metric.get("epoch"))

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 import warnings
 from typing import Any
 
@@ -230,7 +231,8 @@ class EpochReporter:
 
     A search epoch is an epoch of the run's main stage; the linear probe that initialises the head
     before fine-tuning is skipped (it costs milliseconds). The last epoch never prunes: the trial is
-    complete by then.
+    complete by then. Each search epoch's wall time (from the previous one, or from the trial's
+    start: loading, the probe) is kept in ``epoch_s``: the search's ETA is made of these.
     """
 
     def __init__(self, trial: optuna.Trial, mode: str, max_epochs: int, pruned: type[Exception],
@@ -239,6 +241,8 @@ class EpochReporter:
         self.after_report = after_report
         self.stage, self.val_loss, self.steps = "", math.inf, 0
         self.accuracies: list[float] = []
+        self.seconds: list[float] = []
+        self.last = time.perf_counter()
 
     def on_progress(self, metrics: Any) -> None:  # called just before on_epoch_end
         self.stage, self.val_loss = str(metrics.stage), float(metrics.val_loss)
@@ -247,8 +251,12 @@ class EpochReporter:
         if self.stage == "linear" and self.mode != "linear":
             return
         self.steps += 1
+        now = time.perf_counter()
+        self.seconds.append(round(now - self.last, 3))
+        self.last = now
         self.accuracies.append(float(val_accuracy))
         self.trial.set_user_attr("val_accuracy", self.accuracies)
+        self.trial.set_user_attr("epoch_s", self.seconds)
         self.trial.report(score(val_accuracy, self.val_loss), self.steps)
         if self.after_report is not None:
             self.after_report()
@@ -260,8 +268,10 @@ class EpochReporter:
 
 # ---------------------------------------------------------------------------- summaries
 def summarize(trial: FrozenTrial) -> dict[str, Any]:
-    """What ``GET /v1/jobs/{id}`` shows of one trial (``value``: the score of its final model)."""
+    """What ``GET /v1/jobs/{id}`` shows of one trial (``value``: the score of its final model;
+    ``seconds``: the measured wall time of its search epochs)."""
     accuracies = [float(v) for v in trial.user_attrs.get("val_accuracy", [])]
+    seconds = [float(v) for v in trial.user_attrs.get("epoch_s", [])]
     out: dict[str, Any] = {
         "number": trial.number,
         "params": dict(trial.params),
@@ -269,6 +279,8 @@ def summarize(trial: FrozenTrial) -> dict[str, Any]:
         "epochs": len(trial.intermediate_values),
         "best_val_accuracy": max(accuracies) if accuracies else None,
         "value": trial.value,
+        "seconds": round(sum(seconds), 3),
+        "timed_epochs": len(seconds),
     }
     if "error" in trial.user_attrs:
         out["error"] = trial.user_attrs["error"]

@@ -19,7 +19,7 @@ from core.searchspec import SearchSpec, best_of
 from core.settings import Settings
 from jobs import Job, JobStore
 from trainer.lease import ClaimedJob, owner_id, take_over
-from trainer.search_job import search_owner, split_spec
+from trainer.search_job import search_owner, split_spec, write_progress
 
 if TYPE_CHECKING:
     import optuna
@@ -49,7 +49,10 @@ def maybe_finalize(job_id: str, settings: Settings) -> str:
     if finalizer is None:
         return "not-ours"  # another task is finalizing
     with finalizer:
+        write_progress(store, job_id, study, n_trials, search_spec, finalizer.owner, "publish")
         state, result, error = _final_outcome(finalizer, study, n_trials, search_spec)
+        write_progress(store, job_id, study, n_trials, search_spec, finalizer.owner,
+                       "done" if state == "succeeded" else state)
     if finalizer.finish(state, result=result, error=error):
         log.info("search %s: %s", job_id, state if error is None else f"{state}: {error}")
         shutil.rmtree(settings.search_dir(job_id), ignore_errors=True)

@@ -199,15 +199,28 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
     from trainer.search_trial import run_trial
 
     settings = Settings(home=tmp_path / "home")
-    folder = subset_folder(hymenoptera, tmp_path / "tiny", {"train": 6, "val": 4})
+    folder = subset_folder(hymenoptera, tmp_path / "tiny", {"train": 6, "val": 8})  # 16 val: enough for a first version
     dataset = make_dataset(folder, settings.datasets_dir)
     store = JobStore(settings.resolved_database_url)
-    search = {"method": "random", "trials": 3, "max_epochs": 1, "space": {"lr": "loguniform(1e-2, 5e-2)"}}
+    search = {"method": "random", "trials": 3, "max_epochs": 5, "space": {"lr": "loguniform(1e-2, 5e-2)"}}
     job = store.create("recovered", dataset.id, {"mode": "linear", "batch_size": 4, "search": search}, kind="search")
     sent: list[list[Any]] = []
     monkeypatch.setattr(st, "send_task", lambda _s, _name, args: sent.append(args))
 
+    seen: list[dict[str, Any]] = []
+
+    def progress(**counts: int) -> dict[str, Any]:
+        """The recorded progress: its counts add up to the trials; its fraction never moves back."""
+        p = store.get(job.id).progress
+        assert p is not None and sum(p["trial_counts"].values()) == p["trials_total"] == 3, p
+        assert {k: p["trial_counts"][k] for k in counts} == counts, p
+        assert not seen or p["fraction"] >= seen[-1]["fraction"], (seen[-1], p)
+        seen.append(p)
+        return p
+
     assert st.run_search_job(job.id, settings) == "queued" and sent == [[job.id, s] for s in range(3)]
+    first = progress(queued=3, running=0, complete=0)
+    assert first["fraction"] == 0.0 and first["eta_s"] is None  # nothing measured: no guess
     assert st.run_search_job(job.id, settings) == "skipped"  # a second delivery while it runs
     # Slot 0 starts on a worker that then dies: its trial stays "running" and nobody renews the lease.
     study = optuna_study.load_study(settings, job.id, SearchSpec.model_validate(search))
@@ -220,15 +233,23 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
     sent.clear()
     assert st.run_search_job(job.id, settings) == "queued"
     assert sent == [[job.id, 1], [job.id, 2]]  # only the slots that never started
+    orphaned = progress(failed=1, queued=2)
+    assert orphaned["eta_s"] is None and 0 < orphaned["fraction"] < 1  # the failed trial never timed an epoch
     assert run_trial(job.id, 0, settings) == "skipped"  # the old message of slot 0
     assert run_trial(job.id, 1, settings) == "running"
+    one = progress(failed=1, complete=1, queued=1, running=0)
+    assert one["fraction"] < 1.0 and one["eta_s"] > 0  # one queued trial left, its epoch cost measured
     assert run_trial(job.id, 2, settings) == "succeeded"  # the last one finalizes
     assert maybe_finalize(job.id, settings) == "not-ours"  # exactly once
+    last = store.get(job.id).progress or {}  # as recorded (the API's view forces 1.0 on success anyway)
+    assert last["stage"] == "done" and last["fraction"] == 1.0 and last["eta_s"] == 0.0, last
+    assert last["trial_counts"] == {"complete": 2, "pruned": 0, "failed": 1, "running": 0, "queued": 0}
+    assert last["fraction"] >= seen[-1]["fraction"]
 
     done = store.get(job.id)
     assert done.state == "succeeded" and done.attempts == 2, done.error
     trials = {t["number"]: t for t in done.result["trials"]}  # type: ignore[index]
     assert trials[0]["state"] == "failed" and "worker was lost" in trials[0]["error"]
     assert [trials[n]["state"] for n in (1, 2)] == ["complete", "complete"]
-    assert done.result["version"] == 1 and done.result["promoted"] is True  # type: ignore[index]
+    assert done.result["version"] == 1 and done.result["promoted"] is True, done.result["evaluation"]  # type: ignore[index]
     assert not settings.optuna_journal(job.id).exists() and not settings.search_dir(job.id).exists()
