@@ -108,6 +108,14 @@ def test_grid_search_survives_a_failing_trial_and_promotes_the_best(cluster: Clu
     # The stream reported trials as they finished, before the end.
     finished_counts = [sum(t["state"] in ("complete", "failed") for t in data["trials"]) for _, data in events[:-1]]
     assert any(0 < n < 4 for n in finished_counts), finished_counts
+    # Progress as the stream showed it: counts add up, the fraction never moves back and ends at 1.0,
+    # and no ETA before a search epoch was timed.
+    views = [data for _, data in events if data["progress"].get("trial_counts")]
+    assert views and all(sum(v["progress"]["trial_counts"].values()) == 4 for v in views), views
+    fractions = [v["progress"]["fraction"] for v in views]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, fractions
+    unmeasured = [v for v in views if not any(t.get("timed_epochs") for t in v["trials"])]
+    assert all(v["progress"]["eta_s"] is None for v in unmeasured), unmeasured
 
     trials = by_state(job)
     assert len(job["trials"]) == 4 and len(trials["failed"]) == 2 and len(trials["complete"]) == 2, job["trials"]
