@@ -93,6 +93,9 @@ class TrainSpec(BaseModel):
     # How many unfreezing steps ``gradual`` takes after the probe (top block group first).
     gradual_stages: int = Field(default=3, ge=1, le=20)
     device: Device = "auto"
+    # Seconds the training may take (setup, probe, fine-tuning); fine-tuning that would not fit is
+    # shortened or skipped for the probe's result, and the job says so (trainer/budget.py). None: no limit.
+    time_budget_s: float | None = Field(default=None, gt=0.0, le=7 * 86400.0)
 
     @field_validator("base")
     @classmethod

@@ -28,6 +28,7 @@ from core.jobspec import TrainSpec
 from core.weak_validation import weak_split_warning
 from models import Registry
 from models.manifest import Preprocessing
+from trainer.budget import Budget, OverBudget
 from trainer.calibration import calibrate, calibration_metrics
 from trainer.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
 from trainer.data import CachedSplit, load_split
@@ -161,6 +162,8 @@ class _Run:
         self.stage_lrs: dict[str, float] = {}
         self.probe_lr: float | None = None
         self.tracker = ProgressTracker()
+        self.budget = Budget(spec.time_budget_s, self._elapsed) if spec.time_budget_s is not None else None
+        self.epoch_limits: dict[str, int] = {}  # fine-tuning stages the budget shortened
 
     def check(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -292,6 +295,11 @@ class _Run:
     def _run_stage(self, index: int, stage: Stage, resume: dict[str, Any] | None) -> None:
         if resume is not None and resume["stage_done"]:
             return
+        if self.budget is not None and not stage.on_features:
+            try:
+                self.budget.before_stage(stage.name, stage.epochs)
+            except OverBudget as over:
+                return self._over_budget(stage, over)
         spec = self.spec
         name = progress_name(stage.name)
         if self.tracker.current != name:
@@ -314,6 +322,15 @@ class _Run:
             start_epoch, bad, stage_best = resume["epoch"], resume["bad_epochs"], resume["stage_best"]
         mix = batch_mix(spec.augment, len(self.labels)) if not stage.on_features else None
         modes = train_modes(trainable_backbone(self.backbone, stage), spec.freeze_bn) if loader is not None else None
+        try:
+            self._epochs(index, stage, start_epoch, bad, stage_best, optimizer, scheduler, ema, loader, modes, mix,
+                         steps)
+        except OverBudget as over:
+            self._over_budget(stage, over)
+
+    def _epochs(self, index: int, stage: Stage, start_epoch: int, bad: int, stage_best: Best, optimizer: Any,
+                scheduler: Any, ema: AveragedModel | None, loader: Any, modes: Any, mix: Any, steps: int) -> None:
+        spec = self.spec
         for epoch in range(start_epoch, stage.epochs):
             seed = epoch_seed(spec.seed, index, epoch)
             torch.manual_seed(seed)
@@ -346,7 +363,7 @@ class _Run:
                 bad += 1
             self._report(stage, stats, val_loss, val_acc, optimizer)
             stop = bad >= patience(spec, stage)
-            last = stop or epoch + 1 == stage.epochs
+            last = stop or epoch + 1 >= self.epoch_limits.get(stage.name, stage.epochs)
             if last:
                 self.overall, record = end_stage(spec, stage, stage_best, self.overall)
                 self.stage_records.append(record)
@@ -358,10 +375,33 @@ class _Run:
             if stop:
                 log.info("stage %s: early stop after epoch %d (no improvement for %d epochs)",
                          stage.name, epoch + 1, bad)
+            if last:
                 break
 
     def _batch_clock(self, stage: Stage, epoch: int, batches: int) -> BatchClock:
-        return BatchClock(self.tracker, self.check, stage.name, epoch, stage.epochs, batches)
+        clock = BatchClock(self.tracker, self.check, stage.name, epoch, stage.epochs, batches)
+        if self.budget is not None and not stage.on_features:
+            clock.check = lambda: self._budget_check(stage, clock)
+        return clock
+
+    def _budget_check(self, stage: Stage, clock: BatchClock) -> None:
+        """Cancel check, then, once per stage after its first timed batches, the budget's estimate."""
+        self.check()
+        assert self.budget is not None
+        fit = self.budget.after_batch(stage.name, clock.batches, clock.batch, clock.mean_batch_s(),
+                                      len(self.val_split), self.spec.batch_size, stage.epochs)
+        if fit is not None:
+            self.epoch_limits[stage.name] = fit
+            log.warning("time budget: %s", self.budget.cuts[-1].reason)
+            self.tracker.plan([(progress_name(stage.name), fit * clock.batches)])
+
+    def _over_budget(self, stage: Stage, over: OverBudget) -> None:
+        """A fine-tuning stage that does not fit: the best weights so far (the probe's) stay."""
+        log.warning("time budget: %s", over.cut.reason)
+        self._restore(self.overall)
+        self.stage_records.append({"stage": stage.name, "kept": False, "reason": over.cut.reason,
+                                   "best_val_accuracy": None, "best_val_loss": None, "best_epoch": None})
+        self.tracker.plan([(progress_name(stage.name), 0)])
 
     def _report(self, stage: Stage, stats: EpochStats, val_loss: float, val_acc: float, optimizer: Any) -> None:
         self.epoch_seconds.setdefault(stage.name, []).append(stats.seconds)
@@ -454,6 +494,9 @@ class _Run:
         per_class = {name: int((val_labels == i).sum()) for i, name in enumerate(self.labels)}
         weak = weak_split_warning("val", per_class)
         metrics["warnings"] = [weak + " (the best epoch and stage were chosen on it)"] if weak else []
+        if self.budget is not None:
+            metrics["time_budget"] = self.budget.report()
+            metrics["warnings"] += self.budget.warnings()
         self.tracker.unit_done(time.perf_counter() - started, force=True)
         log.info("done: val acc %.4f (best: %s epoch %d), %s; ECE on %s %.4f -> %.4f", val_acc, self.overall.stage,
                  self.overall.epoch, calibration.reason, metrics["ece_split"], metrics["ece_before"],

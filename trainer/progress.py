@@ -180,14 +180,17 @@ class BatchClock:
 
     def __init__(self, tracker: ProgressTracker, check: Callable[[], None], stage: str, epoch: int, epochs: int,
                  batches: int) -> None:
-        self.tracker, self.check = tracker, check
+        self.tracker, self.check = tracker, check  # check: replaceable (the engine adds the budget's)
         self.stage, self.epoch, self.epochs, self.batches = stage, epoch, epochs, batches
         self.last: float | None = None
+        self.first: float | None = None
         self.batch = 0
 
     def tick(self) -> None:
         """A batch ended (the next starts now)."""
         now = time.perf_counter()
+        if self.first is None:
+            self.first = now
         if self.last is not None:
             self.batch += 1
             self.tracker.set_epoch(self.stage, self.epoch + 1, self.epochs, self.batch, self.batches)
@@ -197,6 +200,12 @@ class BatchClock:
     def __call__(self) -> None:
         self.tick()
         self.check()
+
+    def mean_batch_s(self) -> float | None:
+        """Mean measured time of this epoch's batches so far (None before one is done)."""
+        if self.first is None or self.last is None or self.batch == 0:
+            return None
+        return (self.last - self.first) / self.batch
 
     def since_last(self) -> float:
         return time.perf_counter() - self.last if self.last is not None else 0.0

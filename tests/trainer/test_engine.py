@@ -268,3 +268,44 @@ def test_progress_is_monotone_measured_and_ends_at_one(hym_small: Dataset) -> No
     done = snaps[-1]
     assert done["eta_s"] is None or done["eta_s"] == 0.0
     assert all(st["state"] == "done" for st in done["stages"])
+
+
+def test_a_tiny_time_budget_keeps_the_probe_and_says_what_it_cut(hym_small: Dataset) -> None:
+    spec = TrainSpec(mode="finetune", time_budget_s=0.01, **FAST)
+    result = fine_tune(spec, hym_small)
+    m = result.metrics
+    assert all(h.stage == "linear" for h in result.history)  # no fine-tuning epoch ran
+    assert m["best_stage"] == "linear"
+    cut = m["time_budget"]["cuts"]
+    assert [(c["stage"], c["action"], c["kept_epochs"]) for c in cut] == [("finetune", "skipped", 0)], cut
+    assert m["time_budget"]["time_budget_s"] == 0.01 and m["time_budget"]["used_s"] > 0.01
+    assert any("finetune skipped" in w and "probe's result is kept" in w for w in m["warnings"]), m["warnings"]
+    probe, ft = m["stages"]
+    assert probe["kept"] and not ft["kept"] and "time budget" in ft["reason"]
+    # The model is exactly the probe's: the same probe alone (linear mode, same seed) gives the same weights.
+    alone = fine_tune(TrainSpec(mode="linear", probe_epochs=FAST["probe_epochs"], batch_size=FAST["batch_size"]),
+                      hym_small)
+    ours, theirs = result.model.state_dict(), alone.model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert m["val_accuracy"] == alone.metrics["val_accuracy"]
+
+
+def test_the_budget_shortens_or_stops_fine_tuning_from_timed_batches() -> None:
+    from trainer.budget import Budget, OverBudget, epochs_that_fit
+
+    assert epochs_that_fit(6.0, 1.5, 5.0, 4) == 1 and epochs_that_fit(60.0, 0.0, 5.0, 4) == 4
+    used = [4.0]
+    budget = Budget(10.0, lambda: used[0])
+    # 3 timed batches of 0.5 s, 10 per epoch, 6 val images in 1 batch: ~5.2 s an epoch, 6 s left -> 1 of 4.
+    assert budget.after_batch("finetune", 10, 2, 0.5, 6, 6, 4) is None  # not enough batches timed yet
+    assert budget.after_batch("finetune", 10, 3, 0.5, 6, 6, 4) == 1
+    assert budget.after_batch("finetune", 10, 4, 0.5, 6, 6, 4) is None  # estimated once per stage
+    (cut,) = budget.cuts
+    assert cut.action == "shortened" and cut.kept_epochs == 1 and "shortened to 1 epoch" in cut.reason
+    used[0] = 9.9  # 0.1 s left: not one epoch of the next stage fits
+    with pytest.raises(OverBudget, match="not one epoch fits"):
+        budget.after_batch("gradual_2", 10, 3, 0.5, 6, 6, 2)
+    with pytest.raises(OverBudget, match="earlier fine-tuning stage"):
+        budget.before_stage("gradual_3", 2)
+    assert Budget(100.0, lambda: 1.0).after_batch("finetune", 10, 3, 0.5, 6, 6, 4) is None  # it fits
+    assert [w.split(":")[0] for w in budget.warnings()] == ["time budget"] * 3
