@@ -349,6 +349,8 @@ class _Run:
                                            (lambda: ema.update_parameters(self.model)) if ema else lambda: None,
                                            clock)
                 clock.tick()
+                if self.budget is not None:  # an epoch shorter than the estimate's batches: estimate now
+                    self._budget_check(stage, clock)
                 val_logits = predict(ema.module if ema is not None else self.model, self.val_split.eval,
                                      self.pre, self.device, check=self.check)
             self.tracker.add_time(clock.since_last())  # validation: part of what an epoch costs

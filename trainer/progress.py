@@ -183,15 +183,14 @@ class BatchClock:
         self.tracker, self.check = tracker, check  # check: replaceable (the engine adds the budget's)
         self.stage, self.epoch, self.epochs, self.batches = stage, epoch, epochs, batches
         self.last: float | None = None
-        self.first: float | None = None
+        self.seconds: list[float] = []  # each batch's time
         self.batch = 0
 
     def tick(self) -> None:
         """A batch ended (the next starts now)."""
         now = time.perf_counter()
-        if self.first is None:
-            self.first = now
         if self.last is not None:
+            self.seconds.append(now - self.last)
             self.batch += 1
             self.tracker.set_epoch(self.stage, self.epoch + 1, self.epochs, self.batch, self.batches)
             self.tracker.unit_done(now - self.last)
@@ -202,10 +201,10 @@ class BatchClock:
         self.check()
 
     def mean_batch_s(self) -> float | None:
-        """Mean measured time of this epoch's batches so far (None before one is done)."""
-        if self.first is None or self.last is None or self.batch == 0:
-            return None
-        return (self.last - self.first) / self.batch
+        """Mean time of this epoch's batches so far, the first left out once there are others (it
+        carries one-off warm-up: allocations, kernel selection); None before one is done."""
+        timed = self.seconds[1:] or self.seconds
+        return sum(timed) / len(timed) if timed else None
 
     def since_last(self) -> float:
         return time.perf_counter() - self.last if self.last is not None else 0.0
