@@ -49,3 +49,11 @@ def test_numeric_limits_and_auto_values() -> None:
                 {"label_smoothing": 1.0}, {"early_stopping": {"metric": "f1"}}):
         with pytest.raises(ValidationError):
             TrainSpec.model_validate(bad)
+
+
+@pytest.mark.parametrize("value", [0, -5, 7 * 86400 + 1, float("inf"), float("nan"), "1e400"])
+def test_time_budget_is_range_checked(value: object) -> None:
+    with pytest.raises(ValidationError, match="time_budget_s"):
+        TrainSpec.model_validate({"time_budget_s": value})
+    assert TrainSpec.model_validate({"time_budget_s": 90}).time_budget_s == 90.0
+    assert TrainSpec().time_budget_s is None
