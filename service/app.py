@@ -20,7 +20,7 @@ from service.gpu_pipeline import require_decoder
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.notify import PromotionListener
-from service.routes import datasets, health, jobs, models
+from service.routes import console, datasets, health, jobs, models
 
 log = logging.getLogger(__name__)
 
@@ -81,5 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])
+    app.include_router(console.router)
+    app.mount("/console", console.console_files(), name="console")
     return app
 

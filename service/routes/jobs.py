@@ -148,6 +148,13 @@ def list_jobs(
     return [job_view(j) for j in store.list_jobs(state=state, model=model, limit=limit)]
 
 
+@router.get("/schema")
+def job_schema() -> dict[str, Any]:
+    """JSON schemas of a job request, its hyperparameters and a search: what forms are built from."""
+    return {"request": JobRequest.model_json_schema(), "train": TrainSpec.model_json_schema(),
+            "search": SearchSpec.model_json_schema()}
+
+
 def existing_job(job_id: str, store: JobStoreDep) -> Job:
     try:
         return store.get(job_id)
