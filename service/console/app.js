@@ -233,6 +233,9 @@
           h("td", {}, (j.created_at || "").slice(0, 19).replace("T", " "))))));
   }
 
+  /* A Python regex as an HTML pattern (compiled with the /v flag, where a bare "-" ends a class badly). */
+  const htmlPattern = (re) => re && re.replace(/^\^/, "").replace(/\$$/, "").replace(/([^\\])-\]/g, "$1\\-]");
+
   /* The form's fields and their choices come from the typed spec (GET /v1/jobs/schema). */
   function jobForm(datasets, schema, wanted) {
     const train = schema.train.properties, search = schema.search.properties;
@@ -244,7 +247,7 @@
     const f = h("form", { class: "card job", id: "job-form" },
       h("h3", {}, "Start a job"),
       h("label", {}, "dataset ", select("dataset_id", datasets.map((d) => d.id), wanted || (datasets.at(-1) || {}).id)),
-      h("label", {}, "model name ", h("input", { name: "model", required: true, pattern: schema.request.properties.model.pattern, value: "" })),
+      h("label", {}, "model name ", h("input", { name: "model", required: true, pattern: htmlPattern(schema.request.properties.model.pattern), value: "" })),
       h("label", {}, "mode ", select("mode", choices(train.mode), train.mode.default)),
       h("label", {}, "augment ", select("augment", choices(train.augment), train.augment.default)),
       h("label", {}, "epochs ", number("max_epochs", train.max_epochs, train.max_epochs.default)),
