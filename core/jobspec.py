@@ -131,6 +131,8 @@ class JobRequest(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     # Hyper-parameter search (schema and validation: core/searchspec.py); None = one training run.
     search: dict[str, Any] | None = None
+    # Allow publishing a label set other than the one ``model`` serves now (models/meaning.py).
+    replace_labels: bool = False
 
     def spec(self) -> TrainSpec:
         """The validated spec (raises pydantic.ValidationError naming the bad hyperparameter)."""
@@ -140,3 +142,12 @@ class JobRequest(BaseModel):
             if value is not None:
                 fields[key] = value
         return TrainSpec.model_validate(fields)
+
+
+# Keys a stored job spec carries beside the TrainSpec fields (the worker strips them).
+JOB_KEYS = ("search", "replace_labels")
+
+
+def train_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    """The TrainSpec fields of a stored job spec."""
+    return {k: v for k, v in stored.items() if k not in JOB_KEYS}

@@ -13,13 +13,14 @@ import torch
 from core.images import open_rgb
 from models import Manifest, Registry
 from models.manifest import CamOutput
+from models.meaning import PRETRAINED_MODEL
 from trainer.backbones import DEFAULT_BACKBONE, create_backbone, imagenet_labels
 from trainer.export import export_onnx
 from trainer.transforms import EvalPreset
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "imagenet"
+DEFAULT_MODEL = PRETRAINED_MODEL  # jobs may not publish under it (models/meaning.py)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from models import Registry
 from models.manifest import Preprocessing
 from trainer.backbones import Backbone
-from trainer.calibration import expected_calibration_error, fit_temperature
+from trainer.calibration import calibrate, calibration_metrics
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import CachedSplit, load_split
 from trainer.features import cached_features
@@ -564,13 +564,12 @@ class _Run:
             p.requires_grad_(False)
         val_logits = self._final_logits(self.val_split)
         val_labels = self.val_split.labels
-        temperature = fit_temperature(val_logits, val_labels)
+        calibration = calibrate(val_logits, val_labels)
+        temperature = calibration.temperature
         outputs = {"val": SplitOutput(val_logits, val_labels, self.val_split.paths)}
         val_loss, val_acc = val_loss_acc(val_logits, val_labels)
         metrics: dict[str, Any] = {
             "val_accuracy": val_acc, "val_loss": val_loss,
-            "ece_before": expected_calibration_error(val_logits.softmax(1), val_labels),
-            "ece_after": expected_calibration_error((val_logits / temperature).softmax(1), val_labels),
             "epochs_run": len(self.history), "best_epoch": self.overall.epoch,
             "best_stage": self.history[self.overall.epoch - 1].stage if self.overall.epoch else "",
             "wall_s": self._elapsed(),
@@ -583,8 +582,9 @@ class _Run:
             outputs["test"] = SplitOutput(test_logits, test_split.labels, test_split.paths)
             metrics["test_loss"], metrics["test_accuracy"] = val_loss_acc(test_logits, test_split.labels)
             metrics["test_images"] = len(test_split)
-        log.info("done: val acc %.4f (best epoch %d), T=%.3f, ECE %.4f -> %.4f", val_acc, self.overall.epoch,
-                 temperature, metrics["ece_before"], metrics["ece_after"])
+        metrics.update(calibration_metrics(calibration, outputs))
+        log.info("done: val acc %.4f (best epoch %d), %s; ECE on %s %.4f -> %.4f", val_acc, self.overall.epoch,
+                 calibration.reason, metrics["ece_split"], metrics["ece_before"], metrics["ece_after"])
         return TrainingResult(
             model=self.model.cpu().eval(), labels=self.labels, preprocessing=self.pre, temperature=temperature,
             metrics=metrics, history=self.history, spec=self.spec, backbone=self.backbone.name,

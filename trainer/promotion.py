@@ -14,6 +14,7 @@ from typing import Any
 
 from core.settings import Settings
 from models import Registry, VersionInfo
+from models.meaning import check_labels
 from transport.broker import broker_url
 from transport.promotions import announce_promotion
 
@@ -60,14 +61,25 @@ def version_of_job(registry: Registry, name: str, job_id: str) -> VersionInfo | 
 
 
 def publish_with_gate(
-    result: Any, registry: Registry, name: str, dataset: Any, lineage: dict[str, Any], settings: Settings
+    result: Any, registry: Registry, name: str, dataset: Any, lineage: dict[str, Any], settings: Settings,
+    replace_labels: bool = False,
 ) -> dict[str, Any]:
-    """Register the trained model, evaluate it against the active version, promote or keep as candidate."""
+    """Register the trained model, evaluate it against the active version, promote or keep as candidate.
+
+    Checked again here (the API checked at creation): the model name must keep its meaning
+    (models/meaning.py raises LabelConflict, which fails the job with the fix); the same labels in
+    another order are mapped to the served order.
+    """
     from trainer.evaluate import evaluate_onnx
+    from trainer.labels import reorder_labels
     from trainer.publish import export_and_register
 
     info = version_of_job(registry, name, str(lineage.get("job_id")))
     if info is None:
+        order = check_labels(registry, name, list(result.labels), replace_labels)
+        if order is not None and order != list(result.labels):
+            log.info("%s: mapping the job's label order %s to the served order %s", name, result.labels, order)
+            result = reorder_labels(result, order)
         variants = tuple(v for v in settings.build_variants.split(",") if v.strip())
         info = export_and_register(result, registry, name, dataset, lineage, activate=False, variants=variants)
     split = held_out_split(dataset)

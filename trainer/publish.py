@@ -48,7 +48,7 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         extra[TORCH_FILE] = tmp / TORCH_FILE
         cam_files = [export.cam_file.name] if export.cam_file else []
         extra.update({name: tmp / name for name in cam_files})
-        built = _build_variants(tmp / "model.onnx", tmp, dataset, pre, variants) if variants else {}
+        built = _build_variants(tmp / "model.onnx", tmp, dataset, pre, variants, result.labels) if variants else {}
         extra.update({v.file: tmp / v.file for v in built.values()})
         metrics = dict(result.metrics)
         metrics.update({"export_max_abs_logit_diff": export.max_abs_diff, "export_check_images": export.images_checked})
@@ -69,13 +69,17 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
     return info
 
 
-def _build_variants(fp32: Path, out_dir: Path, dataset: DatasetLike, pre: Any, kinds: tuple[str, ...]) -> dict:
+def _build_variants(fp32: Path, out_dir: Path, dataset: DatasetLike, pre: Any, kinds: tuple[str, ...],
+                    labels: list[str]) -> dict:
     """fp16/int8 files calibrated on training images and gated on the val split."""
+    import torch
+
     from trainer.variants import build_variants
 
     calib = normalize(load_split(dataset, "train", pre).eval[:CALIBRATION_IMAGES], pre).numpy()
     val = load_split(dataset, "val", pre)
-    return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), val.labels.numpy(), kinds)
+    to_model = torch.tensor([labels.index(c) for c in dataset.classes])  # the model's order may be the served one
+    return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), to_model[val.labels].numpy(), kinds)
 
 
 def torch_payload_from(result: TrainingResult) -> dict[str, Any]:

@@ -33,6 +33,9 @@ def build_report(result: TrainingResult) -> dict[str, Any]:
         splits[name] = classification_metrics(out.logits, out.labels, result.labels, result.temperature, out.paths)
     val = result.outputs["val"]
     uncalibrated = classification_metrics(val.logits, val.labels, result.labels, 1.0, val.paths)
+    held_name = "test" if "test" in result.outputs else "val"
+    held_out = result.outputs[held_name]
+    held_raw = classification_metrics(held_out.logits, held_out.labels, result.labels, 1.0, held_out.paths)
     return {
         "labels": result.labels,
         "metrics": result.metrics,
@@ -40,6 +43,10 @@ def build_report(result: TrainingResult) -> dict[str, Any]:
         "splits": splits,
         "val_uncalibrated": {"ece": uncalibrated["ece"], "loss": uncalibrated["loss"],
                              "reliability": uncalibrated["reliability"]},
+        # ECE before/after temperature scaling on held-out data (test when present): see metrics.ece_split
+        "calibration": {"split": held_name, "ece_before": held_raw["ece"], "ece_after": splits[held_name]["ece"],
+                        "applied": result.metrics.get("calibration_applied", False),
+                        "reason": result.metrics.get("calibration_reason", "")},
         "history": [h.as_dict() for h in result.history],
         "spec": result.spec.model_dump(mode="json"),
         "base": result.base,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fsutil import atomic_write
+from core.jobspec import train_fields
 from core.searchspec import SearchSpec, best_of
 from core.settings import Settings, get_settings
 from core.task_names import TASK_SEARCH, TASK_TRIAL
@@ -55,7 +56,7 @@ def is_search_job(job: Job) -> bool:
 
 def split_spec(job: Job) -> tuple[dict[str, Any], SearchSpec]:
     """The job's spec is a train spec plus ``search``: return both halves."""
-    base = {k: v for k, v in job.spec.items() if k != "search"}
+    base = train_fields(job.spec)
     return base, SearchSpec.model_validate(job.spec["search"])
 
 
@@ -425,4 +426,5 @@ def _publish_best(job: Job, settings: Settings, best: dict[str, Any], search_spe
         "spec": spec, "search": {**search_spec.model_dump(mode="json"), "best_trial": best["number"],
                                  "params": best["params"]},
     }
-    return publish_with_gate(result, Registry(settings.models_dir), job.model, dataset, lineage, settings)
+    return publish_with_gate(result, Registry(settings.models_dir), job.model, dataset, lineage, settings,
+                             replace_labels=bool(job.spec.get("replace_labels")))

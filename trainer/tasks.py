@@ -125,13 +125,14 @@ def _train_and_publish(
     job: Job, settings: Settings, store: JobStore, owner: str, beat: Heartbeat
 ) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
+    from core.jobspec import train_fields
     from dataset_store import DatasetStore
     from models import Registry
     from trainer.engine import fine_tune
     from trainer.promotion import publish_with_gate
     from trainer.spec import TrainSpec
 
-    spec = TrainSpec.model_validate(job.spec)
+    spec = TrainSpec.model_validate(train_fields(job.spec))
     # Any: core's Dataset satisfies the engine's DatasetLike protocol except that .root is read-only.
     dataset: Any = DatasetStore(settings.datasets_dir).get(job.dataset_id)
     store.record_progress(job.id, owner, {"epoch": 0, "epochs": spec.max_epochs, "fraction": 0.0,
@@ -147,4 +148,5 @@ def _train_and_publish(
         raise _Stopped("stopped before publishing")
     lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.dataset_id, "base": spec.base,
                "spec": spec.model_dump(mode="json")}
-    return publish_with_gate(result, registry, job.model, dataset, lineage, settings)
+    return publish_with_gate(result, registry, job.model, dataset, lineage, settings,
+                             replace_labels=bool(job.spec.get("replace_labels")))

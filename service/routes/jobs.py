@@ -21,6 +21,7 @@ from core.task_names import TASK_SEARCH, TASK_TRAIN
 from core.validation import error_message
 from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
+from models.meaning import LabelConflict, check_labels
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.reports import job_delta, version_report
@@ -87,12 +88,12 @@ def _check_base(spec: TrainSpec, registry: Registry) -> None:
         registry.get(*base)  # ModelNotFound / VersionNotFound -> 404
 
 
-def _check_dataset(settings: Any, dataset_id: str) -> None:
+def _check_dataset(settings: Any, dataset_id: str) -> Any:
     from core.datasets import DatasetNotFound
     from dataset_store import DatasetStore
 
     try:
-        DatasetStore(settings.datasets_dir).get(dataset_id)
+        return DatasetStore(settings.datasets_dir).get(dataset_id)
     except DatasetNotFound as exc:
         raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
 
@@ -106,9 +107,15 @@ def create_job(
     except ValidationError as exc:
         raise ApiError(422, _spec_errors(exc)) from exc
     search = _search_spec(body)
-    _check_dataset(settings, body.dataset_id)
+    dataset = _check_dataset(settings, body.dataset_id)
     _check_base(spec, registry)
+    try:  # 409: the job would change what the model answers (the message names the fix)
+        check_labels(registry, body.model, list(dataset.classes), body.replace_labels)
+    except LabelConflict as exc:
+        raise ApiError(409, str(exc)) from exc
     stored = spec.model_dump(mode="json", exclude_unset=True)
+    if body.replace_labels:
+        stored["replace_labels"] = True
     kind, task = "train", TASK_TRAIN
     if search is not None:
         stored["search"] = search.model_dump(mode="json", exclude_none=True)

@@ -36,9 +36,14 @@ def versions_by_worker(http: httpx.Client, tries: int = 40) -> dict[int, int]:
     return seen
 
 
-def all_on(http: httpx.Client, version: int) -> bool:
+def serving_everywhere(http: httpx.Client, version: int) -> dict[int, int] | None:
+    """{pid: version} when every worker answered and serves ``version``, else None."""
     seen = versions_by_worker(http, 10)
-    return len(seen) == WORKERS and set(seen.values()) == {version}
+    return seen if len(seen) == WORKERS and set(seen.values()) == {version} else None
+
+
+def all_on(http: httpx.Client, version: int) -> bool:
+    return serving_everywhere(http, version) is not None
 
 
 def predict_loop(url: str, image: bytes, stop: threading.Event, out: list[tuple[float, int, int | None]]) -> None:
@@ -65,9 +70,9 @@ def test_two_api_workers_share_the_port_and_swap_together(home: Path, tmp_path: 
                                                              stop, calls)) for _ in range(3)]
     http = fresh_client(server.url)
     try:
-        pids = wait_for(lambda: len(seen := versions_by_worker(http, 10)) == WORKERS and seen, 60,
-                        f"{WORKERS} workers answering\n{server.tail()}")
-        assert set(pids.values()) == {1}
+        # A worker answers GET as soon as it accepts; its model may still be loading (serving_version null).
+        pids = wait_for(lambda: serving_everywhere(http, 1), 60,
+                        f"{WORKERS} workers serving version 1\n{server.tail()}")
         for t in threads:
             t.start()
         time.sleep(0.5)
@@ -84,7 +89,8 @@ def test_two_api_workers_share_the_port_and_swap_together(home: Path, tmp_path: 
     finally:
         stop.set()
         for t in threads:
-            t.join(30)
+            if t.is_alive():
+                t.join(30)
         http.close()
         server.stop()
     assert len(calls) > 20

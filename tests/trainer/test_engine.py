@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from core.datasets import Dataset
+from trainer.calibration import EDGE, LOG_T_MAX, LOG_T_MIN
 from trainer.checkpoint import CHECKPOINT_FILE
 from trainer.engine import Cancelled, EpochMetrics, Pruned, TrainingError, TrainingResult, fine_tune
 from trainer.spec import TrainSpec
@@ -72,14 +75,25 @@ def test_lr_auto_and_min_delta(hym_probe: Dataset) -> None:
     assert result.metrics["epochs_run"] == 4  # nothing beats the first epoch by 0.5
 
 
-def test_calibration_fits_a_temperature_that_lowers_ece(hym_probe: Dataset) -> None:
-    # A long, sharp probe without label smoothing is over-confident: scaling must help.
+def test_calibration_never_raises_validation_nll(hym_probe: Dataset) -> None:
+    # A long, sharp probe without label smoothing: over-confident on its 20 validation photos.
     spec = TrainSpec(mode="linear", probe_epochs=60, lr=0.05, label_smoothing=0.0, weight_decay=0.0,
                      early_stopping={"metric": "val_accuracy", "patience": 100})
     result = fine_tune(spec, hym_probe)
     m = result.metrics
-    assert result.temperature != 1.0
-    assert m["ece_after"] < m["ece_before"]
+    val = result.outputs["val"]
+    nll_raw = float(F.cross_entropy(val.logits, val.labels))
+    nll_served = float(F.cross_entropy(val.logits / result.temperature, val.labels))
+    assert nll_served <= nll_raw + 1e-7
+    assert m["val_nll_before"] == pytest.approx(nll_raw, abs=1e-5)
+    assert m["val_nll_after"] == pytest.approx(nll_served, abs=1e-5)
+    if m["calibration_applied"]:
+        assert nll_served < nll_raw and result.temperature == m["temperature_fitted"]
+        assert LOG_T_MIN + EDGE < math.log(result.temperature) < LOG_T_MAX - EDGE  # an optimum, not a bound
+    else:
+        assert result.temperature == 1.0 and "T stays 1" in m["calibration_reason"]
+    assert m["ece_split"] == "val"  # no test split here: ECE is measured on validation
+    assert 0.0 <= m["ece_after"] <= 1.0 and 0.0 <= m["ece_before"] <= 1.0
 
 
 def test_three_classes_with_test_split(synthetic: Dataset) -> None:
@@ -87,6 +101,7 @@ def test_three_classes_with_test_split(synthetic: Dataset) -> None:
     assert result.labels == ["blue", "green", "red"]
     assert result.metrics["test_images"] == 12 and 0.0 <= result.metrics["test_accuracy"] <= 1.0
     assert set(result.outputs) == {"val", "test"}
+    assert result.metrics["ece_split"] == "test"  # ECE before/after on held-out photos, not the fitting set
     assert result.metrics["train_images"] == 18  # "standard": the mirrored views count as extra features
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 from torch.optim import lr_scheduler as S
 
 from models.manifest import Preprocessing
-from trainer.calibration import expected_calibration_error, fit_temperature
+from trainer.calibration import EDGE, LOG_T_MAX, LOG_T_MIN, calibrate, expected_calibration_error, fit_temperature
 from trainer.evaluate import classification_metrics
 from trainer.lr_finder import lr_range_test
 from trainer.schedulers import build_scheduler
@@ -67,6 +69,50 @@ def test_temperature_scaling_lowers_ece_of_overconfident_logits() -> None:
     after = expected_calibration_error((logits / t).softmax(1), labels)
     assert 1.8 < t < 4.0  # calibrated logits are 1.5x the clean ones: T is about 4 / 1.5
     assert after < before / 2
+
+
+def _nll(logits: torch.Tensor, labels: torch.Tensor, t: float) -> float:
+    return float(nn.functional.cross_entropy(logits / t, labels))
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.3, 1.0, 3.0, 12.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_calibration_never_raises_nll_and_applies_only_an_interior_optimum(scale: float, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    n = 40 + 60 * seed  # small validation sets too
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    logits = (torch.randn(n, 4, generator=gen) + 2.0 * nn.functional.one_hot(labels, 4)) * scale
+    cal = calibrate(logits, labels)
+    before, served = _nll(logits, labels, 1.0), _nll(logits, labels, cal.temperature)
+    assert served <= before + 1e-7
+    assert cal.val_nll_before == pytest.approx(before, abs=1e-6)
+    assert cal.val_nll_after == pytest.approx(served, abs=1e-6)
+    if cal.applied:
+        assert served < before
+        log_t = math.log(cal.temperature)
+        assert LOG_T_MIN + EDGE < log_t < LOG_T_MAX - EDGE
+        # a real optimum: no temperature on a fine grid does better
+        grid = torch.linspace(log_t - 1.0, log_t + 1.0, 201).exp()
+        assert served <= min(_nll(logits, labels, float(t)) for t in grid) + 1e-6
+    else:
+        assert cal.temperature == 1.0
+
+
+def test_underconfident_logits_get_a_temperature_below_one_not_at_a_bound() -> None:
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 3, (300,), generator=gen)
+    logits = (torch.randn(300, 3, generator=gen) + 1.5 * nn.functional.one_hot(labels, 3)) * 0.2
+    cal = calibrate(logits, labels)
+    assert cal.applied and 0.05 < cal.temperature < 0.5  # the old floor (0.25) was hit by runs like this
+    assert cal.val_nll_after < cal.val_nll_before
+
+
+def test_perfectly_separated_validation_keeps_temperature_one() -> None:
+    labels = torch.tensor([0, 1] * 10)
+    logits = nn.functional.one_hot(labels, 2).float() * 3.0  # every answer right: NLL falls as T -> 0
+    cal = calibrate(logits, labels)
+    assert not cal.applied and cal.temperature == 1.0 and cal.fitted < 0.05
+    assert "no optimum" in cal.reason
 
 
 def test_ece_of_perfectly_calibrated_predictions_is_small() -> None:

@@ -58,8 +58,11 @@ def test_report_agrees_with_the_metrics(published: tuple[Registry, VersionInfo],
     val, test = report["splits"]["val"], report["splits"]["test"]
     assert val["accuracy"] == pytest.approx(trained.metrics["val_accuracy"])
     assert test["accuracy"] == pytest.approx(trained.metrics["test_accuracy"])
-    assert val["ece"] == pytest.approx(trained.metrics["ece_after"])
-    assert report["val_uncalibrated"]["ece"] == pytest.approx(trained.metrics["ece_before"])
+    held_out = trained.metrics["ece_split"]
+    assert held_out == "test"  # ECE before/after is measured on data the temperature was not fitted on
+    assert report["splits"][held_out]["ece"] == pytest.approx(trained.metrics["ece_after"])
+    assert report["calibration"]["ece_before"] == pytest.approx(trained.metrics["ece_before"])
+    assert report["calibration"]["split"] == "test"
     for split in (val, test):
         matrix = split["confusion_matrix"]
         assert sum(map(sum, matrix)) == split["images"] == 12
@@ -81,7 +84,7 @@ def test_evaluate_onnx_matches_the_torch_model(published: tuple[Registry, Versio
         got = evaluate_onnx(info.model_path, info.manifest, synthetic, split)
         assert got["accuracy"] == pytest.approx(trained.metrics[f"{split}_accuracy"])
         assert got["images"] == 12 and got["version"] == 1
-    assert evaluate_onnx(info.model_path, info.manifest, synthetic, "val")["ece"] == pytest.approx(
+    assert evaluate_onnx(info.model_path, info.manifest, synthetic, "test")["ece"] == pytest.approx(  # held-out ECE
         trained.metrics["ece_after"], abs=1e-4)
 
 
@@ -131,3 +134,49 @@ def test_variants_are_built_gated_and_served_when_configured(
         assert on_cpu.provider == "CPUExecutionProvider" and on_cpu.variant == "fp32"
     finally:
         on_cpu.retire()
+
+
+def test_same_labels_in_another_order_are_published_in_the_served_order(
+        trained: TrainingResult, synthetic: Dataset, tmp_path: Path) -> None:
+    import copy
+
+    from core.settings import Settings
+    from trainer.labels import reorder_labels
+    from trainer.promotion import publish_with_gate
+
+    served = ["red", "blue", "green"]  # what callers of "colours" know index i to mean
+    registry = Registry(tmp_path / "models")
+    v1 = export_and_register(reorder_labels(copy.deepcopy(trained), served), registry, "colours", synthetic,
+                             {"job_id": "job-1"}, activate=True)
+    assert v1.manifest.labels == served
+    settings = Settings(home=tmp_path, build_variants="")
+    out = publish_with_gate(copy.deepcopy(trained), registry, "colours", synthetic, {"job_id": "job-2"}, settings)
+    v2 = registry.get("colours", out["version"])
+    assert trained.labels == ["blue", "green", "red"] and v2.manifest.labels == served  # mapped, not refused
+    candidate, active = out["evaluation"]["candidate"], out["evaluation"]["active"]
+    assert active["version"] == 1  # compared like for like with the served version
+    assert candidate["accuracy"] == pytest.approx(active["accuracy"]) == pytest.approx(trained.metrics["test_accuracy"])
+    assert out["promoted"]
+
+
+def test_reorder_labels_permutes_outputs_without_changing_predictions(trained: TrainingResult) -> None:
+    import copy
+
+    import torch
+
+    from trainer.labels import reorder_labels
+
+    order = ["green", "red", "blue"]
+    moved = reorder_labels(copy.deepcopy(trained), order)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        before, after = trained.model.eval()(x), moved.model.eval()(x)
+    perm = [trained.labels.index(n) for n in order]
+    assert torch.allclose(after, before[:, perm], atol=1e-5)
+    val, moved_val = trained.outputs["val"], moved.outputs["val"]
+    names = [trained.labels[i] for i in val.labels]
+    assert [order[i] for i in moved_val.labels] == names  # every image keeps its label name
+    assert (moved_val.logits.argmax(1) == moved_val.labels).float().mean() == \
+        (val.logits.argmax(1) == val.labels).float().mean()
+    with pytest.raises(ValueError, match="not the same set"):
+        reorder_labels(copy.deepcopy(trained), ["blue", "green"])
