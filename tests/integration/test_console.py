@@ -154,3 +154,41 @@ def test_api_key_is_kept_for_the_session_and_sent_as_bearer(page: Any) -> None:
     assert sent and all(s == "Bearer key-123" for s in sent), sent
     assert page.evaluate("sessionStorage.getItem('tuneserve-api-key')") == "key-123"
     no_problems(page)
+
+
+def test_search_trials_table_scatter_and_cancel(page: Any, stack: Stack) -> None:
+    """A running search as its trials write it (the API reads the same store), drawn and cancelled from the page."""
+    from core.settings import Settings
+    from jobs import JobStore
+
+    store = JobStore(Settings(home=stack.home).resolved_database_url)
+    job = store.create("search-page", "0123456789abcdef", {"search": {"method": "asha", "trials": 5}}, kind="search")
+    assert store.claim(job.id, "searcher", 120, 3) is not None
+    trials = [
+        {"number": 0, "state": "complete", "params": {"lr": 1e-3, "augment": "light"}, "epochs": 6,
+         "best_val_accuracy": 0.91, "value": 0.91},
+        {"number": 1, "state": "pruned", "params": {"lr": 3e-2, "augment": "none"}, "epochs": 1,
+         "best_val_accuracy": 0.55, "value": None},
+        {"number": 2, "state": "complete", "params": {"lr": 2e-4, "augment": "standard"}, "epochs": 6,
+         "best_val_accuracy": 0.84, "value": 0.84},
+        {"number": 3, "state": "running", "params": {"lr": 5e-3, "augment": "light"}, "epochs": 2,
+         "best_val_accuracy": None, "value": None},
+    ]
+    store.record_progress(job.id, "searcher", {"stage": "search", "fraction": 0.6, "epoch": 15, "epochs": 30,
+                                               "eta_s": 42.0, "trials": trials, "best_trial": trials[0]})
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"/#/jobs/{job.id}")
+    page.wait_for_selector("#trial-table")
+    assert page.locator("#trial-table tr").count() == 5  # header + 4 trials
+    assert page.locator("#trial-table tr.muted").count() == 1  # the pruned one, greyed
+    assert page.locator("#trial-scatter circle.point").count() == 3  # trials with an accuracy
+    assert page.locator("#trial-scatter circle.pruned").count() == 1
+    assert page.locator("#job-eta").inner_text() == "42 s"
+    page.click("#cancel-job")
+    deadline = time.monotonic() + 10
+    while not store.get(job.id).cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.get(job.id).cancel_requested
+    store.finish(job.id, "searcher", "cancelled", error="cancelled")
+    page.wait_for_selector("#job-state.state-cancelled")
+    no_problems(page)
