@@ -1,7 +1,9 @@
-# CPU image; on a GPU host the same image runs onnxruntime's CUDA provider when the driver is mounted.
-FROM python:3.11-slim
+# Two images from one file:
+#   docker build --target api .     the HTTP API from the base package: no torch (a venv of it is 0.8 GB, 6.5 GB with every extra)
+#   docker build --target worker .  a training worker: the base package plus the `train` extra
+# On a GPU host either runs onnxruntime's CUDA provider (and the worker torch's) when the driver is mounted.
+FROM python:3.11-slim AS source
 WORKDIR /app
-RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY core core
 COPY models models
@@ -11,8 +13,15 @@ COPY transport transport
 COPY service service
 COPY trainer trainer
 COPY tuneserve tuneserve
-RUN pip install --no-cache-dir .
 ENV TUNESERVE_HOME=/data PORT=8000
 VOLUME /data
+
+FROM source AS api
+RUN pip install --no-cache-dir .
 EXPOSE 8000
-CMD ["sh", "-c", "tuneserve bootstrap && tuneserve serve --host 0.0.0.0"]
+# No worker here (it needs the train extra); the registry is filled by a worker's `tuneserve bootstrap`.
+CMD ["tuneserve", "serve", "--no-worker", "--host", "0.0.0.0"]
+
+FROM source AS worker
+RUN pip install --no-cache-dir '.[train]'
+CMD ["sh", "-c", "tuneserve bootstrap && tuneserve worker"]

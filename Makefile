@@ -10,7 +10,7 @@ export TUNESERVE_HOME ?= $(CURDIR)/var
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,gpu]'
+	$(PY) -m pip install -q -e '.[train,dev,gpu]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -7,6 +7,7 @@ price of ``predict?explain=true`` on the CPU (off vs on, alternating, same photo
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ def event_sizes(epochs: int = 30) -> dict[str, float]:
             views.append(job_view(store.get(job.id)))
         store.dispose()
     whole = [len(json.dumps(v)) for v in views]
-    deltas = [whole[0]] + [len(json.dumps(job_delta(a, b))) for a, b in zip(views, views[1:], strict=False)]
+    deltas = [whole[0]] + [len(json.dumps(job_delta(a, b))) for a, b in itertools.pairwise(views)]
     return {"epochs": epochs, "whole_last": whole[-1], "whole_mean": statistics.mean(whole),
             "whole_total": sum(whole), "delta_max": max(deltas[1:]), "delta_mean": statistics.mean(deltas[1:]),
             "snapshot": deltas[0], "delta_total": sum(deltas)}

@@ -18,6 +18,7 @@ and wheels from ``../shared/tools/gpu-pack pydantic-settings``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -114,9 +115,9 @@ def main() -> int:
 
         weights = opts.weights.resolve()
         backbones.lite0_weights_file = lambda: weights  # type: ignore[assignment]
+    from core.jobspec import EarlyStopping, TrainSpec
     from trainer.data import load_split
     from trainer.engine import EpochMetrics, fine_tune
-    from trainer.spec import EarlyStopping, TrainSpec
 
     device = torch.device(opts.device)
     classes = sorted(p.name for p in (opts.data / "train").iterdir() if p.is_dir())
@@ -141,14 +142,14 @@ def main() -> int:
         "train_images": result.metrics["train_images"], "val_images": result.metrics["val_images"],
         "loop_images_per_s": round(loop, 1), "loop_images_per_s_after_first_epoch": round(steady, 1),
         "bare_step_images_per_s": round(bare, 1), "loop_vs_bare": round(steady / bare, 3),
-        "finetune_epoch_s": [round(b.elapsed_s - a.elapsed_s, 3) for a, b in zip(seen, seen[1:], strict=False)
+        "finetune_epoch_s": [round(b.elapsed_s - a.elapsed_s, 3) for a, b in itertools.pairwise(seen)
                              if b.stage == "finetune"],
         "best_val_accuracy": result.metrics["val_accuracy"], "best_epoch": best,
         "wall_s_to_best": round(seen[best - 1].elapsed_s, 2) if best else None,
         "wall_s": round(wall, 2),
         "history": [(m.stage, round(m.val_accuracy, 4)) for m in seen],
     }
-    print(json.dumps(report, indent=1))  # noqa: T201
+    print(json.dumps(report, indent=1))
     return 0
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.data import shared_data  # noqa: E402
-from bench.docs import write_section  # noqa: E402
+from bench.data import shared_data
+from bench.docs import write_section
 from core.datasets import IngestLimits
 from dataset_store import DatasetStore
 

@@ -5,7 +5,7 @@
 searches ``lr``, ``weight_decay`` and ``augment`` for ``finetune`` EfficientNet-Lite0 on hymenoptera
 (train -> val) and reports, per method, the search epochs run (fine-tuning epochs: the linear probe
 before them costs milliseconds), wall time and the best validation accuracy. The trials run in this
-process, one after another, through the same code as the workers' trial tasks (``trainer/search.py``:
+process, one after another, through the same code as the workers' trial tasks (``trainer/optuna_study.py``:
 study on journal storage, samplers, ASHA pruner, space -> suggestions, per-epoch reports), without
 Celery; ``--workers N`` instead runs each search as a user would: a ``tuneserve serve --no-worker``
 API on a private Redis DB, N ``tuneserve worker`` processes (torch threads = cores / N each), the
@@ -44,9 +44,9 @@ from core.settings import Settings  # noqa: E402
 from jobs import FINISHED  # noqa: E402
 from models import Registry  # noqa: E402
 from tests.trainer.dataset_helpers import make_dataset, subset_folder  # noqa: E402
-from trainer import search as opt  # noqa: E402
+from trainer import optuna_study  # noqa: E402
 from trainer.engine import Pruned, fine_tune  # noqa: E402
-from trainer.search_tasks import trial_spec  # noqa: E402
+from trainer.search_job import trial_spec  # noqa: E402
 
 SECTION = "## Hyper-parameter search"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --workers 2 --write-docs"
@@ -74,28 +74,28 @@ def run_search(method: str, trials: int, args: argparse.Namespace, dataset: Any,
     job_id = f"bench-{method}-{int(time.time())}"
     base = {"mode": "finetune", "batch_size": args.batch_size}
     start = time.perf_counter()
-    study, n = opt.create_study(settings, job_id, search, search.space)
-    space, grid_space = opt.study_space(study)
+    study, n = optuna_study.create_study(settings, job_id, search, search.space)
+    space, grid_space = optuna_study.study_space(study)
     for slot in range(n):  # as the trial tasks do: one study.optimize(n_trials=1) per slot
-        study = opt.load_study(settings, job_id, search, slot)
+        study = optuna_study.load_study(settings, job_id, search, slot)
 
         def objective(trial: optuna.Trial) -> float:
-            params = opt.suggest(trial, space, method, grid_space)
+            params = optuna_study.suggest(trial, space, method, grid_space)
             spec = trial_spec(base, params, search.max_epochs)
-            reporter = opt.EpochReporter(trial, spec.mode, search.max_epochs, Pruned)
+            reporter = optuna_study.EpochReporter(trial, spec.mode, search.max_epochs, Pruned)
             try:
                 result = fine_tune(spec, dataset, on_progress=reporter.on_progress,
                                    on_epoch_end=reporter.on_epoch_end, cache_dir=home / "cache")
             except Pruned:
                 raise optuna.TrialPruned() from None
-            return opt.score(result.metrics["val_accuracy"], result.metrics["val_loss"])
+            return optuna_study.score(result.metrics["val_accuracy"], result.metrics["val_loss"])
 
         study.optimize(objective, n_trials=1)
-        last = opt.summaries(study)[-1]
+        last = optuna_study.summaries(study)[-1]
         log.info("%s trial %d/%d: %s %s after %d epochs (best val acc %s)", method, slot + 1, n, last["params"],
                  last["state"], last["epochs"], last["best_val_accuracy"])
     wall = time.perf_counter() - start
-    trials_out = opt.summaries(study)
+    trials_out = optuna_study.summaries(study)
     best = max((t for t in trials_out if t["state"] == "complete"), key=lambda t: t["value"])
     epochs = sum(t["epochs"] for t in trials_out)
     return {
@@ -245,7 +245,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.render:
         text = render(json.loads(args.render.read_text()))
-        print(text)  # noqa: T201 - the benchmark's output
+        print(text)
         if args.write_docs:
             write_section(SECTION, text)
         return 0
@@ -270,7 +270,7 @@ def main() -> int:
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
         text = render(rows)
-        print(text)  # noqa: T201 - the benchmark's output
+        print(text)
         if args.write_docs:
             write_section(SECTION, text)
     finally:

@@ -41,8 +41,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.data import shared_data  # noqa: E402
-from bench.docs import write_section  # noqa: E402
+from bench.data import shared_data
+from bench.docs import write_section
 from bench.loadgen import load_test, multipart_request, raw_request
 
 REPO = Path(__file__).resolve().parents[1]
@@ -519,7 +519,7 @@ def markdown(res: dict, rat: dict, meta: dict) -> str:
                "service_c1_p99 / raw_single_p99, alternating slices": "<= 1.25"}
     for k, v in rat.items():
         lines.append(f"| {k} | {v} | {targets.get(k, '')} |")
-    return "\n".join(lines + ["", NOTES]) + "\n"
+    return "\n".join([*lines, "", NOTES]) + "\n"
 
 
 
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, opts.skip.split(",")))
     home = ensure_home(opts.home)
     if opts.compare:
-        print(compare_configs(home, load_jpegs(), opts.compare, levels, opts.duration))  # noqa: T201
+        print(compare_configs(home, load_jpegs(), opts.compare, levels, opts.duration))
         return 0
     model_file = active_model(home)
     jpegs = load_jpegs()

@@ -198,7 +198,7 @@ def main() -> int:
         result = run(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(result, indent=2))  # noqa: T201
+    print(json.dumps(result, indent=2))
     if opts.write:
         write_section(SECTION, markdown(result))
     return 0

@@ -29,11 +29,11 @@ sys.path.insert(0, str(REPO))
 from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
 from core.datasets import IngestLimits  # noqa: E402
+from core.jobspec import TrainSpec  # noqa: E402
 from dataset_store import DatasetStore  # noqa: E402
 from trainer import data as data_mod  # noqa: E402
 from trainer import features as features_mod  # noqa: E402
 from trainer.engine import TrainingResult, fine_tune  # noqa: E402
-from trainer.spec import TrainSpec  # noqa: E402
 
 SECTION = "## Fine-tuning"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.train --write-docs"
@@ -179,7 +179,7 @@ def main() -> int:
         if opts.rows_from:
             rows = {**json.loads(opts.rows_from.read_text())["rows"], **rows}
         bare = None if opts.no_bare else loop_vs_bare(dataset, TrainSpec().batch_size)
-    print(json.dumps({"rows": rows, "loop_vs_bare": bare}, indent=1))  # noqa: T201
+    print(json.dumps({"rows": rows, "loop_vs_bare": bare}, indent=1))
     if opts.json:
         opts.json.write_text(json.dumps({"rows": rows, "loop_vs_bare": bare}, indent=1))
     if opts.write_docs:

@@ -1,6 +1,6 @@
 """Torch-free schema of a training job: what ``POST /v1/jobs`` accepts and what a worker runs.
 
-``TrainSpec`` is the one definition of a fine-tuning run (``trainer.spec`` re-exports it), so the API
+``TrainSpec`` is the one definition of a fine-tuning run (the trainer imports it from here), so the API
 rejects bad hyperparameters with a 422 before anything is queued, without importing torch. The
 spec is stored in the model's lineage and in checkpoints, so it must round-trip through JSON.
 Defaults were chosen by measurement on hymenoptera (see docs/benchmarks.md, "Fine-tuning").
@@ -10,11 +10,12 @@ The job stores only the fields the client set (``exclude_unset``).
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from core.validation import finite_number
+from core.validation import DocumentedAs, finite_number
 
 Mode = Literal["auto", "linear", "finetune", "gradual"]
 Optimizer = Literal["sgd", "adamw"]
@@ -31,6 +32,18 @@ MODEL_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 # Numbers arrive as JSON, which Python reads with NaN and Infinity: every model here refuses them.
 FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
 LR_RANGE = "0 < lr <= 10, or 'auto'"
+# The OpenAPI document of what the hand-written validators below accept.
+BASE_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "enum": list(CATALOGUE)},
+              {"type": "string", "pattern": REGISTRY_BASE.pattern}],
+    "description": "a catalogue backbone, or 'registry:<model>:<version>' to continue from a registered version",
+}
+
+
+def number_or_auto(kind: str = "number", **bounds: float) -> dict[str, Any]:
+    return {"anyOf": [{"type": kind, **bounds}, {"type": "string", "const": "auto"}]}
+
+
 WORKERS_RANGE = "0 <= num_workers <= 64, or 'auto'"
 
 
@@ -52,11 +65,11 @@ class TrainSpec(BaseModel):
     valid_ranges: ClassVar[dict[str, str]] = {"lr": LR_RANGE, "num_workers": WORKERS_RANGE}
 
     # What to start from: a catalogue backbone or "registry:<model>:<version>".
-    base: str = "efficientnet_lite0"
+    base: Annotated[str, WithJsonSchema(BASE_SCHEMA)] = "efficientnet_lite0"
     mode: Mode = "auto"
     optimizer: Optimizer = "adamw"
     # Head learning rate; "auto" runs an LR range test on the cached features and picks one.
-    lr: float | Literal["auto"] = 1e-3
+    lr: Annotated[float | Literal["auto"], WithJsonSchema(number_or_auto(exclusiveMinimum=0, maximum=10))] = 1e-3
     # Backbone LR = lr * backbone_lr_scale in the fine-tuning stages (small keeps pretrained features).
     backbone_lr_scale: float = Field(default=0.05, gt=0.0, le=1.0)
     weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
@@ -72,7 +85,8 @@ class TrainSpec(BaseModel):
     augment: Augment = "light"
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    num_workers: int | Literal["auto"] = "auto"
+    num_workers: Annotated[int | Literal["auto"],
+                           WithJsonSchema(number_or_auto("integer", minimum=0, maximum=64))] = "auto"
     ema: bool = False
     # Keep BatchNorm running statistics frozen while fine-tuning (small data: updating them hurts).
     freeze_bn: bool = True
@@ -96,22 +110,14 @@ class TrainSpec(BaseModel):
     @field_validator("num_workers", mode="before")
     @classmethod
     def _check_workers(cls, value: Any) -> int | str:
-        if value == "auto":
-            return "auto"
-        number = finite_number(value)
-        if number is None or number != int(number) or not 0 <= number <= 64:
-            raise ValueError(f"num_workers must be a whole number or 'auto' (valid: {WORKERS_RANGE})")
-        return int(number)
+        number = _number_or_auto(value, lambda n: n == int(n) and 0 <= n <= 64,
+                                 f"num_workers must be a whole number or 'auto' (valid: {WORKERS_RANGE})")
+        return number if number == "auto" else int(number)
 
     @field_validator("lr", mode="before")
     @classmethod
     def _check_lr(cls, value: Any) -> float | str:
-        if value == "auto":
-            return "auto"
-        number = finite_number(value)
-        if number is None or not 0.0 < number <= 10.0:
-            raise ValueError(f"lr must be a number or 'auto' (valid: {LR_RANGE})")
-        return number
+        return _number_or_auto(value, lambda n: 0.0 < n <= 10.0, f"lr must be a number or 'auto' (valid: {LR_RANGE})")
 
     def registry_base(self) -> tuple[str, int] | None:
         """``(model, version)`` when the base is a registered version, else None."""
@@ -119,20 +125,37 @@ class TrainSpec(BaseModel):
         return (match.group(1), int(match.group(2))) if match else None
 
 
+def _search_spec() -> type[BaseModel]:
+    from core.searchspec import SearchSpec  # it imports this module for TrainSpec's ranges
+
+    return SearchSpec
+
+
 class JobRequest(BaseModel):
-    """Body of ``POST /v1/jobs``."""
+    """Body of ``POST /v1/jobs``.
 
-    model_config = FINITE
+    ``hyperparameters`` and ``search`` are validated by the route (``TrainSpec``, ``SearchSpec``) so that
+    a 422 names the field with its range; the OpenAPI document shows those models' fields.
+    """
 
-    dataset_id: str = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
+        {"dataset_id": "3f2a9c1e0b7d", "model": "bees", "mode": "finetune",
+         "hyperparameters": {"lr": "auto", "augment": "light", "max_epochs": 6}},
+        {"dataset_id": "3f2a9c1e0b7d", "model": "bees",
+         "search": {"method": "asha", "trials": 27, "max_epochs": 6,
+                    "space": {"lr": "loguniform(1e-4, 1e-2)", "augment": ["none", "light", "standard"]}}},
+    ]})
+
+    dataset_id: str = Field(min_length=1, max_length=64, description="the id POST /v1/datasets answered")
     model: str = Field(pattern=MODEL_NAME, description="1-64 lowercase letters, digits, '_', '-' or '.'")
-    base: str | None = None
+    base: Annotated[str | None, WithJsonSchema(BASE_SCHEMA)] = None
     mode: Mode | None = None
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: Annotated[dict[str, Any], DocumentedAs(lambda: TrainSpec)] = Field(default_factory=dict)
     # Hyper-parameter search (schema and validation: core/searchspec.py); None = one training run.
-    search: dict[str, Any] | None = None
+    search: Annotated[dict[str, Any] | None, DocumentedAs(_search_spec, nullable=True)] = None
     # Allow publishing a label set other than the one ``model`` serves now (models/meaning.py).
-    replace_labels: bool = False
+    replace_labels: bool = Field(default=False, description="publish a label set other than the one the "
+                                 "model serves now (refused for the bootstrapped imagenet model)")
 
     def spec(self) -> TrainSpec:
         """The validated spec (raises pydantic.ValidationError naming the bad hyperparameter)."""
@@ -142,6 +165,16 @@ class JobRequest(BaseModel):
             if value is not None:
                 fields[key] = value
         return TrainSpec.model_validate(fields)
+
+
+def _number_or_auto(value: Any, valid: Callable[[float], bool], message: str) -> float | str:
+    """``"auto"``, or a finite number that ``valid`` accepts; else ``message``."""
+    if value == "auto":
+        return "auto"
+    number = finite_number(value)
+    if number is None or not valid(number):
+        raise ValueError(message)
+    return number
 
 
 # Keys a stored job spec carries beside the TrainSpec fields (the worker strips them).

@@ -13,16 +13,26 @@ names a searchable hyper-parameter and its distribution, in any of these spellin
 
 Bounds and choices are checked against the job spec (``core.jobspec.TrainSpec``), so a searched
 value is always one a single job would accept. The worker turns a space into Optuna suggestions
-(``trainer/search.py``); this module only validates and describes.
+(``trainer/optuna_study.py``); this module only validates and describes.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from core.validation import error_lines, error_message, field_range, finite_number
 
@@ -97,6 +107,27 @@ class Param(BaseModel):
         return self.distribution != "choice"
 
 
+class SpaceSchema:
+    """The OpenAPI document of ``space``: searchable keys, each a ``Param`` or one of its short spellings."""
+
+    def __get_pydantic_json_schema__(self, _schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        scalars: list[dict[str, Any]] = [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]
+        return {
+            "type": "object",
+            "propertyNames": {"enum": list(SEARCHABLE)},
+            "additionalProperties": {"anyOf": [
+                handler(Param.__pydantic_core_schema__),
+                {"type": "array", "minItems": 1, "items": {"anyOf": scalars}, "description": "a choice"},
+                {"type": "string", "description": "'loguniform(a, b)', 'uniform(a, b)', 'int(a, b)', "
+                                                  "'choice(a, b, ...)', 'auto' (lr only) or a fixed value"},
+                {"type": "number", "description": "a fixed value"},
+                {"type": "boolean", "description": "a fixed value"},
+            ]},
+            "description": "hyper-parameter -> distribution; bounds and choices must be valid for that "
+                           "hyper-parameter (low <= high); empty or absent: a default space around the LR test",
+        }
+
+
 class SearchSpec(BaseModel):
     """The ``search`` object of a job."""
 
@@ -104,7 +135,7 @@ class SearchSpec(BaseModel):
 
     method: Literal["grid", "random", "asha"]
     trials: int = Field(default=9, ge=1, le=1000)
-    space: dict[str, Param] = Field(default_factory=dict)
+    space: Annotated[dict[str, Param], SpaceSchema()] = Field(default_factory=dict)
     max_epochs: int = Field(default=3, ge=1, le=1000)
     reduction_factor: int = Field(default=3, ge=2, le=100)
     min_epochs: int = Field(default=1, ge=1, le=1000)

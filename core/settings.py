@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,36 @@ class Settings(BaseSettings):
     job_max_attempts: int = 3  # a job whose worker was lost this many times is failed, not retried
     task_queue: str = "tuneserve"  # Celery queue the API sends to and workers consume
 
+    # Access (README, "Running in production"). API keys: comma-separated ``role:key`` pairs, roles admin
+    # and predict; or a file of one ``role:key`` a line (keeps them out of process listings). SecretStr
+    # so a logged or printed Settings never shows them. No keys: `serve` binds loopback addresses only,
+    # unless allow_anonymous says the operator means it.
+    api_keys: SecretStr = SecretStr("")
+    api_keys_file: Path | None = None
+    allow_anonymous: bool = False
+    # Origins (scheme://host[:port], comma-separated) whose pages may call the API cross-site (CORS).
+    allowed_origins: str = ""
+
+    # Slow and greedy clients (service/guards.py, service/http_protocol.py). A connection must finish
+    # sending its headers within header_timeout_s; a body must never stall longer than body_idle_timeout_s
+    # and, after body_grace_s, arrive at min_body_rate bytes/s on average; otherwise 408 and closed.
+    header_timeout_s: float = 10.0
+    body_idle_timeout_s: float = 15.0
+    body_grace_s: float = 10.0
+    min_body_rate: float = 1024.0
+    # Requests with a large body (over 1 MiB, or chunked) held at once per process; more wait up to
+    # upload_wait_s for a slot, then get 503 + Retry-After (bounds the memory unfinished bodies take).
+    max_inflight_uploads: int = Field(default=8, ge=1)
+    upload_wait_s: float = 5.0
+    # Fair queue: a request of many images holds at most max_queue * queue_share of them queued at once
+    # (the rest follow as those finish); such requests wait up to queue_wait_s for room, then 503.
+    queue_share: float = Field(default=0.25, gt=0, le=1)
+    queue_wait_s: float = 30.0
+
+    # Logs: text or json lines (json carries job_id, model and version as keys); DEBUG adds a line per request.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
@@ -89,6 +119,31 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Scratch space for checkpoints, caches and temp uploads (same filesystem as home)."""
         return self.home / "work"
+
+    # The work dir's sub-paths: every module that writes scratch files asks here.
+    @property
+    def uploads_dir(self) -> Path:
+        return self.work_dir / "uploads"
+
+    def job_checkpoint_dir(self, job_id: str) -> Path:
+        """A training job's checkpoint (removed when the job ends)."""
+        return self.work_dir / "jobs" / job_id
+
+    def pixel_cache_dir(self, dataset_id: str) -> Path:
+        """Decoded pixels of a dataset, shared by every job and trial on it."""
+        return self.work_dir / "cache" / dataset_id
+
+    def cli_cache_dir(self, dataset_id: str) -> Path:
+        """``tuneserve train``'s decoded pixels (kept apart from the workers')."""
+        return self.work_dir / "cli" / dataset_id / "cache"
+
+    def search_dir(self, job_id: str) -> Path:
+        """A search's saved best-trial models (the finalizer publishes the best one)."""
+        return self.work_dir / "search" / job_id
+
+    def optuna_journal(self, job_id: str) -> Path:
+        """A search's Optuna journal when no PostgreSQL is configured."""
+        return self.work_dir / "optuna" / f"{job_id}.log"
 
     @property
     def resolved_database_url(self) -> str:

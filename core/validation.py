@@ -8,11 +8,27 @@ a word, such as ``lr: 1e-3 | "auto"``) declare their range in the model's ``vali
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import annotated_types
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, GetJsonSchemaHandler, ValidationError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+
+@dataclass(frozen=True)
+class DocumentedAs:
+    """Annotation: validate a field as its own type (a dict the route checks for its better 422) but
+    document it in JSON Schema / OpenAPI as ``model()``'s fields, ranges and enums."""
+
+    model: Callable[[], type[BaseModel]]
+    nullable: bool = False
+
+    def __get_pydantic_json_schema__(self, _schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        documented = handler(self.model().__pydantic_core_schema__)
+        return {"anyOf": [documented, {"type": "null"}]} if self.nullable else documented
 
 
 def field_range(model: type[BaseModel], loc: Sequence[str | int]) -> str | None:

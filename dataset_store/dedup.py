@@ -15,6 +15,7 @@ value are compared (about (distance + 1) / 2**(64 / (distance + 1)) of all pairs
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ class Duplicates:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """1 - mean absolute difference / 255 of thumbnails along the last axis: 1.0 is identical."""
-    return 1.0 - np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1) / 255.0
+    diff: np.ndarray = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1)
+    return 1.0 - diff / 255.0
 
 
 class UnionFind:
@@ -79,7 +81,7 @@ def _bands(distance: int) -> list[tuple[int, int]]:
     """(shift, mask) pairs covering the 64 bits in ``distance + 1`` nearly equal bands."""
     count = min(distance + 1, 64)
     edges = [round(64 * k / count) for k in range(count + 1)]
-    return [(lo, (1 << (hi - lo)) - 1) for lo, hi in zip(edges, edges[1:], strict=False)]
+    return [(lo, (1 << (hi - lo)) - 1) for lo, hi in itertools.pairwise(edges)]
 
 
 def near_pairs(hashes: Sequence[int], distance: int) -> set[tuple[int, int]]:

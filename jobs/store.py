@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
@@ -135,6 +135,12 @@ class JobStore:
         with self._session() as s:
             return [Job.of(r) for r in s.scalars(query)]
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (states without jobs are absent)."""
+        query = select(JobRow.state, func.count()).group_by(JobRow.state)
+        with self._session() as s:
+            return {state: int(n) for state, n in s.execute(query)}
+
     def unfinished_on_dataset(self, dataset_id: str) -> int:
         """How many queued or running jobs use ``dataset_id`` (a dataset in use cannot be deleted)."""
         query = select(func.count()).select_from(JobRow).where(
@@ -249,6 +255,13 @@ class JobStore:
              JobRow.lease_expires_at < now],
             state="queued", lease_owner=None, lease_expires_at=None,
         )
+
+    def discard(self, job: Job) -> bool:
+        """Delete a job that was never queued (its task could not be sent) and nobody has touched."""
+        with self._session.begin() as s:
+            result = s.execute(delete(JobRow).where(JobRow.id == job.id, JobRow.state == "queued",
+                                                    JobRow.attempts == 0, JobRow.lease_owner.is_(None)))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def force_finish(self, job: Job, state: str, error: str) -> bool:
         """End a job nobody holds any more (expired, timed out) from the reconciler."""

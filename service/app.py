@@ -10,17 +10,26 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from core.settings import Settings, get_settings
 from dataset_store import DatasetStore
 from jobs import JobStore, reconcile_once
 from models import Registry
+from service.auth import ApiKeyMiddleware, load_keys
+from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
+from service.guards import BodyGuardMiddleware, BodyLimits
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
+from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exited
 from service.notify import PromotionListener
+from service.origins import CrossSiteGuard, cors_options, parse_origins
+from service.requestlog import RequestLogMiddleware
 from service.routes import console, datasets, health, jobs, models
+from service.routes import metrics as metrics_route
+from transport.broker import BrokerProbe
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +37,7 @@ log = logging.getLogger(__name__)
 def reconcile_at_start(settings: Settings) -> None:
     try:
         reconcile_once(settings)
-    except Exception:  # noqa: BLE001 - the API serves predictions even if the job store is unwell
+    except Exception:  # the API serves predictions even if the job store is unwell
         log.exception("job reconciliation at start failed")
 
 
@@ -48,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_workers=settings.decode_threads or (os.cpu_count() or 1), thread_name_prefix="decode"
         )
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
+        app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
-        datasets.sweep_stale_uploads(settings.work_dir / "uploads")
+        datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url)
         app.state.job_store = job_store
+        app.state.metrics_state = StateCollector(registry, job_store)
         app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0
         # Jobs whose worker died while no worker was up are re-queued (or failed) now, off the loop.
         reconciling = asyncio.get_running_loop().run_in_executor(None, reconcile_at_start, settings)
@@ -68,16 +79,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
             await reconciling
             manager.stop()
+            app.state.broker_probe.close()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+            mark_exited()
 
-    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_docs(app)
 
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(BodyGuardMiddleware, limits=BodyLimits.from_settings(settings))  # slow bodies: 408
+    # Added last = runs first: a request without the right key is refused before its body is read.
+    app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings))
+    origins = parse_origins(settings.allowed_origins)
+    app.add_middleware(CrossSiteGuard, allowed=origins)  # before the key check: a foreign page never gets in
+    if origins:  # outermost, so 401/403 answers carry CORS headers the allowed page can read
+        app.add_middleware(CORSMiddleware, **cors_options(origins))  # type: ignore[arg-type]
+    app.add_middleware(RequestMetricsMiddleware, routes=lambda: app.routes)  # refusals count too
+    app.add_middleware(RequestLogMiddleware)  # outermost: sees every request and every hang-up
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])

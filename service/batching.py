@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.settings import Settings
+from service import metrics
 from service.onnx_session import CUDA, OnnxEngine
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class BatchSettings:
     max_batch_size: int
     max_delay_ms: float
     max_queue: int
+    # Fairness: a request of more than share * max_queue images is fed in pieces, that many queued at
+    # a time, and only while the queue keeps that much room for others; it waits up to wait_s for room.
+    share: float = 0.25
+    wait_s: float = 30.0
 
     @classmethod
     def for_provider(cls, provider: str, settings: Settings) -> BatchSettings:
@@ -59,6 +64,8 @@ class BatchSettings:
             max_batch_size=settings.max_batch_size or size,
             max_delay_ms=delay if settings.max_delay_ms < 0 else settings.max_delay_ms,
             max_queue=settings.max_queue,
+            share=settings.queue_share,
+            wait_s=settings.queue_wait_s,
         )
 
 
@@ -89,6 +96,7 @@ class Batcher:
             raise ValueError("max_batch_size and max_queue must be at least 1")
         self.engine = engine
         self.settings = settings
+        self.model = name.removeprefix("batcher-")  # the manager names batchers after their model
         self._in_flight = in_flight or (lambda: 0)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._pending_images = 0
@@ -130,9 +138,48 @@ class Batcher:
     def pending_images(self) -> int:
         return self._pending_images
 
+    @property
+    def fair_share(self) -> int:
+        """The most images one request may have queued at once."""
+        return max(1, int(self.settings.max_queue * self.settings.share))
+
     async def submit(self, images: list[np.ndarray]) -> np.ndarray:
-        """Logits, one row per image in the order given. Raises :class:`QueueFull` when full."""
-        return await asyncio.wrap_future(self.submit_nowait(images))
+        """Logits, one row per image in the order given. Raises :class:`QueueFull` when full.
+
+        A request over :attr:`fair_share` images goes in pieces, one share at a time, each admitted
+        only while the queue keeps a share free: two clients sending 256 images each fill at most
+        half of a 256-image queue, and requests of a few images still get in between their pieces
+        (before, the two filled the queue and everyone else got 503)."""
+        if not images:
+            raise ValueError("no images to predict")
+        share = self.fair_share
+        if len(images) <= share:
+            return await asyncio.wrap_future(self.submit_nowait(images))
+        _check_shapes(images)
+        room = max(self.settings.max_queue - share, share)
+        # Pieces of one batch each (one image on the CPU), so every lane can take part of a share.
+        piece = max(1, min(self.settings.max_batch_size, share))
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), share):
+            chunk = images[start : start + share]
+            futures = []
+            for at in range(0, len(chunk), piece):
+                part = chunk[at : at + piece]
+                request = _Request(list(part), Future(), time.perf_counter(), len(part))
+                futures.append(await self._enqueue_when_room(request, room + at))  # its own pieces count once
+            out.extend(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+        return np.concatenate(out)
+
+    async def _enqueue_when_room(self, request: _Request, limit: int) -> Future[np.ndarray]:
+        """Queue ``request`` once the queue holds at most ``limit`` images with it; QueueFull after wait_s."""
+        deadline = time.monotonic() + self.settings.wait_s
+        while True:
+            try:
+                return self._enqueue(request, limit)
+            except QueueFull:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.005)
 
     def submit_nowait(self, images: list[np.ndarray]) -> Future[np.ndarray]:
         if not images:
@@ -151,14 +198,15 @@ class Batcher:
         request = _Request([], Future(), time.perf_counter(), len(payloads), list(payloads), decode)
         return self._enqueue(request)
 
-    def _enqueue(self, request: _Request) -> Future[np.ndarray]:
+    def _enqueue(self, request: _Request, limit: int | None = None) -> Future[np.ndarray]:
         with self._count_lock:
-            if self._pending_images + request.count > self.settings.max_queue:
+            if self._pending_images + request.count > min(limit or self.settings.max_queue, self.settings.max_queue):
                 raise QueueFull(
                     f"prediction queue is full ({self._pending_images} images waiting, "
                     f"limit {self.settings.max_queue}); retry shortly"
                 )
             self._pending_images += request.count
+        metrics.queue_changed(self.model, request.count)
         self._queue.put(request)
         self._wake_idle_lane()
         return request.future
@@ -271,6 +319,7 @@ class Batcher:
             with self._count_lock:  # freed before the answers go out: a caller may resubmit at once
                 self._active -= 1
                 self._pending_images -= count
+            metrics.queue_changed(self.model, -count)
         for fut, result, exc in outcomes:
             _deliver(fut, result, exc)
 
@@ -292,8 +341,10 @@ class Batcher:
 
     def _run_batch(self, batch: list[_Request], lane: int, side_by_side: bool) -> list[_Outcome]:
         try:
+            started = time.perf_counter()
             logits = self._infer(batch, lane, side_by_side)
-        except Exception as exc:  # noqa: BLE001 - delivered to the requests, never kills the thread
+            metrics.observe_batch(self.model, sum(r.count for r in batch), time.perf_counter() - started)
+        except Exception as exc:  # delivered to the requests, never kills the thread
             if len(batch) > 1:  # find the culprit: each request alone, so only it fails
                 log.warning("batch of %d requests failed (%s); retrying one by one", len(batch), exc)
                 return [outcome for req in batch for outcome in self._run_batch([req], lane, side_by_side)]

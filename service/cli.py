@@ -9,25 +9,33 @@ API stops. SIGINT/SIGTERM stop uvicorn gracefully, then the worker, then Redis.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import uvicorn
 
+from core.extras import train_extra_message
+from core.logs import logging_config
+from core.procs import die_with_parent
 from core.settings import Settings, get_settings
+from service.auth import bind_refusal
 from service.gpu_pipeline import require_decoder
+from service.http_protocol import GuardedHttpToolsProtocol
+from service.metrics import prepare_multiprocess
 from service.selection import DecoderUnavailable
-from transport.embedded_redis import EmbeddedRedis, discover
+from transport.embedded_redis import EmbeddedRedis, discover, stop_stale
 
 log = logging.getLogger(__name__)
 
-WORKER_STOP_S = 20.0
+# `docker stop` waits 10 s: uvicorn gets HTTP_STOP_S to finish requests, the worker WORKER_STOP_S to
+# stop (then it is killed: its job's lease expires and the job resumes from its checkpoint, acks_late
+# keeping the message), Redis the rest.
+HTTP_STOP_S = 3
+WORKER_STOP_S = 4.0
 
 
 class WorkerProcess:
@@ -45,7 +53,9 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         cmd = [sys.executable, "-m", "tuneserve.cli", "worker"]
-        self.process = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
+        # Dies with serve even when serve is SIGKILLed (spawned by the main or the watch thread, which
+        # both live until stop()).
+        self.process = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
         log.info("training worker started (pid %d)", self.process.pid)
 
     def _keep_alive(self) -> None:
@@ -67,7 +77,8 @@ class WorkerProcess:
         try:
             proc.wait(WORKER_STOP_S)
         except subprocess.TimeoutExpired:
-            log.warning("worker did not stop within %.0fs; killing it", WORKER_STOP_S)
+            log.warning("worker did not stop within %.0fs (a job is running); killing it: the job resumes "
+                        "from its checkpoint when its lease expires", WORKER_STOP_S)
             proc.kill()
             proc.wait(10)
 
@@ -76,6 +87,7 @@ def resolve_broker(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     """(broker URL, the embedded Redis we own or None)."""
     if settings.broker_url:
         return settings.broker_url, None
+    stop_stale(settings.home)  # one a crashed serve left behind (a live serve's is shared, below)
     running = discover(settings.home)
     if running:
         log.info("using the embedded Redis already running for %s", settings.home)
@@ -89,26 +101,19 @@ def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
     one that dies). Worker processes build their settings from the environment, so the broker URL
     chosen here goes to them that way; each loads the active models and follows promotions (registry
     pointer polling plus Redis pub/sub) on its own."""
+    log_config = logging_config(settings.log_format, settings.log_level)  # uvicorn's lines in our format
     if workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=log_config,
+                    http=GuardedHttpToolsProtocol, timeout_graceful_shutdown=HTTP_STOP_S)
         return
     os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
+    prepare_multiprocess(settings.work_dir)  # /metrics adds up every worker's samples
     os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, log_config=worker_log_config())
-
-
-def worker_log_config() -> dict[str, Any]:
-    """uvicorn's logging plus our modules' (INFO, the CLI's format): worker processes start with no
-    logging set up, and would drop every tuneserve line under WARNING (swaps, loads)."""
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["formatters"]["tuneserve"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    config["handlers"]["tuneserve"] = {"formatter": "tuneserve", "class": "logging.StreamHandler",
-                                       "stream": "ext://sys.stderr"}
-    config["root"] = {"handlers": ["tuneserve"], "level": "INFO"}
-    return config
+                access_log=False, log_config=log_config, http=GuardedHttpToolsProtocol,
+                timeout_graceful_shutdown=HTTP_STOP_S)
 
 
 def run(command: str, args: list[str]) -> int:
@@ -123,6 +128,9 @@ def run(command: str, args: list[str]) -> int:
     workers = opts.workers or settings.api_workers
     if workers < 1:
         parser.error("--workers must be at least 1")
+    if refusal := bind_refusal(settings, opts.host or settings.host):
+        log.error("%s", refusal)  # names the setting; never a key
+        return 2
     try:
         require_decoder(settings.decoder)
     except DecoderUnavailable as exc:
@@ -137,6 +145,10 @@ def run(command: str, args: list[str]) -> int:
     received: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: received.append(signum))
+    if not opts.no_worker and (message := train_extra_message("the training worker")):
+        # The API-only install: serve predictions; jobs queue until a worker with the extra joins.
+        log.warning("%s; serving without a worker (queued jobs wait for a `tuneserve worker`)", message)
+        opts.no_worker = True
     try:
         if not opts.no_worker:
             env = {**os.environ, "TUNESERVE_BROKER_URL": url, "TUNESERVE_HOME": str(settings.home.resolve())}

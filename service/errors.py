@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.datasets import (
     ArchiveCorrupt,
@@ -27,6 +29,7 @@ DATASET_STATUS: dict[type[Exception], int] = {
     DatasetNotFound: 404, DatasetInvalid: 422, ArchiveUnsafe: 400, ArchiveCorrupt: 400,
     ArchiveTooLarge: 413, UnsupportedArchive: 415,
 }
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400}
 
 
@@ -59,7 +62,24 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the API serves at this path, from its OpenAPI document (Starlette's 405 names only
+    the first route that matched the path), plus HEAD where GET is served."""
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in item if m in HTTP_METHODS}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return _json(exc.status_code, str(exc.detail), headers or None)
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _json(exc.status_code, exc.detail, exc.headers)

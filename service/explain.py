@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from core.images import open_image
 from models.manifest import CamOutput, Preprocessing
@@ -48,7 +48,8 @@ class CamHead:
 
     def maps(self, features: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """(N, h, w) maps of ``classes[i]`` for image i; ``mean(map) + bias`` is that class's logit."""
-        return np.einsum("nc,nchw->nhw", self.weight[classes], features.astype(np.float32, copy=False))
+        maps: np.ndarray = np.einsum("nc,nchw->nhw", self.weight[classes], features.astype(np.float32, copy=False))
+        return maps
 
 
 def _jet(v: np.ndarray) -> np.ndarray:
@@ -82,7 +83,7 @@ def oriented_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     """(width, height) as the model sees the photo: after its EXIF orientation, as core.images applies it."""
     img = open_image(data, max_pixels)
     size = img.size
-    if img.getexif().get(ImageOps.ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+    if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
         return size[1], size[0]
     return size
 

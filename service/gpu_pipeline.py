@@ -284,7 +284,7 @@ class GpuPipeline:
         """Free the decoder, the graph's session and the batch buffer (the model's engine closes itself)."""
         with self._lock:
             self.decoder = None
-            self.session = None  # type: ignore[assignment]
+            self.session = None
             self._batch = None
             self._host_batch = None
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
+from service import metrics
 from service.explain import CamHead, NoCamOutput
 from service.gpu_batcher import build_batcher, warm_up
 from service.onnx_session import CUDA, OnnxEngine, choose_providers
@@ -237,7 +238,8 @@ class ModelManager:
             info = self.registry.get(name, active)
             new = LoadedModel(info, self.settings)
         except (RegistryError, Exception) as exc:  # noqa: BLE001 - any load failure keeps the old one
-            log.error("could not load %s version %s: %s; keeping the old one", name, active, exc)
+            log.error("could not load %s version %s: %s; keeping the old one", name, active, exc,
+                      extra={"model": name, "version": active})
             self.errors[name] = LoadError(version=active, error=str(exc))
             return
         self._models[name] = new  # the swap: one reference
@@ -245,8 +247,10 @@ class ModelManager:
         log.info(
             "serving %s version %d on %s (loaded in %.2fs)",
             name, new.version, new.provider, time.perf_counter() - started,
+            extra={"model": name, "version": new.version},
         )
         if current is not None:
+            metrics.swapped(name)
             current.retire()
 
     def wake(self) -> None:
@@ -275,5 +279,5 @@ class ModelManager:
                 break
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - the refresher must survive a bad registry read
+            except Exception:  # the refresher must survive a bad registry read
                 log.exception("model refresh failed")

@@ -39,7 +39,7 @@ class PromotionListener:
             except (redis.RedisError, OSError) as exc:
                 log.warning("promotion listener lost Redis (%s); polling the registry meanwhile", exc)
                 self._stop.wait(2.0)
-            except Exception:  # noqa: BLE001 - this thread must live as long as the API
+            except Exception:  # this thread must live as long as the API
                 log.exception("promotion listener failed; restarting it")
                 self._stop.wait(2.0)
             finally:

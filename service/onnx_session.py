@@ -128,7 +128,7 @@ class OnnxEngine:
             str(model_file), session_options(settings, providers[0], spin=spin),
             providers=providers, provider_options=provider_options(providers),
         )
-        self.provider = self.session.get_providers()[0]
+        self.provider: str = self.session.get_providers()[0]
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = inp.shape

@@ -14,6 +14,7 @@ from PIL import Image
 
 from core.images import Source, open_image, to_rgb
 from models.manifest import Preprocessing
+from service.metrics import DECODE_SECONDS
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -38,8 +39,8 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, int]:
-    top = int(round((height - crop) / 2.0))
-    left = int(round((width - crop) / 2.0))
+    top = round((height - crop) / 2.0)
+    left = round((width - crop) / 2.0)
     return left, top, left + crop, top + crop
 
 
@@ -79,8 +80,9 @@ def preprocess(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """One image to a (3, crop, crop) float32 array, normalised (into ``out`` when given)."""
-    img = decode(source, pre, max_pixels, use_draft)
-    if out is None:
-        out = np.empty((3, pre.crop, pre.crop), dtype=np.float32)
-    normalise_into(img, pre, out)
+    with DECODE_SECONDS.time():
+        img = decode(source, pre, max_pixels, use_draft)
+        if out is None:
+            out = np.empty((3, pre.crop, pre.crop), dtype=np.float32)
+        normalise_into(img, pre, out)
     return out

@@ -1,8 +1,11 @@
-"""Response types of the HTTP API (for its OpenAPI schema; the predict route writes the same JSON itself)."""
+"""Request and response types of the HTTP API for its OpenAPI document (the predict route writes the same JSON
+itself); every error is ``ErrorDetail``."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 
 class Prediction(BaseModel):
@@ -31,8 +34,69 @@ class ImageResult(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "imagenet", "version": 1, "top_k": 2, "top_k_clamped": False,
+        "results": [{"file": "tabby.jpg", "predictions": [
+            {"label": "Egyptian cat", "index": 285, "probability": 0.70},
+            {"label": "tiger cat", "index": 282, "probability": 0.12}]}]}]})
+
     model: str
     version: int
     top_k: int  # predictions per image: the asked top_k, or the label count when that is smaller
     top_k_clamped: bool  # True when top_k asked for more predictions than the model has labels
     results: list[ImageResult]
+
+
+class ErrorDetail(BaseModel):
+    """Every 4xx/5xx answer: one sentence naming the problem and the fix."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"detail": "hyperparameters.batch_size: Input should be less than or equal to 4096 "
+                   "(valid: 1 <= batch_size <= 4096)"}]})
+
+    detail: str
+
+
+# What each status means on this API (the route's own docstring says when it happens).
+ERROR_MEANING = {
+    400: "Malformed input: a body that does not parse, a corrupt image or archive",
+    404: "No such model, version, dataset or job",
+    409: "Conflicts with the current state (a finished job, a dataset a job uses)",
+    413: "Too large: the body, an image's pixels or an archive's contents",
+    415: "Unsupported media type: the Content-Type or the file's format",
+    422: "A parameter or field fails validation (the message names it and its valid range)",
+    503: "Not ready or overloaded: retry after the Retry-After header's seconds",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: these statuses, each with the ``{"detail": string}`` schema."""
+    return {code: {"model": ErrorDetail, "description": ERROR_MEANING[code]} for code in codes}
+
+
+# Request bodies the predict and upload routes parse themselves (streamed, no form model), declared here
+# so that /docs offers file fields and generated clients can upload.
+def _binary(description: str) -> dict[str, Any]:
+    return {"type": "string", "format": "binary", "description": description}
+
+
+PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "array", "minItems": 1, "maxItems": 256,
+                                "items": _binary("a JPEG, PNG, WebP, GIF, BMP or TIFF image"),
+                                "description": "one or more images, each its own `file` field; answered in order"}}}},
+    "image/*": {"schema": _binary("one image as the raw body (its result's `file` is null)")},
+    "application/octet-stream": {"schema": _binary("one image as the raw body")},
+}}}
+
+DATASET_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": _binary("a .zip, .tar, .tar.gz or .tgz archive: <class>/<image> (split made for you) or "
+                            "train|val|test/<class>/<image>"),
+            "name": {"type": "string", "maxLength": 200,
+                     "description": "a name for the dataset (default: the archive's file name)"},
+        }}},
+}}}

@@ -11,10 +11,15 @@ import pytest
 from core.settings import Settings
 from tests.photos import HYMENOPTERA, IMAGENET_SAMPLES
 
+SLOW_TIMEOUT_S = 1200  # end-to-end tests train real models on a shared CPU; the ini's default is for the rest
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from service.onnx_session import gpu_present
 
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
     if gpu_present():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

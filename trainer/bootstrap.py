@@ -56,10 +56,10 @@ def bootstrap(
     registry: Registry, check_images: Path | None = None, force: bool = False, variants: bool = False
 ) -> int:
     """Export and register EfficientNet-Lite0 as ``imagenet`` and activate it; returns the version."""
-    if not force and registry.exists(DEFAULT_MODEL) and registry.active_version(DEFAULT_MODEL) is not None:
-        version = registry.active_version(DEFAULT_MODEL)
-        log.info("default model %s version %s already present", DEFAULT_MODEL, version)
-        return int(version)  # type: ignore[arg-type]
+    active = registry.active_version(DEFAULT_MODEL) if registry.exists(DEFAULT_MODEL) else None
+    if not force and active is not None:
+        log.info("default model %s version %s already present", DEFAULT_MODEL, active)
+        return active
     backbone = create_backbone(DEFAULT_BACKBONE)
     pre = backbone.preprocessing
     batch = check_batch_from(check_images, EvalPreset(pre))

@@ -1,23 +1,37 @@
 """The workers' Celery app: ``celery -A trainer.celery_app worker --pool=solo -c 1`` or ``tuneserve worker``.
 
 Configuration comes from ``transport.broker.celery_config`` (shared with the API's client) so that
-both sides agree on queue, serializer and visibility timeout.
+both sides agree on queue, serializer and visibility timeout; it is read when Celery first needs it.
 """
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import setup_logging
+
+from core.logs import configure_logging
 from core.settings import get_settings
 from transport.broker import broker_url, celery_config
 
 
-def make_app() -> Celery:
+@setup_logging.connect
+def _our_logging(**_: Any) -> None:
+    """Celery would replace the root logger's handlers with its own format; ours (text or JSON) instead."""
+    configure_logging()
+
+
+def _config() -> dict[str, Any]:
     settings = get_settings()
-    app = Celery("tuneserve", include=["trainer.tasks", "trainer.search_tasks"])
     url = broker_url(settings)
-    if url:
-        app.conf.update(celery_config(settings, url))
+    return celery_config(settings, url) if url else {}
+
+
+def make_app() -> Celery:
+    app = Celery("tuneserve", include=["trainer.tasks", "trainer.search_tasks"])
+    # Read when Celery first needs its configuration (sending or starting a worker), not at import.
+    app.add_defaults(_config)
     return app
 
 

@@ -26,7 +26,8 @@ def load_checkpoint(folder: Path | None) -> dict[str, Any] | None:
     if folder is None or not (folder / CHECKPOINT_FILE).is_file():
         return None
     try:
-        return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+        state: dict[str, Any] = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        return state
     except (OSError, RuntimeError, EOFError) as exc:
         log.warning("checkpoint in %s is unreadable (%s); starting from scratch", folder, exc)
         return None

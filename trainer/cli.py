@@ -32,11 +32,11 @@ def run(command: str, args: list[str]) -> int:
     if command == "bootstrap":
         return cmd_bootstrap(args)
     if command == "worker":
-        from trainer.worker import main as worker_main  # Celery only; torch loads with the first job
+        from trainer.worker_cli import main as worker_main
 
         return worker_main(args)
     if command == "train":
         from trainer.train_cli import cmd_train
 
         return cmd_train(args)
-    raise SystemExit(f"tuneserve {command}: not available yet")
+    raise SystemExit(f"tuneserve {command}: not a trainer command (bootstrap, worker, train)")

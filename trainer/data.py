@@ -46,11 +46,16 @@ _LOCK = threading.Lock()
 
 
 class DatasetLike(Protocol):
-    """What the engine needs from ``core.datasets.Dataset``."""
+    """What the engine needs from ``core.datasets.Dataset`` (read-only: nobody here changes a dataset)."""
 
-    id: str
-    classes: list[str]
-    root: Path
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def root(self) -> Path: ...
 
     def items(self, split: str) -> list[tuple[Path, int]]: ...
 
@@ -76,7 +81,8 @@ def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """uint8 (or 0-255 float) NCHW -> normalised float NCHW, on whatever device the batch is.
 
     The constants are made once per device: building them per batch is a host->device copy, which
-    makes the CPU wait for the GPU's queue to drain every step (measured: 20% of the loop on an H200).
+    makes the CPU wait for the GPU's queue to drain every step (docs/benchmarks.md, "Trainer: the
+    numbers behind its comments").
     """
     key = (str(batch.device), tuple(pre.mean), tuple(pre.std))
     if key not in _NORM:

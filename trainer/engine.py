@@ -32,6 +32,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from core.jobspec import TrainSpec
 from models import Registry
 from models.manifest import Preprocessing
 from trainer.backbones import Backbone
@@ -51,7 +52,6 @@ from trainer.loops import (
 from trainer.lr_finder import lr_range_test
 from trainer.model_source import load_base
 from trainer.schedulers import build_scheduler, is_per_epoch
-from trainer.spec import TrainSpec
 from trainer.transforms import batch_mix, train_preset
 
 if TYPE_CHECKING:

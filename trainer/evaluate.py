@@ -8,7 +8,7 @@ preprocessing and temperature, so it measures what the service would serve.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,10 +16,9 @@ import torch.nn.functional as F
 
 from models.manifest import Manifest
 from trainer.calibration import expected_calibration_error, reliability_bins
-from trainer.data import load_split, normalize
-
-if TYPE_CHECKING:
-    from trainer.data import DatasetLike
+from trainer.data import normalize
+from trainer.job_data import JobData
+from trainer.onnx_cpu import cpu_session, run_batch
 
 MAX_MISCLASSIFIED = 200
 
@@ -63,41 +62,24 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     }
 
 
-def onnx_logits(model_file: Path, batch: np.ndarray, session: Any = None) -> np.ndarray:
-    import onnxruntime as ort
-
-    if session is None:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: batch.astype(np.float32)})[0]  # type: ignore[no-any-return]
-
-
-def evaluate_onnx(model_file: Path, manifest: Manifest, dataset: DatasetLike, split: str,
+def evaluate_onnx(model_file: Path, manifest: Manifest, data: JobData, split: str,
                   batch_size: int = 32) -> dict[str, Any]:
-    """Metrics of ``model_file`` on ``dataset``'s ``split``, in the manifest's label space.
+    """Metrics of ``model_file`` on the job's ``split``, in the manifest's label space.
 
     Every dataset class must be one of the manifest's labels (else the comparison means nothing).
     """
-    import onnxruntime as ort
-
-    missing = [c for c in dataset.classes if c not in manifest.labels]
+    missing = [c for c in data.classes if c not in manifest.labels]
     if missing:
         raise ValueError(f"model {manifest.name} v{manifest.version} has no label(s) {missing}; "
                          f"it knows {manifest.labels[:20]}")
-    pixels = load_split(dataset, split, manifest.preprocessing)
+    pixels = data.split(split, manifest.preprocessing)
     if len(pixels) == 0:
-        raise ValueError(f"dataset {dataset.id} has no {split!r} images to evaluate on")
-    to_model = torch.tensor([manifest.labels.index(c) for c in dataset.classes])
+        raise ValueError(f"dataset {data.id} has no {split!r} images to evaluate on")
+    to_model = torch.tensor([manifest.labels.index(c) for c in data.classes])
     labels = to_model[pixels.labels]
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
-    chunks = []
-    for i in range(0, len(pixels), batch_size):
-        batch = normalize(pixels.eval[i:i + batch_size], manifest.preprocessing).numpy()
-        chunks.append(onnx_logits(model_file, batch, session))
+    session = cpu_session(model_file)
+    chunks = [run_batch(session, normalize(pixels.eval[i:i + batch_size], manifest.preprocessing).numpy())
+              for i in range(0, len(pixels), batch_size)]
     logits = torch.from_numpy(np.concatenate(chunks))
     out = classification_metrics(logits, labels, manifest.labels, manifest.temperature, pixels.paths)
     out["split"], out["model"], out["version"] = split, manifest.name, manifest.version

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from trainer.cam import CAM_FILE, FEATURES_OUTPUT, WithFeatures, save_head, with_features
+from trainer.onnx_cpu import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def _export(model: nn.Module, crop: int, path: Path) -> None:
     outputs = ["logits", FEATURES_OUTPUT] if isinstance(model, WithFeatures) else ["logits"]
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The dynamo exporter with only the batch dynamic folds TF 'same' padding into the convs; the
-    # legacy exporter keeps it as shape arithmetic that runs on the CPU (1.7x slower, Memcpy on CUDA).
+    # legacy exporter keeps it as shape arithmetic that runs on the CPU (slower, and Memcpy on CUDA:
+    # docs/benchmarks.md, "Trainer: the numbers behind its comments").
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -93,9 +94,7 @@ def _export(model: nn.Module, crop: int, path: Path) -> None:
 
 
 def check_export(model: nn.Module, path: Path, batch: torch.Tensor) -> ExportReport:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     shape = session.get_inputs()[0].shape
     if not isinstance(shape[0], str) or any(not isinstance(d, int) for d in shape[1:]):
         raise ExportCheckFailed(f"expected only the batch dimension dynamic, got input shape {shape}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,11 +27,6 @@ class BaseUnavailable(ValueError):
 def torch_payload(backbone: Backbone, labels: list[str]) -> dict[str, Any]:
     return {"format": 1, "backbone": backbone.name, "num_classes": len(labels), "labels": list(labels),
             "state_dict": {k: v.detach().cpu() for k, v in backbone.model.state_dict().items()}}
-
-
-def save_torch_file(backbone: Backbone, labels: list[str], path: Path) -> Path:
-    torch.save(torch_payload(backbone, labels), path)
-    return path
 
 
 _PRISTINE: dict[str, Backbone] = {}

@@ -1,4 +1,8 @@
-"""Trained model -> checked ONNX + report + torch weights -> a new registry version."""
+"""Publishing: trained model -> checked ONNX + report + torch weights -> a registry version; then,
+once the gate (trainer/promotion.py) has decided, activate and announce it or keep it as a candidate.
+
+Nothing here judges a version: it does what the caller decided.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,18 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.settings import Settings
 from models import Manifest, Registry, VersionInfo
-from models.manifest import CamOutput
-from trainer.data import load_split, normalize
+from models.manifest import CamOutput, Preprocessing, Variant
+from trainer.data import normalize
 from trainer.export import export_onnx
+from trainer.job_data import JobData
 from trainer.model_source import TORCH_FILE, torch_payload
 from trainer.report import write_report
+from transport.broker import broker_url
+from transport.promotions import announce_promotion
 
 if TYPE_CHECKING:
-    from trainer.data import DatasetLike
     from trainer.engine import TrainingResult
 
 log = logging.getLogger(__name__)
@@ -24,7 +31,7 @@ CHECK_IMAGES = 16
 CALIBRATION_IMAGES = 64
 
 
-def export_and_register(result: TrainingResult, registry: Registry, model_name: str, dataset: DatasetLike,
+def export_and_register(result: TrainingResult, registry: Registry, model_name: str, data: JobData,
                         lineage: dict[str, Any], activate: bool, variants: tuple[str, ...] = ()) -> VersionInfo:
     """Export (checked against torch on the dataset's real val images), write the report, register.
 
@@ -37,7 +44,7 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
     pre = result.preprocessing
     pixels = result.check_pixels
     if pixels is None or len(pixels) == 0:
-        pixels = load_split(dataset, "val", pre).eval[:CHECK_IMAGES]
+        pixels = data.split("val", pre).eval[:CHECK_IMAGES]
     check_batch = normalize(pixels[:CHECK_IMAGES], pre)
     with tempfile.TemporaryDirectory(prefix="tuneserve-publish-") as tmp_name:
         tmp = Path(tmp_name)
@@ -48,13 +55,13 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         extra[TORCH_FILE] = tmp / TORCH_FILE
         cam_files = [export.cam_file.name] if export.cam_file else []
         extra.update({name: tmp / name for name in cam_files})
-        built = _build_variants(tmp / "model.onnx", tmp, dataset, pre, variants, result.labels) if variants else {}
+        built = _build_variants(tmp / "model.onnx", tmp, data, pre, variants, result.labels) if variants else {}
         extra.update({v.file: tmp / v.file for v in built.values()})
         metrics = dict(result.metrics)
         metrics.update({"export_max_abs_logit_diff": export.max_abs_diff, "export_check_images": export.images_checked})
         source = {
-            "kind": "fine_tune", "base": result.base, "dataset_id": dataset.id,
-            "dataset_name": getattr(dataset, "name", ""), "spec": result.spec.model_dump(mode="json"),
+            "kind": "fine_tune", "base": result.base, "dataset_id": data.id,
+            "dataset_name": getattr(data.dataset, "name", ""), "spec": result.spec.model_dump(mode="json"),
             **lineage,
         }
         manifest = Manifest(
@@ -69,16 +76,16 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
     return info
 
 
-def _build_variants(fp32: Path, out_dir: Path, dataset: DatasetLike, pre: Any, kinds: tuple[str, ...],
-                    labels: list[str]) -> dict:
+def _build_variants(fp32: Path, out_dir: Path, data: JobData, pre: Preprocessing,
+                    kinds: tuple[str, ...], labels: list[str]) -> dict[str, Variant]:
     """fp16/int8 files calibrated on training images and gated on the val split."""
     import torch
 
     from trainer.variants import build_variants
 
-    calib = normalize(load_split(dataset, "train", pre).eval[:CALIBRATION_IMAGES], pre).numpy()
-    val = load_split(dataset, "val", pre)
-    to_model = torch.tensor([labels.index(c) for c in dataset.classes])  # the model's order may be the served one
+    calib = normalize(data.split("train", pre).eval[:CALIBRATION_IMAGES], pre).numpy()
+    val = data.split("val", pre)
+    to_model = torch.tensor([labels.index(c) for c in data.classes])  # the model's order may be the served one
     return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), to_model[val.labels].numpy(), kinds)
 
 
@@ -88,3 +95,26 @@ def torch_payload_from(result: TrainingResult) -> dict[str, Any]:
 
     shell = Backbone(result.backbone, result.model, result.preprocessing, 0, "")
     return torch_payload(shell, result.labels)
+
+
+def build_variant_kinds(settings: Settings) -> tuple[str, ...]:
+    """The variants (``build_variants`` setting) a job builds beside fp32."""
+    return tuple(v.strip() for v in settings.build_variants.split(",") if v.strip())
+
+
+def version_of_job(registry: Registry, name: str, job_id: str) -> VersionInfo | None:
+    """The version a previous attempt of this job already registered (its worker died after that)."""
+    if not registry.exists(name):
+        return None
+    return next((v for v in registry.versions(name) if v.manifest.source.get("job_id") == job_id), None)
+
+
+def promote(registry: Registry, name: str, version: int, settings: Settings) -> None:
+    """Make ``version`` the one served and tell every API process (pub/sub; they also poll)."""
+    registry.activate(name, version)
+    announce_promotion(broker_url(settings), name, version)
+
+
+def keep_as_candidate(registry: Registry, name: str, version: int) -> None:
+    """Keep ``version`` registered but not served (it can still be activated by hand)."""
+    registry.set_stage(name, version, "candidate")

@@ -5,17 +5,16 @@ Every figure is drawn from the same numbers written to report.json, so they cann
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+# Figures without pyplot: no GUI backend to choose (workers have no display), no global state to close.
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: workers have no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from trainer.evaluate import classification_metrics  # noqa: E402
+from trainer.evaluate import classification_metrics
 
 if TYPE_CHECKING:
     from trainer.engine import TrainingResult
@@ -73,7 +72,8 @@ def plot_confusion(confusion: dict[str, Any], path: Path) -> None:
     splits = list(confusion)
     labels = confusion[splits[0]]["labels"]
     size = min(14.0, 2.5 + 0.45 * len(labels))
-    fig, axes = plt.subplots(1, len(splits), figsize=(size * len(splits), size), squeeze=False)
+    fig = Figure(figsize=(size * len(splits), size))
+    axes = fig.subplots(1, len(splits), squeeze=False)
     for ax, name in zip(axes[0], splits, strict=True):
         matrix = confusion[name]["matrix"]
         ax.imshow(matrix, cmap="Blues")
@@ -89,11 +89,11 @@ def plot_confusion(confusion: dict[str, Any], path: Path) -> None:
                             color="white" if value > top / 2 else "black", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_reliability(report: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     curves = [("before (T=1)", report["val_uncalibrated"]),
               (f"after (T={report['temperature']:.2f})", report["splits"]["val"])]
@@ -107,16 +107,16 @@ def plot_reliability(report: dict[str, Any], path: Path) -> None:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val loss")
     acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="val accuracy", color="C2")
-    for prev, cur in zip(history, history[1:], strict=False):
+    for prev, cur in itertools.pairwise(history):
         if prev["stage"] != cur["stage"]:  # stage boundary, e.g. probe -> fine-tuning
             for ax in (loss_ax, acc_ax):
                 ax.axvline(cur["epoch"] - 0.5, color="grey", linestyle=":", linewidth=1)
@@ -127,4 +127,3 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     acc_ax.set_title("validation accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -15,7 +15,7 @@ def build_scheduler(name: str, optimizer: Optimizer, steps_per_epoch: int, epoch
     """The scheduler for one stage. ``maximize``: the plateau metric is an accuracy (higher is better)."""
     total = max(1, steps_per_epoch * epochs)
     if name == "cosine":
-        warmup = min(total - 1, int(round(warmup_epochs * steps_per_epoch)))
+        warmup = min(total - 1, round(warmup_epochs * steps_per_epoch))
         if warmup <= 0:
             return S.CosineAnnealingLR(optimizer, T_max=total)
         return S.SequentialLR(optimizer, [

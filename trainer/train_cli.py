@@ -10,9 +10,9 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from core.jobspec import Augment, Mode, Optimizer, Scheduler, TrainSpec
 from core.settings import Settings, get_settings
 from models import Registry
-from trainer.spec import Augment, Mode, Optimizer, Scheduler, TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def cmd_train(args: list[str]) -> int:
     from tqdm import tqdm
 
     from trainer.engine import EpochMetrics, fine_tune
+    from trainer.job_data import JobData
     from trainer.publish import export_and_register
 
     settings = get_settings()
@@ -114,11 +115,11 @@ def cmd_train(args: list[str]) -> int:
         bar.set_postfix(stage=m.stage, loss=f"{m.train_loss:.3f}", val_acc=f"{m.val_accuracy:.3f}",
                         eta=f"{m.eta_s:.0f}s")
 
-    work = settings.work_dir / "cli" / dataset.id
-    result = fine_tune(spec, dataset, on_progress=progress, registry=registry, cache_dir=work / "cache")
+    data = JobData(dataset, settings.cli_cache_dir(dataset.id))
+    result = fine_tune(spec, dataset, on_progress=progress, registry=registry, cache_dir=data.cache_dir)
     bar.close()
     activate = not opts.no_activate and should_activate(registry, opts.model, result.metrics["val_accuracy"])
-    info = export_and_register(result, registry, opts.model, dataset, {"via": "cli"}, activate)
+    info = export_and_register(result, registry, opts.model, data, {"via": "cli"}, activate)
     print_summary(result.metrics, info.version, activate, info.path)
     return 0
 

@@ -30,7 +30,8 @@ class EvalPreset:
         ])
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        return self.transforms(img)  # type: ignore[no-any-return]
+        out: torch.Tensor = self.transforms(img)
+        return out
 
 
 # ------------------------------------------------------------------ training presets
@@ -43,7 +44,8 @@ class NonePreset:
         self.transforms = T.CenterCrop(crop)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return self.transforms(img)  # type: ignore[no-any-return]
+        out: torch.Tensor = self.transforms(img)
+        return out
 
 
 class LightPreset:
@@ -57,7 +59,8 @@ class LightPreset:
         ])
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return self.transforms(img)  # type: ignore[no-any-return]
+        out: torch.Tensor = self.transforms(img)
+        return out
 
 
 class StandardPreset(LightPreset):
@@ -75,7 +78,9 @@ class StrongPreset(LightPreset):
 
 
 def train_preset(augment: str, crop: int) -> NonePreset | LightPreset:
-    presets = {"none": NonePreset, "light": LightPreset, "standard": StandardPreset, "strong": StrongPreset}
+    presets: dict[str, type[NonePreset | LightPreset]] = {
+        "none": NonePreset, "light": LightPreset, "standard": StandardPreset, "strong": StrongPreset,
+    }
     if augment not in presets:
         raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
     return presets[augment](crop)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -26,6 +25,7 @@ from onnxruntime.quantization import (
 
 from core.fsutil import atomic_write, sha256_file
 from models.manifest import Variant
+from trainer.onnx_cpu import cpu_session, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,9 @@ class ArrayCalibrationReader(CalibrationDataReader):
         return None if batch is None else {self.input_name: batch}
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def predict_top1(path: Path, images: np.ndarray) -> np.ndarray:
-    session = _session(path)
-    name = session.get_inputs()[0].name
-    out = [session.run(None, {name: images[i : i + EVAL_BATCH].astype(np.float32)})[0].argmax(1)
-           for i in range(0, len(images), EVAL_BATCH)]
+    session = cpu_session(path)
+    out = [run_batch(session, images[i : i + EVAL_BATCH]).argmax(1) for i in range(0, len(images), EVAL_BATCH)]
     return np.concatenate(out)
 
 
@@ -83,7 +74,7 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
 
 def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> Path:
     """Static QDQ quantisation (per-channel int8 weights, uint8 activations) calibrated on real images."""
-    input_name = _session(fp32_path).get_inputs()[0].name
+    input_name = cpu_session(fp32_path).get_inputs()[0].name
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "int8.onnx"
         quantize_static(

@@ -77,3 +77,58 @@ def send_task(settings: Settings, name: str, args: list[Any]) -> None:
                       retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
     except Exception as exc:  # kombu OperationalError and friends
         raise BrokerUnavailable(f"could not queue {name}: {exc}") from exc
+
+
+def _where(url: str) -> str:
+    """host:port of a Redis URL, without its password (for messages)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
+class BrokerProbe:
+    """Does the broker answer PING? For /readyz; the answer is kept ``ttl`` seconds so that frequent
+    probes cost one round trip, and a down broker costs at most ``timeout`` per refresh."""
+
+    def __init__(self, settings: Settings, ttl: float = 0.5, timeout: float = 0.5) -> None:
+        self.settings = settings
+        self.ttl = ttl
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._state: tuple[str, str | None] = ("none", None)
+        self._client: Any = None
+        self._url: str | None = None
+
+    def check(self) -> tuple[str, str | None]:
+        """("up", None) | ("none", None) when no broker is configured | ("down", what is wrong)."""
+        import time
+
+        import redis
+
+        with self._lock:
+            if time.monotonic() - self._checked < self.ttl:
+                return self._state
+            url = broker_url(self.settings)
+            if url is None:
+                self._state = ("none", None)
+            else:
+                if url != self._url:
+                    if self._client is not None:
+                        self._client.close()
+                    self._url = url
+                    self._client = redis.Redis.from_url(url, socket_timeout=self.timeout,
+                                                        socket_connect_timeout=self.timeout)
+                try:
+                    self._client.ping()
+                    self._state = ("up", None)
+                except redis.RedisError as exc:
+                    self._state = ("down", f"broker (Redis at {_where(url)}) is not answering: {exc}")
+            self._checked = time.monotonic()
+            return self._state
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()

@@ -7,10 +7,12 @@ imports the web stack.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Protocol
+
+from core.extras import train_extra_message
+from core.logs import configure_logging
 
 
 class CommandModule(Protocol):
@@ -28,6 +30,9 @@ def _trainer() -> CommandModule:
 
     return cli
 
+
+# Commands that need the `train` extra (torch): refused with the install command when it is absent.
+NEEDS_TRAIN_EXTRA = frozenset({"bootstrap", "worker", "train"})
 
 COMMANDS: dict[str, tuple[Callable[[], CommandModule], str]] = {
     "serve": (_service, "Serve the HTTP API (and one worker, and a private Redis when none is configured)"),
@@ -52,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)  # noqa: T201
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if command in NEEDS_TRAIN_EXTRA and (message := train_extra_message(f"tuneserve {command}")):
+        print(message, file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    configure_logging()  # TUNESERVE_LOG_FORMAT / TUNESERVE_LOG_LEVEL
     module = COMMANDS[command][0]()
     return int(module.run(command, rest) or 0)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-if TYPE_CHECKING:
-    from core.settings import Settings
+from core.settings import Settings
 
 INDEX_FILE = "index.json"
 IMAGES_DIR = "images"
@@ -99,19 +99,24 @@ class Dataset(BaseModel):
         }
 
 
+def _setting_default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class IngestLimits:
     """Everything an ingest is allowed to do; build it from Settings with :meth:`from_settings`."""
 
-    max_uncompressed_bytes: int = 4 * 1024**3
-    max_archive_files: int = 200_000
-    max_compression_ratio: float = 200.0
+    # The limits a user can set default to Settings' defaults (one place for each number).
+    max_uncompressed_bytes: int = _setting_default("max_uncompressed_bytes")
+    max_archive_files: int = _setting_default("max_archive_files")
+    max_compression_ratio: float = _setting_default("max_compression_ratio")
     # The ratio check applies once this much is unpacked: tiny archives of flat images compress
     # well without being bombs.
     ratio_floor_bytes: int = 16 * 1024**2
-    max_image_pixels: int = 40_000_000
-    min_image_side: int = 32
-    min_images_per_class: int = 5
+    max_image_pixels: int = _setting_default("max_image_pixels")
+    min_image_side: int = _setting_default("min_image_side")
+    min_images_per_class: int = _setting_default("min_images_per_class")
     # Near duplicates (dataset_store/dedup.py): a candidate has a dHash or pHash within this many bits
     # (of 64); it is confirmed when its thumbnail similarity is at least near_duplicate_similarity.
     near_duplicate_distance: int = 10
@@ -121,17 +126,16 @@ class IngestLimits:
     workers: int = 0  # 0 = one process per core
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> IngestLimits:
-        values: dict[str, object] = {
-            "max_uncompressed_bytes": settings.max_uncompressed_bytes,
-            "max_archive_files": settings.max_archive_files,
-            "max_compression_ratio": settings.max_compression_ratio,
-            "max_image_pixels": settings.max_image_pixels,
-            "min_image_side": settings.min_image_side,
-            "min_images_per_class": settings.min_images_per_class,
-        }
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+    def from_settings(cls, settings: Settings, **overrides: Any) -> IngestLimits:
+        limits = cls(
+            max_uncompressed_bytes=settings.max_uncompressed_bytes,
+            max_archive_files=settings.max_archive_files,
+            max_compression_ratio=settings.max_compression_ratio,
+            max_image_pixels=settings.max_image_pixels,
+            min_image_side=settings.min_image_side,
+            min_images_per_class=settings.min_images_per_class,
+        )
+        return dataclasses.replace(limits, **overrides)
 
     @property
     def worker_count(self) -> int:

@@ -15,14 +15,20 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from core.datasets import Dataset, FileEntry, IngestLimits
+from core.settings import Settings
+from dataset_store import DatasetStore
 from dataset_store.store import default_name, remove_stale
+from service import metrics
 from service.artefacts import IMMUTABLE, not_modified, serve_file, thumbnail_jpeg
 from service.deps import DatasetStoreDep, SettingsDep
 from service.errors import ApiError
+from service.schemas import DATASET_UPLOAD_BODY, errors
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +153,27 @@ def _dataset_name(upload: MultipartUpload) -> str | None:
     return name or (default_name(upload.filename) if upload.filename else None)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=DATASET_UPLOAD_BODY,
+             responses={200: {"description": "This archive is already stored: its report"},
+                        **errors(400, 413, 415, 422)})
 async def upload_dataset(request: Request, response: Response, store: DatasetStoreDep,
                          settings: SettingsDep) -> dict[str, Any]:
     """Upload a .zip/.tar/.tar.gz; 201 with the report, or 200 when this archive is already stored."""
-    upload = MultipartUpload(_boundary(request), settings.work_dir / "uploads")
+    try:
+        dataset, created = await _receive_and_ingest(request, store, settings)
+    except ClientDisconnect:
+        metrics.upload_finished("aborted")
+        raise
+    except Exception:
+        metrics.upload_finished("refused")
+        raise
+    metrics.upload_finished("created" if created else "duplicate")
+    response.status_code = 201 if created else 200
+    return dataset.report()
+
+
+async def _receive_and_ingest(request: Request, store: DatasetStore, settings: Settings) -> tuple[Dataset, bool]:
+    upload = MultipartUpload(_boundary(request), settings.uploads_dir)
     try:
         async for chunk in request.stream():
             upload.write(chunk)
@@ -161,12 +183,10 @@ async def upload_dataset(request: Request, response: Response, store: DatasetSto
         if upload.size == 0:
             raise ApiError(400, "the uploaded archive is empty (0 bytes)")
         limits = IngestLimits.from_settings(settings)
-        dataset, created = await run_in_threadpool(
+        return await run_in_threadpool(
             store.ingest, upload.path, _dataset_name(upload), limits, upload.sha256.hexdigest())
     finally:
         upload.cleanup()
-    response.status_code = 201 if created else 200
-    return dataset.report()
 
 
 @router.get("")
@@ -174,14 +194,14 @@ def list_datasets(store: DatasetStoreDep) -> list[dict[str, Any]]:
     return [d.summary() for d in store.list()]
 
 
-@router.get("/{dataset_id}")
+@router.get("/{dataset_id}", responses=errors(404, 422))
 def get_dataset(dataset_id: str, store: DatasetStoreDep, files: bool = False) -> dict[str, Any]:
     """The full report; ``?files=true`` adds the per-file list."""
     dataset = store.get(dataset_id)
     return dataset.model_dump() if files else dataset.report()
 
 
-@router.delete("/{dataset_id}", status_code=204)
+@router.delete("/{dataset_id}", status_code=204, responses=errors(404, 409))
 def delete_dataset(dataset_id: str, request: Request, store: DatasetStoreDep) -> Response:
     store.get(dataset_id)  # 404 first
     in_use: Callable[[str], bool] = getattr(request.app.state, "dataset_in_use", None) or (lambda _id: False)
@@ -203,7 +223,7 @@ def _stored_file(dataset: Dataset, path: str) -> FileEntry:
                         f"from GET /v1/datasets/{dataset.id}?files=true")
 
 
-@router.get("/{dataset_id}/images/{path:path}")
+@router.get("/{dataset_id}/images/{path:path}", responses=errors(404, 413, 422))
 def get_image(dataset_id: str, path: str, request: Request, store: DatasetStoreDep, settings: SettingsDep,
               size: Annotated[int | None, Query(ge=16, le=1024)] = None) -> Response:
     """A dataset image as stored, or a JPEG thumbnail fitting ``size`` x ``size``. Cached for good (ETag)."""

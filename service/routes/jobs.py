@@ -25,6 +25,7 @@ from models.meaning import LabelConflict, check_labels
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.reports import job_delta, version_report
+from service.schemas import errors
 from transport.broker import BrokerUnavailable, send_task
 
 router = APIRouter()
@@ -98,7 +99,7 @@ def _check_dataset(settings: Any, dataset_id: str) -> Any:
         raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
 
 
-@router.post("", status_code=202, dependencies=[Depends(json_body)])
+@router.post("", status_code=202, dependencies=[Depends(json_body)], responses=errors(400, 404, 413, 415, 422, 503))
 def create_job(
     body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -124,8 +125,10 @@ def create_job(
     try:
         send_task(settings, task, [job.id])
     except BrokerUnavailable as exc:
-        store.force_finish(job, "failed", f"could not queue the job: {exc}")
-        raise ApiError(503, f"job queue unavailable: {exc}", {"Retry-After": "5"}) from exc
+        # Refused, and no trace left: a job the client was told failed to start must not show up later.
+        store.discard(job)
+        raise ApiError(503, f"job queue unavailable (nothing was created; retry): {exc}",
+                       {"Retry-After": "5"}) from exc
     return {"id": job.id, "state": "queued"}
 
 
@@ -145,7 +148,7 @@ def _state_filter(state: str | None = None) -> str | None:
     return state
 
 
-@router.get("")
+@router.get("", responses=errors(422))
 def list_jobs(
     store: JobStoreDep,
     state: Annotated[str | None, Depends(_state_filter)] = None,
@@ -172,12 +175,12 @@ def existing_job(job_id: str, store: JobStoreDep) -> Job:
 JobDep = Annotated[Job, Depends(existing_job)]
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(404))
 def get_job(job: JobDep) -> dict[str, Any]:
     return job_view(job)
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=errors(404, 409))
 def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
     try:
         return job_view(store.cancel(job.id))
@@ -185,7 +188,7 @@ def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
         raise ApiError(409, str(exc)) from exc
 
 
-@router.get("/{job_id}/report")
+@router.get("/{job_id}/report", responses=errors(404, 409))
 def job_report(job: JobDep, registry: RegistryDep) -> dict[str, Any]:
     """The evaluation of the version the job registered, with links to its plots and misclassified photos."""
     result = job.result or {}
@@ -195,7 +198,7 @@ def job_report(job: JobDep, registry: RegistryDep) -> dict[str, Any]:
     return version_report(registry, str(result["model"]), int(result["version"]), job)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(404))
 async def job_events(job: JobDep, store: JobStoreDep) -> AsyncIterator[ServerSentEvent]:
     """``snapshot`` (the whole job) first, then one ``delta`` per change (polled every 0.5 s): only the
     fields that changed, new epoch metrics as ``metrics_append``; ``end`` (the whole job) when it finishes."""

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from core.images import ImageError
 from models import VersionInfo
 from models.manifest import MANIFEST_FILE, MODEL_FILE, Preprocessing
+from service import metrics
 from service.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
 from service.deps import DecodePoolDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
@@ -21,7 +22,7 @@ from service.explain import CamHead, NoCamOutput, crop_box, explanation, oriente
 from service.manager import LoadedModel
 from service.onnx_session import softmax, top_k
 from service.preprocess import preprocess
-from service.schemas import PredictResponse
+from service.schemas import PREDICT_BODY, PredictResponse, errors
 
 router = APIRouter()
 
@@ -72,12 +73,12 @@ def list_models(registry: RegistryDep) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=errors(404))
 def get_model(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     return model_view(name, registry, manager)
 
 
-@router.get("/{name}/versions/{version}/files")
+@router.get("/{name}/versions/{version}/files", responses=errors(404, 422))
 def list_files(name: str, version: int, registry: RegistryDep) -> dict[str, Any]:
     """The version's files (model, variants, manifest, report and plots) with their sizes and URLs."""
     info = registry.get(name, version)
@@ -88,7 +89,7 @@ def list_files(name: str, version: int, registry: RegistryDep) -> dict[str, Any]
     ]}
 
 
-@router.get("/{name}/versions/{version}/files/{file:path}")
+@router.get("/{name}/versions/{version}/files/{file:path}", responses=errors(404, 422))
 def get_file(name: str, version: int, file: str, request: Request, registry: RegistryDep) -> Response:
     """One file of a version. Versions never change, so it is cached for good (ETag, 304)."""
     info = registry.get(name, version)
@@ -103,7 +104,7 @@ def get_file(name: str, version: int, file: str, request: Request, registry: Reg
     return serve_file(request, path, REVALIDATE if file == MANIFEST_FILE else IMMUTABLE, etag)
 
 
-@router.post("/{name}/versions/{version}/activate")
+@router.post("/{name}/versions/{version}/activate", responses=errors(400, 404, 422))
 def activate(name: str, version: int, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     """Point the model at ``version``; answers once this process serves it, or says the swap is pending."""
     registry.activate(name, version)
@@ -138,7 +139,7 @@ async def read_images(request: Request) -> tuple[list[bytes], list[str | None]]:
         files = [f for f in form.getlist("file") if not isinstance(f, str)]
         if not files:
             raise ApiError(422, "no image: send one or more multipart fields named 'file'")
-        return [await f.read() for f in files], [f.filename or None for f in files]  # type: ignore[union-attr]
+        return [await f.read() for f in files], [f.filename or None for f in files]
     body = await request.body()
     if not body:
         raise ApiError(422, "no image: send multipart field 'file' or a raw image/* body")
@@ -184,7 +185,8 @@ async def explain_images(loaded: LoadedModel, head: CamHead, payloads: list[byte
     return await loop.run_in_executor(pool, work)
 
 
-@router.post("/{name}/predict", response_model=PredictResponse)
+@router.post("/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
+             responses=errors(400, 404, 409, 413, 415, 422, 503))
 async def predict(
     name: str,
     request: Request,
@@ -216,6 +218,7 @@ async def predict(
         version, labels, temperature = loaded.version, loaded.labels, loaded.temperature
     finally:
         loaded.release()
+    metrics.predicted(name, version, len(payloads))
     probs = softmax(logits, temperature)
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).

@@ -124,7 +124,7 @@ class _RawNameInfo(zipfile.ZipInfo):
     raw_name = b""
     utf8_flag = False
 
-    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # noqa: N802 - zipfile's hook for the name bytes
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # zipfile's hook for the name bytes (its spelling)
         return self.raw_name, self.flag_bits | (0x800 if self.utf8_flag else 0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import tarfile
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_links_and_devices_in_tar_are_refused(tmp_path: Path, dest: Path, kind: 
 
 def test_symlink_in_zip_is_refused(tmp_path: Path, dest: Path) -> None:
     archive = zip_symlink(tmp_path / "link.zip", "ants/passwd.jpg", "/etc/passwd")
-    with pytest.raises(ArchiveUnsafe, match="'ants/passwd.jpg' is a symbolic link"):
+    with pytest.raises(ArchiveUnsafe, match=re.escape("'ants/passwd.jpg' is a symbolic link")):
         unpack(archive, dest, IngestLimits())
     assert _everything_under(dest) == set()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -219,7 +220,7 @@ def test_imbalance_is_reported(tmp_path: Path, store: DatasetStore) -> None:
 def test_unsafe_archive_leaves_nothing_behind(tmp_path: Path, store: DatasetStore) -> None:
     archive = make_tar(tmp_path / "evil.tar", class_files({"ants": 5, "bees": 5}), mode="w",
                        extra=[tar_member("bees/zz.jpg", tarfile.SYMTYPE, "../../../etc/passwd")])
-    with pytest.raises(ArchiveUnsafe, match="bees/zz.jpg"):
+    with pytest.raises(ArchiveUnsafe, match=re.escape("bees/zz.jpg")):
         store.ingest(archive, None, LIMITS)
     assert list(store.root.iterdir()) == []
 

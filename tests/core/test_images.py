@@ -26,7 +26,7 @@ def png_header(width: int, height: int) -> bytes:
 
 def test_open_image_lifts_pillows_bomb_check_and_keeps_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pillow's default limit, as in a fresh process: 20000x20000 would raise DecompressionBombError.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(1024 * 1024 * 1024 // 4 // 3))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024 * 1024 // 4 // 3)
     big = png_header(20_000, 20_000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no DecompressionBombWarning either

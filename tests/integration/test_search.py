@@ -194,7 +194,9 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
     from jobs import JobStore
     from jobs.tables import JobRow
     from tests.trainer.dataset_helpers import make_dataset, subset_folder
-    from trainer import search as opt
+    from trainer import optuna_study
+    from trainer.search_finalize import maybe_finalize
+    from trainer.search_trial import run_trial
 
     settings = Settings(home=tmp_path / "home")
     folder = subset_folder(hymenoptera, tmp_path / "tiny", {"train": 6, "val": 4})
@@ -208,7 +210,7 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
     assert st.run_search_job(job.id, settings) == "queued" and sent == [[job.id, s] for s in range(3)]
     assert st.run_search_job(job.id, settings) == "skipped"  # a second delivery while it runs
     # Slot 0 starts on a worker that then dies: its trial stays "running" and nobody renews the lease.
-    study = opt.load_study(settings, job.id, SearchSpec.model_validate(search))
+    study = optuna_study.load_study(settings, job.id, SearchSpec.model_validate(search))
     orphan = study.ask()
     orphan.set_user_attr("slot", 0)
     with store.engine.begin() as conn:
@@ -218,10 +220,10 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
     sent.clear()
     assert st.run_search_job(job.id, settings) == "queued"
     assert sent == [[job.id, 1], [job.id, 2]]  # only the slots that never started
-    assert st.run_trial(job.id, 0, settings) == "skipped"  # the old message of slot 0
-    assert st.run_trial(job.id, 1, settings) == "running"
-    assert st.run_trial(job.id, 2, settings) == "succeeded"  # the last one finalizes
-    assert st.maybe_finalize(job.id, settings) == "not-ours"  # exactly once
+    assert run_trial(job.id, 0, settings) == "skipped"  # the old message of slot 0
+    assert run_trial(job.id, 1, settings) == "running"
+    assert run_trial(job.id, 2, settings) == "succeeded"  # the last one finalizes
+    assert maybe_finalize(job.id, settings) == "not-ours"  # exactly once
 
     done = store.get(job.id)
     assert done.state == "succeeded" and done.attempts == 2, done.error
@@ -229,4 +231,4 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
     assert trials[0]["state"] == "failed" and "worker was lost" in trials[0]["error"]
     assert [trials[n]["state"] for n in (1, 2)] == ["complete", "complete"]
     assert done.result["version"] == 1 and done.result["promoted"] is True  # type: ignore[index]
-    assert not opt.journal_path(settings, job.id).exists() and not st.work_folder(settings, job.id).exists()
+    assert not settings.optuna_journal(job.id).exists() and not settings.search_dir(job.id).exists()

@@ -28,7 +28,7 @@ def test_same_labels_in_another_order_map_to_the_served_order(registry: Registry
 
 
 def test_other_labels_are_refused_naming_both_fixes_unless_replacing(registry: Registry) -> None:
-    with pytest.raises(LabelConflict, match="new model name.*replace_labels") as info:
+    with pytest.raises(LabelConflict, match=r"new model name.*replace_labels") as info:
         check_labels(registry, "shop", ["hat", "pants", "socks"])
     assert "not in the dataset: shoes" in str(info.value) and "new: socks" in str(info.value)
     assert check_labels(registry, "shop", ["hat", "pants", "socks"], replace_labels=True) is None

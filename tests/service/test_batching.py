@@ -107,7 +107,7 @@ def test_a_failing_request_fails_only_itself(engine: OnnxEngine) -> None:
         futures = [batcher.submit_nowait(imgs) for imgs in good[:2]]
         bad = batcher.submit_nowait([np.zeros((3, 5, 5), np.float32)])  # the model wants 4x4
         futures.append(batcher.submit_nowait(good[2]))
-        with pytest.raises(Exception, match="(?i)dimension|shape|broadcast"):
+        with pytest.raises(Exception, match=r"(?i)dimension|shape|broadcast"):
             bad.result(5)
         for imgs, fut in zip(good, futures, strict=True):
             np.testing.assert_allclose(fut.result(5), expected(imgs), rtol=1e-5, atol=1e-6)

@@ -9,6 +9,7 @@ the device's own parity figures come from ``bench/gpu_e2e.py``.
 from __future__ import annotations
 
 import io
+import logging
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ BATCH = 32
 # service path, which decodes the large JPEGs in draft mode (DCT scaling) where training and the
 # pipeline decode them whole. The bounds leave ~3x room for other onnxruntime/Pillow builds and still
 # fail on a real mismatch: a wrong resize filter, crop offset or channel order moves probabilities by 0.1+.
+log = logging.getLogger(__name__)
+
 MAX_PROB_DIFF_TRAINER = 0.005
 MAX_PROB_DIFF_SERVICE = 0.02
 MIN_TOP1_AGREEMENT = 0.99
@@ -63,8 +66,8 @@ def test_parity_with_pillow_path_and_training_transform(
     assert report["drafted_by_pillow_path"] == 4  # the large JPEGs
     for name, bound in (("vs_service", MAX_PROB_DIFF_SERVICE), ("vs_trainer", MAX_PROB_DIFF_TRAINER)):
         figures = report[name]
-        print(f"gpu pipeline (CPU backend) {name}: top-1 agreement {figures['top1_agreement']:.4f} on "
-              f"{report['photos']} photos, max probability difference {figures['max_prob_diff']:.5f}")
+        log.info("gpu pipeline (CPU backend) %s: top-1 agreement %.4f on %d photos, max probability difference %.5f",
+                 name, figures["top1_agreement"], report["photos"], figures["max_prob_diff"])
         assert figures["top1_agreement"] >= MIN_TOP1_AGREEMENT
         assert figures["max_prob_diff"] <= bound
 

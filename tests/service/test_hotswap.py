@@ -6,6 +6,7 @@ worker announces a promotion (registry + pub/sub), the others go through the act
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 import time
@@ -104,7 +105,7 @@ def test_swaps_under_load_fail_no_request(home: Path, tmp_path: Path, imagenet_s
     # Each client sees versions change only at swaps, in swap order (never back and forth).
     for thread_calls in per_thread:
         seen = [c.version for c in thread_calls]
-        changes = [seen[0]] + [b for a, b in zip(seen, seen[1:], strict=False) if a != b]
+        changes = [seen[0]] + [b for a, b in itertools.pairwise(seen) if a != b]
         assert changes == targets[targets.index(changes[0]):][: len(changes)], changes
     assert "Traceback" not in server.tail(400)
 

@@ -144,7 +144,7 @@ def distributions(draw: st.DrawFn, key: str) -> Any:
     name = draw(st.sampled_from([SEARCHABLE.get(key, "uniform"), *DISTRIBUTIONS, "normal"]))
     form = draw(st.sampled_from(["call"] * 3 + ["fields"] * 2 + ["list", "scalar"]))
     if form == "call":
-        args = [draw(NUMBER_TEXT), draw(NUMBER_TEXT)] + draw(st.lists(NUMBER_TEXT, max_size=1))
+        args = [draw(NUMBER_TEXT), draw(NUMBER_TEXT), *draw(st.lists(NUMBER_TEXT, max_size=1))]
         return f"{name}({', '.join(args)})"
     if form == "fields":
         return draw(st.fixed_dictionaries({"low": NUMBERS, "high": NUMBERS}, optional={

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from PIL import Image
 
 from core.settings import Settings
 from service.app import create_app
+from tests.photos import imagenet_rows
 from tests.service.conftest import wait_ready
 
 TABBY = "n02123045_tabby.JPEG"
@@ -25,7 +25,7 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 
 def test_accuracy_on_real_photos_through_http(client: TestClient, imagenet_samples: Path) -> None:
-    rows = list(csv.DictReader((imagenet_samples / "labels.csv").open()))
+    rows = imagenet_rows(imagenet_samples)
     top1 = top5 = 0
     for start in range(0, len(rows), 8):  # several images per request, answers in request order
         chunk = rows[start : start + 8]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import torch
 
 from core.images import open_rgb
+from tests.photos import imagenet_rows
 from trainer.backbones import (
     BackboneUnavailable,
     UnknownBackbone,
@@ -47,7 +47,7 @@ def test_unknown_key_is_refused() -> None:
 
 
 def test_pretrained_accuracy_on_real_photos(lite0, imagenet_samples: Path) -> None:  # type: ignore[no-untyped-def]
-    rows = list(csv.DictReader((imagenet_samples / "labels.csv").open()))
+    rows = imagenet_rows(imagenet_samples)
     preset = EvalPreset(lite0.preprocessing)
     batch = torch.stack([preset(open_rgb(imagenet_samples / r["filename"], 10**8)) for r in rows])
     with torch.no_grad():
@@ -68,7 +68,7 @@ def test_catalogue_lists_torchvision_architectures() -> None:
     names = available_backbones()
     expected = {"efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"}
     assert expected <= set(names)
-    with pytest.raises(UnknownBackbone, match="choose one of .*resnet18"):
+    with pytest.raises(UnknownBackbone, match=r"choose one of .*resnet18"):
         create_backbone("vgg_huge")
 
 

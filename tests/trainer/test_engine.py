@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from core.datasets import Dataset
+from core.jobspec import TrainSpec
 from trainer.calibration import EDGE, LOG_T_MAX, LOG_T_MIN
 from trainer.checkpoint import CHECKPOINT_FILE
 from trainer.engine import Cancelled, EpochMetrics, Pruned, TrainingError, TrainingResult, fine_tune
-from trainer.spec import TrainSpec
 
 # Short image stages: two epochs over 12 images, two batches each (so "within a batch" means something).
 # The probe runs on cached features (cheap).

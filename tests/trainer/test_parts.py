@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -32,7 +33,7 @@ def test_cosine_warms_up_linearly_then_decays() -> None:
     lrs = _lrs("cosine")
     assert lrs[0] == pytest.approx(0.01)  # start_factor 0.1
     assert lrs[10] == pytest.approx(0.1)  # warmup over one epoch of 10 steps
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
     assert lrs[-1] < 0.002
 
 
@@ -134,7 +135,7 @@ def test_presets_crop_uint8_tensors(augment: str) -> None:
     mix = batch_mix(augment, 3)
     assert (mix is None) == (augment != "strong")
     if mix is not None:
-        x, y = mix(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
+        _, y = mix(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
         assert y.shape == (4, 3) and torch.allclose(y.sum(1), torch.ones(4))
 
 

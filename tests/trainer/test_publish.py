@@ -10,14 +10,15 @@ import pytest
 from PIL import Image
 
 from core.datasets import Dataset
+from core.jobspec import TrainSpec
 from models import Registry, VersionInfo
 from trainer.cam import CAM_FILE
 from trainer.engine import TrainingResult, fine_tune
 from trainer.evaluate import evaluate_onnx
+from trainer.job_data import JobData
 from trainer.model_source import TORCH_FILE
 from trainer.publish import export_and_register
 from trainer.report import REPORT_FILES
-from trainer.spec import TrainSpec
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def trained(synthetic: Dataset) -> TrainingResult:
 def published(trained: TrainingResult, synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory
               ) -> tuple[Registry, VersionInfo]:
     registry = Registry(tmp_path_factory.mktemp("models"))
-    info = export_and_register(trained, registry, "colours", synthetic, {"job_id": "job-1"}, activate=True)
+    info = export_and_register(trained, registry, "colours", JobData(synthetic), {"job_id": "job-1"}, activate=True)
     return registry, info
 
 
@@ -86,18 +87,18 @@ def test_evaluate_onnx_matches_the_torch_model(published: tuple[Registry, Versio
                                               synthetic: Dataset) -> None:
     _, info = published
     for split in ("val", "test"):
-        got = evaluate_onnx(info.model_path, info.manifest, synthetic, split)
+        got = evaluate_onnx(info.model_path, info.manifest, JobData(synthetic), split)
         assert got["accuracy"] == pytest.approx(trained.metrics[f"{split}_accuracy"])
         assert got["images"] == 12 and got["version"] == 1
-    assert evaluate_onnx(info.model_path, info.manifest, synthetic, "test")["ece"] == pytest.approx(  # held-out ECE
-        trained.metrics["ece_after"], abs=1e-4)
+    held_out = evaluate_onnx(info.model_path, info.manifest, JobData(synthetic), "test")
+    assert held_out["ece"] == pytest.approx(trained.metrics["ece_after"], abs=1e-4)
 
 
 def test_evaluate_onnx_refuses_labels_the_model_does_not_know(published: tuple[Registry, VersionInfo],
                                                              hym_small: Dataset) -> None:
     _, info = published
     with pytest.raises(ValueError, match="ants"):
-        evaluate_onnx(info.model_path, info.manifest, hym_small, "val")
+        evaluate_onnx(info.model_path, info.manifest, JobData(hym_small), "val")
 
 
 def test_continue_from_a_registered_version(published: tuple[Registry, VersionInfo], trained: TrainingResult,
@@ -123,7 +124,7 @@ def test_variants_are_built_gated_and_served_when_configured(
     from service.manager import LoadedModel
 
     registry = Registry(tmp_path / "models")
-    info = export_and_register(trained, registry, "colours", synthetic, {}, activate=True,
+    info = export_and_register(trained, registry, "colours", JobData(synthetic), {}, activate=True,
                                variants=("fp16", "int8"))
     assert set(info.manifest.variants) == {"fp16", "int8"}
     variant = info.manifest.variants["int8"]
@@ -147,15 +148,15 @@ def test_same_labels_in_another_order_are_published_in_the_served_order(
 
     from core.settings import Settings
     from trainer.labels import reorder_labels
-    from trainer.promotion import publish_with_gate
+    from trainer.pipeline import publish_gated
 
     served = ["red", "blue", "green"]  # what callers of "colours" know index i to mean
     registry = Registry(tmp_path / "models")
-    v1 = export_and_register(reorder_labels(copy.deepcopy(trained), served), registry, "colours", synthetic,
-                             {"job_id": "job-1"}, activate=True)
+    v1 = export_and_register(reorder_labels(copy.deepcopy(trained), served), registry, "colours",
+                             JobData(synthetic), {"job_id": "job-1"}, activate=True)
     assert v1.manifest.labels == served
     settings = Settings(home=tmp_path, build_variants="")
-    out = publish_with_gate(copy.deepcopy(trained), registry, "colours", synthetic, {"job_id": "job-2"}, settings)
+    out = publish_gated(copy.deepcopy(trained), JobData(synthetic), registry, "colours", {"job_id": "job-2"}, settings)
     v2 = registry.get("colours", out["version"])
     assert trained.labels == ["blue", "green", "red"] and v2.manifest.labels == served  # mapped, not refused
     candidate, active = out["evaluation"]["candidate"], out["evaluation"]["active"]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from core.searchspec import Param, SearchSpec, best_of, default_space, validation_message
 from core.settings import Settings
 from tests.pg import private_schema
-from trainer import search as opt
+from trainer import optuna_study
 
 
 def spec(**fields: object) -> SearchSpec:
@@ -77,31 +77,31 @@ def test_default_space_centres_lr_on_the_range_test() -> None:
     assert s.space == {}
     space = s.effective_space()
     assert space == default_space() and space["lr"].auto
-    resolved = opt.resolve_space(space, auto_lr=3e-3)
+    resolved = optuna_study.resolve_space(space, auto_lr=3e-3)
     lr = resolved["lr"]
     assert lr.distribution == "loguniform" and not lr.auto
     assert math.isclose(math.sqrt(lr.low * lr.high), 3e-3, rel_tol=1e-9)  # type: ignore[operator]
     with pytest.raises(ValueError, match="LR range test"):
-        opt.resolve_space(space, auto_lr=None)
+        optuna_study.resolve_space(space, auto_lr=None)
 
 
 # ------------------------------------------------------------------ grid
 def test_grid_cuts_ranges_into_points_and_covers_the_requested_trials() -> None:
     space = spec(space={"lr": "loguniform(1e-4, 1e-2)", "weight_decay": "loguniform(1e-5, 1e-3)",
                         "augment": ["light", "standard"]}).space
-    g = opt.grid(space, trials=9)
+    g = optuna_study.grid(space, trials=9)
     assert g["lr"] == [1e-4, 1e-3, 1e-2]  # log-spaced
     assert g["weight_decay"] == [1e-5, 1e-4, 1e-3]
     assert g["augment"] == ["light", "standard"]
-    assert opt.grid_size(g) == 18 >= 9
-    assert opt.grid(spec(space={"lr": "uniform(0.1, 0.3)"}).space, 3)["lr"] == [0.1, 0.2, 0.3]
-    assert opt.grid(spec(space={"batch_size": "int(8, 32, 8)"}).space, 4)["batch_size"] == [8, 16, 24, 32]
+    assert optuna_study.grid_size(g) == 18 >= 9
+    assert optuna_study.grid(spec(space={"lr": "uniform(0.1, 0.3)"}).space, 3)["lr"] == [0.1, 0.2, 0.3]
+    assert optuna_study.grid(spec(space={"batch_size": "int(8, 32, 8)"}).space, 4)["batch_size"] == [8, 16, 24, 32]
 
 
 def _study(search: SearchSpec, space: dict[str, Param], slot: int = 0) -> tuple[optuna.Study, dict | None]:
-    grid_space = opt.grid(space, search.trials) if search.method == "grid" else None
-    study = optuna.create_study(direction="maximize", sampler=opt.sampler_for(search, grid_space, slot),
-                                pruner=opt.pruner_for(search))
+    grid_space = optuna_study.grid(space, search.trials) if search.method == "grid" else None
+    study = optuna.create_study(direction="maximize", sampler=optuna_study.sampler_for(search, grid_space, slot),
+                                pruner=optuna_study.pruner_for(search))
     return study, grid_space
 
 
@@ -112,7 +112,7 @@ def test_grid_sampler_visits_every_point_once() -> None:
     seen = []
 
     def objective(trial: optuna.Trial) -> float:
-        seen.append(tuple(sorted(opt.suggest(trial, search.space, "grid", grid_space).items())))
+        seen.append(tuple(sorted(optuna_study.suggest(trial, search.space, "grid", grid_space).items())))
         return 0.5
 
     for _ in range(4):  # one trial per call, as each trial task runs it
@@ -126,7 +126,7 @@ def test_random_suggestions_stay_in_bounds_and_differ_per_slot() -> None:
     firsts = []
     for slot in range(3):
         study, _ = _study(search, search.space, slot)
-        params = opt.suggest(study.ask(), search.space, "random")
+        params = optuna_study.suggest(study.ask(), search.space, "random")
         assert 1e-4 <= params["lr"] <= 1e-2
         assert params["batch_size"] in (8, 16, 24, 32)
         assert params["augment"] in ("light", "none")
@@ -198,7 +198,7 @@ def test_summaries_and_best_trial() -> None:
             study.tell(trial, acc)
         else:
             study.tell(trial, state=getattr(optuna.trial.TrialState, state.upper() if state != "failed" else "FAIL"))
-    rows = opt.summaries(study)
+    rows = optuna_study.summaries(study)
     assert [r["state"] for r in rows] == ["complete", "pruned", "complete", "failed"]
     assert [r["epochs"] for r in rows] == [1, 1, 1, 0]
     assert set(rows[0]) >= {"number", "params", "state", "epochs", "best_val_accuracy"}
@@ -209,13 +209,13 @@ def test_summaries_and_best_trial() -> None:
 def test_journal_storage_on_one_machine(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     search = spec(space={"lr": "loguniform(1e-4, 1e-2)"}, trials=5)
-    study, n = opt.create_study(settings, "job1", search, search.space)
+    study, n = optuna_study.create_study(settings, "job1", search, search.space)
     assert n == 5 and isinstance(study._storage, optuna.storages.JournalStorage)
-    assert opt.journal_path(settings, "job1").is_file()
-    again = opt.load_study(settings, "job1", search, slot=1)  # as another worker would
-    assert opt.study_space(again)[0] == search.space
-    opt.delete_study(settings, "job1")
-    assert not opt.journal_path(settings, "job1").exists()
+    assert settings.optuna_journal("job1").is_file()
+    again = optuna_study.load_study(settings, "job1", search, slot=1)  # as another worker would
+    assert optuna_study.study_space(again)[0] == search.space
+    optuna_study.delete_study(settings, "job1")
+    assert not settings.optuna_journal("job1").exists()
 
 
 @pytest.fixture
@@ -228,16 +228,16 @@ def test_postgresql_uses_rdb_storage_with_heartbeats(tmp_path: Path, pg_url: str
     settings = Settings(home=tmp_path, database_url=pg_url)
     search = SearchSpec.model_validate({"method": "grid", "trials": 9,
                                         "space": {"lr": [1e-4, 1e-3, 1e-2], "augment": ["light", "none"]}})
-    study, n = opt.create_study(settings, "job2", search, search.space)
+    study, n = optuna_study.create_study(settings, "job2", search, search.space)
     assert n == 6  # capped at the grid's size (3 lr x 2 augment)
-    storage = opt.storage(settings, "job2")
+    storage = optuna_study.storage(settings, "job2")
     assert isinstance(storage, optuna.storages.RDBStorage)
     assert study.user_attrs["n_trials"] == 6  # the study lives there
-    assert storage.get_heartbeat_interval() == opt.HEARTBEAT_S
-    assert not opt.journal_path(settings, "job2").exists()
-    opt.delete_study(settings, "job2")
+    assert storage.get_heartbeat_interval() == optuna_study.HEARTBEAT_S
+    assert not settings.optuna_journal("job2").exists()
+    optuna_study.delete_study(settings, "job2")
     storage.engine.dispose()
-    opt._RDB.clear()
+    optuna_study._RDB.clear()
 
 
 class Pruned(Exception):
@@ -252,23 +252,23 @@ class Metrics:
 def test_epoch_reporter_counts_main_stage_epochs_and_breaks_ties_by_loss() -> None:
     search = SearchSpec.model_validate({"method": "asha", "max_epochs": 3, "bootstrap_count": 0,
                                         "space": {"lr": [1e-3]}})
-    study = optuna.create_study(direction="maximize", pruner=opt.pruner_for(search))
+    study = optuna.create_study(direction="maximize", pruner=optuna_study.pruner_for(search))
     first = study.ask()
-    reporter = opt.EpochReporter(first, "finetune", 3, Pruned)
+    reporter = optuna_study.EpochReporter(first, "finetune", 3, Pruned)
     for epoch, (stage, acc) in enumerate([("linear", 0.5), ("linear", 0.9), ("finetune", 0.9), ("finetune", 0.95),
                                           ("finetune", 0.95)], start=1):
         reporter.on_progress(Metrics(stage, 0.2))
         reporter.on_epoch_end(epoch, acc)
     assert first.storage.get_trial(first._trial_id).intermediate_values == {
-        1: pytest.approx(0.9 - 0.2 * opt.TIE_BREAK), 2: pytest.approx(0.95 - 0.2 * opt.TIE_BREAK),
-        3: pytest.approx(0.95 - 0.2 * opt.TIE_BREAK)}  # the probe's epochs are not search epochs
+        1: pytest.approx(0.9 - 0.2 * optuna_study.TIE_BREAK), 2: pytest.approx(0.95 - 0.2 * optuna_study.TIE_BREAK),
+        3: pytest.approx(0.95 - 0.2 * optuna_study.TIE_BREAK)}  # the probe's epochs are not search epochs
     study.tell(first, 0.95)
     # Same accuracy at the first rung but a higher loss: below the leader, so ASHA prunes it.
     for _ in range(2):
         trial = study.ask()
-        reporter = opt.EpochReporter(trial, "linear", 3, Pruned)
+        reporter = optuna_study.EpochReporter(trial, "linear", 3, Pruned)
         reporter.on_progress(Metrics("linear", 0.9))
         with pytest.raises(Pruned):
             reporter.on_epoch_end(1, 0.9)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    assert opt.summaries(study)[1]["best_val_accuracy"] == 0.9
+    assert optuna_study.summaries(study)[1]["best_val_accuracy"] == 0.9

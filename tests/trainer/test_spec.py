@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from trainer.spec import TrainSpec
+from core.jobspec import TrainSpec
 
 
 def test_defaults_are_valid_and_round_trip() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from models.manifest import Preprocessing
 from service.manager import LoadedModel
 from service.onnx_session import OnnxEngine
 from service.preprocess import preprocess
+from tests.photos import imagenet_rows
 from trainer.variants import build_variants, passes_gate, predict_top1
 
 PRE = Preprocessing()
@@ -39,7 +39,7 @@ def test_gate(agreement: float, delta: float | None, kept: bool) -> None:
 
 @pytest.fixture(scope="module")
 def labelled(imagenet_samples: Path) -> tuple[np.ndarray, np.ndarray]:
-    rows = list(csv.DictReader((imagenet_samples / "labels.csv").open()))[:16]
+    rows = imagenet_rows(imagenet_samples)[:16]
     images = np.stack([preprocess((imagenet_samples / r["filename"]).read_bytes(), PRE, 40_000_000) for r in rows])
     return images, np.array([int(r["imagenet_index"]) for r in rows])
 

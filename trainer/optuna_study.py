@@ -17,11 +17,10 @@ keeps the trials in its storage, not the sampler or pruner), so trials run on an
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import math
-from pathlib import Path
+import warnings
 from typing import Any
 
 import optuna
@@ -33,8 +32,6 @@ from core.searchspec import AUTO_SPAN, Param, SearchSpec
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 HEARTBEAT_S = 10  # RDB heartbeat; a trial silent for GRACE_S is failed by the next trial to start
 GRACE_S = 60
@@ -48,19 +45,18 @@ def study_name(job_id: str) -> str:
     return f"tuneserve-{job_id}"
 
 
-def journal_path(settings: Settings, job_id: str) -> Path:
-    return settings.work_dir / "optuna" / f"{job_id}.log"
-
-
 def uses_rdb(settings: Settings) -> bool:
-    return bool(settings.database_url) and settings.database_url.startswith("postgresql")  # type: ignore[union-attr]
+    url = settings.database_url
+    return url is not None and url.startswith("postgresql")
 
 
 def storage(settings: Settings, job_id: str) -> BaseStorage:
     """RDB storage with heartbeats on PostgreSQL, else a per-job journal file (one machine)."""
+    # Every study goes through here: Optuna's per-trial INFO lines would drown the worker's log.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if uses_rdb(settings):
         return _rdb(str(settings.database_url))
-    path = journal_path(settings, job_id)
+    path = settings.optuna_journal(job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
@@ -71,8 +67,11 @@ _RDB: dict[str, RDBStorage] = {}
 def _rdb(url: str) -> RDBStorage:
     """One RDB storage (engine pool) per URL per process."""
     if url not in _RDB:
-        _RDB[url] = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                               engine_kwargs={"pool_pre_ping": True})
+        # Heartbeats are how a dead worker's trial gets failed: chosen knowingly, "experimental" or not.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _RDB[url] = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                   engine_kwargs={"pool_pre_ping": True})
     return _RDB[url]
 
 
@@ -209,7 +208,7 @@ def delete_study(settings: Settings, job_id: str) -> None:
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=study_name(job_id), storage=storage(settings, job_id))
     else:
-        journal_path(settings, job_id).unlink(missing_ok=True)
+        settings.optuna_journal(job_id).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -291,12 +290,3 @@ def started_slots(study: optuna.Study) -> set[int]:
 
 def running_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-
-
-def epochs_run(study: optuna.Study) -> int:
-    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
-
-
-def all_grid_points(search_space: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(search_space)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*search_space.values())]

@@ -1,0 +1,144 @@
+"""The story of a job, from the claimed lease to the announced model.
+
+A train job: **claim** its lease (``ClaimedJob``: heartbeat, cancel flag, deadline, finish) →
+**load data** once (``JobData``: the dataset's splits, decoded into the shared pixel cache) →
+**train** (``fine_tune``: stages, early stopping, checkpoint/resume; it also **evaluates** on the
+test split and **calibrates** the temperature on val) → **export** the checked ONNX file and
+**register** it, not yet served → **gate** it against the active version on the held-out split →
+**promote** and **announce** it to the API processes, or keep it as a candidate → finish the job.
+
+A search job runs the same story with **search** in place of train: its claim prepares the shared
+pixels and queues one trial task per slot (trainer/search_tasks.py, search_trial.py); the last trial
+to end finalizes (trainer/search_finalize.py), publishing the best trial's model with
+:func:`publish_gated` exactly as a train job does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from core.settings import Settings, get_settings
+from jobs import JobStore
+from models import Registry
+from trainer.job_data import JobData
+from trainer.lease import ClaimedJob, claim, owner_id
+
+if TYPE_CHECKING:
+    from trainer.engine import TrainingResult
+
+log = logging.getLogger(__name__)
+
+PROGRESS_METRICS = ("epoch", "stage", "train_loss", "val_loss", "val_accuracy", "lr", "images_per_s", "elapsed_s")
+
+
+class Stopped(Exception):
+    """Cancelled, timed out or lease lost after the last batch: nothing gets registered."""
+
+
+def run_train_job(job_id: str, settings: Settings | None = None) -> str:
+    """Claim, train (resuming from the job's checkpoint), gate and publish; returns the end state."""
+    settings = settings or get_settings()
+    job = claim(settings, JobStore(settings.resolved_database_url), job_id, owner_id(), settings.lease_seconds)
+    if job is None:
+        return "skipped"
+    checkpoint = settings.job_checkpoint_dir(job_id)
+    with job:
+        try:
+            result = train_and_publish(job)
+        except Exception as exc:  # noqa: BLE001 - every failure ends the job with its reason
+            state = job.end_after_error(exc)
+            if state != "lost":  # a new owner resumes from the checkpoint
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            return state
+    if not job.finish("succeeded", result=result):
+        log.warning("job %s: finished but lost its lease meanwhile; result not recorded", job_id)
+        return "lost"
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return "succeeded"
+
+
+def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
+    # Imported here: the worker process starts (and reconciles) without paying for torch.
+    from core.jobspec import TrainSpec, train_fields
+    from dataset_store import DatasetStore
+    from trainer.engine import fine_tune
+
+    settings = job.settings
+    spec = TrainSpec.model_validate(train_fields(job.job.spec))
+    # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
+    data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
+                   settings.pixel_cache_dir(job.job.dataset_id))
+    job.record_progress({"epoch": 0, "epochs": spec.max_epochs, "fraction": 0.0, "eta_s": None, "stage": "starting"})
+    registry = Registry(settings.models_dir)
+    result = fine_tune(
+        spec, data.dataset, on_progress=progress_writer(job), should_stop=job.should_stop,
+        checkpoint_dir=settings.job_checkpoint_dir(job.id), registry=registry, cache_dir=data.cache_dir,
+    )
+    if job.should_stop():  # cancelled after the last batch: still nothing is registered
+        raise Stopped("stopped before publishing")
+    lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
+               "spec": spec.model_dump(mode="json")}
+    return publish_gated(result, data, registry, job.job.model, lineage, settings,
+                         replace_labels=bool(job.job.spec.get("replace_labels")))
+
+
+def publish_gated(result: TrainingResult, data: JobData, registry: Registry, name: str,
+                  lineage: dict[str, Any], settings: Settings, replace_labels: bool = False) -> dict[str, Any]:
+    """Export and register (unless an earlier attempt did), gate, then promote and announce or keep as candidate.
+
+    The model name must keep its meaning, checked again here (the API checked at creation):
+    models/meaning.py raises LabelConflict, which fails the job with the fix; the same labels in
+    another order are mapped to the served order before export.
+    """
+    from models.meaning import check_labels
+    from trainer.labels import reorder_labels
+    from trainer.promotion import judge
+    from trainer.publish import build_variant_kinds, export_and_register, keep_as_candidate, promote, version_of_job
+
+    info = version_of_job(registry, name, str(lineage.get("job_id")))
+    if info is None:
+        order = check_labels(registry, name, list(result.labels), replace_labels)
+        if order is not None and order != list(result.labels):
+            log.info("%s: mapping the job's label order %s to the served order %s", name, result.labels, order)
+            result = reorder_labels(result, order)
+        info = export_and_register(result, registry, name, data, lineage, activate=False,
+                                   variants=build_variant_kinds(settings))
+    verdict = judge(registry, info, data, settings.promotion_tolerance)
+    if verdict.decision.promote:
+        promote(registry, name, info.version, settings)
+    else:
+        keep_as_candidate(registry, name, info.version)
+    log.info("%s version %d: %s", name, info.version, verdict.decision.reason)
+    return {
+        "model": name,
+        "version": info.version,
+        "promoted": verdict.decision.promote,
+        "reason": verdict.decision.reason,
+        "evaluation": verdict.summary(),
+        "metrics": dict(info.manifest.metrics),
+    }
+
+
+def as_dict(metrics: Any) -> dict[str, Any]:
+    if hasattr(metrics, "model_dump"):
+        return dict(metrics.model_dump())
+    if dataclasses.is_dataclass(metrics) and not isinstance(metrics, type):
+        return dataclasses.asdict(metrics)
+    return dict(vars(metrics))
+
+
+def progress_writer(job: ClaimedJob) -> Callable[[Any], None]:
+    """The engine's ``on_progress``: the job's progress bar and one metrics row per epoch."""
+
+    def on_progress(metrics: Any) -> None:
+        m = as_dict(metrics)
+        epochs = max(int(m.get("epochs") or 1), 1)
+        progress = {"epoch": m.get("epoch"), "epochs": epochs, "fraction": min(1.0, m["epoch"] / epochs),
+                    "eta_s": m.get("eta_s"), "stage": m.get("stage")}
+        job.record_progress(progress, {k: m.get(k) for k in PROGRESS_METRICS})
+
+    return on_progress

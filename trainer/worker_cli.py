@@ -1,0 +1,40 @@
+"""``tuneserve worker``: one solo-pool Celery worker (one job at a time) on the configured queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+from core.settings import get_settings
+from transport.broker import broker_url
+
+log = logging.getLogger(__name__)
+
+
+def limit_train_threads(threads: int) -> None:
+    """Cap torch's intra-op threads in this process (``train_threads``; 0 leaves torch's default)."""
+    if threads <= 0:
+        return
+    # torch reads these when it is first imported (with the first job); set_num_threads covers the
+    # case where something imported it already.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def main(args: list[str]) -> int:
+    settings = get_settings()
+    if not broker_url(settings):
+        sys.stderr.write("no broker: set TUNESERVE_BROKER_URL=redis://... or start `tuneserve serve` on this home\n")
+        return 2
+    limit_train_threads(settings.train_threads)
+    from trainer.celery_app import app  # Celery only; torch loads with the first job
+
+    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={settings.task_queue}",
+            f"--hostname=tuneserve-{os.getpid()}@{socket.gethostname()}", "--loglevel=INFO",
+            "--without-gossip", "--without-mingle", *args]
+    app.worker_main(argv)
+    return 0
