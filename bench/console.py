@@ -170,8 +170,8 @@ Job events (`GET /v1/jobs/{{id}}/events`) for a job that records {ev['epochs']} 
 
 `predict?explain=true` on the CPU: EfficientNet-Lite0, {ex['images']} ImageNet photos x {ex['rounds']} rounds,
 one client, the modes alternating request by request in one process (load average before/after
-{' '.join(f'{x:.2f}' for x in load_before)} / {' '.join(f'{x:.2f}' for x in load_after)}, other work on the machine; on a busy
-machine every number grows, so compare the rows of one run, which alternate, rather than with other sections):
+{' '.join(f'{x:.2f}' for x in load_before)} / {' '.join(f'{x:.2f}' for x in load_after)}, other work on the machine;
+on a busy machine every number grows, so compare the rows of one run, which alternate, rather than with other sections):
 
 | explain | p50 ms | mean ms |
 | --- | --- | --- |
