@@ -223,7 +223,10 @@ def _stored_file(dataset: Dataset, path: str) -> FileEntry:
                         f"from GET /v1/datasets/{dataset.id}?files=true")
 
 
-@router.get("/{dataset_id}/images/{path:path}", responses=errors(404, 413, 422))
+@router.get("/{dataset_id}/images/{path:path}", responses={
+    200: {"description": "the image as stored, or a JPEG thumbnail with ?size",
+          "content": {"image/jpeg": {}, "image/png": {}, "application/octet-stream": {}}},
+    304: {"description": "not modified (If-None-Match named its ETag)"}, **errors(404, 413, 422)})
 def get_image(dataset_id: str, path: str, request: Request, store: DatasetStoreDep, settings: SettingsDep,
               size: Annotated[int | None, Query(ge=16, le=1024)] = None) -> Response:
     """A dataset image as stored, or a JPEG thumbnail fitting ``size`` x ``size``. Cached for good (ETag)."""

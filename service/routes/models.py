@@ -89,7 +89,15 @@ def list_files(name: str, version: int, registry: RegistryDep) -> dict[str, Any]
     ]}
 
 
-@router.get("/{name}/versions/{version}/files/{file:path}", responses=errors(404, 422))
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the file (JSON, PNG, or an ONNX/torch download)",
+          "content": {t: {} for t in ("application/json", "image/png", "application/octet-stream")}},
+    304: {"description": "not modified (If-None-Match named this file's ETag)"},
+    **errors(404, 422),
+}
+
+
+@router.get("/{name}/versions/{version}/files/{file:path}", responses=FILE_RESPONSES)
 def get_file(name: str, version: int, file: str, request: Request, registry: RegistryDep) -> Response:
     """One file of a version. Versions never change, so it is cached for good (ETag, 304)."""
     info = registry.get(name, version)
