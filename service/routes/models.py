@@ -26,6 +26,10 @@ from service.schemas import PREDICT_BODY, PredictResponse, errors
 
 router = APIRouter()
 
+# Heatmaps are for people looking at a few photos; bounding them per request bounds the request's cost
+# (each map is drawn and PNG-encoded in the decode pool, outside the batcher's fair share).
+MAX_EXPLAIN_IMAGES = 16
+
 
 def version_view(info: VersionInfo) -> dict[str, Any]:
     m = info.manifest
@@ -216,6 +220,9 @@ async def predict(
             except NoCamOutput as exc:
                 raise ApiError(409, str(exc)) from exc
         payloads, names = await read_images(request)
+        if explain and len(payloads) > MAX_EXPLAIN_IMAGES:
+            raise ApiError(422, f"explain=true draws a heatmap per image and takes at most {MAX_EXPLAIN_IMAGES} images "
+                                f"per request (got {len(payloads)}): send them in smaller requests, or drop explain")
         if explain:
             logits, explained = await explain_images(loaded, head, payloads, names, settings.max_image_pixels, pool)
         elif loaded.takes_encoded(len(payloads)):

@@ -147,3 +147,13 @@ def test_int8_variant_explains_too(settings: Settings, imagenet_samples: Path, h
         why = explain(client, (imagenet_samples / "n01443537_goldfish.JPEG").read_bytes())["explanation"]
         left, top, right, bottom = BOXES["n01443537_goldfish.JPEG"]
         assert why["label"] == "goldfish" and left <= why["peak"][0] <= right and top <= why["peak"][1] <= bottom
+
+
+def test_explain_takes_a_bounded_number_of_images(client: TestClient) -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(out, "PNG")
+    files = [("file", (f"{i}.png", out.getvalue(), "image/png")) for i in range(17)]
+    resp = client.post("/v1/models/imagenet/predict?explain=true", files=files)
+    assert resp.status_code == 422 and "at most 16 images" in resp.json()["detail"]
+    assert client.post("/v1/models/imagenet/predict", files=files).status_code == 200  # without explain: fine
+    assert len(client.post("/v1/models/imagenet/predict?explain=true", files=files[:16]).json()["results"]) == 16
