@@ -221,7 +221,7 @@ async def predict(
                 raise ApiError(409, str(exc)) from exc
         payloads, names = await read_images(request)
         if explain and len(payloads) > MAX_EXPLAIN_IMAGES:
-            raise ApiError(422, f"explain=true draws a heatmap per image and takes at most {MAX_EXPLAIN_IMAGES} images "
+            raise ApiError(413, f"explain=true draws a heatmap per image and takes at most {MAX_EXPLAIN_IMAGES} images "
                                 f"per request (got {len(payloads)}): send them in smaller requests, or drop explain")
         if explain:
             logits, explained = await explain_images(loaded, head, payloads, names, settings.max_image_pixels, pool)

@@ -154,6 +154,6 @@ def test_explain_takes_a_bounded_number_of_images(client: TestClient) -> None:
     Image.new("RGB", (8, 8), (200, 30, 30)).save(out, "PNG")
     files = [("file", (f"{i}.png", out.getvalue(), "image/png")) for i in range(17)]
     resp = client.post("/v1/models/imagenet/predict?explain=true", files=files)
-    assert resp.status_code == 422 and "at most 16 images" in resp.json()["detail"]
+    assert resp.status_code == 413 and "at most 16 images" in resp.json()["detail"]
     assert client.post("/v1/models/imagenet/predict", files=files).status_code == 200  # without explain: fine
     assert len(client.post("/v1/models/imagenet/predict?explain=true", files=files[:16]).json()["results"]) == 16
