@@ -20,6 +20,7 @@ FROM source AS api
 RUN pip install --no-cache-dir .
 EXPOSE 8000
 # No worker here (it needs the train extra); the registry is filled by a worker's `tuneserve bootstrap`.
+# It binds 0.0.0.0, so it starts only with TUNESERVE_API_KEYS (or _FILE) set: README, "Running in production".
 CMD ["tuneserve", "serve", "--no-worker", "--host", "0.0.0.0"]
 
 FROM source AS worker

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.procs import cmdline
 from jobs import FINISHED
 from tests.integration.procs import (
     Server,
@@ -130,11 +131,13 @@ def test_sigterm_with_a_running_job_exits_fast_and_the_job_resumes(tmp_path: Pat
     try:
         dataset_id = upload(server.http, small_hymenoptera_zip)
         resp = server.http.post("/v1/jobs", json={"dataset_id": dataset_id, "model": "bees", "mode": "finetune",
-                                                  "hyperparameters": {"max_epochs": 4, "probe_epochs": 5}})
+                                                  "hyperparameters": {"max_epochs": 2, "probe_epochs": 5}})
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
         wait_job(server.http, job_id, ("running",), 300, lambda: server.tail(60))
         children = children_of(server.pid)
+        redis_pid_seen = redis_pid(home)
+        worker_pid = next(pid for pid in children if "tuneserve.cli worker" in cmdline(pid))
     except BaseException:
         server.stop()
         raise
@@ -142,7 +145,14 @@ def test_sigterm_with_a_running_job_exits_fast_and_the_job_resumes(tmp_path: Pat
     code = server.stop(timeout=30)
     took = time.monotonic() - started
     assert code == 0 and took < 10, f"serve took {took:.1f}s to stop\n{server.tail(40)}"
-    assert not any(pid_alive(pid) for pid in children), "redis-server or the worker outlived serve"
+    # Redis and the worker are gone when serve exits; the upload validator's forkserver follows once it
+    # sees its parent's pipe close.
+    assert not pid_alive(redis_pid_seen) and not pid_alive(worker_pid), "redis-server or the worker outlived serve"
+    survivors = lambda: {pid: cmdline(pid) for pid in children if pid_alive(pid)}  # noqa: E731
+    try:
+        wait_for(lambda: not survivors(), 5, "serve's children to exit")
+    except AssertionError:
+        raise AssertionError(f"outlived serve: {survivors()}") from None
 
     again = Server(env, tmp_path / "serve2.log", no_worker=False).wait_ready()
     try:

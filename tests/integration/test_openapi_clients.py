@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -62,6 +62,7 @@ def test_generated_python_client_uploads_and_predicts(server: Server, tmp_path: 
                           "--output-path", "tsclient"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert gen.returncode == 0, gen.stdout + gen.stderr
     sys.path.insert(0, str(tmp_path))
+    cleanup: list[Callable[[], None]] = []
     try:
         client_mod = importlib.import_module("tsclient")
         upload_op = importlib.import_module("tsclient.api.datasets.upload_dataset_v1_datasets_post")
@@ -70,6 +71,7 @@ def test_generated_python_client_uploads_and_predicts(server: Server, tmp_path: 
         types = importlib.import_module("tsclient.types")
 
         client = client_mod.Client(base_url=server.url, timeout=httpx.Timeout(120))
+        cleanup.append(lambda: client.get_httpx_client().close())
         with small_hymenoptera_zip.open("rb") as fh:
             body = models.UploadDatasetV1DatasetsPostBody(
                 file=types.File(payload=fh, file_name="small.zip", mime_type="application/zip"))
@@ -93,6 +95,8 @@ def test_generated_python_client_uploads_and_predicts(server: Server, tmp_path: 
         missing = predict_op.sync(client=client, name="no-such-model", body=types.File(payload=photo))
         assert isinstance(missing, models.ErrorDetail) and "no-such-model" in missing.detail
     finally:
+        for close in cleanup:
+            close()
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m == "tsclient" or m.startswith("tsclient.")]:
             del sys.modules[name]
