@@ -33,6 +33,14 @@ class Variant(BaseModel):
     top1_agreement: float | None = None
 
 
+class CamOutput(BaseModel):
+    """Where a version's class activation maps come from: the ONNX output holding the last feature map
+    and the file (beside the model) with its linear head's ``weight`` and ``bias`` (trainer/cam.py)."""
+
+    output: str = "features"
+    weights: str = "cam.npz"
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -48,4 +56,5 @@ class Manifest(BaseModel):
     stage: Literal["registered", "candidate"] = "registered"
     files: list[str] = Field(default_factory=list)  # report and other artefacts beside the model
     variants: dict[str, Variant] = Field(default_factory=dict)
+    cam: CamOutput | None = None  # None: exported before CAM outputs existed, or a head without GAP + linear
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

@@ -7,8 +7,9 @@ loop time than the routing itself (docs/benchmarks.md, "Serving, reading the CPU
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
+from typing import Annotated, TypeVar, cast
 
 from fastapi import Depends, Request
 
@@ -18,29 +19,25 @@ from jobs import JobStore
 from models import Registry
 from service.manager import ModelManager
 
-
-async def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+T = TypeVar("T")
 
 
-async def get_registry(request: Request) -> Registry:
-    return request.app.state.registry  # type: ignore[no-any-return]
+def _from_state(attr: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency returning ``app.state.<attr>`` (set in the lifespan), typed as ``kind``."""
+
+    async def get(request: Request) -> T:
+        return cast(T, getattr(request.app.state, attr))
+
+    get.__name__ = f"get_{attr}"
+    return get
 
 
-async def get_manager(request: Request) -> ModelManager:
-    return request.app.state.manager  # type: ignore[no-any-return]
-
-
-async def get_decode_pool(request: Request) -> ThreadPoolExecutor:
-    return request.app.state.decode_pool  # type: ignore[no-any-return]
-
-
-async def get_job_store(request: Request) -> JobStore:
-    return request.app.state.job_store  # type: ignore[no-any-return]
-
-
-async def get_dataset_store(request: Request) -> DatasetStore:
-    return request.app.state.datasets  # type: ignore[no-any-return]
+get_app_settings = _from_state("settings", Settings)
+get_registry = _from_state("registry", Registry)
+get_manager = _from_state("manager", ModelManager)
+get_decode_pool = _from_state("decode_pool", ThreadPoolExecutor)
+get_job_store = _from_state("job_store", JobStore)
+get_dataset_store = _from_state("datasets", DatasetStore)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

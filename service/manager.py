@@ -21,6 +21,7 @@ import numpy as np
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
 from service import metrics
+from service.explain import CamHead, NoCamOutput
 from service.gpu_batcher import build_batcher, warm_up
 from service.onnx_session import CUDA, OnnxEngine, choose_providers
 from service.preprocess import preprocess
@@ -62,6 +63,7 @@ class LoadedModel:
             variant = "fp32"
             self.engine = OnnxEngine(info.file(variant), settings)
         self.variant = variant
+        self._cam: CamHead | None = None  # the CAM head, read on the first explain=true request
         self._users = 0  # requests holding this version now (acquire/release)
         self._retired = False
         self._lock = threading.Lock()
@@ -79,6 +81,16 @@ class LoadedModel:
     @property
     def provider(self) -> str:
         return self.engine.provider
+
+    def cam_head(self) -> CamHead:
+        """The version's CAM head; raises NoCamOutput when its export has no feature-map output."""
+        if self._cam is None:
+            head = CamHead.load(self.info.path, self.info.manifest.cam, self.name, self.version)
+            if head.output not in self.engine.output_names:
+                raise NoCamOutput(f"version {self.version} of {self.name!r}: the {self.variant} model file has "
+                                  f"no {head.output!r} output; serve fp32 (TUNESERVE_VARIANT=fp32) to explain")
+            self._cam = head
+        return self._cam
 
     def try_acquire(self) -> bool:
         """Count one more user, unless the model is already retired (then the caller looks again)."""

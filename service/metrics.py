@@ -30,10 +30,11 @@ from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs import STATES, JobStore
 from models import Registry
+from service.asgi_status import StatusRecorder
 
 # No *_created series: each would double the families a scrape holds, for a timestamp nobody graphs.
 disable_created_metrics()
@@ -151,17 +152,11 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before answering
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, observed_send)
+            await self.app(scope, receive, recorder)
         finally:
+            status = recorder.status or 500  # what the client gets if the app raises before answering
             REQUEST_SECONDS.labels(scope["method"], self.route_label(scope), str(status)).observe(
                 time.perf_counter() - started)
 

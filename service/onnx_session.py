@@ -133,6 +133,7 @@ class OnnxEngine:
         self.input_name = inp.name
         self.input_shape = inp.shape
         self.output_name = self.session.get_outputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_type = np.float16 if "float16" in inp.type else np.float32
         self._binding = self.session.io_binding() if self.provider == CUDA else None
         self.lanes = cpu_lanes(settings, self.provider)
@@ -150,6 +151,12 @@ class OnnxEngine:
         session = self.lane_session if lane and self.lane_session is not None else self.session
         (logits,) = session.run([self.output_name], {self.input_name: feed})
         return np.asarray(logits, dtype=np.float32)
+
+    def run_outputs(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        """Named outputs (float32) for a batch, off the batcher (explanations): any thread may call it."""
+        feed = batch if batch.dtype == self.input_type else batch.astype(self.input_type)
+        session = self.lane_session if self.lane_session is not None else self.session
+        return [np.asarray(out, dtype=np.float32) for out in session.run(outputs, {self.input_name: feed})]
 
     def _run_bound(self, feed: np.ndarray) -> np.ndarray:
         """CUDA: one host-to-device copy in, logits stay on the device until one copy out."""

@@ -11,7 +11,9 @@ import logging
 import time
 
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.asgi_status import StatusRecorder
 
 log = logging.getLogger("tuneserve.requests")
 
@@ -25,23 +27,16 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 0
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, observed_send)
+            await self.app(scope, receive, recorder)
         except ClientDisconnect:
             log.info("client %s disconnected before sending all of %s %s", _client(scope), scope["method"],
                      scope["path"], extra=_fields(scope))
             return
         finally:
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s %s %s %.1fms %s", scope["method"], scope["path"], status or "-",
+                log.debug("%s %s %s %.1fms %s", scope["method"], scope["path"], recorder.status or "-",
                           (time.perf_counter() - started) * 1000, _client(scope), extra=_fields(scope))
 
 

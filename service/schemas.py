@@ -14,9 +14,23 @@ class Prediction(BaseModel):
     probability: float
 
 
+class Explanation(BaseModel):
+    """``explain=true``: where the model looked for its top class (class activation map)."""
+
+    label: str
+    index: int
+    method: str  # "cam"
+    size: list[int]  # [width, height] of the heatmap: the model's input crop
+    grid: list[int]  # [rows, columns] of the feature map it was upsampled from
+    crop_box: list[float]  # [left, top, right, bottom] of that crop in the original image's pixels
+    peak: list[float]  # [x, y] of the hottest point, in the original image's pixels
+    heatmap: str  # data:image/png;base64,... RGBA, alpha follows the activation: lay it over the crop box
+
+
 class ImageResult(BaseModel):
     file: str | None = None  # the multipart filename; None for a raw image body
     predictions: list[Prediction]
+    explanation: Explanation | None = None
 
 
 class PredictResponse(BaseModel):

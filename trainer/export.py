@@ -1,4 +1,11 @@
-"""ONNX export that checks itself: onnx.checker, dynamic batch only, onnxruntime vs torch on real images."""
+"""ONNX export that checks itself: onnx.checker, dynamic batch only, onnxruntime vs torch on real images.
+
+Networks with a global-average-pool + linear head are exported with a second output, ``features`` (the
+last convolutional feature map), and their head's weights are written beside the file (``cam.npz``):
+the service draws class activation maps from them without torch (trainer/cam.py). ``logits`` stays
+the first output, so code that reads output 0 is unchanged and a run that asks for logits only costs
+the same as before.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +21,13 @@ import onnx
 import torch
 from torch import nn
 
-from trainer.onnx_cpu import cpu_session, run_batch
+from trainer.cam import CAM_FILE, FEATURES_OUTPUT, WithFeatures, save_head, with_features
+from trainer.onnx_cpu import cpu_session
 
 log = logging.getLogger(__name__)
 
 MAX_ABS_LOGIT_DIFF = 1e-3
+MAX_REL_FEATURE_DIFF = 1e-3  # of the largest feature value: the maps are compared, not just their argmax
 OPSET = 18
 
 
@@ -32,6 +41,7 @@ class ExportReport:
     max_abs_diff: float
     top1_agreement: float
     images_checked: int
+    cam_file: Path | None = None  # the head's weights for CAM; None when the network has no CAM output
 
 
 def export_onnx(model: nn.Module, crop: int, out_path: Path, check_batch: torch.Tensor) -> ExportReport:
@@ -39,21 +49,24 @@ def export_onnx(model: nn.Module, crop: int, out_path: Path, check_batch: torch.
 
     ``check_batch`` should hold real, preprocessed images: parity on noise says little about
     parity on photos. The file is written to a temp path and moved into place only once it passes.
+    With a CAM output (trainer/cam.py), ``cam.npz`` is written beside ``out_path``.
     """
     model = model.eval().float().to(memory_format=torch.contiguous_format)
+    network: nn.Module = with_features(model) or model
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _export(model, crop, tmp)
-        report = check_export(model, tmp, check_batch)
+        _export(network, crop, tmp)
+        report = check_export(network, tmp, check_batch)
         os.replace(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".data").unlink(missing_ok=True)
         raise
-    return ExportReport(out_path, report.max_abs_diff, report.top1_agreement, report.images_checked)
+    cam = save_head(model, out_path.parent / CAM_FILE) if network is not model else None
+    return ExportReport(out_path, report.max_abs_diff, report.top1_agreement, report.images_checked, cam)
 
 
 def _quiet_exporter_logs() -> None:
@@ -64,6 +77,7 @@ def _quiet_exporter_logs() -> None:
 def _export(model: nn.Module, crop: int, path: Path) -> None:
     _quiet_exporter_logs()
     example = torch.randn(2, 3, crop, crop)
+    outputs = ["logits", FEATURES_OUTPUT] if isinstance(model, WithFeatures) else ["logits"]
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The dynamo exporter with only the batch dynamic folds TF 'same' padding into the convs; the
     # legacy exporter keeps it as shape arithmetic that runs on the CPU (slower, and Memcpy on CUDA:
@@ -72,7 +86,7 @@ def _export(model: nn.Module, crop: int, path: Path) -> None:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (example,), dynamo=True, dynamic_shapes=({0: batch},), opset_version=OPSET,
-            input_names=["input"], output_names=["logits"], optimize=True, verbose=False,
+            input_names=["input"], output_names=outputs, optimize=True, verbose=False,
         )
     assert program is not None
     program.save(str(path), external_data=False)
@@ -85,8 +99,17 @@ def check_export(model: nn.Module, path: Path, batch: torch.Tensor) -> ExportRep
     if not isinstance(shape[0], str) or any(not isinstance(d, int) for d in shape[1:]):
         raise ExportCheckFailed(f"expected only the batch dimension dynamic, got input shape {shape}")
     with torch.no_grad():
-        expected = model(batch.float()).numpy()
-    got = run_batch(session, batch.numpy())
+        out = model(batch.float())
+    expected_all = [t.numpy() for t in out] if isinstance(out, tuple) else [out.numpy()]
+    got_all = session.run(None, {session.get_inputs()[0].name: batch.numpy().astype(np.float32)})
+    if len(got_all) < len(expected_all):
+        raise ExportCheckFailed(f"the ONNX file has {len(got_all)} outputs, torch {len(expected_all)}")
+    expected, got = expected_all[0], got_all[0]
+    for name, want, have in zip(("features",), expected_all[1:], got_all[1:], strict=False):
+        rel = float(np.abs(want - have).max() / max(float(np.abs(want).max()), 1e-6))
+        if want.shape != have.shape or rel > MAX_REL_FEATURE_DIFF:
+            raise ExportCheckFailed(f"onnxruntime's {name} output differs from torch's: shape {have.shape} vs "
+                                    f"{want.shape}, max relative diff {rel:.2e} (limit {MAX_REL_FEATURE_DIFF})")
     diff = float(np.abs(expected - got).max())
     agree = float((expected.argmax(1) == got.argmax(1)).mean())
     log.info("export check: max |logit diff| %.2e, top-1 agreement %.3f on %d images", diff, agree, len(batch))

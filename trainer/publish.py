@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from models import Manifest, Registry, VersionInfo
-from models.manifest import Preprocessing, Variant
+from models.manifest import CamOutput, Preprocessing, Variant
 from trainer.data import normalize
 from trainer.export import export_onnx
 from trainer.job_data import JobData
@@ -53,6 +53,8 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         torch.save(torch_payload_from(result), tmp / TORCH_FILE)
         extra = {name: tmp / "report" / name for name in report_files}
         extra[TORCH_FILE] = tmp / TORCH_FILE
+        cam_files = [export.cam_file.name] if export.cam_file else []
+        extra.update({name: tmp / name for name in cam_files})
         built = _build_variants(tmp / "model.onnx", tmp, data, pre, variants, result.labels) if variants else {}
         extra.update({v.file: tmp / v.file for v in built.values()})
         metrics = dict(result.metrics)
@@ -64,7 +66,9 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         }
         manifest = Manifest(
             name=model_name, labels=result.labels, preprocessing=pre, backbone=result.backbone, source=source,
-            metrics=metrics, temperature=result.temperature, files=[*report_files, TORCH_FILE], variants=built,
+            metrics=metrics, temperature=result.temperature, files=[*report_files, TORCH_FILE, *cam_files],
+            variants=built,
+            cam=CamOutput(weights=export.cam_file.name) if export.cam_file else None,
         )
         info = registry.register(manifest, tmp / "model.onnx", extra_files=extra, activate=activate)
     log.info("registered %s version %d (val acc %.4f, export diff %.1e)", model_name, info.version,

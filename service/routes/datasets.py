@@ -12,19 +12,20 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from core.datasets import Dataset, IngestLimits
+from core.datasets import Dataset, FileEntry, IngestLimits
 from core.settings import Settings
 from dataset_store import DatasetStore
 from dataset_store.store import default_name, remove_stale
 from service import metrics
+from service.artefacts import IMMUTABLE, not_modified, serve_file, thumbnail_jpeg
 from service.deps import DatasetStoreDep, SettingsDep
 from service.errors import ApiError
 from service.schemas import DATASET_UPLOAD_BODY, errors
@@ -208,3 +209,35 @@ def delete_dataset(dataset_id: str, request: Request, store: DatasetStoreDep) ->
         raise ApiError(409, f"dataset {dataset_id} is used by a job; cancel or wait for the job, then delete")
     store.delete(dataset_id)
     return Response(status_code=204)
+
+
+def _stored_file(dataset: Dataset, path: str) -> FileEntry:
+    """The stored file ``path`` names: its path in the dataset folder or in the uploaded archive.
+
+    Only names in the dataset's listing are served: nothing outside it can be reached with ``..``.
+    """
+    for f in dataset.files:
+        if path in (f.path, f.original):
+            return f
+    raise ApiError(404, f"dataset {dataset.id} has no image {path!r}: use a 'path' or 'original' "
+                        f"from GET /v1/datasets/{dataset.id}?files=true")
+
+
+@router.get("/{dataset_id}/images/{path:path}", responses={
+    200: {"description": "the image as stored, or a JPEG thumbnail with ?size",
+          "content": {"image/jpeg": {}, "image/png": {}, "application/octet-stream": {}}},
+    304: {"description": "not modified (If-None-Match named its ETag)"}, **errors(404, 413, 422)})
+def get_image(dataset_id: str, path: str, request: Request, store: DatasetStoreDep, settings: SettingsDep,
+              size: Annotated[int | None, Query(ge=16, le=1024)] = None) -> Response:
+    """A dataset image as stored, or a JPEG thumbnail fitting ``size`` x ``size``. Cached for good (ETag)."""
+    dataset = store.get(dataset_id)
+    entry = _stored_file(dataset, path)
+    stored = dataset.root / entry.path
+    if size is None:
+        return serve_file(request, stored, etag=f'"{entry.sha256[:32]}"')
+    etag = f'"{entry.sha256[:32]}-{size}"'  # datasets are immutable: content hash and size name the thumbnail
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+    if not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    body = thumbnail_jpeg(stored, size, settings.max_image_pixels)
+    return Response(body, media_type="image/jpeg", headers=headers)

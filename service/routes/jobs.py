@@ -24,6 +24,7 @@ from models import Registry
 from models.meaning import LabelConflict, check_labels
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
+from service.reports import job_delta, version_report
 from service.schemas import errors
 from transport.broker import BrokerUnavailable, send_task
 
@@ -64,6 +65,17 @@ def job_view(job: Job) -> dict[str, Any]:
     return _view(job, progress)
 
 
+def job_links(job: Job) -> dict[str, str]:
+    """Where the job's artefacts are: its events, and once it has a model version, the report and files."""
+    links = {"self": f"/v1/jobs/{job.id}", "events": f"/v1/jobs/{job.id}/events",
+             "dataset": f"/v1/datasets/{job.dataset_id}"}
+    result = job.result or {}
+    if result.get("model") and result.get("version") is not None:
+        links["report"] = f"/v1/jobs/{job.id}/report"
+        links["files"] = f"/v1/models/{result['model']}/versions/{result['version']}/files"
+    return links
+
+
 def _view(job: Job, progress: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec,
@@ -71,7 +83,7 @@ def _view(job: Job, progress: dict[str, Any]) -> dict[str, Any]:
         "state": job.state, "progress": progress, "metrics": job.metrics, "result": job.result,
         "error": job.error, "attempts": job.attempts, "cancel_requested": job.cancel_requested,
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "finished_at": _iso(job.finished_at), "links": job_links(job),
     }
 
 
@@ -163,6 +175,13 @@ def list_jobs(
     return [job_view(j) for j in store.list_jobs(state=state, model=model, limit=limit)]
 
 
+@router.get("/schema")
+def job_schema() -> dict[str, Any]:
+    """JSON schemas of a job request, its hyperparameters and a search: what forms are built from."""
+    return {"request": JobRequest.model_json_schema(), "train": TrainSpec.model_json_schema(),
+            "search": SearchSpec.model_json_schema()}
+
+
 def existing_job(job_id: str, store: JobStoreDep) -> Job:
     try:
         return store.get(job_id)
@@ -186,16 +205,30 @@ def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
         raise ApiError(409, str(exc)) from exc
 
 
+@router.get("/{job_id}/report", responses=errors(404, 409))
+def job_report(job: JobDep, registry: RegistryDep) -> dict[str, Any]:
+    """The evaluation of the version the job registered, with links to its plots and misclassified photos."""
+    result = job.result or {}
+    if result.get("model") is None or result.get("version") is None:
+        raise ApiError(409, f"job {job.id} is {job.state} and has registered no model version yet; "
+                            f"its report exists once it has succeeded (GET /v1/jobs/{job.id} shows progress)")
+    return version_report(registry, str(result["model"]), int(result["version"]), job)
+
+
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(404))
 async def job_events(job: JobDep, store: JobStoreDep) -> AsyncIterator[ServerSentEvent]:
-    """One ``progress`` event per change (polled every 0.5 s), then one ``end`` event when it finishes."""
+    """``snapshot`` (the whole job) first, then one ``delta`` per change (polled every 0.5 s): only the
+    fields that changed, new epoch metrics as ``metrics_append``; ``end`` (the whole job) when it finishes."""
     last: dict[str, Any] | None = None
     count = 0
     while True:
         view = job_view(job)
         if view != last:
             count += 1
-            yield ServerSentEvent(data=view, event="end" if job.finished else "progress", id=str(count))
+            if job.finished or last is None:
+                yield ServerSentEvent(data=view, event="end" if job.finished else "snapshot", id=str(count))
+            else:
+                yield ServerSentEvent(data=job_delta(last, view), event="delta", id=str(count))
             last = view
         if job.finished:
             return

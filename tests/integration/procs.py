@@ -155,18 +155,27 @@ def upload(http: httpx.Client, archive: Path) -> str:
 
 
 def sse_events(http: httpx.Client, path: str, timeout: float) -> list[tuple[str, dict[str, Any]]]:
-    """Read a server-sent event stream to its end: [(event name, data)]."""
+    """Read a job's event stream to its end: [(event name, the job as known after that event)].
+
+    The stream sends a ``snapshot``, then ``delta`` events (only what changed), then ``end`` (the whole
+    job); each delta is applied to the state before it, as a client does.
+    """
     import json
+
+    from service.reports import apply_delta
 
     events: list[tuple[str, dict[str, Any]]] = []
     name = "message"
+    state: dict[str, Any] = {}
     with http.stream("GET", path, timeout=timeout) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
         for line in resp.iter_lines():
             if line.startswith("event:"):
                 name = line.split(":", 1)[1].strip()
             elif line.startswith("data:"):
-                events.append((name, json.loads(line.split(":", 1)[1])))
+                data = json.loads(line.split(":", 1)[1])
+                state = apply_delta(state, data) if name == "delta" else data
+                events.append((name, state))
                 name = "message"
     return events
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from jobs import FINISHED
@@ -38,7 +39,7 @@ def test_linear_job_is_trained_promoted_and_served(stack: Stack, dataset_id: str
 
     events = sse_events(http, f"/v1/jobs/{job_id}/events", timeout=240)  # streams until the job ends
     names = [name for name, _ in events]
-    assert names[-1] == "end" and set(names[:-1]) <= {"progress"}, names
+    assert names[0] == "snapshot" and names[-1] == "end" and set(names[1:-1]) <= {"delta"}, names
     job = events[-1][1]
     assert job["state"] == "succeeded", f"{job}\n{stack.diagnostics()}"
     assert any(data["state"] == "running" for _, data in events)
@@ -63,6 +64,29 @@ def test_linear_job_is_trained_promoted_and_served(stack: Stack, dataset_id: str
     body = predict(stack, hymenoptera / ANT, "hymenoptera")
     assert body["version"] == 1 and body["results"][0]["predictions"][0]["label"] == "ants"
     assert predict(stack, hymenoptera / ANT, "imagenet")["version"] == 1  # the other model is untouched
+    check_artefacts(http, job, dataset_id)
+
+
+def check_artefacts(http: httpx.Client, job: dict, dataset_id: str) -> None:
+    """What the job produced is reachable from its JSON: report, plots, misclassified photos."""
+    assert job["links"]["report"] == f"/v1/jobs/{job['id']}/report"
+    report = http.get(job["links"]["report"]).json()
+    assert report["model"] == "hymenoptera" and report["version"] == 1 and report["dataset_id"] == dataset_id
+    val = report["splits"]["val"]
+    assert set(val["per_class"]) == {"ants", "bees"} and len(val["confusion_matrix"]) == 2
+    assert {"f1", "precision", "recall"} <= set(val["per_class"]["ants"])
+    assert "ece" in report["val_uncalibrated"] and "ece" in val
+    assert report["promotion"]["promoted"] is True
+    files = {f["name"]: f for f in http.get(job["links"]["files"]).json()["files"]}
+    assert {"model.onnx", "report.json", "curves.png", "confusion_matrix.png", "reliability.png"} <= set(files)
+    curves = http.get(files["curves.png"]["url"])
+    assert curves.status_code == 200 and curves.headers["content-type"] == "image/png"
+    assert curves.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert http.get(files["curves.png"]["url"], headers={"If-None-Match": curves.headers["etag"]}).status_code == 304
+    missed = [m for split in report["splits"].values() for m in split["misclassified"]]
+    for item in missed[:3]:  # each misclassified photo has a thumbnail URL that serves it
+        thumb = http.get(item["thumbnail_url"])
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg", item
 
 
 def test_job_requests_are_validated_before_queueing(stack: Stack, dataset_id: str) -> None:

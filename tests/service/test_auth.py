@@ -21,7 +21,8 @@ from tests.service.live import live_server
 
 ADMIN, PREDICT, FILE_PREDICT = "adm-0123456789abcdef", "prd-0123456789abcdef", "file-prd-9876543210"
 # Values for path parameters: real ones where they exist (the bootstrapped model), others unknown (404).
-PARAMS = {"name": "imagenet", "version": "1", "dataset_id": "no-such-dataset", "job_id": "no-such-job"}
+PARAMS = {"name": "imagenet", "version": "1", "dataset_id": "no-such-dataset", "job_id": "no-such-job",
+          "file": "model.onnx", "path": "train/ants/no-such.jpg"}
 
 
 @pytest.fixture

@@ -63,3 +63,26 @@ def test_check_refuses_a_wrong_export(exported: tuple[nn.Module, Path], photos: 
     with pytest.raises(ExportCheckFailed, match="disagrees"):
         check_export(other, path, photos[:4])
     assert model is not other
+
+
+def test_feature_map_output_gives_exact_cams(exported: tuple[nn.Module, Path], photos: torch.Tensor) -> None:
+    """The second output is the last feature map; W . F averaged over the map plus b is the logit."""
+    _, path = exported
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["logits", "features"]
+    logits, feats = sess.run(None, {"input": photos[:4].numpy()})
+    assert feats.shape == (4, 1280, 7, 7)
+    head = np.load(path.parent / "cam.npz")
+    assert head["weight"].shape == (1000, 1280) and head["bias"].shape == (1000,)
+    cams = np.einsum("kc,nchw->nkhw", head["weight"], feats)
+    assert np.abs(cams.mean(axis=(2, 3)) + head["bias"] - logits).max() < 1e-3
+    only_logits = sess.run(["logits"], {"input": photos[:4].numpy()})[0]  # what the service asks for
+    assert np.array_equal(only_logits, logits)
+
+
+def test_head_without_gap_and_linear_gets_no_cam(tmp_path: Path, photos: torch.Tensor) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    report = export_onnx(model, 224, tmp_path / "model.onnx", photos[:2])
+    assert report.cam_file is None and not (tmp_path / "cam.npz").exists()
+    assert [o.name for o in ort.InferenceSession(str(tmp_path / "model.onnx")).get_outputs()] == ["logits"]
