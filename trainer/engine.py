@@ -5,8 +5,9 @@ A run is a plan of stages (trainer/stages.py): the linear probe on cached featur
 ends with its best weights restored, and keeps them only when they beat the run's best on
 validation (trainer/early_stopping.py), so the published weights are the best validated ones.
 ``auto`` fine-tunes only while that beats the probe. A checkpoint is written after every epoch
-(trainer/checkpoint.py); the learning rate of each stage follows trainer/optim.py; the served
-temperature follows trainer/calibration.py.
+(trainer/checkpoint.py); the learning rate of each stage follows trainer/optim.py; an optional
+time budget cuts fine-tuning (trainer/budget.py); the end of the run, calibration and metrics, is
+trainer/finish.py (calibration: trainer/calibration.py); what it returns is trainer/result.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +25,13 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from core.jobspec import TrainSpec
-from core.weak_validation import weak_split_warning
 from models import Registry
-from models.manifest import Preprocessing
 from trainer.budget import Budget, OverBudget
-from trainer.calibration import calibrate, calibration_metrics
 from trainer.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
-from trainer.data import CachedSplit, load_split
+from trainer.data import load_split
 from trainer.early_stopping import Best, end_stage, improved, maximize, patience, stage_start
 from trainer.features import cached_features
+from trainer.finish import finish_run
 from trainer.loops import (
     EpochStats,
     ema_model,
@@ -46,14 +44,8 @@ from trainer.loops import (
 from trainer.lr_finder import lr_range_test
 from trainer.model_source import load_base
 from trainer.optim import OptimizerError, image_stage_groups, make_optimizer, stage_lr
-from trainer.progress import (
-    BatchClock,
-    EpochMetrics,
-    ProgressTracker,
-    planned_units,
-    progress_name,
-    remaining_seconds,
-)
+from trainer.progress import BatchClock, EpochMetrics, ProgressTracker, planned_units, progress_name, remaining_seconds
+from trainer.result import Cancelled, Pruned, SplitOutput, TrainingError, TrainingResult, resolve_device
 from trainer.schedulers import build_scheduler, is_per_epoch
 from trainer.stages import Stage, block_groups, plan_stages, train_modes, trainable_backbone
 from trainer.transforms import batch_mix
@@ -65,50 +57,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Best", "Cancelled", "EpochMetrics", "Pruned", "SplitOutput", "Stage", "TrainingError",
            "TrainingResult", "block_groups", "fine_tune", "plan_stages", "resolve_device"]
-
-
-class Cancelled(Exception):
-    """should_stop() returned True; the last completed epoch's checkpoint is kept."""
-
-
-class Pruned(Exception):
-    """Raised by an on_epoch_end callback (e.g. ASHA) to end an unpromising run early."""
-
-
-class TrainingError(ValueError):
-    """The data or spec cannot produce a model (no validation split, one class...)."""
-
-
-@dataclass
-class SplitOutput:
-    """Calibrated-model outputs on one split, kept for the report."""
-
-    logits: torch.Tensor  # raw (before temperature)
-    labels: torch.Tensor
-    paths: list[str]
-
-
-@dataclass
-class TrainingResult:
-    model: nn.Module
-    labels: list[str]
-    preprocessing: Preprocessing
-    temperature: float
-    metrics: dict[str, Any]
-    history: list[EpochMetrics]
-    spec: TrainSpec
-    backbone: str = ""
-    base: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, SplitOutput] = field(default_factory=dict)  # "val", "test"
-    check_pixels: torch.Tensor | None = None  # real val crops (uint8) to check the ONNX export on
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device 'cuda' requested but no CUDA GPU is usable here; use 'auto' or 'cpu'")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
 
 
 def epoch_seed(seed: int, stage: int, epoch: int) -> int:
@@ -226,7 +174,7 @@ class _Run:
         for index in range(first, len(self.stages)):
             self._run_stage(index, self.stages[index], resume if index == first else None)
         self._restore(self.overall)
-        return self._finish()
+        return finish_run(self)
 
     def _load_resume(self) -> dict[str, Any] | None:
         state = load_checkpoint(self.checkpoint_dir)
@@ -450,62 +398,3 @@ class _Run:
         return lr_range_test(head, self.train_feats, self.train_feat_labels,
                              lambda params, lr: self._optimizer([{"params": params, "lr": lr}]),
                              self.loss_fn, self.spec.batch_size, self.spec.seed)
-
-    # ------------------------------------------------------------------ finish
-    def _final_logits(self, split: CachedSplit) -> torch.Tensor:
-        """Logits of the final model; through cached features when only the head changed (same numbers)."""
-        if self.overall.head_only and hasattr(self, "train_feats"):
-            head = self._head().to(self.device)
-            feats = cached_features(self.spec.base, self.model, head, split, self.pre, self.device)
-            head.to("cpu")
-            with torch.no_grad():
-                return head.eval()(feats).float()
-        return predict(self.model, split.eval, self.pre, self.device)
-
-    def _finish(self) -> TrainingResult:
-        self.model.to(self.device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.tracker.start("calibrate", 1)
-        started = time.perf_counter()
-        val_logits = self._final_logits(self.val_split)
-        val_labels = self.val_split.labels
-        calibration = calibrate(val_logits, val_labels)
-        outputs = {"val": SplitOutput(val_logits, val_labels, self.val_split.paths)}
-        val_loss, val_acc = val_loss_acc(val_logits, val_labels)
-        discarded = [r for r in self.stage_records if not r["kept"]]
-        metrics: dict[str, Any] = {
-            "val_accuracy": val_acc, "val_loss": val_loss,
-            "epochs_run": len(self.history), "best_epoch": self.overall.epoch,
-            "best_stage": self.overall.stage,
-            "best_stage_reason": "; ".join(r["reason"] for r in self.stage_records if r["stage"] == self.overall.stage)
-            + "".join(f"; {r['reason']}" for r in discarded),
-            "stages": self.stage_records,
-            "wall_s": self._elapsed(),
-            "images_per_s": (sum(self.images_per_s) / len(self.images_per_s)) if self.images_per_s else 0.0,
-            "train_images": len(self.train_split), "val_images": len(self.val_split),
-            "lr": self.probe_lr, "stage_lrs": dict(self.stage_lrs),
-        }
-        test_split = load_split(self.dataset, "test", self.pre, cache_dir=self.cache_dir)
-        if len(test_split):
-            test_logits = self._final_logits(test_split)
-            outputs["test"] = SplitOutput(test_logits, test_split.labels, test_split.paths)
-            metrics["test_loss"], metrics["test_accuracy"] = val_loss_acc(test_logits, test_split.labels)
-            metrics["test_images"] = len(test_split)
-        metrics.update(calibration_metrics(calibration, outputs))
-        per_class = {name: int((val_labels == i).sum()) for i, name in enumerate(self.labels)}
-        weak = weak_split_warning("val", per_class)
-        metrics["warnings"] = [weak + " (the best epoch and stage were chosen on it)"] if weak else []
-        if self.budget is not None:
-            metrics["time_budget"] = self.budget.report()
-            metrics["warnings"] += self.budget.warnings()
-        self.tracker.unit_done(time.perf_counter() - started, force=True)
-        log.info("done: val acc %.4f (best: %s epoch %d), %s; ECE on %s %.4f -> %.4f", val_acc, self.overall.stage,
-                 self.overall.epoch, calibration.reason, metrics["ece_split"], metrics["ece_before"],
-                 metrics["ece_after"])
-        return TrainingResult(
-            model=self.model.cpu().eval(), labels=self.labels, preprocessing=self.pre,
-            temperature=calibration.temperature, metrics=metrics, history=self.history, spec=self.spec,
-            backbone=self.backbone.name, base=self.base_lineage, outputs=outputs,
-            check_pixels=self.val_split.eval[:16].clone(),
-        )
