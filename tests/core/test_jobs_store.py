@@ -93,6 +93,19 @@ def test_hand_over_moves_the_lease_to_exactly_one_new_owner(store: JobStore) -> 
     assert not store.hand_over(job_id, wins[0], "late", lease_s=30)  # finished jobs keep their owner
 
 
+def test_monotone_progress_never_moves_back(store: JobStore) -> None:
+    """A search's writers read the study at different times: a late stale write keeps the higher fraction."""
+    job_id = new_job(store)
+    store.claim(job_id, "w1", 30, 3)
+    assert store.record_progress(job_id, "w1", {"fraction": 0.5, "trials_done": 2}, monotone=True)
+    assert store.record_progress(job_id, "w1", {"fraction": 0.25, "trials_done": 1}, monotone=True)
+    assert store.get(job_id).progress == {"fraction": 0.5, "trials_done": 1}
+    assert store.record_progress(job_id, "w1", {"fraction": 0.75}, monotone=True)
+    assert store.get(job_id).progress == {"fraction": 0.75}
+    assert store.record_progress(job_id, "w1", {"fraction": 0.1})  # a train job's own tracker decides
+    assert store.get(job_id).progress == {"fraction": 0.1}
+
+
 def test_progress_metrics_and_finish_need_the_lease(store: JobStore) -> None:
     job_id = new_job(store)
     store.claim(job_id, "w1", 30, 3)
