@@ -87,9 +87,10 @@ def test_upload_train_watch_and_try(page: Any, stack: Stack, small_hymenoptera_z
         ["auto", "linear", "finetune", "gradual"]
     assert page.input_value("#job-form select[name=dataset_id]") == dataset_id
     page.fill("#job-form input[name=model]", "bees")
-    page.select_option("#job-form select[name=mode]", "linear")
-    page.fill("#job-form input[name=max_epochs]", "40")
-    page.fill("#job-form input[name=lr]", "0.01")
+    # Fine-tuning epochs take seconds each, longer than the event stream's poll: the curve must be seen
+    # growing while the job runs (a linear probe's epochs on cached features can all land in one poll).
+    page.select_option("#job-form select[name=mode]", "finetune")
+    page.fill("#job-form input[name=max_epochs]", "2")
     page.click("#job-form button[type=submit]")
     page.wait_for_url("**/#/jobs/*")
 
