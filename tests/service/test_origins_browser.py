@@ -3,12 +3,9 @@ activate a version, a page of the service itself can."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
@@ -17,8 +14,6 @@ from models import Registry
 from service.app import create_app
 from tests.service.live import live_server
 from tests.service.test_hotswap import add_versions
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # What an attacker's page would do: a "simple" POST (no preflight), and a CORS fetch that tries to read.
 ATTACK = """
@@ -31,16 +26,6 @@ async (url) => {
 """
 SAME_ORIGIN = "async (path) => (await fetch(path, {method: 'POST'})).status"
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM, "Debian's chromium is needed: apt-get install -y chromium"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 def page_app(html: str) -> FastAPI:
