@@ -17,8 +17,6 @@ from tests.integration.conftest import Stack
 pytestmark = pytest.mark.slow
 
 
-
-
 @pytest.fixture
 def page(browser: Any, stack: Stack) -> Iterator[Any]:
     context = browser.new_context(base_url=stack.server.url, viewport={"width": 1280, "height": 900})

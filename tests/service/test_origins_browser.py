@@ -27,7 +27,6 @@ async (url) => {
 SAME_ORIGIN = "async (path) => (await fetch(path, {method: 'POST'})).status"
 
 
-
 def page_app(html: str) -> FastAPI:
     app = FastAPI()
     app.get("/healthz")(lambda: {"status": "ok"})
