@@ -15,7 +15,6 @@ reads; a route that reads the whole body promptly (all of ours do) is never cut 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.settings import Settings
+from service.asgi_status import StatusRecorder, client_address, json_error
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ class BodyGuardMiddleware:
         try:
             await asyncio.wait_for(self._slots.acquire(), self.limits.wait_s)
         except TimeoutError:
-            await _answer(send, 503, f"too many large uploads in progress ({self.limits.max_inflight}); retry shortly",
-                          [(b"retry-after", b"5"), (b"connection", b"close")])
+            detail = f"too many large uploads in progress ({self.limits.max_inflight}); retry shortly"
+            await json_error(send, 503, detail, [(b"retry-after", b"5"), (b"connection", b"close")])
             return
         try:
             await self._guarded(scope, receive, send)
@@ -83,7 +83,7 @@ class BodyGuardMiddleware:
         started = time.monotonic()
         received = 0
         done = False
-        responded = False
+        recorder = StatusRecorder(send)
 
         async def timed_receive() -> Message:
             nonlocal received, done
@@ -106,18 +106,13 @@ class BodyGuardMiddleware:
                 done = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal responded
-            responded = responded or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, timed_receive, tracking_send)
+            await self.app(scope, timed_receive, recorder)
         except BodyTooSlow as exc:
             log.info("cut %s %s from %s: %s (%d bytes in %.1fs)", scope["method"], scope["path"],
-                     _client(scope), exc, received, time.monotonic() - started)
-            if not responded:
-                await _answer(send, 408, f"request body too slow: {exc}; send it faster or in one go",
+                     client_address(scope), exc, received, time.monotonic() - started)
+            if not recorder.status:  # nothing answered yet
+                await json_error(send, 408, f"request body too slow: {exc}; send it faster or in one go",
                               [(b"connection", b"close")])
 
 
@@ -130,15 +125,3 @@ def _content_length(scope: Scope) -> int | None:
         chunked = chunked or name == b"transfer-encoding"
     return None if chunked else 0
 
-
-def _client(scope: Scope) -> str:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "-"
-
-
-async def _answer(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra]})
-    await send({"type": "http.response.body", "body": body})

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.asgi_status import StatusRecorder, json_error
 
 
 class BodyTooLarge(Exception):
@@ -29,7 +30,7 @@ class BodyLimitMiddleware:
                 await _reject(send, limit)
                 return
         received = 0
-        started = False
+        recorder = StatusRecorder(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -40,24 +41,12 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, recorder)
         except BodyTooLarge:
-            if not started:
+            if not recorder.status:  # nothing answered yet
                 await _reject(send, limit)
 
 
 async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body is over the limit of {limit:,} bytes"}).encode()
-    await send({
-        "type": "http.response.start", "status": 413,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
-    await send({"type": "http.response.body", "body": body})
+    await json_error(send, 413, f"request body is over the limit of {limit:,} bytes", [(b"connection", b"close")])

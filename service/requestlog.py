@@ -13,7 +13,7 @@ import time
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.asgi_status import StatusRecorder
+from service.asgi_status import StatusRecorder, client_address
 
 log = logging.getLogger("tuneserve.requests")
 
@@ -31,18 +31,14 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, recorder)
         except ClientDisconnect:
-            log.info("client %s disconnected before sending all of %s %s", _client(scope), scope["method"],
+            log.info("client %s disconnected before sending all of %s %s", client_address(scope), scope["method"],
                      scope["path"], extra=_fields(scope))
             return
         finally:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s %s %.1fms %s", scope["method"], scope["path"], recorder.status or "-",
-                          (time.perf_counter() - started) * 1000, _client(scope), extra=_fields(scope))
+                          (time.perf_counter() - started) * 1000, client_address(scope), extra=_fields(scope))
 
-
-def _client(scope: Scope) -> str:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "-"
 
 
 def _fields(scope: Scope) -> dict[str, str]:
