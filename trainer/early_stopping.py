@@ -55,6 +55,16 @@ def patience(spec: TrainSpec, stage: Stage) -> int:
     return spec.early_stopping.patience
 
 
+def stop_reason(spec: TrainSpec, stage: Stage, bad: int) -> str:
+    """Why a stage stopped early, in the settings' own words (the patience actually used)."""
+    es = spec.early_stopping
+    used = patience(spec, stage)
+    capped = (f" (auto mode stops fine-tuning after {AUTO_FINETUNE_PATIENCE}; early_stopping.patience is "
+              f"{es.patience})") if used != es.patience else ""
+    return (f"{bad} epoch(s) in a row without {es.metric} beating the best by more than min_delta {es.min_delta:g}, "
+            f"patience {used}{capped}")
+
+
 def stage_start(spec: TrainSpec, stage: Stage, overall: Best) -> Best:
     """The best a stage's epochs are compared with: the run's best for the probe and in ``auto``
     (fine-tuning must beat the probe to count at all), else the stage's own (it trains its epochs

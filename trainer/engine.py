@@ -29,7 +29,7 @@ from models import Registry
 from trainer.budget import Budget, OverBudget
 from trainer.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
 from trainer.data import load_split
-from trainer.early_stopping import Best, end_stage, improved, maximize, patience, stage_start
+from trainer.early_stopping import Best, end_stage, improved, maximize, patience, stage_start, stop_reason
 from trainer.features import cached_features
 from trainer.finish import finish_run
 from trainer.loops import (
@@ -323,8 +323,8 @@ class _Run:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(len(self.history), val_acc)
             if stop:
-                log.info("stage %s: early stop after epoch %d (no improvement for %d epochs)",
-                         stage.name, epoch + 1, bad)
+                log.info("stage %s: early stop after epoch %d: %s", stage.name, epoch + 1,
+                         stop_reason(spec, stage, bad))
             if last:
                 break
 

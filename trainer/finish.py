@@ -66,7 +66,7 @@ def finish_run(run: _Run) -> TrainingResult:
         metrics["test_images"] = len(test_split)
     metrics.update(calibration_metrics(calibration, outputs))
     per_class = {name: int((val_labels == i).sum()) for i, name in enumerate(run.labels)}
-    weak = weak_split_warning("val", per_class)
+    weak = weak_split_warning("val", per_class, val_acc)
     metrics["warnings"] = [weak + " (the best epoch and stage were chosen on it)"] if weak else []
     if run.budget is not None:
         metrics["time_budget"] = run.budget.report()
