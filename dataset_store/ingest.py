@@ -25,7 +25,7 @@ from core.datasets.schemas import (
 )
 from dataset_store import checks
 from dataset_store.archive import Entry
-from dataset_store.dedup import Duplicates, connected, duplicate_groups
+from dataset_store.dedup import Duplicates, components, duplicate_groups, group_edges
 from dataset_store.layout import Item, resolve
 from dataset_store.split import make_split, split_reason
 from dataset_store.validate import Checked, FileChecker
@@ -113,12 +113,8 @@ def _made_split(items: list[Item], groups: list[list[int]], limits: IngestLimits
     """Split what has no split yet; an archive's own test/ (without val/) is kept as the test set."""
     fixed_test = [i for i, item in enumerate(items) if item.split == "test"]
     if not fixed_test:
-        uf = connected(len(items), groups)
-        units: dict[int, list[int]] = {}
-        for i in range(len(items)):
-            units.setdefault(uf.find(i), []).append(i)
-        return make_split([i.label for i in items], list(units.values()), limits.split, limits.seed,
-                          limits.min_val_per_class)
+        units = components(len(items), group_edges(groups))
+        return make_split([i.label for i in items], units, limits.split, limits.seed, limits.min_val_per_class)
     pool = [i for i, item in enumerate(items) if item.split != "test"]
     where = {old: new for new, old in enumerate(pool)}
     sub_groups = [[where[i] for i in g if i in where] for g in groups]

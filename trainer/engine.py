@@ -307,7 +307,8 @@ class _Run:
                 scheduler.step(val_acc if maximize(spec) else val_loss)
             if improved(spec, val_loss, val_acc, stage_best):
                 state, head_only = self._snapshot(stage, ema)
-                stage_best = Best(val_loss, val_acc, len(self.history) + 1, state, head_only, stage.name)
+                stage_best = Best(val_loss, val_acc, len(self.history) + 1, state, head_only, stage.name,
+                                  val_logits.argmax(1).cpu())
                 bad = 0
             else:
                 bad += 1
@@ -315,7 +316,7 @@ class _Run:
             stop = bad >= patience(spec, stage)
             last = stop or epoch + 1 >= self.epoch_limits.get(stage.name, stage.epochs)
             if last:
-                self.overall, record = end_stage(spec, stage, stage_best, self.overall)
+                self.overall, record = end_stage(spec, stage, stage_best, self.overall, self.val_split.labels)
                 self.stage_records.append(record)
                 log.info("stage %s: %s", stage.name, record["reason"])
                 self._restore(self.overall)
