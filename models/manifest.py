@@ -57,4 +57,10 @@ class Manifest(BaseModel):
     files: list[str] = Field(default_factory=list)  # report and other artefacts beside the model
     variants: dict[str, Variant] = Field(default_factory=dict)
     cam: CamOutput | None = None  # None: exported before CAM outputs existed, or a head without GAP + linear
+    # "None of these": the ONNX output ``ood_score`` and its threshold ({"method", "threshold", "target_recall",
+    # "val_recall", ...}; trainer/ood.py). None: the model has no score.
+    ood: dict[str, Any] | None = None
+    # Selective answers: {"risk_coverage": [[coverage, accuracy, confidence], ...], "target_accuracy",
+    # "min_confidence", ...} measured on validation (trainer/selective.py). None: not measured.
+    selective: dict[str, Any] | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

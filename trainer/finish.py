@@ -1,4 +1,5 @@
-"""The end of a run: the restored best model calibrated, measured on val (and test), and its metrics."""
+"""The end of a run: the restored best model calibrated, measured on val (and test), and its metrics;
+its out-of-distribution score fitted (trainer/ood.py) and its risk-coverage curve (trainer/selective.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from core.weak_validation import weak_split_warning
 from trainer.calibration import Calibration, calibrate, calibration_metrics
 from trainer.cross_fit import CrossFit, cross_fit_probe
 from trainer.data import CachedSplit, load_split
-from trainer.features import cached_features
+from trainer.features import cached_features, extract
 from trainer.loops import predict, val_loss_acc
+from trainer.ood import MAX_BANK, OodScorer, choose_bank, fit_scorer, kept_share
 from trainer.result import SplitOutput, TrainingResult
+from trainer.selective import selective_summary
 
 if TYPE_CHECKING:
     from trainer.engine import _Run
@@ -51,6 +55,30 @@ def _calibration(run: _Run, val_logits: torch.Tensor, val_labels: torch.Tensor,
     why = (f"fitted on {len(cross.labels)} out-of-fold train+val logits ({cross.folds}-fold cross-fitting of the "
            f"probe; val alone has {len(val_labels)} photos): {fitted.reason}")
     return dataclasses.replace(fitted, reason=why), cross
+
+
+def final_features(run: _Run, split: CachedSplit, rows: np.ndarray | None = None) -> np.ndarray:
+    """Pooled penultimate features (what enters the classifier) of the final model, rows of ``split``."""
+    head = run.backbone.classifier().to(run.device)
+    try:
+        if run.overall.head_only and hasattr(run, "train_feats"):  # the backbone is the base's: cached
+            feats = cached_features(run.spec.base, run.model, head, split, run.pre, run.device)
+            return (feats if rows is None else feats[torch.from_numpy(rows)]).numpy()
+        pixels = split.eval if rows is None else split.eval[torch.from_numpy(rows)]
+        return extract(run.model, head, pixels, run.pre, run.device, should_stop=run.check).numpy()
+    finally:
+        head.to("cpu")
+
+
+def fit_ood(run: _Run, test_split: CachedSplit | None) -> OodScorer:
+    """The k-NN score on (at most MAX_BANK) training photos, thresholded on val; test recall when there is one."""
+    rows = choose_bank(run.train_split.labels.numpy(), MAX_BANK, run.spec.seed)
+    scorer = fit_scorer(final_features(run, run.train_split, rows), final_features(run, run.val_split),
+                        run.spec.ood_recall, fitted_on=f"{len(rows)} training photos")
+    if test_split is not None and len(test_split):
+        scorer.extra["test_recall"] = kept_share(scorer, final_features(run, test_split))
+        scorer.extra["test_images"] = len(test_split)
+    return scorer
 
 
 def finish_run(run: _Run) -> TrainingResult:
@@ -95,6 +123,12 @@ def finish_run(run: _Run) -> TrainingResult:
     if run.budget is not None:
         metrics["time_budget"] = run.budget.report()
         metrics["warnings"] += run.budget.warnings()
+    ood = fit_ood(run, test_split)
+    selective, _ = selective_summary(outputs, calibration.temperature, run.spec.target_accuracy)
+    if selective.get("reachable") is False:
+        metrics["warnings"].append(
+            f"target_accuracy {run.spec.target_accuracy} is not reached on validation at any confidence: "
+            "the version has no default confidence floor (lower the target or add validation photos)")
     run.tracker.unit_done(time.perf_counter() - started, force=True)
     log.info("done: val acc %.4f (best: %s epoch %d), %s; ECE on %s %.4f -> %.4f", val_acc, run.overall.stage,
              run.overall.epoch, calibration.reason, metrics["ece_split"], metrics["ece_before"],
@@ -103,5 +137,5 @@ def finish_run(run: _Run) -> TrainingResult:
         model=run.model.cpu().eval(), labels=run.labels, preprocessing=run.pre,
         temperature=calibration.temperature, metrics=metrics, history=run.history, spec=run.spec,
         backbone=run.backbone.name, base=run.base_lineage, outputs=outputs,
-        check_pixels=run.val_split.eval[:16].clone(),
+        check_pixels=run.val_split.eval[:16].clone(), ood=ood, selective=selective,
     )

@@ -134,6 +134,8 @@ def publish_gated(result: TrainingResult, data: JobData, registry: Registry, nam
         "warnings": [w for w in (verdict.decision.warning, *result.metrics.get("warnings", [])) if w],
         "evaluation": verdict.summary(),
         "metrics": dict(info.manifest.metrics),
+        "ood": info.manifest.ood,  # the "none of these" threshold and its recall (trainer/ood.py)
+        "selective": info.manifest.selective,  # the risk-coverage curve, min_confidence (trainer/selective.py)
     }
 
 

@@ -141,5 +141,6 @@ def print_summary(metrics: dict[str, Any], version: int, activated: bool, path: 
     ]
     if "test_accuracy" in metrics:
         lines.append(f"  test accuracy {metrics['test_accuracy']:.4f}")
-    lines.append(f"  report        {path / 'report.json'} (+ confusion_matrix.png, reliability.png, curves.png)")
+    lines.append(f"  report        {path / 'report.json'} "
+                 "(+ confusion_matrix.png, reliability.png, curves.png, risk_coverage.png)")
     print("\n".join(lines))  # noqa: T201
