@@ -4,6 +4,7 @@ decode pool. A real (tiny) ONNX model built here with onnx's helper API, a real 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -23,7 +24,10 @@ from models import Registry
 from models.manifest import Manifest, Preprocessing
 from service.app import create_app
 from service.decoding import FairDecoder
+from service.gpu_pipeline import GpuPipeline
 from service.onnx_session import OnnxEngine
+from service.predictor import PredictOptions
+from service.preprocess import preprocess
 from tests.service.conftest import wait_ready
 
 LABELS = ["red", "green", "blue"]
@@ -190,3 +194,33 @@ def test_the_decode_pool_takes_requests_in_turn() -> None:
         assert order[:2] == ["big-0", "small"]
     finally:
         decoder.shutdown()
+
+
+def test_the_predictor_takes_tensors_as_other_protocols_send_them(client: TestClient) -> None:
+    """The same answer for an encoded photo and for its preprocessed tensor (an Open Inference Protocol
+    request would send the latter), without HTTP."""
+    predictor = client.app.state.manager.loaded()["scored"].predictor  # type: ignore[attr-defined]
+    tensor = preprocess(BLACK, predictor.pre, 1_000_000)
+    options = PredictOptions(top_k=2, ood_threshold=0.9)
+    from_photo, from_tensor = (asyncio.run(predictor.predict([image], options)) for image in (BLACK, tensor))
+    assert from_photo == from_tensor and from_tensor.top_k == 2
+    assert from_tensor.results[0].unknown_reason == "ood" and len(from_tensor.results[0].predictions) == 2
+    with pytest.raises(ValueError, match="shape"):
+        asyncio.run(predictor.predict([np.zeros((3, 4, 4), np.float32)], options))
+
+
+def test_the_gpu_pipeline_fetches_the_score_in_the_same_run(tmp_path: Path) -> None:
+    """The GPU decoder's code path (nvImageCodec's CPU backend here) binds ood_score beside the logits."""
+    settings = Settings(home=tmp_path, device="cpu")
+    engine = OnnxEngine(tiny_model(tmp_path / "m.onnx", with_ood=True), settings)
+    pre = Preprocessing(input_size=8, resize=8, crop=8)
+    pipeline = GpuPipeline(engine, pre, settings, max_batch=4)
+    try:
+        rows = pipeline.run([GREY, RED, BLACK])
+    finally:
+        pipeline.close()
+    logits, ood = engine.unpack(rows)
+    assert ood is not None and logits.shape == (3, 3)
+    np.testing.assert_allclose(ood, [0.0039, 1 / 3, 1.0], atol=2e-3)
+    expected = engine.infer(np.stack([preprocess(p, pre, 1_000_000) for p in (GREY, RED, BLACK)]))
+    np.testing.assert_allclose(rows, expected, atol=1e-4)
