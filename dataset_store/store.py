@@ -72,7 +72,7 @@ class DatasetStore:
     def ingest(self, archive_path: Path, name: str | None, limits: IngestLimits,
                archive_sha256: str | None = None) -> tuple[Dataset, bool]:
         """Unpack, validate and store an archive; ``(dataset, created)``. Same archive -> same dataset."""
-        dataset_id = (archive_sha256 or sha256_file(archive_path))[:16]
+        dataset_id = upload_id(archive_sha256 or sha256_file(archive_path), limits)
         if (self.root / dataset_id / INDEX_FILE).is_file():
             return self.get(dataset_id), False
         tmp = self._temp_dir()
@@ -197,3 +197,12 @@ def _content_id(dataset: Dataset) -> str:
     for f in sorted(dataset.files, key=lambda f: f.original):
         digest.update(f"{f.original}\0{f.sha256}\0{f.label}\0{f.split}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def upload_id(archive_sha256: str, limits: IngestLimits) -> str:
+    """Id of an uploaded archive: its hash, and the split ratios when the uploader chose them (the same
+    archive with other ratios is another dataset; without a choice the id is what it always was)."""
+    if not limits.chosen_split:
+        return archive_sha256[:16]
+    choice = f"{archive_sha256}\0{limits.val_fraction!r}\0{limits.test_fraction!r}\0{limits.min_val_per_class}"
+    return hashlib.sha256(choice.encode()).hexdigest()[:16]

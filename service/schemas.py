@@ -106,5 +106,13 @@ DATASET_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "conten
                             "train|val|test/<class>/<image>"),
             "name": {"type": "string", "maxLength": 200,
                      "description": "a name for the dataset (default: the archive's file name)"},
+            "val_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5,
+                             "description": "share of each class held out for validation when the split is made "
+                                            "(default 0.1); val_fraction + test_fraction at most 0.6"},
+            "test_fraction": {"type": "number", "minimum": 0, "maximum": 0.5,
+                              "description": "share of each class held out for testing (default 0.1)"},
+            "min_val_per_class": {"type": "integer", "minimum": 0, "maximum": 1000,
+                                  "description": "small classes' val share is raised towards this many images "
+                                                 "(at most 30% of the class; default 10, 0 turns it off)"},
         }}},
 }}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from core.weak_validation import weak_split_warning
-from trainer.calibration import calibrate, calibration_metrics
+from trainer.calibration import Calibration, calibrate, calibration_metrics
+from trainer.cross_fit import CrossFit, cross_fit_probe
 from trainer.data import CachedSplit, load_split
 from trainer.features import cached_features
 from trainer.loops import predict, val_loss_acc
@@ -33,6 +35,24 @@ def final_logits(run: _Run, split: CachedSplit) -> torch.Tensor:
     return predict(run.model, split.eval, run.pre, run.device)
 
 
+def _calibration(run: _Run, val_logits: torch.Tensor, val_labels: torch.Tensor,
+                 weak: bool) -> tuple[Calibration, CrossFit | None]:
+    """The temperature: on the val logits, or, when the probe won and val is weak, on every train+val
+    photo's out-of-fold probe logits (trainer/cross_fit.py): a handful of val photos fit no temperature."""
+    if not (weak and run.overall.head_only and hasattr(run, "train_feats") and run.probe_lr is not None):
+        return calibrate(val_logits, val_labels), None
+    n_train = len(run.train_split)  # the first n rows are the unflipped features
+    feats = torch.cat([run.train_feats[:n_train], run.val_feats])
+    labels = torch.cat([run.train_feat_labels[:n_train], val_labels])
+    cross = cross_fit_probe(run.spec, feats, labels, len(run.labels), run.probe_lr, run.overall.epoch)
+    if cross is None:
+        return calibrate(val_logits, val_labels), None
+    fitted = calibrate(cross.logits, cross.labels)
+    why = (f"fitted on {len(cross.labels)} out-of-fold train+val logits ({cross.folds}-fold cross-fitting of the "
+           f"probe; val alone has {len(val_labels)} photos): {fitted.reason}")
+    return dataclasses.replace(fitted, reason=why), cross
+
+
 def finish_run(run: _Run) -> TrainingResult:
     """Calibrate the restored best model, measure it on val (and test), and say how the run went."""
     run.model.to(run.device).eval()
@@ -42,7 +62,10 @@ def finish_run(run: _Run) -> TrainingResult:
     started = time.perf_counter()
     val_logits = final_logits(run, run.val_split)
     val_labels = run.val_split.labels
-    calibration = calibrate(val_logits, val_labels)
+    _, first_acc = val_loss_acc(val_logits, val_labels)
+    per_class = {name: int((val_labels == i).sum()) for i, name in enumerate(run.labels)}
+    weak = weak_split_warning("val", per_class, first_acc)
+    calibration, cross = _calibration(run, val_logits, val_labels, weak is not None)
     outputs = {"val": SplitOutput(val_logits, val_labels, run.val_split.paths)}
     val_loss, val_acc = val_loss_acc(val_logits, val_labels)
     discarded = [r for r in run.stage_records if not r["kept"]]
@@ -65,8 +88,9 @@ def finish_run(run: _Run) -> TrainingResult:
         metrics["test_loss"], metrics["test_accuracy"] = val_loss_acc(test_logits, test_split.labels)
         metrics["test_images"] = len(test_split)
     metrics.update(calibration_metrics(calibration, outputs))
-    per_class = {name: int((val_labels == i).sum()) for i, name in enumerate(run.labels)}
-    weak = weak_split_warning("val", per_class)
+    metrics["calibration_source"] = "cross_fit" if cross is not None else "val"
+    if cross is not None:
+        metrics["probe_cv_accuracy"], metrics["probe_cv_images"] = cross.accuracy, len(cross.labels)
     metrics["warnings"] = [weak + " (the best epoch and stage were chosen on it)"] if weak else []
     if run.budget is not None:
         metrics["time_budget"] = run.budget.report()

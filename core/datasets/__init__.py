@@ -10,7 +10,15 @@ from core.datasets.errors import (
     DatasetNotFound,
     UnsupportedArchive,
 )
-from core.datasets.schemas import Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
+from core.datasets.schemas import (
+    Dataset,
+    DuplicateGroup,
+    FileEntry,
+    IngestLimits,
+    Problem,
+    SplitChoiceError,
+    split_choice,
+)
 
 __all__ = [
     "ArchiveCorrupt",
@@ -24,5 +32,7 @@ __all__ = [
     "FileEntry",
     "IngestLimits",
     "Problem",
+    "SplitChoiceError",
     "UnsupportedArchive",
+    "split_choice",
 ]
