@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # Prediction limits.
     max_image_pixels: int = 40_000_000
+    # Decode budget: the pixels (width x height, from the headers) all images of one predict request may
+    # hold together; past it the request gets 413 before any pixel is decoded (bounds its time and memory).
+    max_request_pixels: int = Field(default=256_000_000, ge=1)
     max_request_bytes: int = 32 * 1024 * 1024
     max_top_k: int = 1000
     default_top_k: int = 5

@@ -21,7 +21,9 @@ from core.datasets import (
 from core.images import ImageError
 from models import ModelNotFound, RegistryError, VersionNotFound
 from service.batching import QueueFull
+from service.explain import NoCamOutput
 from service.manager import ModelUnavailable
+from service.predictor import TooManyImages
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelUnavailable)
     async def unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
         return _json(503, str(exc), {"Retry-After": "2"})
+
+    @app.exception_handler(NoCamOutput)
+    async def no_cam(_: Request, exc: NoCamOutput) -> JSONResponse:
+        return _json(409, str(exc))
+
+    @app.exception_handler(TooManyImages)
+    async def too_many(_: Request, exc: TooManyImages) -> JSONResponse:
+        return _json(413, str(exc))
 
     @app.exception_handler(QueueFull)
     async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
