@@ -8,11 +8,13 @@ from core.datasets.errors import (
     DatasetError,
     DatasetInvalid,
     DatasetNotFound,
+    DatasetTooNew,
     UnsupportedArchive,
 )
-from core.datasets.schemas import Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
+from core.datasets.schemas import DATASET_FORMAT, Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
 
 __all__ = [
+    "DATASET_FORMAT",
     "ArchiveCorrupt",
     "ArchiveTooLarge",
     "ArchiveUnsafe",
@@ -20,6 +22,7 @@ __all__ = [
     "DatasetError",
     "DatasetInvalid",
     "DatasetNotFound",
+    "DatasetTooNew",
     "DuplicateGroup",
     "FileEntry",
     "IngestLimits",
