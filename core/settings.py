@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # Broker and job store. Unset broker URL = the embedded private Redis that `serve` starts.
     broker_url: str | None = None
     database_url: str | None = None
+    # An older job database is upgraded (Alembic) when a process opens it; false: it is refused instead,
+    # naming `tuneserve db upgrade` to run by hand (after a backup).
+    db_auto_upgrade: bool = True
 
     # Prediction limits.
     max_image_pixels: int = 40_000_000

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+# manifest.json's format (core/formats.py): 1 = these fields with the key; 0 = the same fields without it.
+# The registry folder's FORMAT file carries REGISTRY_FORMAT (its layout: <name>/<version>/, ACTIVE).
+MANIFEST_FORMAT = 1
+REGISTRY_FORMAT = 1
 
 
 class Preprocessing(BaseModel):
@@ -44,6 +48,7 @@ class CamOutput(BaseModel):
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    format_version: int = 0  # set by the registry when it writes the version; absent = written before 1
     name: str
     version: int = 0  # filled in by the registry when the version is written
     labels: list[str]

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
         datasets.sweep_stale_uploads(settings.uploads_dir)
-        job_store = JobStore(settings.resolved_database_url)
+        job_store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
         app.state.job_store = job_store
         app.state.metrics_state = StateCollector(registry, job_store)
         app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0

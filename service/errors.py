@@ -16,6 +16,7 @@ from core.datasets import (
     ArchiveUnsafe,
     DatasetInvalid,
     DatasetNotFound,
+    DatasetTooNew,
     UnsupportedArchive,
 )
 from core.images import ImageError
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DATASET_STATUS: dict[type[Exception], int] = {
     DatasetNotFound: 404, DatasetInvalid: 422, ArchiveUnsafe: 400, ArchiveCorrupt: 400,
-    ArchiveTooLarge: 413, UnsupportedArchive: 415,
+    ArchiveTooLarge: 413, UnsupportedArchive: 415, DatasetTooNew: 409,
 }
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400}

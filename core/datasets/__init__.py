@@ -8,9 +8,11 @@ from core.datasets.errors import (
     DatasetError,
     DatasetInvalid,
     DatasetNotFound,
+    DatasetTooNew,
     UnsupportedArchive,
 )
 from core.datasets.schemas import (
+    DATASET_FORMAT,
     Dataset,
     DuplicateGroup,
     FileEntry,
@@ -21,6 +23,7 @@ from core.datasets.schemas import (
 )
 
 __all__ = [
+    "DATASET_FORMAT",
     "ArchiveCorrupt",
     "ArchiveTooLarge",
     "ArchiveUnsafe",
@@ -28,6 +31,7 @@ __all__ = [
     "DatasetError",
     "DatasetInvalid",
     "DatasetNotFound",
+    "DatasetTooNew",
     "DuplicateGroup",
     "FileEntry",
     "IngestLimits",

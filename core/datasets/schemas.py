@@ -15,6 +15,8 @@ from core.settings import Settings
 from core.weak_validation import MIN_PER_CLASS
 
 INDEX_FILE = "index.json"
+# index.json's format (core/formats.py): 1 = this layout with the key; 0 = the same layout without it.
+DATASET_FORMAT = 1
 IMAGES_DIR = "images"
 SPLITS = ("train", "val", "test")
 Split = Literal["train", "val", "test"]
@@ -57,6 +59,7 @@ class Dataset(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    format_version: int = 0  # absent: written before formats were versioned (same layout as 1)
     id: str
     name: str
     created_at: str
@@ -90,7 +93,7 @@ class Dataset(BaseModel):
 
     def report(self) -> dict[str, object]:
         """Everything but the per-file list: what the API shows for a dataset."""
-        data = self.model_dump(exclude={"files"})
+        data = self.model_dump(exclude={"files", "format_version"})
         data["num_files"] = len(self.files)
         return data
 

@@ -17,6 +17,7 @@ from core.datasets import (
     DatasetNotFound,
     IngestLimits,
 )
+from core.formats import FORMAT_FILE
 from core.fsutil import sha256_file
 from dataset_store import DatasetStore
 from tests.core.datasets_kit import (
@@ -238,14 +239,14 @@ def test_unsafe_archive_leaves_nothing_behind(tmp_path: Path, store: DatasetStor
                        extra=[tar_member("bees/zz.jpg", tarfile.SYMTYPE, "../../../etc/passwd")])
     with pytest.raises(ArchiveUnsafe, match=re.escape("bees/zz.jpg")):
         store.ingest(archive, None, LIMITS)
-    assert list(store.root.iterdir()) == []
+    assert [p.name for p in store.root.iterdir()] == [FORMAT_FILE]  # the store's format stamp alone
 
 
 def test_get_list_delete(tmp_path: Path, store: DatasetStore) -> None:
     ds, _ = store.ingest(make_zip(tmp_path / "a.zip", class_files({"ants": 5, "bees": 5})), None, LIMITS)
     assert store.get(ds.id).root == store.path(ds.id)
     store.delete(ds.id)
-    assert store.list() == [] and list(store.root.iterdir()) == []
+    assert store.list() == [] and [p.name for p in store.root.iterdir()] == [FORMAT_FILE]
     for bad in (ds.id, "../../etc", "0123"):
         with pytest.raises(DatasetNotFound):
             store.get(bad)

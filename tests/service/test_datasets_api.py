@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from core.formats import FORMAT_FILE
 from core.settings import Settings
 from service.app import create_app
 from tests.core.datasets_kit import (
@@ -225,7 +226,7 @@ def test_streamed_upload_over_the_limit_or_cut_short_leaves_nothing(tmp_path: Pa
         assert (tmp_path / "work" / "uploads").is_dir()
         status, text = _post_chunked(small, body[:15_000], ctype)  # the client stops inside the file
         assert status == 400 and b"ended before the file part was complete" in text
-    assert list((tmp_path / "datasets").iterdir()) == []
+    assert [p.name for p in (tmp_path / "datasets").iterdir()] == [FORMAT_FILE]  # the format stamp alone
     assert list((tmp_path / "work" / "uploads").iterdir()) == []  # partial uploads were removed
 
 
