@@ -18,6 +18,7 @@ from dataset_store import DatasetStore
 from jobs import JobStore
 from models import Registry
 from service.manager import ModelManager
+from service.object_features import FeatureModel
 
 T = TypeVar("T")
 
@@ -38,6 +39,7 @@ get_manager = _from_state("manager", ModelManager)
 get_decode_pool = _from_state("decode_pool", ThreadPoolExecutor)
 get_job_store = _from_state("job_store", JobStore)
 get_dataset_store = _from_state("datasets", DatasetStore)
+get_feature_model = _from_state("feature_model", FeatureModel)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -46,3 +48,4 @@ ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
+FeatureModelDep = Annotated[FeatureModel, Depends(get_feature_model)]

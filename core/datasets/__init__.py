@@ -12,6 +12,7 @@ from core.datasets.errors import (
 )
 from core.datasets.schemas import (
     Dataset,
+    DuplicateCheck,
     DuplicateGroup,
     FileEntry,
     IngestLimits,
@@ -28,6 +29,7 @@ __all__ = [
     "DatasetError",
     "DatasetInvalid",
     "DatasetNotFound",
+    "DuplicateCheck",
     "DuplicateGroup",
     "FileEntry",
     "IngestLimits",
