@@ -23,6 +23,7 @@ from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exited
 from service.notify import PromotionListener
+from service.object_features import FeatureModel
 from service.origins import CrossSiteGuard, cors_options, parse_origins
 from service.requestlog import RequestLogMiddleware
 from service.routes import console, datasets, health, jobs, models
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
+        app.state.feature_model = FeatureModel(registry, settings)  # opened on the first upload that needs it
         datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
         app.state.job_store = job_store
