@@ -95,7 +95,8 @@ class ClaimedJob:
         return self.beat.should_stop()
 
     def record_progress(self, progress: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
-        self.store.record_progress(self.job.id, self.owner, progress, metrics)
+        # monotone: progress never moves back, also across attempts (a resumed run re-runs lost batches)
+        self.store.record_progress(self.job.id, self.owner, progress, metrics, monotone=True)
 
     def renew(self, lease_s: float) -> None:
         self.store.renew(self.job.id, self.owner, lease_s)
