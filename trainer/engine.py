@@ -183,9 +183,7 @@ class _Run:
         for index in range(first, len(self.stages)):
             self._run_stage(index, self.stages[index], resume if index == first else None)
         self._restore(self.overall)
-        result = finish_run(self)
-        eta_plan.learn(tracker, self.work, book, key)
-        return result
+        return finish_run(self)  # the caller writes the measured costs to the book (eta_plan.learn)
 
     def _load_resume(self) -> dict[str, Any] | None:
         state = load_checkpoint(self.checkpoint_dir)

@@ -86,16 +86,22 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     # the probe wins (test features still to extract), the whole model after fine-tuning.
     calibrate_images = work.test + (work.val if work.images_stages else 0)
     tracker.expect("calibrate", seconds=calibrate_images * fwd + (work.test * decode if work.test else 0.0))
+    if "export" in tracker.stages:  # a worker's job publishes too
+        expect_publishing(tracker, work, book, key)
 
 
 def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
-    """Export, the promotion gate's evaluation and registration: measured on this backbone before, or priors."""
+    """Export, the promotion gate's evaluation and registration: measured on this backbone before, or
+    priors; either scaled by how fast this machine runs now (the run's forward pass against the
+    one measured with them), since a shared machine's speed changes from job to job."""
     fwd = forward_s(tracker, book, key)
+    reference = book.get(key, "forward_s") or PRIOR_FORWARD_S
+    speed = fwd / reference if tracker.forward_s is not None else 1.0
     held_out = work.test or work.val
-    tracker.expect("export", seconds=book.get(key, "export_s") or PRIOR_STAGE_S["export"])
+    tracker.expect("export", seconds=speed * (book.get(key, "export_s") or PRIOR_STAGE_S["export"]))
     # The gate scores the candidate (and the active version, when there is one) on the held-out photos.
-    tracker.expect("evaluate", seconds=held_out * (book.get(key, "evaluate_s") or 2 * fwd))
-    tracker.expect("register", seconds=book.get(key, "register_s") or PRIOR_STAGE_S["register"])
+    tracker.expect("evaluate", seconds=held_out * (speed * (book.get(key, "evaluate_s") or 0.0) or 2 * fwd))
+    tracker.expect("register", seconds=speed * (book.get(key, "register_s") or PRIOR_STAGE_S["register"]))
 
 
 def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:

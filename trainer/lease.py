@@ -78,6 +78,7 @@ class ClaimedJob:
 
     def __init__(self, settings: Settings, store: JobStore, job: Job, owner: str) -> None:
         self.settings, self.store, self.job, self.owner = settings, store, job, owner
+        self.claimed_at = time.time()  # this attempt's start (the job's started_at is its first)
         self.beat = Heartbeat(store, job.id, owner, settings.lease_seconds, job.created_at + settings.job_timeout_s)
 
     def __enter__(self) -> ClaimedJob:

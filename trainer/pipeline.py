@@ -82,6 +82,7 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     # run continues the stored progress (fraction, run time, measured speeds).
     tracker = ProgressTracker(lambda snap: job.record_progress(snap))
     tracker.restore(job.job.progress)
+    tracker.elapsed_before += time.time() - job.claimed_at  # the worker's time before the tracker (imports)
     tracker.book = CostBook(settings.work_dir / COST_BOOK)
     tracker.plan([(name, 1) for name in PUBLISH_STAGES])
     work = eta_plan.workload(spec, plan_stages(spec), data.dataset)
@@ -96,7 +97,6 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
         raise Stopped("stopped before publishing")
     lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
                "spec": spec.model_dump(mode="json")}
-    eta_plan.expect_publishing(tracker, work, tracker.book, spec.base)  # with this run's measured forward pass
     out = publish_gated(result, data, registry, job.job.model, lineage, settings,
                         replace_labels=bool(job.job.spec.get("replace_labels")), tracker=tracker)
     eta_plan.learn(tracker, work, tracker.book, spec.base)

@@ -110,7 +110,8 @@ class StageCost:
         if self.epochs == 0:
             prior = self.prior_s if self.prior_s is not None else PRIOR_STAGE_S.get(self.name, 1.0)
             running = now - self.started_at if self.state == "running" and self.started_at is not None else 0.0
-            return max(prior - running, 0.05 * prior)  # past its estimate: it ends soon, not never
+            # Near or past its estimate: a quarter of its time so far (it ends soon, not never).
+            return max(prior - running, 0.25 * running)
         batch_s = self.unit_s() or self.prior_batch_s or PRIOR_PROBE_BATCH_S
         val_s = self.epoch_extra_s / self.extra_n if self.extra_n else self.prior_val_s
         epochs = self._epochs_left(expected)
