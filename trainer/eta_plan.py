@@ -91,17 +91,19 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
 
 
 def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
-    """Export, the promotion gate's evaluation and registration: measured on this backbone before, or
-    priors; either scaled by how fast this machine runs now (the run's forward pass against the
-    one measured with them), since a shared machine's speed changes from job to job."""
+    """Export, the promotion gate's evaluation and registration: measured on this backbone before
+    (scaled by how fast this machine runs now against then: the forward pass measured with them,
+    within [0.5, 2]; a shared machine's speed changes from job to job), or priors."""
     fwd = forward_s(tracker, book, key)
-    reference = book.get(key, "forward_s") or PRIOR_FORWARD_S
-    speed = fwd / reference if tracker.forward_s is not None else 1.0
+    then = book.get(key, "forward_s")
+    speed = min(2.0, max(0.5, fwd / then)) if tracker.forward_s is not None and then else 1.0
     held_out = work.test or work.val
-    tracker.expect("export", seconds=speed * (book.get(key, "export_s") or PRIOR_STAGE_S["export"]))
-    # The gate scores the candidate (and the active version, when there is one) on the held-out photos.
-    tracker.expect("evaluate", seconds=held_out * (speed * (book.get(key, "evaluate_s") or 0.0) or 2 * fwd))
-    tracker.expect("register", seconds=speed * (book.get(key, "register_s") or PRIOR_STAGE_S["register"]))
+    export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
+    tracker.expect("export", seconds=speed * export if export is not None else PRIOR_STAGE_S["export"])
+    # The gate scores the candidate (and the active version, when there is one) on the held-out photos
+    # with onnxruntime (faster than the training framework's forward pass; half of it as a prior).
+    tracker.expect("evaluate", seconds=held_out * (speed * evaluate if evaluate is not None else 0.5 * fwd))
+    tracker.expect("register", seconds=speed * register if register is not None else PRIOR_STAGE_S["register"])
 
 
 def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:

@@ -46,13 +46,14 @@ def remaining_seconds(stages: list[Stage], done: int, epoch_seconds: dict[str, l
 
 
 # Priors, used only until this run (or an earlier job on the backbone, trainer/eta.py) has measured
-# the cost: seconds per image of one forward pass on a 2-core CPU (EfficientNet-Lite0 at 224 px), a
-# training step as a multiple of it, and the export (issue 16's run: ~37 s).
-PRIOR_FORWARD_S = 0.02
+# the cost. They lean slow (a busy 2-core CPU: EfficientNet-Lite0 at 224 px measured 0.074 s per
+# image there, the export 10 s): the fraction never moves back, so a prior that is too fast would
+# leave it ahead of the clock for good, while one too slow is caught up once measured.
+PRIOR_FORWARD_S = 0.08
 TRAIN_STEP_FORWARDS = 3.0  # forward + backward + update, in forward passes
 PRIOR_DECODE_S = 0.01  # decoding and resizing one photo
-PRIOR_PROBE_BATCH_S = 0.002  # a step of the head on cached features
-PRIOR_STAGE_S = {"probe": 1.0, "finetune": 30.0, "calibrate": 2.0, "evaluate": 5.0, "export": 40.0,
+PRIOR_PROBE_BATCH_S = 0.02  # a step of the head on cached features
+PRIOR_STAGE_S = {"probe": 1.0, "finetune": 30.0, "calibrate": 2.0, "evaluate": 5.0, "export": 15.0,
                  "register": 1.0}
 PUBLISH_STAGES = ("export", "evaluate", "register")  # in the order the worker runs them
 TRAINING_STAGES = ("probe", "finetune")
@@ -286,6 +287,7 @@ class ProgressTracker:
                         "epochs_done": c.epochs_done, "epoch_extra_s": round(c.epoch_extra_s, 3), "extra_n": c.extra_n}
                        for c in self.stages.values()],
             "notes": list(self.notes),
+            "forward_s": self.forward_s,  # measured seconds per image of a forward pass (kept by a resumed run)
         }
 
     def restore(self, stored: dict[str, Any] | None) -> None:
@@ -297,6 +299,7 @@ class ProgressTracker:
             return
         self.fraction = max(self.fraction, float(stored.get("fraction") or 0.0))
         self.elapsed_before = float(stored.get("elapsed_s") or 0.0)
+        self.forward_s = stored.get("forward_s") or self.forward_s
         for row in stored.get("stages") or []:
             cost = self.stages.setdefault(row["name"], StageCost(row["name"], max(1, int(row.get("units") or 1))))
             cost.timed, cost.seconds = int(row.get("timed") or 0), float(row.get("seconds") or 0.0)
