@@ -203,8 +203,8 @@ def test_killed_worker_job_resumes_from_checkpoint(stack: Stack, small_hymenopte
     assert later["fraction"] >= before["progress"]["fraction"] > 0
     stack.new_worker()
     job = wait_job(http, job_id, ("succeeded", "failed"), 240, stack.diagnostics)
+    sampler.join(timeout=30)  # it ends on the finished job (its fraction 1.0)
     stop.set()
-    sampler.join(timeout=10)
     fractions = [s["fraction"] for s in samples]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0, fractions
     resumed = [s for s in samples[samples.index(next(s for s in samples if s.get("stalled_s"))):]
