@@ -88,18 +88,19 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     work = eta_plan.workload(spec, plan_stages(spec), data.dataset)
     eta_plan.expect_publishing(tracker, work, tracker.book, spec.base)
     registry = Registry(settings.models_dir)
-    result = fine_tune(
-        spec, data.dataset, on_progress=progress_writer(job, tracker), should_stop=job.should_stop,
-        checkpoint_dir=settings.job_checkpoint_dir(job.id), registry=registry, cache_dir=data.cache_dir,
-        progress=tracker,
-    )
-    if job.should_stop():  # cancelled after the last batch: still nothing is registered
-        raise Stopped("stopped before publishing")
-    lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
-               "spec": spec.model_dump(mode="json")}
-    out = publish_gated(result, data, registry, job.job.model, lineage, settings,
-                        replace_labels=bool(job.job.spec.get("replace_labels")), tracker=tracker)
-    eta_plan.learn(tracker, work, tracker.book, spec.base)
+    with tracker.ticking():  # the stored progress follows the clock between batches too
+        result = fine_tune(
+            spec, data.dataset, on_progress=progress_writer(job, tracker), should_stop=job.should_stop,
+            checkpoint_dir=settings.job_checkpoint_dir(job.id), registry=registry, cache_dir=data.cache_dir,
+            progress=tracker,
+        )
+        if job.should_stop():  # cancelled after the last batch: still nothing is registered
+            raise Stopped("stopped before publishing")
+        lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
+                   "spec": spec.model_dump(mode="json")}
+        out = publish_gated(result, data, registry, job.job.model, lineage, settings,
+                            replace_labels=bool(job.job.spec.get("replace_labels")), tracker=tracker)
+        eta_plan.learn(tracker, work, tracker.book, spec.base)
     tracker.finish()
     return out
 
@@ -161,7 +162,8 @@ def progress_writer(job: ClaimedJob, tracker: ProgressTracker | None = None) -> 
     def on_progress(metrics: Any) -> None:
         m = as_dict(metrics)
         if tracker is not None:
-            progress = tracker.snapshot()
+            with tracker.lock:
+                progress = tracker.snapshot()
         else:
             epochs = max(int(m.get("epochs") or 1), 1)
             progress = {"epoch": m.get("epoch"), "epochs": epochs, "fraction": min(1.0, m["epoch"] / epochs),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +52,7 @@ def remaining_seconds(stages: list[Stage], done: int, epoch_seconds: dict[str, l
 # image there, the export 10 s): the fraction never moves back, so a prior that is too fast would
 # leave it ahead of the clock for good, while one too slow is caught up once measured.
 PRIOR_FORWARD_S = 0.08
-TRAIN_STEP_FORWARDS = 3.0  # forward + backward + update, in forward passes
+TRAIN_STEP_FORWARDS = 4.0  # forward + backward + update, in forward passes
 PRIOR_DECODE_S = 0.01  # decoding and resizing one photo
 PRIOR_PROBE_BATCH_S = 0.02  # a step of the head on cached features
 PRIOR_STAGE_S = {"probe": 1.0, "finetune": 30.0, "calibrate": 2.0, "evaluate": 5.0, "export": 15.0,
@@ -93,6 +95,7 @@ class StageCost:
     prior_val_s: float = 0.0  # expected validation seconds per epoch before one is timed
     setup_left_s: float = 0.0  # expected one-off work still to come (feature extraction)
     started_at: float | None = None  # perf_counter when it started running
+    last_tick: float | None = None  # perf_counter of its last measured step (batch, feature batch, validation)
 
     def unit_s(self) -> float | None:
         return self.seconds / self.timed if self.timed else None
@@ -117,7 +120,13 @@ class StageCost:
         val_s = self.epoch_extra_s / self.extra_n if self.extra_n else self.prior_val_s
         epochs = self._epochs_left(expected)
         partial = max(0, self.done - self.epochs_done * self.batches)  # batches of the epoch under way
-        return self.setup_left_s + max(0.0, epochs * self.batches - partial) * batch_s + epochs * val_s
+        total = self.setup_left_s + max(0.0, epochs * self.batches - partial) * batch_s + epochs * val_s
+        if self.state != "running" or self.last_tick is None:
+            return total
+        # The step under way since the last tick (a batch, a validation, feature extraction) counts
+        # down with the clock, up to most of what it is expected to take.
+        step = self.setup_left_s if self.setup_left_s > 0 else max(batch_s, val_s)
+        return max(0.0, total - min(now - self.last_tick, 0.9 * step))
 
 
 class ProgressTracker:
@@ -148,22 +157,25 @@ class ProgressTracker:
         self.book = CostBook(None)  # costs measured by earlier jobs (the worker and the CLI keep one on disk)
         self.snapshots: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        self.lock = threading.RLock()  # the ticker thread (:meth:`ticking`) pushes while the run updates
 
     # ------------------------------------------------------------------ plan
     def plan(self, stages: list[tuple[str, int]]) -> None:
         """Stages still to come as (name, units); an existing name keeps its measurements."""
-        for name, units in stages:
-            cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
-            if cost.state != "done":
-                cost.units = max(cost.done, max(1, units))
-                if cost.epochs:
-                    cost.epochs = max(cost.epochs_done, math.ceil(cost.units / cost.batches))
+        with self.lock:
+            for name, units in stages:
+                cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
+                if cost.state != "done":
+                    cost.units = max(cost.done, max(1, units))
+                    if cost.epochs:
+                        cost.epochs = max(cost.epochs_done, math.ceil(cost.units / cost.batches))
 
     def plan_training(self, name: str, epochs: int, batches: int, patience: int) -> None:
         """A training stage: ``epochs`` of ``batches``; early stopping after ``patience`` bad epochs."""
-        cost = self.stages.setdefault(name, StageCost(name, max(1, epochs * batches)))
-        cost.epochs, cost.batches, cost.patience = epochs, max(1, batches), patience
-        cost.units = max(cost.done, max(1, epochs * batches))
+        with self.lock:
+            cost = self.stages.setdefault(name, StageCost(name, max(1, epochs * batches)))
+            cost.epochs, cost.batches, cost.patience = epochs, max(1, batches), patience
+            cost.units = max(cost.done, max(1, epochs * batches))
 
     def expect(self, name: str, seconds: float | None = None, batch_s: float | None = None,
                val_s: float | None = None, setup_s: float | None = None) -> None:
@@ -180,14 +192,15 @@ class ProgressTracker:
 
     # ------------------------------------------------------------------ events
     def start(self, name: str, units: int = 1) -> None:
-        for cost in self.stages.values():  # earlier stages are over (early stopping ends them early)
-            if cost.state == "running":
-                self._close(cost)
-        cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
-        cost.units, cost.state = max(cost.done + 1, units, 1), "running"
-        cost.started_at = time.perf_counter()
-        self.current = name
-        self.push(force=True)
+        with self.lock:
+            for cost in self.stages.values():  # earlier stages are over (early stopping ends them early)
+                if cost.state == "running":
+                    self._close(cost)
+            cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
+            cost.units, cost.state = max(cost.done + 1, units, 1), "running"
+            cost.started_at = cost.last_tick = time.perf_counter()
+            self.current = name
+            self.push(force=True)
 
     def _close(self, cost: StageCost) -> None:
         cost.state, cost.units = "done", max(cost.done, 1)
@@ -199,13 +212,15 @@ class ProgressTracker:
         cost = self.stages[self.current]
         cost.setup_s += seconds
         cost.setup_left_s = 0.0
+        cost.last_tick = time.perf_counter()
         self.push()
 
     def setup_progress(self, done: int, total: int, seconds: float) -> None:
         """One-off work under way in the current stage (images of a feature extraction): its time left."""
         if done <= 0:
             return
-        self.stages[self.current].setup_left_s = seconds / done * max(0, total - done)
+        cost = self.stages[self.current]
+        cost.setup_left_s, cost.last_tick = seconds / done * max(0, total - done), time.perf_counter()
         self.measured = True
         self.push()
 
@@ -214,6 +229,7 @@ class ProgressTracker:
         cost = self.stages[self.current]
         cost.epoch_extra_s += seconds
         cost.extra_n += 1
+        cost.last_tick = time.perf_counter()
 
     def unit_done(self, seconds: float, force: bool = False) -> None:
         cost = self.stages[self.current]
@@ -222,6 +238,7 @@ class ProgressTracker:
         cost.seconds += seconds
         cost.units = max(cost.units, cost.done)
         cost.setup_left_s = 0.0
+        cost.last_tick = time.perf_counter()
         self.measured = True
         self.push(force)
 
@@ -295,26 +312,46 @@ class ProgressTracker:
 
         Positions are not taken from it (the checkpoint says where the run resumes: :meth:`resume_at`).
         """
-        if not stored:
-            return
-        self.fraction = max(self.fraction, float(stored.get("fraction") or 0.0))
-        self.elapsed_before = float(stored.get("elapsed_s") or 0.0)
-        self.forward_s = stored.get("forward_s") or self.forward_s
-        for row in stored.get("stages") or []:
-            cost = self.stages.setdefault(row["name"], StageCost(row["name"], max(1, int(row.get("units") or 1))))
-            cost.timed, cost.seconds = int(row.get("timed") or 0), float(row.get("seconds") or 0.0)
-            cost.epoch_extra_s, cost.extra_n = float(row.get("epoch_extra_s") or 0.0), int(row.get("extra_n") or 0)
-        self.measured = any(c.timed for c in self.stages.values())
+        with self.lock:
+            if not stored:
+                return
+            self.fraction = max(self.fraction, float(stored.get("fraction") or 0.0))
+            self.elapsed_before = float(stored.get("elapsed_s") or 0.0)
+            self.forward_s = stored.get("forward_s") or self.forward_s
+            for row in stored.get("stages") or []:
+                cost = self.stages.setdefault(row["name"], StageCost(row["name"], max(1, int(row.get("units") or 1))))
+                cost.timed, cost.seconds = int(row.get("timed") or 0), float(row.get("seconds") or 0.0)
+                cost.epoch_extra_s, cost.extra_n = float(row.get("epoch_extra_s") or 0.0), int(row.get("extra_n") or 0)
+            self.measured = any(c.timed for c in self.stages.values())
 
     def push(self, force: bool = False, final: bool = False) -> None:
-        now = time.perf_counter()
-        if not (force or final or now - self.last_emit >= self.min_interval_s):
-            return
-        self.last_emit = now
-        snap = self.snapshot()
-        self.snapshots.append(snap)
-        if self.emit is not None:
-            self.emit(snap)
+        with self.lock:
+            now = time.perf_counter()
+            if not (force or final or now - self.last_emit >= self.min_interval_s):
+                return
+            self.last_emit = now
+            snap = self.snapshot()
+            self.snapshots.append(snap)
+            if self.emit is not None:
+                self.emit(snap)
+
+    @contextmanager
+    def ticking(self, interval_s: float = 1.0) -> Iterator[None]:
+        """Push every ``interval_s`` from a thread while inside: between batches (a fine-tuning batch
+        or the export can take many seconds) the stored fraction and ETA still follow the clock."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(interval_s):
+                self.push()
+
+        thread = threading.Thread(target=run, name="progress-ticker", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
 
 class BatchClock:
