@@ -292,7 +292,7 @@ class ProgressTracker:
         left = self.remaining()
         if self.current != "done" and elapsed + left > 0:
             self.fraction = max(self.fraction, min(0.999, elapsed / (elapsed + left)))  # never moves back
-        eta = self.eta_s()
+        eta = 0.0 if self.current == "done" else left if self.measured else None  # eta_s(), at the same instant
         return {
             "stage": self.current, "fraction": round(self.fraction, 4),
             "eta_s": None if eta is None else round(eta, 1),
