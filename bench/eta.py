@@ -140,8 +140,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--samples", type=Path, help="write every sample of every job here (JSON)")
+    parser.add_argument("--rescore", type=Path, help="score the samples a run wrote with --samples (no jobs run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.rescore:
+        specs = {name: spec for name, _, spec in JOBS}
+        rows = [{"job": name, "spec": specs.get(name, {}), **score(run)}
+                for name, run in json.loads(args.rescore.read_text()).items()]
+        print(json.dumps(rows, indent=2))
+        if args.write_docs:
+            write_section(SECTION, render(rows))
+        return
     rows = []
     raw: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,17 @@ def test_a_job_without_a_live_worker_says_so(tmp_path: Path) -> None:
     assert store.requeue(gone, now + lease + 1)
     queued = [job_view(store.get(job.id), lease, time.time() + dt)["progress"] for dt in (0, 5)]
     assert queued[0]["stalled_s"] >= lease and queued[1]["stalled_s"] > queued[0]["stalled_s"]
+
+
+def test_between_batches_the_eta_counts_down_and_the_ticker_pushes() -> None:
+    snaps: list[dict[str, Any]] = []
+    tracker = ProgressTracker(snaps.append, min_interval_s=0.1)
+    tracker.plan_training("finetune", epochs=2, batches=2, patience=0)
+    tracker.start("finetune", 4)
+    tracker.unit_done(2.0)  # batches take 2 s: the next one is under way from here
+    before = tracker.remaining()
+    with tracker.ticking(0.1):
+        time.sleep(0.6)
+    assert before - tracker.remaining() == pytest.approx(0.6, abs=0.3)
+    etas = [s["eta_s"] for s in snaps[-4:]]
+    assert len(snaps) >= 4 and etas == sorted(etas, reverse=True) and etas[0] > etas[-1]
