@@ -35,6 +35,12 @@ SECTION = "## ETA and progress against the clock"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.eta --write-docs"
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.eta")
+# main before issue 24's items 4 and 5, measured by this script's first version (other jobs: linear on
+# hymenoptera 60/class, fine-tuning on 40/class; the third was cut short): kept to compare against.
+BEFORE = ("Before (main at f63e34c, the stage-weighted tracker): linear, hymenoptera 60/class: 99 s, max "
+          "abs(fraction - elapsed/total) 0.485, `eta_s` null in 119 of 154 samples; finetune, hymenoptera "
+          "40/class (4 epochs): 746 s on a loaded machine, fraction error 0.156, ETA error 0.597, null in 202 "
+          "of 1142 samples.")
 SKIP_FIRST = 0.2  # the targets hold after the first 20 % of a job's wall time
 LONG_LEFT_S = 10.0  # the relative error is also reported over the samples with at least this long left
 
@@ -189,6 +195,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                      f"{r['max_fraction_error']} | {r['max_eta_relative_error']} | "
                      f"{r['max_eta_relative_error_long']} | {r['median_eta_relative_error']} | "
                      f"{r['max_eta_abs_error_s']} | {r['eta_null_samples']} | {r['eta_max_short_by']} | {worst} |")
+    lines += ["", BEFORE]
     return "\n".join(lines) + "\n"
 
 
