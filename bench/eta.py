@@ -35,6 +35,14 @@ SECTION = "## ETA and progress against the clock"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.eta --write-docs"
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.eta")
+NOTE = ("Where the error comes from (read the samples with `--samples FILE`): the one-off stages. The export "
+        "(ONNX export, checks, report, variants) is timed once per backbone and kept in `work/eta_costs.json`, but "
+        "on a machine shared with other jobs its time swings several-fold from one job to the next with no "
+        "measurable sign beforehand (70 s in one job, 12 s in the next, same backbone); a first job has only a "
+        "prior; and feature extraction slows down or speeds up with the machine's load after its rate was "
+        "measured. Within a training stage the ETA follows measured batches and counts down between them. "
+        "The relative error always grows in the last seconds of a job (a few seconds off when less than one is "
+        "left), hence the column with at least 10 s left.")
 # main before issue 24's items 4 and 5, measured by this script's first version (other jobs: linear on
 # hymenoptera 60/class, fine-tuning on 40/class; the third was cut short): kept to compare against.
 BEFORE = ("Before (main at f63e34c, the stage-weighted tracker): linear, hymenoptera 60/class: 99 s, max "
@@ -195,7 +203,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                      f"{r['max_fraction_error']} | {r['max_eta_relative_error']} | "
                      f"{r['max_eta_relative_error_long']} | {r['median_eta_relative_error']} | "
                      f"{r['max_eta_abs_error_s']} | {r['eta_null_samples']} | {r['eta_max_short_by']} | {worst} |")
-    lines += ["", BEFORE]
+    lines += ["", NOTE, "", BEFORE]
     return "\n".join(lines) + "\n"
 
 
