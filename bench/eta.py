@@ -154,13 +154,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--samples", type=Path, help="write every sample of every job here (JSON)")
-    parser.add_argument("--rescore", type=Path, help="score the samples a run wrote with --samples (no jobs run)")
+    parser.add_argument("--rescore", type=Path, nargs="+",
+                        help="score the samples runs wrote with --samples (no jobs run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.rescore:
         specs = {name: spec for name, _, spec in JOBS}
-        rows = [{"job": name, "spec": specs.get(name, {}), **score(run)}
-                for name, run in json.loads(args.rescore.read_text()).items()]
+        runs: dict[str, Any] = {}
+        for i, path in enumerate(args.rescore):  # several runs: their jobs named "job [run 2]"...
+            runs.update({(f"{name} [run {i + 1}]" if len(args.rescore) > 1 else name): run
+                         for name, run in json.loads(path.read_text()).items()})
+        rows = [{"job": name, "spec": specs.get(name.split(" [run")[0], {}), **score(run)}
+                for name, run in runs.items()]
         print(json.dumps(rows, indent=2))
         if args.write_docs:
             write_section(SECTION, render(rows))
