@@ -52,12 +52,15 @@ class _PrivateRedis:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="tuneserve-test-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        # The kernel's parent-death signal follows the starting *thread*: only the main thread lives as long
+        # as pytest; from another, pytest_sessionfinish alone stops it.
+        orphan_guard = die_with_parent() if threading.current_thread() is threading.main_thread() else None
         for _ in range(5):  # the free port can be taken by another session between probing and binding
             port = _free_port()
             self.process = subprocess.Popen(
                 [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                  "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent())
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=orphan_guard)
             self.url = f"redis://127.0.0.1:{port}"
             if self._wait_ready(15.0):
                 log.info("private Redis (pid %d) on 127.0.0.1:%d", self.process.pid, port)
