@@ -30,7 +30,8 @@ DATASET_STATUS: dict[type[Exception], int] = {
     ArchiveTooLarge: 413, UnsupportedArchive: 415,
 }
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400}
+IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400,
+                "aspect": 422}
 
 
 class ApiError(Exception):
