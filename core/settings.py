@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     queue_share: float = Field(default=0.25, gt=0, le=1)
     queue_wait_s: float = 30.0
 
+    # Open job event streams (GET /v1/jobs/{id}/events) per client address and per process; more get 429.
+    max_event_streams_per_client: int = Field(default=8, ge=1)
+    max_event_streams: int = Field(default=128, ge=1)
+
     # Logs: text or json lines (json carries job_id, model and version as keys); DEBUG adds a line per request.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

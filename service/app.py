@@ -21,6 +21,7 @@ from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
 from service.guards import BodyGuardMiddleware, BodyLimits
+from service.head import HeadAsGet
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exited
@@ -29,6 +30,7 @@ from service.origins import CrossSiteGuard, HostGuard, HostList, allowed_hosts, 
 from service.requestlog import RequestLogMiddleware
 from service.routes import console, datasets, health, jobs, models
 from service.routes import metrics as metrics_route
+from service.streams import EventStreamLimit
 from transport.broker import BrokerProbe
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes
 
+    app.add_middleware(HeadAsGet)  # innermost: HEAD runs as its GET, every check above saw HEAD
+    app.add_middleware(EventStreamLimit, per_client=settings.max_event_streams_per_client,
+                       total=settings.max_event_streams)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(BodyGuardMiddleware, limits=BodyLimits.from_settings(settings))  # slow bodies: 408
     # Added last = runs first: a request without the right key is refused before its body is read.
