@@ -105,7 +105,7 @@ def test_a_normal_start_is_quiet(home: Path, tmp_path: Path) -> None:
     try:
         server.wait_ready()
         deadline = time.monotonic() + 60
-        while not re.search(r"celery@\S+ ready", server.log.read_text()):  # the worker's own "ready." line
+        while not re.search(r"@\S+ ready\.", server.log.read_text()):  # the worker's own "ready." line
             assert server.alive() and time.monotonic() < deadline, server.tail()
             time.sleep(0.2)
     finally:
