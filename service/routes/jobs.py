@@ -111,8 +111,17 @@ def _spec_errors(exc: ValidationError) -> str:
 
 
 async def json_body(request: Request) -> None:
-    """415 for a body that is not declared JSON (a form post or a bare curl -d), before parsing it."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    """415 for a body that is not declared JSON (a form post or a bare curl -d), 422 for one that is not
+    UTF-8 (JSON's only encoding; Python's parser would also read UTF-16 and UTF-32)."""
+    ctype, _, params = request.headers.get("content-type", "").partition(";")
+    ctype = ctype.strip().lower()
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset=" in params.lower() else ""
+    if charset and charset not in ("utf-8", "utf8"):
+        raise ApiError(415, f"send the job as UTF-8 JSON (got charset={charset})")
+    try:
+        (await request.body()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, f"the body is not valid JSON: it is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(415, f"send the job as a JSON object with the header 'Content-Type: application/json' "
                             f"(got {ctype or 'no Content-Type'}); e.g. curl -H 'Content-Type: application/json' "
