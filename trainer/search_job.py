@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.jobspec import TrainSpec, train_fields
+from core.jobspec import JOB_KEYS, TrainSpec
 from core.searchspec import SearchSpec, best_of
 from jobs import Job, JobStore
 
@@ -19,14 +19,10 @@ def search_owner(job_id: str) -> str:
     return f"search:{job_id}"
 
 
-def is_search_job(job: Job) -> bool:
-    return job.kind == "search" or "search" in job.spec
-
-
 def split_spec(job: Job) -> tuple[dict[str, Any], SearchSpec]:
     """The job's spec is a train spec plus ``search``: return both halves."""
-    base = train_fields(job.spec)
-    return base, SearchSpec.model_validate(job.spec["search"])
+    base = job.spec.model_dump(mode="json", exclude_unset=True, exclude=set(JOB_KEYS))
+    return base, SearchSpec.model_validate(job.spec.search)
 
 
 def trial_spec(base_spec: dict[str, Any], params: dict[str, Any], max_epochs: int) -> TrainSpec:

@@ -23,12 +23,12 @@ from typing import Any
 from core.searchspec import Param
 from core.settings import Settings, get_settings
 from core.task_names import TASK_SEARCH, TASK_TRIAL
-from jobs import JobNotFound, JobStore
+from jobs import JobStore
 from trainer.celery_app import app
 from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim
 from trainer.search_finalize import fail_orphans, maybe_finalize
-from trainer.search_job import QUEUE_GRACE_S, is_search_job, search_owner, split_spec, trial_spec, write_progress
+from trainer.search_job import QUEUE_GRACE_S, search_owner, split_spec, trial_spec, write_progress
 from trainer.search_trial import run_trial
 from transport.broker import send_task
 
@@ -43,16 +43,6 @@ def search(job_id: str) -> str:
 @app.task(name=TASK_TRIAL, ignore_result=True)
 def trial(job_id: str, slot: int) -> str:
     return run_trial(job_id, int(slot))
-
-
-def run_search_if_search_job(job_id: str, settings: Settings | None = None) -> str | None:
-    """For ``tuneserve.train`` messages (the reconciler re-queues every job under that name)."""
-    settings = settings or get_settings()
-    try:
-        job = JobStore(settings.resolved_database_url).get(job_id)
-    except JobNotFound:
-        return None
-    return run_search_job(job_id, settings) if is_search_job(job) else None
 
 
 def run_search_job(job_id: str, settings: Settings | None = None) -> str:
