@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 export TUNESERVE_HOME ?= $(CURDIR)/var
 
-.PHONY: run test install lint example bench-serve bench-search gpu-pack gpu-rehearsal clean
+.PHONY: run test install lint docs-settings example bench-serve bench-search gpu-pack gpu-rehearsal clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ gpu-pack:
 gpu-rehearsal: install
 	flock /tmp/tuneserve-bench.lock $(PY) -m bench.gpu_e2e --device cpu --quick --out /tmp/gpu-e2e-rehearsal
 	$(PY) -m bench.gpu_e2e --check /tmp/gpu-e2e-rehearsal/gpu_e2e.json
+
+# The README's settings table, from core/settings.py's field descriptions (a test checks they agree).
+docs-settings:
+	$(PY) scripts/settings_doc.py --write
 
 lint: install
 	$(PY) scripts/check_tests_own_data.py

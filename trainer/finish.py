@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -14,16 +14,14 @@ from trainer.data import CachedSplit, load_split
 from trainer.features import cached_features
 from trainer.loops import predict, val_loss_acc
 from trainer.result import SplitOutput, TrainingResult
-
-if TYPE_CHECKING:
-    from trainer.engine import _Run
+from trainer.run_state import RunState
 
 log = logging.getLogger(__name__)
 
 
-def final_logits(run: _Run, split: CachedSplit) -> torch.Tensor:
+def final_logits(run: RunState, split: CachedSplit) -> torch.Tensor:
     """Logits of the final model; through cached features when only the head changed (same numbers)."""
-    if run.overall.head_only and hasattr(run, "train_feats"):
+    if run.overall.head_only and run.features is not None:
         head = run.backbone.classifier().to(run.device)
         feats = cached_features(run.spec.base, run.model, head, split, run.pre, run.device)
         head.to("cpu")
@@ -33,7 +31,7 @@ def final_logits(run: _Run, split: CachedSplit) -> torch.Tensor:
     return predict(run.model, split.eval, run.pre, run.device)
 
 
-def finish_run(run: _Run) -> TrainingResult:
+def finish_run(run: RunState) -> TrainingResult:
     """Calibrate the restored best model, measure it on val (and test), and say how the run went."""
     run.model.to(run.device).eval()
     for p in run.model.parameters():
@@ -53,7 +51,7 @@ def finish_run(run: _Run) -> TrainingResult:
         "best_stage_reason": "; ".join(r["reason"] for r in run.stage_records if r["stage"] == run.overall.stage)
         + "".join(f"; {r['reason']}" for r in discarded),
         "stages": run.stage_records,
-        "wall_s": run._elapsed(),
+        "wall_s": run.elapsed(),
         "images_per_s": (sum(run.images_per_s) / len(run.images_per_s)) if run.images_per_s else 0.0,
         "train_images": len(run.train_split), "val_images": len(run.val_split),
         "lr": run.probe_lr, "stage_lrs": dict(run.stage_lrs),
