@@ -21,6 +21,8 @@ from typing import Any
 
 from pythonjsonlogger import json as jsonlogger
 
+from core.settings import Settings
+
 FIELDS = ("job_id", "model", "version")
 REPEAT_WINDOW_S = 60.0
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -124,11 +126,8 @@ def logging_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def configure_logging() -> dict[str, Any]:
+def configure_logging(settings: Settings) -> dict[str, Any]:
     """Set up this process's logging from the settings; returns the config (for uvicorn's workers)."""
-    from core.settings import get_settings
-
-    settings = get_settings()
     config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
     return config

@@ -24,6 +24,7 @@ from core.searchspec import Param
 from core.settings import Settings, get_settings
 from core.task_names import TASK_SEARCH, TASK_TRIAL
 from jobs import JobStore
+from models import Registry
 from trainer.celery_app import app
 from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim
@@ -95,7 +96,8 @@ def _auto_lr(base_spec: dict[str, Any], data: JobData, job: ClaimedJob) -> float
     from trainer.engine import fine_tune
 
     spec = trial_spec(base_spec, {"lr": "auto", "mode": "linear", "ema": False}, 1)
-    result = fine_tune(spec, data.dataset, should_stop=job.should_stop, cache_dir=data.cache_dir)
+    result = fine_tune(spec, data.dataset, should_stop=job.should_stop, cache_dir=data.cache_dir,
+                       registry=Registry(job.settings.models_dir))
     lr = float(result.metrics["lr"])
     log.info("search: LR range test picked %.3g; lr is searched around it", lr)
     return lr

@@ -18,6 +18,7 @@ from core.fsutil import atomic_write
 from core.searchspec import SearchSpec
 from core.settings import Settings, get_settings
 from jobs import JobStore
+from models import Registry
 from trainer.lease import ClaimedJob
 from trainer.search_finalize import maybe_finalize
 from trainer.search_job import QUEUE_GRACE_S, search_owner, split_spec, trial_spec, write_progress
@@ -91,7 +92,7 @@ class TrialRunner:
             result = fine_tune(
                 spec, dataset, should_stop=self.job.should_stop,
                 on_progress=reporter.on_progress, on_epoch_end=reporter.on_epoch_end,
-                cache_dir=settings.pixel_cache_dir(dataset.id),
+                cache_dir=settings.pixel_cache_dir(dataset.id), registry=Registry(settings.models_dir),
             )
         except Pruned:
             raise optuna.TrialPruned() from None
