@@ -4,6 +4,9 @@ After its trial each task checks, in the study, whether every slot is finished (
 cancelled and nothing runs any more); the first to see it takes the job's lease over with one
 conditional UPDATE (so exactly one finalizes) and publishes the best trial's model through the
 same export, gate and promotion as a train job (trainer/pipeline.py).
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""What every task of one search shares: the lease owner, the spec's halves, a trial's spec, the trial table."""
+"""What every task of one search shares: the lease owner, the spec's halves, a trial's spec, the trial table.
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
+"""
 
 from __future__ import annotations
 

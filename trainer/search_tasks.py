@@ -13,6 +13,9 @@ Nobody waits on anybody (no ``.get()`` in a task, no chord backend needed):
 A re-delivered or re-queued search (its lease ran out: e.g. the worker of its last trial died)
 claims the job again, fails trials left running by dead workers, queues the slots that never
 started and finalizes when nothing is left to run.
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
 """
 
 from __future__ import annotations

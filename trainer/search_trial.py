@@ -5,6 +5,9 @@ the job's lease while it trains (so the cancel flag reaches it within a batch), 
 epoch's validation accuracy to the pruner, and records the trial table in the job's progress. A
 failing trial is recorded as failed and still counts. The best trial's model so far is kept on
 disk for the finalizer.
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
 """
 
 from __future__ import annotations

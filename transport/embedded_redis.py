@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from core.procs import alive, cmdline, die_with_parent
@@ -113,8 +114,6 @@ def _free_port() -> int:
 
 
 def _pings(url: str, timeout: float = 1.0) -> bool:
-    import redis
-
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:

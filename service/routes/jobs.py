@@ -15,10 +15,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
+from core.datasets import DatasetNotFound
 from core.jobspec import JOB_KEYS, JobRequest, JobSpec, TrainSpec
 from core.searchspec import SearchSpec, trial_summaries, validation_message
 from core.task_names import TASK_SEARCH, TASK_TRAIN
 from core.validation import error_message
+from dataset_store import DatasetStore
 from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
 from models.meaning import LabelConflict, check_labels
@@ -108,9 +110,6 @@ def _check_base(spec: TrainSpec, registry: Registry) -> None:
 
 
 def _check_dataset(settings: Any, dataset_id: str) -> Any:
-    from core.datasets import DatasetNotFound
-    from dataset_store import DatasetStore
-
     try:
         return DatasetStore(settings.datasets_dir).get(dataset_id)
     except DatasetNotFound as exc:
