@@ -31,6 +31,8 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], p
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs.update(_value_kwargs(info.annotation))
+            if "choices" not in kwargs:
+                kwargs.setdefault("metavar", name.upper())
         parser.add_argument(flag, **kwargs)
 
 
