@@ -45,7 +45,14 @@ from bench.data import ROOT, shared_data
 from bench.docs import write_section
 from core.datasets.schemas import IngestLimits
 from core.images import open_rgb
-from dataset_store.dedup import Fingerprint, UnionFind, duplicate_groups, exact_groups, near_pairs
+from dataset_store.dedup import (
+    Fingerprint,
+    components,
+    duplicate_groups,
+    exact_groups,
+    group_edges,
+    near_pairs,
+)
 from dataset_store.validate import check_files, fingerprint
 
 log = logging.getLogger("bench.dedup")
@@ -142,17 +149,12 @@ def _old_prints(paths: Sequence[Path]) -> list[int]:
 
 def old_groups(digests: Sequence[str], hashes: Sequence[int]) -> list[list[int]]:
     """The old rule: exact copies, and any dHash within OLD_DISTANCE bits joins the group, unchecked."""
-    uf = UnionFind(len(digests))
-    for group in exact_groups(digests):
-        for j in group[1:]:
-            uf.union(group[0], j)
+    edges = group_edges(exact_groups(digests))
     first: dict[int, int] = {}
-    for i, h in enumerate(hashes):
-        uf.union(first.setdefault(h, i), i)
+    edges += [(first.setdefault(h, i), i) for i, h in enumerate(hashes)]
     values = list(first)
-    for a, b in near_pairs(values, OLD_DISTANCE):
-        uf.union(first[values[a]], first[values[b]])
-    return uf.groups()
+    edges += [(first[values[a]], first[values[b]]) for a, b in near_pairs(values, OLD_DISTANCE)]
+    return [g for g in components(len(digests), edges) if len(g) > 1]
 
 
 def pairs_in(groups: Sequence[Sequence[int]]) -> set[tuple[int, int]]:

@@ -50,14 +50,15 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def instrument() -> None:
-    from service import batching, manager
-    from service.routes import models as routes
+    from service import batching, predictor
 
-    # A single image is decoded by the batcher's lane (manager.preprocess), several by the pool.
-    routes.decode_all = _timed_async("decode", routes.decode_all)  # type: ignore[assignment]
-    manager.preprocess = _timed("decode", manager.preprocess)  # type: ignore[assignment]
-    manager.LoadedModel.predict_encoded = _timed_async(  # type: ignore[method-assign]
-        "predict (queue + decode + inference)", manager.LoadedModel.predict_encoded)
+    # A single image is decoded by the batcher's lane, several by the fair pool (Predictor._preprocess);
+    # both call predictor.preprocess, bound when a Predictor is built (after this patch).
+    predictor.Predictor._preprocess = _timed_async(  # type: ignore[method-assign]
+        "decode (pool)", predictor.Predictor._preprocess)
+    predictor.preprocess = _timed("decode", predictor.preprocess)  # type: ignore[attr-defined]
+    batching.Batcher.submit_encoded = _timed_async(  # type: ignore[method-assign]
+        "predict (queue + decode + inference)", batching.Batcher.submit_encoded)
     batching.Batcher._infer = _timed("inference", batching.Batcher._infer)  # type: ignore[method-assign]
 
 

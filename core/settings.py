@@ -32,9 +32,16 @@ class Settings(BaseSettings):
                                    "private embedded Redis that `serve` starts")
     database_url: str | None = Field(default=None, description="job store, e.g. `postgresql+psycopg://user@host/db`; "
                                      "unset = SQLite in home")
+    db_auto_upgrade: bool = Field(default=True, description="an older job database is upgraded (Alembic) when a "
+                                  "process opens it; 0: it is refused instead, naming `tuneserve db upgrade` to run "
+                                  "by hand after a backup (README, Upgrading)")
 
     # Prediction limits.
     max_image_pixels: int = Field(default=40_000_000, description="larger images are refused with 413")
+    # Bounds a request's decode time and memory.
+    max_request_pixels: int = Field(default=256_000_000, ge=1, description="decode budget: the pixels (width x "
+                                    "height, from the headers) all images of one predict request may hold together; "
+                                    "past it the request gets 413 before any pixel is decoded")
     max_request_bytes: int = Field(default=32 * 1024 * 1024, description="prediction request body limit (413)")
     default_top_k: int = Field(default=5, description="labels a prediction lists when the request names no `top_k`")
 

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 THUMB_SIDE = 8  # thumbnails are THUMB_SIDE x THUMB_SIDE RGB
 
@@ -47,26 +49,24 @@ def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 - diff / 255.0
 
 
-class UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
+def components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Connected components (scipy.sparse.csgraph) of ``n`` items over ``edges``, as sorted index lists,
+    singletons included. Only the edges given join items: a group is never chained through a pair
+    that was not itself an edge."""
+    if n == 0:
+        return []
+    pairs = np.array(edges, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    out: dict[int, list[int]] = defaultdict(list)
+    for i, c in enumerate(label.tolist()):
+        out[c].append(i)
+    return sorted(out.values(), key=lambda g: g[0])
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def groups(self) -> list[list[int]]:
-        out: dict[int, list[int]] = defaultdict(list)
-        for i in range(len(self.parent)):
-            out[self.find(i)].append(i)
-        return [g for g in out.values() if len(g) > 1]
+def group_edges(groups: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """Edges that join every member of each group to its first member."""
+    return [(int(g[0]), int(j)) for g in groups for j in g[1:]]
 
 
 def exact_groups(digests: Sequence[str]) -> list[list[int]]:
@@ -117,29 +117,29 @@ def duplicate_groups(digests: Sequence[str], prints: Sequence[Fingerprint | None
                      min_similarity: float) -> Duplicates:
     """Exact groups, and near groups of files that look alike but are not all identical.
 
-    ``prints[i]`` is None for files without a fingerprint (they only join exact groups).
+    ``prints[i]`` is None for files without a fingerprint (they only join exact groups). Groups are
+    the connected components of exact copies and confirmed pairs only.
     """
     exact = exact_groups(digests)
-    uf = UnionFind(len(digests))
-    for group in exact:
-        for j in group[1:]:
-            uf.union(group[0], j)
-    # One file per exact group stands for it; its copies follow through the union above.
-    reps = [i for i, p in enumerate(prints) if p is not None and uf.find(i) == i]
-    matcher = _Matcher(uf, reps, [prints[i] for i in reps], min_similarity)  # type: ignore[misc]
+    copy_of = {j: g[0] for g in exact for j in g[1:]}
+    # One file per exact group stands for it; its copies follow through the exact edges.
+    reps = [i for i, p in enumerate(prints) if p is not None and i not in copy_of]
+    matcher = _Matcher(reps, [prints[i] for i in reps], min_similarity)  # type: ignore[misc]
     for kind in ("dhash", "phash"):
         matcher.match(kind, distance)
-    near = [g for g in uf.groups() if len({digests[i] for i in g}) > 1]
-    return Duplicates(exact=exact, near=near, links=matcher.links)
+    links = sorted(matcher.links.values(), key=lambda link: (link[0], link[1]))
+    groups = components(len(digests), group_edges(exact) + [(i, j) for i, j, _ in links])
+    near = [g for g in groups if len(g) > 1 and len({digests[i] for i in g}) > 1]
+    return Duplicates(exact=exact, near=near, links=links)
 
 
 class _Matcher:
-    """Confirms hash candidates by thumbnail similarity and joins the confirmed pairs."""
+    """Confirms hash candidates by thumbnail similarity; ``links`` holds every confirmed pair."""
 
-    def __init__(self, uf: UnionFind, reps: list[int], prints: list[Fingerprint], min_similarity: float) -> None:
-        self.uf, self.reps, self.prints, self.min_similarity = uf, reps, prints, min_similarity
+    def __init__(self, reps: list[int], prints: list[Fingerprint], min_similarity: float) -> None:
+        self.reps, self.prints, self.min_similarity = reps, prints, min_similarity
         self.thumbs = np.frombuffer(b"".join(p.thumb for p in prints), np.uint8).reshape(len(prints), -1)
-        self.links: list[tuple[int, int, float]] = []
+        self.links: dict[tuple[int, int], tuple[int, int, float]] = {}
 
     def match(self, kind: str, distance: int) -> None:
         """Candidates by one hash. Files sharing a hash value are first sorted into look-alike
@@ -173,16 +173,6 @@ class _Matcher:
                 self._link(int(a), int(b), float(sim))
 
     def _link(self, a: int, b: int, sim: float) -> None:
-        i, j = self.reps[a], self.reps[b]
-        if self.uf.find(i) != self.uf.find(j):
-            self.uf.union(i, j)
-            self.links.append((i, j, sim))
-
-
-def connected(n: int, groups: Sequence[Sequence[int]]) -> UnionFind:
-    """Union-find over ``n`` items joined by ``groups``: the units a split must keep together."""
-    uf = UnionFind(n)
-    for group in groups:
-        for j in group[1:]:
-            uf.union(group[0], j)
-    return uf
+        i, j = sorted((self.reps[a], self.reps[b]))
+        if i != j and ((i, j) not in self.links or self.links[i, j][2] < sim):
+            self.links[i, j] = (i, j, sim)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +25,9 @@ from core.datasets.schemas import (
 )
 from dataset_store import checks
 from dataset_store.archive import Entry
-from dataset_store.dedup import Duplicates, connected, duplicate_groups
+from dataset_store.dedup import Duplicates, components, duplicate_groups, group_edges
 from dataset_store.layout import Item, resolve
-from dataset_store.split import make_split
+from dataset_store.split import make_split, split_reason
 from dataset_store.validate import Checked, FileChecker
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker
         id="", name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), classes=classes,
         split_source="archive" if archive_split else "made", layout=layout.kind, files=files,
         counts=per_split, problems=problems, duplicates=sorted(groups, key=lambda g: g.paths[0]), warnings=warnings,
-        skipped=source.skipped,
+        skipped=source.skipped, split_reason=_split_reason(items, limits) if made else "",
     )
 
 
@@ -111,20 +113,25 @@ def _made_split(items: list[Item], groups: list[list[int]], limits: IngestLimits
     """Split what has no split yet; an archive's own test/ (without val/) is kept as the test set."""
     fixed_test = [i for i, item in enumerate(items) if item.split == "test"]
     if not fixed_test:
-        uf = connected(len(items), groups)
-        units: dict[int, list[int]] = {}
-        for i in range(len(items)):
-            units.setdefault(uf.find(i), []).append(i)
-        return make_split([i.label for i in items], list(units.values()), limits.split, limits.seed)
+        units = components(len(items), group_edges(groups))
+        return make_split([i.label for i in items], units, limits.split, limits.seed, limits.min_val_per_class)
     pool = [i for i, item in enumerate(items) if item.split != "test"]
     where = {old: new for new, old in enumerate(pool)}
     sub_groups = [[where[i] for i in g if i in where] for g in groups]
     sub = _made_split([items[i] for i in pool], [g for g in sub_groups if len(g) > 1],
-                      IngestLimits(split=(limits.split[0], limits.split[1], 0.0), seed=limits.seed))
+                      dataclasses.replace(limits, test_fraction=0.0))
     out = ["test"] * len(items)
     for new, old in enumerate(pool):
         out[old] = sub[new]
     return out
+
+
+def _split_reason(items: list[Item], limits: IngestLimits) -> str:
+    pool = Counter(i.label for i in items if i.split != "test")  # an archive's own test/ stays as it is
+    fixed_test = any(i.split == "test" for i in items)
+    reason = split_reason(pool, limits.val_fraction, 0.0 if fixed_test else limits.test_fraction,
+                          limits.min_val_per_class, limits.chosen_split)
+    return reason + ("; the archive's test/ folder is the test split" if fixed_test else "")
 
 
 def _groups(dups: Duplicates, items: list[Item]) -> list[DuplicateGroup]:

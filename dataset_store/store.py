@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.datasets.errors import DatasetNotFound
-from core.datasets.schemas import INDEX_FILE, Dataset, IngestLimits, Problem
+from core.datasets.errors import DatasetNotFound, DatasetTooNew
+from core.datasets.schemas import DATASET_FORMAT, INDEX_FILE, Dataset, IngestLimits, Problem
+from core.formats import check_store, too_new
 from core.fsutil import atomic_write_text, fsync_dir, sha256_file
 from dataset_store.archive import Entry, Unpacked, decode_name, is_junk, unpack
 from dataset_store.ingest import Source, build
@@ -33,6 +34,8 @@ class DatasetStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # A store written by a newer release is refused (FormatTooNew); an older one is stamped.
+        check_store(self.root, "the dataset store", DATASET_FORMAT)
         self._cache: dict[str, Dataset] = {}
         self._remove_stale_temps()
 
@@ -54,6 +57,8 @@ class DatasetStore:
             self._cache.pop(dataset_id, None)
             raise DatasetNotFound(f"dataset {dataset_id!r} not found") from None
         dataset = Dataset.model_validate_json(text).attach(folder)
+        if dataset.format_version > DATASET_FORMAT:  # older ones read as they are (core/formats.py)
+            raise DatasetTooNew(too_new(f"dataset {dataset_id}", dataset.format_version, DATASET_FORMAT))
         self._cache[dataset_id] = dataset  # immutable once stored, so caching is safe
         return dataset
 
@@ -65,6 +70,8 @@ class DatasetStore:
                     found.append(self.get(child.name))
                 except DatasetNotFound:  # deleted while listing
                     continue
+                except DatasetTooNew as exc:  # the others stay usable
+                    log.error("%s", exc)
         return sorted(found, key=lambda d: (d.created_at, d.id))
 
     # -- writing ------------------------------------------------------------------------------
@@ -72,7 +79,7 @@ class DatasetStore:
     def ingest(self, archive_path: Path, name: str | None, limits: IngestLimits,
                archive_sha256: str | None = None) -> tuple[Dataset, bool]:
         """Unpack, validate and store an archive; ``(dataset, created)``. Same archive -> same dataset."""
-        dataset_id = (archive_sha256 or sha256_file(archive_path))[:16]
+        dataset_id = upload_id(archive_sha256 or sha256_file(archive_path), limits)
         if (self.root / dataset_id / INDEX_FILE).is_file():
             return self.get(dataset_id), False
         tmp = self._temp_dir()
@@ -123,6 +130,7 @@ class DatasetStore:
 
     def _commit(self, tmp: Path, dataset: Dataset, dataset_id: str) -> tuple[Dataset, bool]:
         dataset.id = dataset_id
+        dataset.format_version = DATASET_FORMAT
         atomic_write_text(tmp / INDEX_FILE, dataset.model_dump_json(indent=1))
         final = self.root / dataset_id
         try:
@@ -197,3 +205,12 @@ def _content_id(dataset: Dataset) -> str:
     for f in sorted(dataset.files, key=lambda f: f.original):
         digest.update(f"{f.original}\0{f.sha256}\0{f.label}\0{f.split}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def upload_id(archive_sha256: str, limits: IngestLimits) -> str:
+    """Id of an uploaded archive: its hash, and the split ratios when the uploader chose them (the same
+    archive with other ratios is another dataset; without a choice the id is what it always was)."""
+    if not limits.chosen_split:
+        return archive_sha256[:16]
+    choice = f"{archive_sha256}\0{limits.val_fraction!r}\0{limits.test_fraction!r}\0{limits.min_val_per_class}"
+    return hashlib.sha256(choice.encode()).hexdigest()[:16]

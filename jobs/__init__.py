@@ -3,6 +3,7 @@ Torch-free."""
 
 from core.job_states import FINISHED, STATES
 from jobs.reconcile import Reconciled, reconcile, reconcile_once
+from jobs.schema import SchemaError
 from jobs.store import Job, JobFinished, JobNotFound, JobStore
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "JobNotFound",
     "JobStore",
     "Reconciled",
+    "SchemaError",
     "reconcile",
     "reconcile_once",
 ]

@@ -73,7 +73,7 @@ def reconcile_once(settings: Settings) -> Reconciled | None:
         log.info("no broker configured: job reconciliation skipped")
         return None
     return reconcile(
-        JobStore(settings.resolved_database_url),
+        JobStore(settings.resolved_database_url, settings.db_auto_upgrade),
         send=lambda job: send_task(settings, tasks.get(job.kind, TASK_TRAIN), [job.id]),
         max_attempts=settings.job_max_attempts,
         job_timeout_s=settings.job_timeout_s,

@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
 from core.job_states import FINISHED
 from core.jobspec import JobSpec
-from jobs.tables import Base, JobRow
+from jobs.schema import ensure_schema, forget
+from jobs.tables import JobRow
 
 log = logging.getLogger(__name__)
 
@@ -106,29 +106,18 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
-def create_tables(engine: Engine) -> None:
-    """Idempotent; tolerates another process creating the tables at the same moment."""
-    for attempt in range(3):
-        try:
-            Base.metadata.create_all(engine)
-            return
-        except (OperationalError, ProgrammingError) as exc:  # lost a CREATE race: look again
-            if attempt == 2:
-                raise
-            log.info("job tables being created elsewhere (%s); retrying", exc.__class__.__name__)
-            time.sleep(0.2)
-
-
 class JobStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, auto_upgrade: bool = True) -> None:
+        """Open the store; an older schema is upgraded first (refused when not ``auto_upgrade``)."""
         self.url = url
         self.engine = engine_for(url)
-        create_tables(self.engine)
+        ensure_schema(self.engine, auto_upgrade)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def dispose(self) -> None:
         with _engines_lock:
             _engines.pop(self.url, None)
+        forget(self.engine)
         self.engine.dispose()
 
     # ----------------------------------------------------------------- reading

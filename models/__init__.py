@@ -1,7 +1,7 @@
 """The model registry: versions on disk, manifests, active pointer, promotion, rollback. Torch-free."""
 
 from models.manifest import Manifest, Preprocessing
-from models.registry import ModelNotFound, Registry, RegistryError, VersionInfo, VersionNotFound
+from models.registry import ModelNotFound, Registry, RegistryError, VersionInfo, VersionNotFound, VersionTooNew
 
 __all__ = [
     "Manifest",
@@ -11,4 +11,5 @@ __all__ = [
     "RegistryError",
     "VersionInfo",
     "VersionNotFound",
+    "VersionTooNew",
 ]

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+# manifest.json's format (core/formats.py): 1 = these fields with the key; 0 = the same fields without it.
+# The registry folder's FORMAT file carries REGISTRY_FORMAT (its layout: <name>/<version>/, ACTIVE).
+MANIFEST_FORMAT = 1
+REGISTRY_FORMAT = 1
 
 
 class Preprocessing(BaseModel):
@@ -44,6 +48,7 @@ class CamOutput(BaseModel):
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    format_version: int = 0  # set by the registry when it writes the version; absent = written before 1
     name: str
     version: int = 0  # filled in by the registry when the version is written
     labels: list[str]
@@ -57,4 +62,10 @@ class Manifest(BaseModel):
     files: list[str] = Field(default_factory=list)  # report and other artefacts beside the model
     variants: dict[str, Variant] = Field(default_factory=dict)
     cam: CamOutput | None = None  # None: exported before CAM outputs existed, or a head without GAP + linear
+    # "None of these": the ONNX output ``ood_score`` and its threshold ({"method", "threshold", "target_recall",
+    # "val_recall", ...}; trainer/ood.py). None: the model has no score.
+    ood: dict[str, Any] | None = None
+    # Selective answers: {"risk_coverage": [[coverage, accuracy, confidence], ...], "target_accuracy",
+    # "min_confidence", ...} measured on validation (trainer/selective.py). None: not measured.
+    selective: dict[str, Any] | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

@@ -29,8 +29,9 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from core.formats import FormatTooNew, check_store, too_new
 from core.fsutil import atomic_write_text, fsync_dir, sha256_file
-from models.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
+from models.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, REGISTRY_FORMAT, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class ModelNotFound(RegistryError):
 
 class VersionNotFound(RegistryError):
     pass
+
+
+class VersionTooNew(RegistryError, FormatTooNew):
+    """A version whose manifest a newer tuneserve wrote; the message names the upgrade."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ class Registry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._verified: dict[Path, tuple[int, int]] = {}  # model file -> (size, mtime_ns) checked
+        # A registry written by a newer release is refused (FormatTooNew); an older one is stamped
+        # (a missing root is stamped by the first register).
+        check_store(self.root, "the model registry", REGISTRY_FORMAT)
+        self._stamped = self.root.is_dir()
 
     # ----------------------------------------------------------------- reading
     def model_names(self) -> list[str]:
@@ -107,7 +116,11 @@ class Registry:
         for entry in model_dir.iterdir():
             if not entry.name.isdigit():
                 continue  # temp folders, pointer, lock
-            info = self._load(name, int(entry.name), active)
+            try:
+                info = self._load(name, int(entry.name), active)
+            except VersionTooNew as exc:  # the others stay usable
+                log.error("%s", exc)
+                continue
             if info is not None:
                 found.append(info)
         return sorted(found, key=lambda v: v.version)
@@ -145,6 +158,9 @@ class Registry:
         name = validate_name(manifest.name)
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
+        if not self._stamped:
+            check_store(self.root, "the model registry", REGISTRY_FORMAT)
+            self._stamped = True
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
         try:
             shutil.copyfile(model_file, tmp / MODEL_FILE)
@@ -159,7 +175,8 @@ class Registry:
                     raise RegistryError(f"variant file {variant.file!r} is missing")
             with self._lock(name):
                 version = self._next_version(model_dir)
-                stored = manifest.model_copy(update={"version": version, "sha256": sha256_file(tmp / MODEL_FILE)})
+                stored = manifest.model_copy(update={"version": version, "sha256": sha256_file(tmp / MODEL_FILE),
+                                                    "format_version": MANIFEST_FORMAT})
                 atomic_write_text(tmp / MANIFEST_FILE, stored.model_dump_json(indent=2))
                 self._verify_folder(tmp, stored)
                 os.rename(tmp, model_dir / str(version))
@@ -257,6 +274,9 @@ class Registry:
         path = self.root / name / str(version)
         try:
             manifest = Manifest.model_validate_json((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+            if manifest.format_version > MANIFEST_FORMAT:  # older ones read as they are (core/formats.py)
+                raise VersionTooNew(too_new(f"version {version} of model {name!r}", manifest.format_version,
+                                            MANIFEST_FORMAT))
             model_file = path / MODEL_FILE
             stat = model_file.stat()
             key = (stat.st_size, stat.st_mtime_ns)

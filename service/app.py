@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -53,14 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.registry = registry
         app.state.manager = manager
-        app.state.decode_pool = ThreadPoolExecutor(
-            max_workers=settings.decode_threads or (os.cpu_count() or 1), thread_name_prefix="decode"
-        )
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
         datasets.sweep_stale_uploads(settings.uploads_dir)
-        job_store = JobStore(settings.resolved_database_url)
+        job_store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
         app.state.job_store = job_store
         app.state.metrics_state = StateCollector(registry, job_store)
         app.state.dataset_in_use = lambda dataset_id: job_store.unfinished_on_dataset(dataset_id) > 0
@@ -80,7 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await reconciling
             manager.stop()
             app.state.broker_probe.close()
-            app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
             mark_exited()
 
     app = FastAPI(title="tuneserve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -69,18 +69,19 @@ class BatchSettings:
         )
 
 
-# A request's answer as a lane hands it back: its future, and the logits or the error.
-_Outcome = tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]
+# A request's answer as a lane hands it back: its future, and its output rows (OnnxEngine.infer) or the error.
+Outcome = tuple[Future[np.ndarray], np.ndarray | None, BaseException | None]
 
 
 @dataclass
-class _Request:
+class BatchRequest:
     images: list[np.ndarray]  # each (3, H, W), preprocessed (by the lane, for an encoded request)
     future: Future[np.ndarray]
     enqueued: float
     count: int  # images in the request
     encoded: list[bytes] | None = None  # decoded by the lane that runs the request
     decode: Callable[[bytes], np.ndarray] | None = None
+    decode_s: float = 0.0  # seconds its images took to decode where the batcher decoded them (the lane, the GPU)
 
 
 class Batcher:
@@ -98,7 +99,7 @@ class Batcher:
         self.settings = settings
         self.model = name.removeprefix("batcher-")  # the manager names batchers after their model
         self._in_flight = in_flight or (lambda: 0)
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[BatchRequest | None] = queue.SimpleQueue()
         self._pending_images = 0
         self._count_lock = threading.Lock()
         self._buffers: dict[int, np.ndarray] = {}  # reused batch input per lane, grown on demand
@@ -107,7 +108,7 @@ class Batcher:
         self._collecting = threading.Lock()
         self._idle: list[threading.Event] = []  # wake-ups of lanes waiting for work, last idle on top
         self._idle_lock = threading.Lock()
-        self._carry: _Request | None = None  # the request that starts the next batch (under _collecting)
+        self._carry: BatchRequest | None = None  # the request that starts the next batch (under _collecting)
         # On CUDA every new batch shape costs a cuDNN algorithm search (and memory): pad batches up to
         # a power of two so only log2(max_batch_size) shapes ever run, all warmed at load.
         self.pad_to_buckets = engine.provider == CUDA
@@ -125,7 +126,7 @@ class Batcher:
         """Batch sizes to run once at load so the first real requests don't pay for them."""
         if not self.pad_to_buckets:
             return (1,) if self.settings.max_batch_size == 1 else (1, self.settings.max_batch_size)
-        return tuple(sorted({_bucket(n, self.settings.max_batch_size) for n in _powers(self.settings.max_batch_size)}))
+        return tuple(sorted({bucket(n, self.settings.max_batch_size) for n in _powers(self.settings.max_batch_size)}))
 
     @property
     def decodes_in_lanes(self) -> bool:
@@ -144,7 +145,7 @@ class Batcher:
         return max(1, int(self.settings.max_queue * self.settings.share))
 
     async def submit(self, images: list[np.ndarray]) -> np.ndarray:
-        """Logits, one row per image in the order given. Raises :class:`QueueFull` when full.
+        """Output rows (``OnnxEngine.infer``), one per image in the order given. Raises :class:`QueueFull` when full.
 
         A request over :attr:`fair_share` images goes in pieces, one share at a time, each admitted
         only while the queue keeps a share free: two clients sending 256 images each fill at most
@@ -165,12 +166,12 @@ class Batcher:
             futures = []
             for at in range(0, len(chunk), piece):
                 part = chunk[at : at + piece]
-                request = _Request(list(part), Future(), time.perf_counter(), len(part))
+                request = BatchRequest(list(part), Future(), time.perf_counter(), len(part))
                 futures.append(await self._enqueue_when_room(request, room + at))  # its own pieces count once
             out.extend(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         return np.concatenate(out)
 
-    async def _enqueue_when_room(self, request: _Request, limit: int) -> Future[np.ndarray]:
+    async def _enqueue_when_room(self, request: BatchRequest, limit: int) -> Future[np.ndarray]:
         """Queue ``request`` once the queue holds at most ``limit`` images with it; QueueFull after wait_s."""
         deadline = time.monotonic() + self.settings.wait_s
         while True:
@@ -185,20 +186,28 @@ class Batcher:
         if not images:
             raise ValueError("no images to predict")
         _check_shapes(images)
-        return self._enqueue(_Request(list(images), Future(), time.perf_counter(), len(images)))
+        return self._enqueue(BatchRequest(list(images), Future(), time.perf_counter(), len(images)))
 
-    async def submit_encoded(self, payloads: list[bytes], decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
+    async def submit_encoded(
+        self, payloads: list[bytes], decode: Callable[[bytes], np.ndarray]
+    ) -> tuple[np.ndarray, float]:
         """Like ``submit``, for encoded images: the lane that runs the request calls ``decode`` on each
-        payload first. A payload that fails to decode fails only its own request, with decode's error."""
-        return await asyncio.wrap_future(self.submit_encoded_nowait(payloads, decode))
+        payload first. A payload that fails to decode fails only its own request, with decode's error.
+        Returns the rows and the seconds the decoding took (part of the wait, for the stage metrics)."""
+        request = self._encoded_request(payloads, decode)
+        rows = await asyncio.wrap_future(self._enqueue(request))
+        return rows, request.decode_s
 
     def submit_encoded_nowait(self, payloads: list[bytes], decode: Callable[[bytes], np.ndarray]) -> Future[np.ndarray]:
+        return self._enqueue(self._encoded_request(payloads, decode))
+
+    @staticmethod
+    def _encoded_request(payloads: list[bytes], decode: Callable[[bytes], np.ndarray]) -> BatchRequest:
         if not payloads:
             raise ValueError("no images to predict")
-        request = _Request([], Future(), time.perf_counter(), len(payloads), list(payloads), decode)
-        return self._enqueue(request)
+        return BatchRequest([], Future(), time.perf_counter(), len(payloads), list(payloads), decode)
 
-    def _enqueue(self, request: _Request, limit: int | None = None) -> Future[np.ndarray]:
+    def _enqueue(self, request: BatchRequest, limit: int | None = None) -> Future[np.ndarray]:
         with self._count_lock:
             if self._pending_images + request.count > min(limit or self.settings.max_queue, self.settings.max_queue):
                 raise QueueFull(
@@ -241,7 +250,7 @@ class Batcher:
                 self._drain(lane)
                 return
 
-    def _take(self, wake: threading.Event) -> _Request | None:
+    def _take(self, wake: threading.Event) -> BatchRequest | None:
         """The next request (or stop marker), for a lane that collects nothing (batches of one).
 
         Idle lanes wait on a stack, and a new request wakes the lane that went idle last: at low
@@ -264,7 +273,7 @@ class Batcher:
             if self._idle:
                 self._idle.pop().set()
 
-    def _collect(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
+    def _collect(self, first: BatchRequest) -> tuple[list[BatchRequest], BatchRequest | None, bool]:
         """``first`` plus whatever arrives before the batch is full or ``first`` waited its delay."""
         batch = [first]
         size = first.count
@@ -299,10 +308,10 @@ class Batcher:
             self._queue.put(None)
             self._wake_idle_lane()
 
-    def _execute(self, batch: list[_Request], lane: int) -> None:
+    def _execute(self, batch: list[BatchRequest], lane: int) -> None:
         live = [r for r in batch if not r.future.cancelled()]  # client gone: don't spend a slot on it
         count = sum(r.count for r in batch)
-        outcomes: list[_Outcome] = []
+        outcomes: list[Outcome] = []
         with self._count_lock:
             self._active += 1
             # Alone (no other batch running, nothing else queued or on its way): all cores for this
@@ -324,22 +333,25 @@ class Batcher:
             _deliver(fut, result, exc)
 
     @staticmethod
-    def _decode(batch: list[_Request]) -> tuple[list[_Request], list[_Outcome]]:
+    def _decode(batch: list[BatchRequest]) -> tuple[list[BatchRequest], list[Outcome]]:
         """Decode the encoded requests of ``batch``: the ready ones, and failures for those that did not."""
-        ready: list[_Request] = []
-        failed: list[_Outcome] = []
+        ready: list[BatchRequest] = []
+        failed: list[Outcome] = []
         for req in batch:
             if req.encoded is not None and req.decode is not None:
+                started = time.perf_counter()
                 try:
                     req.images = _check_shapes([req.decode(data) for data in req.encoded])
                 except Exception as exc:  # noqa: BLE001 - the request's own error (e.g. not an image)
                     failed.append((req.future, None, exc))
                     continue
+                finally:
+                    req.decode_s = time.perf_counter() - started
                 req.encoded = None  # the bytes are not needed any more
             ready.append(req)
         return ready, failed
 
-    def _run_batch(self, batch: list[_Request], lane: int, side_by_side: bool) -> list[_Outcome]:
+    def _run_batch(self, batch: list[BatchRequest], lane: int, side_by_side: bool) -> list[Outcome]:
         try:
             started = time.perf_counter()
             logits = self._infer(batch, lane, side_by_side)
@@ -350,7 +362,7 @@ class Batcher:
                 return [outcome for req in batch for outcome in self._run_batch([req], lane, side_by_side)]
             log.exception("inference failed for a request of %d images", batch[0].count)
             return [(batch[0].future, None, exc)]
-        outcomes: list[_Outcome] = []
+        outcomes: list[Outcome] = []
         offset = 0
         for req in batch:
             n = req.count
@@ -358,13 +370,14 @@ class Batcher:
             offset += n
         return outcomes
 
-    def _infer(self, batch: list[_Request], lane: int, side_by_side: bool) -> np.ndarray:
+    def _infer(self, batch: list[BatchRequest], lane: int, side_by_side: bool) -> np.ndarray:
+        """The batch's output rows (``OnnxEngine.infer``: logits, and the OOD score when the model has one)."""
         images = [img for req in batch for img in req.images]
         limit = self.settings.max_batch_size
         outputs = []
         for start in range(0, len(images), limit):
             chunk, n = self._assemble(images[start : start + limit], lane)  # the lane's buffer: run it now
-            outputs.append(self.engine.run(chunk, lane=side_by_side)[:n])
+            outputs.append(self.engine.infer(chunk, lane=side_by_side)[:n])
             with self._count_lock:
                 self.batches_run += 1
                 self.images_run += n
@@ -375,7 +388,7 @@ class Batcher:
         """One (N, 3, H, W) array and its real image count: a view for a single image, else one copy
         into a reused buffer (zero-padded up to the bucket size on CUDA)."""
         n = len(images)
-        size = _bucket(n, self.settings.max_batch_size) if self.pad_to_buckets else n
+        size = bucket(n, self.settings.max_batch_size) if self.pad_to_buckets else n
         if size == 1:
             return images[0][None], 1
         item_shape = images[0].shape
@@ -402,7 +415,7 @@ def _powers(limit: int) -> list[int]:
     return [1 << i for i in range(limit.bit_length() + 1) if (1 << i) <= limit] + [limit]
 
 
-def _bucket(n: int, limit: int) -> int:
+def bucket(n: int, limit: int) -> int:
     """The smallest power of two >= n, capped at ``limit``."""
     return min(1 << (n - 1).bit_length(), limit)
 

@@ -19,9 +19,13 @@ import threading
 import uvicorn
 
 from core.extras import train_extra_message
+from core.formats import FormatTooNew
 from core.logs import logging_config
 from core.procs import die_with_parent
 from core.settings import Settings, get_settings
+from dataset_store import DatasetStore
+from jobs import JobStore, SchemaError
+from models import Registry
 from service.auth import bind_refusal
 from service.gpu_pipeline import require_decoder
 from service.http_protocol import GuardedHttpToolsProtocol
@@ -83,6 +87,18 @@ class WorkerProcess:
             proc.wait(10)
 
 
+def open_stores(settings: Settings) -> str | None:
+    """Upgrade the job database and the home's store formats once, here, before the API workers and the
+    worker start (they would each find the work done); the refusal, naming the fix, or None."""
+    try:
+        JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
+        DatasetStore(settings.datasets_dir)
+        Registry(settings.models_dir)
+    except (SchemaError, FormatTooNew) as exc:
+        return str(exc)
+    return None
+
+
 def resolve_broker(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     """(broker URL, the embedded Redis we own or None)."""
     if settings.broker_url:
@@ -137,6 +153,9 @@ def run(command: str, args: list[str]) -> int:
         log.error("%s", exc)
         return 2
     settings.home.mkdir(parents=True, exist_ok=True)
+    if refusal := open_stores(settings):
+        log.error("%s", refusal)
+        return 2
     url, embedded = resolve_broker(settings)
     settings = settings.model_copy(update={"broker_url": url})
     worker = None

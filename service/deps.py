@@ -8,7 +8,6 @@ loop time than the routing itself (docs/benchmarks.md, "Serving, reading the CPU
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, TypeVar, cast
 
 from fastapi import Depends, Request
@@ -35,7 +34,6 @@ def _from_state(attr: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
 get_app_settings = _from_state("settings", Settings)
 get_registry = _from_state("registry", Registry)
 get_manager = _from_state("manager", ModelManager)
-get_decode_pool = _from_state("decode_pool", ThreadPoolExecutor)
 get_job_store = _from_state("job_store", JobStore)
 get_dataset_store = _from_state("datasets", DatasetStore)
 
@@ -43,6 +41,5 @@ get_dataset_store = _from_state("datasets", DatasetStore)
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
-DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]

@@ -16,18 +16,21 @@ from core.datasets import (
     ArchiveUnsafe,
     DatasetInvalid,
     DatasetNotFound,
+    DatasetTooNew,
     UnsupportedArchive,
 )
 from core.images import ImageError
 from models import ModelNotFound, RegistryError, VersionNotFound
 from service.batching import QueueFull
+from service.explain import NoCamOutput
 from service.manager import ModelUnavailable
+from service.predictor import TooManyImages
 
 log = logging.getLogger(__name__)
 
 DATASET_STATUS: dict[type[Exception], int] = {
     DatasetNotFound: 404, DatasetInvalid: 422, ArchiveUnsafe: 400, ArchiveCorrupt: 400,
-    ArchiveTooLarge: 413, UnsupportedArchive: 415,
+    ArchiveTooLarge: 413, UnsupportedArchive: 415, DatasetTooNew: 409,
 }
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400}
@@ -100,6 +103,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelUnavailable)
     async def unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
         return _json(503, str(exc), {"Retry-After": "2"})
+
+    @app.exception_handler(NoCamOutput)
+    async def no_cam(_: Request, exc: NoCamOutput) -> JSONResponse:
+        return _json(409, str(exc))
+
+    @app.exception_handler(TooManyImages)
+    async def too_many(_: Request, exc: TooManyImages) -> JSONResponse:
+        return _json(413, str(exc))
 
     @app.exception_handler(QueueFull)
     async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:

@@ -18,7 +18,7 @@ from core.images import ImageError
 from core.settings import Settings
 from models.manifest import Preprocessing
 from service import preprocess_graph
-from service.batching import Batcher, BatchSettings, _bucket, _Outcome, _Request
+from service.batching import Batcher, BatchRequest, BatchSettings, Outcome, bucket
 from service.gpu_pipeline import GpuPipeline, nvimgcodec, warm_up_jpeg
 from service.onnx_session import CUDA, OnnxEngine
 from service.selection import choose_decoder
@@ -32,7 +32,7 @@ class GpuBatcher(Batcher):
         self.pipeline = pipeline
         super().__init__(engine, settings, name=name, in_flight=in_flight)
 
-    def _collect(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
+    def _collect(self, first: BatchRequest) -> tuple[list[BatchRequest], BatchRequest | None, bool]:
         """A request that is the only one this process holds runs at once: waiting ``max_delay_ms`` for
         companions that cannot come would only add to its latency (the single-photo p50 target)."""
         if self._in_flight() <= 1:
@@ -44,10 +44,10 @@ class GpuBatcher(Batcher):
         super().stop()
         self.pipeline.close()
 
-    def _decode(self, batch: list[_Request]) -> tuple[list[_Request], list[_Outcome]]:  # type: ignore[override]
+    def _decode(self, batch: list[BatchRequest]) -> tuple[list[BatchRequest], list[Outcome]]:  # type: ignore[override]
         """Header checks only, per request (a bad image fails its own request before the batch runs)."""
-        ready: list[_Request] = []
-        failed: list[_Outcome] = []
+        ready: list[BatchRequest] = []
+        failed: list[Outcome] = []
         for req in batch:
             if req.encoded is not None:
                 try:
@@ -58,7 +58,7 @@ class GpuBatcher(Batcher):
             ready.append(req)
         return ready, failed
 
-    def _infer(self, batch: list[_Request], lane: int, side_by_side: bool) -> np.ndarray:
+    def _infer(self, batch: list[BatchRequest], lane: int, side_by_side: bool) -> np.ndarray:
         outputs = []
         for encoded, group in groupby(batch, key=lambda r: r.encoded is not None):
             requests = list(group)
@@ -69,8 +69,10 @@ class GpuBatcher(Batcher):
             limit = self.settings.max_batch_size
             for start in range(0, len(payloads), limit):
                 chunk = payloads[start : start + limit]
-                padded = _bucket(len(chunk), limit) if self.pad_to_buckets else len(chunk)
+                padded = bucket(len(chunk), limit) if self.pad_to_buckets else len(chunk)
                 outputs.append(self.pipeline.run(chunk, padded=padded))
+                for req in requests:  # the batch decodes together: each of its requests waited that long
+                    req.decode_s += self.pipeline.last_decode_s
                 with self._count_lock:
                     self.batches_run += 1
                     self.images_run += len(chunk)

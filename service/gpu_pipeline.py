@@ -7,7 +7,8 @@ For one loaded model version (``TUNESERVE_DECODER=gpu``, see ``service/selection
 2. each decoded image runs through the preprocessing graph (``service/preprocess_graph.py``: Pillow's
    resize, the center crop, normalisation) on the model's provider; its output is bound, by IO
    binding, straight into its row of one batch buffer on the device;
-3. the model runs on that buffer (IO binding from the device pointer); only the logits come back.
+3. the model runs on that buffer (IO binding from the device pointer); only the logits (and the
+   out-of-distribution score, when the model has one, from the same run) come back.
 
 On a host without CUDA the same code runs with nvImageCodec's CPU backend, the CPU provider and
 host buffers: that is how the test suite checks parity with the Pillow path. Payloads nvImageCodec
@@ -24,6 +25,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -192,6 +194,7 @@ class GpuPipeline:
         self._lock = threading.Lock()
         self.nv_decoded = 0  # images nvImageCodec decoded / Pillow decoded (for the tests and the bench)
         self.pil_decoded = 0
+        self.last_decode_s = 0.0  # decode + preprocessing graph time of the last ``run`` (stage metrics)
 
     # ------------------------------------------------------------------ decode
     def check(self, payloads: list[bytes]) -> None:
@@ -253,23 +256,26 @@ class GpuPipeline:
 
     # ------------------------------------------------------------------ infer
     def infer_batch(self, rows: int) -> np.ndarray:
+        """The engine's packed output rows (``OnnxEngine.infer``): logits, and the OOD score from the same run."""
         engine = self.engine
         binding = engine.session.io_binding()
         binding.bind_input(engine.input_name, self.device, 0, np.float32, [rows, 3, self.pre.crop, self.pre.crop],
                            self._batch_ptr)
-        binding.bind_output(engine.output_name, self.device)
+        for name in engine.fetch:
+            binding.bind_output(name, self.device)
         engine.session.run_with_iobinding(binding)
-        (logits,) = binding.copy_outputs_to_cpu()
-        return np.asarray(logits, dtype=np.float32)
+        return engine.pack(binding.copy_outputs_to_cpu())
 
     def run(self, payloads: list[bytes], padded: int | None = None) -> np.ndarray:
-        """Logits for up to ``capacity`` encoded images; ``padded``: run that many rows (a warmed batch
-        shape), the rows past the real images holding whatever they held (their logits are dropped)."""
+        """Output rows (``OnnxEngine.infer``) for up to ``capacity`` encoded images; ``padded``: run that many
+        rows (a warmed batch shape), the rows past the real images holding whatever they held (dropped)."""
         if not payloads or len(payloads) > self.capacity:
             raise ValueError(f"a GPU batch holds 1 to {self.capacity} images, got {len(payloads)}")
         rows = max(padded or 0, len(payloads))
         with self._lock:
+            started = time.perf_counter()
             self.preprocess_into_batch(self.decode(payloads))
+            self.last_decode_s = time.perf_counter() - started
             return self.infer_batch(rows)[: len(payloads)]
 
     def preprocessed(self, payloads: list[bytes]) -> np.ndarray:

@@ -14,17 +14,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
-
-import numpy as np
 
 from core.settings import Settings
 from models import Registry, RegistryError, VersionInfo
 from service import metrics
-from service.explain import CamHead, NoCamOutput
+from service.decoding import FairDecoder
 from service.gpu_batcher import build_batcher, warm_up
-from service.onnx_session import CUDA, OnnxEngine, choose_providers
-from service.preprocess import preprocess
+from service.onnx_session import CUDA, OnnxEngine, choose_providers, cpu_cores
+from service.predictor import Predictor
 from service.selection import choose_variant
 
 log = logging.getLogger(__name__)
@@ -44,10 +41,16 @@ class LoadError:
     when: float = field(default_factory=time.time)
 
 
-class LoadedModel:
-    """An onnxruntime session for one version, with its batcher and reference count."""
+def decode_threads(settings: Settings) -> int:
+    return settings.decode_threads or cpu_cores()
 
-    def __init__(self, info: VersionInfo, settings: Settings) -> None:
+
+class LoadedModel:
+    """An onnxruntime session for one version, with its batcher, its :class:`Predictor` and reference count.
+
+    ``decoding``: the process's fair decode pool (the manager's); without one the model gets its own."""
+
+    def __init__(self, info: VersionInfo, settings: Settings, decoding: FairDecoder | None = None) -> None:
         self.info = info
         self.name = info.manifest.name
         self.version = info.version
@@ -63,7 +66,8 @@ class LoadedModel:
             variant = "fp32"
             self.engine = OnnxEngine(info.file(variant), settings)
         self.variant = variant
-        self._cam: CamHead | None = None  # the CAM head, read on the first explain=true request
+        self._own_decoding = decoding is None
+        self.decoding = decoding or FairDecoder(decode_threads(settings), name=f"decode-{self.name}")
         self._users = 0  # requests holding this version now (acquire/release)
         self._retired = False
         self._lock = threading.Lock()
@@ -71,26 +75,16 @@ class LoadedModel:
         self.batcher, self.decoder = build_batcher(
             self.engine, self.preprocessing, settings, name=f"batcher-{self.name}", in_flight=lambda: self._users,
         )
+        self.predictor = Predictor(info, self.engine, self.batcher, self.decoder, self.decoding, settings)
         try:  # every batch shape the batcher can run, before the first request (off the request path)
             warm_up(self.batcher, self.preprocessing.crop)
         except BaseException:
-            self.batcher.stop()
-            self.engine.close()
+            self._close()
             raise
 
     @property
     def provider(self) -> str:
         return self.engine.provider
-
-    def cam_head(self) -> CamHead:
-        """The version's CAM head; raises NoCamOutput when its export has no feature-map output."""
-        if self._cam is None:
-            head = CamHead.load(self.info.path, self.info.manifest.cam, self.name, self.version)
-            if head.output not in self.engine.output_names:
-                raise NoCamOutput(f"version {self.version} of {self.name!r}: the {self.variant} model file has "
-                                  f"no {head.output!r} output; serve fp32 (TUNESERVE_VARIANT=fp32) to explain")
-            self._cam = head
-        return self._cam
 
     def try_acquire(self) -> bool:
         """Count one more user, unless the model is already retired (then the caller looks again)."""
@@ -132,28 +126,18 @@ class LoadedModel:
     def _close(self) -> None:
         self.batcher.stop()
         self.engine.close()
+        if self._own_decoding:
+            self.decoding.shutdown()
         self.closed.set()
         log.info("released %s version %d", self.name, self.version)
-
-    async def predict(self, images: list[np.ndarray]) -> np.ndarray:
-        """Logits for preprocessed images, through the dynamic batcher."""
-        return await self.batcher.submit(images)
-
-    def takes_encoded(self, count: int) -> bool:
-        """Whether a request of ``count`` images goes to the batcher still encoded (``predict_encoded``):
-        always with the GPU decoder, which decodes whole batches; one image when CPU lanes decode."""
-        return self.decoder == "gpu" or (count == 1 and self.batcher.decodes_in_lanes)
-
-    async def predict_encoded(self, payloads: list[bytes], max_pixels: int) -> np.ndarray:
-        """Logits for encoded images, decoded by the batcher's lane that runs them."""
-        return await self.batcher.submit_encoded(payloads, partial(preprocess, pre=self.preprocessing,
-                                                                    max_pixels=max_pixels))
 
 
 class ModelManager:
     def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
+        # Decoding threads for every model of this process, shared fairly between requests.
+        self.decoding = FairDecoder(decode_threads(settings))
         self._models: dict[str, LoadedModel] = {}
         self.errors: dict[str, LoadError] = {}
         self._swap_lock = threading.Lock()
@@ -236,7 +220,7 @@ class ModelManager:
         try:
             started = time.perf_counter()
             info = self.registry.get(name, active)
-            new = LoadedModel(info, self.settings)
+            new = LoadedModel(info, self.settings, self.decoding)
         except (RegistryError, Exception) as exc:  # noqa: BLE001 - any load failure keeps the old one
             log.error("could not load %s version %s: %s; keeping the old one", name, active, exc,
                       extra={"model": name, "version": active})
@@ -270,6 +254,7 @@ class ModelManager:
             for loaded in self._models.values():
                 loaded.retire()
             self._models.clear()
+        self.decoding.shutdown()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

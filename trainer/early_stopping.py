@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from core.jobspec import TrainSpec
+from trainer.stage_choice import describe, paired_comparison
 from trainer.stages import Stage
 
 AUTO_FINETUNE_PATIENCE = 2
@@ -32,6 +33,7 @@ class Best:
     state: dict[str, torch.Tensor] | None = None
     head_only: bool = False
     stage: str = ""
+    val_pred: torch.Tensor | None = None  # predicted class per val photo (the paired comparison's input)
 
 
 def maximize(spec: TrainSpec) -> bool:
@@ -55,6 +57,16 @@ def patience(spec: TrainSpec, stage: Stage) -> int:
     return spec.early_stopping.patience
 
 
+def stop_reason(spec: TrainSpec, stage: Stage, bad: int) -> str:
+    """Why a stage stopped early, in the settings' own words (the patience actually used)."""
+    es = spec.early_stopping
+    used = patience(spec, stage)
+    capped = (f" (auto mode stops fine-tuning after {AUTO_FINETUNE_PATIENCE}; early_stopping.patience is "
+              f"{es.patience})") if used != es.patience else ""
+    return (f"{bad} epoch(s) in a row without {es.metric} beating the best by more than min_delta {es.min_delta:g}, "
+            f"patience {used}{capped}")
+
+
 def stage_start(spec: TrainSpec, stage: Stage, overall: Best) -> Best:
     """The best a stage's epochs are compared with: the run's best for the probe and in ``auto``
     (fine-tuning must beat the probe to count at all), else the stage's own (it trains its epochs
@@ -64,8 +76,13 @@ def stage_start(spec: TrainSpec, stage: Stage, overall: Best) -> Best:
     return Best()
 
 
-def end_stage(spec: TrainSpec, stage: Stage, stage_best: Best, overall: Best) -> tuple[Best, dict[str, Any]]:
-    """The run's best after ``stage``, and a record of the stage saying whether it was kept and why."""
+def end_stage(spec: TrainSpec, stage: Stage, stage_best: Best, overall: Best,
+              val_labels: torch.Tensor | None = None) -> tuple[Best, dict[str, Any]]:
+    """The run's best after ``stage``, and a record of the stage saying whether it was kept and why.
+
+    A later stage that scores higher still has to be better on the same val photos with stated
+    confidence (trainer/stage_choice.py) to replace an earlier stage's weights.
+    """
     record: dict[str, Any] = {"stage": stage.name, "best_val_accuracy": stage_best.acc,
                               "best_val_loss": stage_best.loss, "best_epoch": stage_best.epoch}
     if stage_best.state is None or stage_best is overall or stage_best.stage != stage.name:
@@ -73,9 +90,17 @@ def end_stage(spec: TrainSpec, stage: Stage, stage_best: Best, overall: Best) ->
                                          f"(val acc {overall.acc:.4f}, loss {overall.loss:.4f})")
         return overall, record
     if overall.state is None or improved(spec, stage_best.loss, stage_best.acc, overall):
-        record.update(kept=True, reason=f"{stage.name} val acc {stage_best.acc:.4f} loss {stage_best.loss:.4f} "
-                                        f"beats {overall.stage or 'nothing yet'}")
-        return stage_best, record
+        scores = (f"{stage.name} val acc {stage_best.acc:.4f} loss {stage_best.loss:.4f} vs "
+                  f"{overall.stage or 'nothing yet'}" + (f" {overall.acc:.4f}" if overall.state is not None else ""))
+        later, earlier = getattr(stage_best, "val_pred", None), getattr(overall, "val_pred", None)
+        if overall.state is None or later is None or earlier is None or val_labels is None:
+            record.update(kept=True, reason=f"{scores}: kept")
+            return stage_best, record
+        paired = paired_comparison(later, earlier, val_labels)
+        record.update(paired={"later_only": paired.later_only, "earlier_only": paired.earlier_only,
+                              "images": paired.images, "p_value": paired.p_value})
+        record.update(kept=paired.later_better, reason=f"{scores}; {describe(stage.name, overall.stage, paired)}")
+        return (stage_best if paired.later_better else overall), record
     record.update(kept=False, reason=f"{stage.name} (val acc {stage_best.acc:.4f}, loss {stage_best.loss:.4f}) "
                                      f"does not beat {overall.stage} (val acc {overall.acc:.4f}, loss "
                                      f"{overall.loss:.4f}): its weights are discarded")

@@ -29,7 +29,7 @@ from core.jobspec import TrainSpec
 from models import Registry
 from trainer.budget import OverBudget
 from trainer.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
-from trainer.early_stopping import Best, end_stage, improved, maximize, patience, stage_start
+from trainer.early_stopping import Best, end_stage, improved, maximize, patience, stage_start, stop_reason
 from trainer.features import cached_features
 from trainer.finish import finish_run
 from trainer.loops import (
@@ -99,10 +99,6 @@ def fine_tune(spec: TrainSpec, dataset: DatasetLike,
 
 class Run(RunState):
     """One run: its state (trainer/run_state.py) and the steps; the rules live in the modules named above."""
-
-    def check(self) -> None:
-        if self.should_stop is not None and self.should_stop():
-            raise Cancelled("training cancelled")
 
     # ------------------------------------------------------------------ weights
     def _head(self) -> nn.Linear:
@@ -264,7 +260,8 @@ class Run(RunState):
                 scheduler.step(val_acc if maximize(spec) else val_loss)
             if improved(spec, val_loss, val_acc, stage_best):
                 state, head_only = self._snapshot(stage, ema)
-                stage_best = Best(val_loss, val_acc, len(self.history) + 1, state, head_only, stage.name)
+                stage_best = Best(val_loss, val_acc, len(self.history) + 1, state, head_only, stage.name,
+                                  val_logits.argmax(1).cpu())
                 bad = 0
             else:
                 bad += 1
@@ -272,7 +269,7 @@ class Run(RunState):
             stop = bad >= patience(spec, stage)
             last = stop or epoch + 1 >= self.epoch_limits.get(stage.name, stage.epochs)
             if last:
-                self.overall, record = end_stage(spec, stage, stage_best, self.overall)
+                self.overall, record = end_stage(spec, stage, stage_best, self.overall, self.val_split.labels)
                 self.stage_records.append(record)
                 log.info("stage %s: %s", stage.name, record["reason"])
                 self._restore(self.overall)
@@ -280,8 +277,8 @@ class Run(RunState):
             if self.on_epoch_end is not None:
                 self.on_epoch_end(len(self.history), val_acc)
             if stop:
-                log.info("stage %s: early stop after epoch %d (no improvement for %d epochs)",
-                         stage.name, epoch + 1, bad)
+                log.info("stage %s: early stop after epoch %d: %s", stage.name, epoch + 1,
+                         stop_reason(spec, stage, bad))
             if last:
                 break
 

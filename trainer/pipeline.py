@@ -40,7 +40,8 @@ class Stopped(Exception):
 def run_train_job(job_id: str, settings: Settings | None = None) -> str:
     """Claim, train (resuming from the job's checkpoint), gate and publish; returns the end state."""
     settings = settings or get_settings()
-    job = claim(settings, JobStore(settings.resolved_database_url), job_id, owner_id(), settings.lease_seconds)
+    store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
+    job = claim(settings, store, job_id, owner_id(), settings.lease_seconds)
     if job is None:
         return "skipped"
     checkpoint = settings.job_checkpoint_dir(job_id)

@@ -43,7 +43,7 @@ def decide(
     """
     images = sum(per_class.values()) if per_class else 0
     ci = wilson_interval(candidate_accuracy * images, images) if images else None
-    warning = weak_split_warning("evaluation", per_class, tolerance) if per_class else None
+    warning = weak_split_warning("evaluation", per_class, candidate_accuracy) if per_class else None
     sure = f"; 95% interval {ci[0]:.3f}-{ci[1]:.3f} on {images} images" if ci else ""
     weak = f" (weak comparison: {warning})" if warning else ""
     if active_accuracy is None:

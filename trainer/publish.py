@@ -60,17 +60,19 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
     check_batch = normalize(pixels[:CHECK_IMAGES], pre)
     with tempfile.TemporaryDirectory(prefix="tuneserve-publish-") as tmp_name:
         tmp = Path(tmp_name)
-        export = export_onnx(result.model, pre.crop, tmp / "model.onnx", check_batch)
+        export = export_onnx(result.model, pre.crop, tmp / "model.onnx", check_batch, ood=result.ood)
         report_files = write_report(result, tmp / "report")
         torch.save(torch_payload_from(result), tmp / TORCH_FILE)
         extra = {name: tmp / "report" / name for name in report_files}
         extra[TORCH_FILE] = tmp / TORCH_FILE
-        cam_files = [export.cam_file.name] if export.cam_file else []
+        cam_files = [f.name for f in (export.cam_file, export.ood_file) if f is not None]
         extra.update({name: tmp / name for name in cam_files})
         built = _build_variants(tmp / "model.onnx", tmp, data, pre, variants, result.labels) if variants else {}
         extra.update({v.file: tmp / v.file for v in built.values()})
         metrics = dict(result.metrics)
         metrics.update({"export_max_abs_logit_diff": export.max_abs_diff, "export_check_images": export.images_checked})
+        if export.max_abs_score_diff is not None:
+            metrics["export_max_abs_ood_score_diff"] = export.max_abs_score_diff
         source = {
             "kind": "fine_tune", "base": result.base, "dataset_id": data.id,
             "dataset_name": getattr(data.dataset, "name", ""), "spec": result.spec.model_dump(mode="json"),
@@ -81,6 +83,7 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
             metrics=metrics, temperature=result.temperature, files=[*report_files, TORCH_FILE, *cam_files],
             variants=built,
             cam=CamOutput(weights=export.cam_file.name) if export.cam_file else None,
+            ood=result.ood.summary() if result.ood is not None else None, selective=result.selective,
         )
         info = registry.register(manifest, tmp / "model.onnx", extra_files=extra, activate=activate)
     log.info("registered %s version %d (val acc %.4f, export diff %.1e)", model_name, info.version,
@@ -238,6 +241,8 @@ def publish(candidate: Candidate, registry: Registry, request: Request, settings
         "warnings": [w for w in (decision.warning, *candidate.warnings) if w],
         "evaluation": verdict.summary(),
         "metrics": dict(info.manifest.metrics),
+        "ood": info.manifest.ood,  # the "none of these" threshold and its recall (trainer/ood.py)
+        "selective": info.manifest.selective,  # the risk-coverage curve, min_confidence (trainer/selective.py)
     }
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure
 
 from trainer.evaluate import classification_metrics
+from trainer.selective import selective_summary
 
 if TYPE_CHECKING:
     from trainer.engine import TrainingResult
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT_FILES = ("report.json", "confusion_matrix.json", "confusion_matrix.png", "reliability.png",
-                "curves.png", "misclassified.json")
+                "curves.png", "misclassified.json", "risk_coverage.png")
 
 
 def build_report(result: TrainingResult) -> dict[str, Any]:
@@ -35,6 +36,7 @@ def build_report(result: TrainingResult) -> dict[str, Any]:
     held_name = "test" if "test" in result.outputs else "val"
     held_out = result.outputs[held_name]
     held_raw = classification_metrics(held_out.logits, held_out.labels, result.labels, 1.0, held_out.paths)
+    selective, curves = selective_summary(result.outputs, result.temperature, result.spec.target_accuracy)
     return {
         "labels": result.labels,
         "metrics": result.metrics,
@@ -47,6 +49,10 @@ def build_report(result: TrainingResult) -> dict[str, Any]:
                         "applied": result.metrics.get("calibration_applied", False),
                         "reason": result.metrics.get("calibration_reason", "")},
         "history": [h.as_dict() for h in result.history],
+        # Accuracy when answering only at or above each calibrated confidence: [coverage, accuracy, confidence]
+        "risk_coverage": curves,
+        "selective": {k: v for k, v in selective.items() if not k.endswith("risk_coverage")},
+        "ood": result.ood.summary() if result.ood is not None else None,
         "spec": result.spec.model_dump(mode="json"),
         "base": result.base,
     }
@@ -65,6 +71,7 @@ def write_report(result: TrainingResult, folder: Path) -> list[str]:
     plot_confusion(confusion, folder / "confusion_matrix.png")
     plot_reliability(report, folder / "reliability.png")
     plot_curves(report["history"], folder / "curves.png")
+    plot_risk_coverage(report, folder / "risk_coverage.png")
     return list(REPORT_FILES)
 
 
@@ -105,6 +112,23 @@ def plot_reliability(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.set_title("validation reliability")
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def plot_risk_coverage(report: dict[str, Any], path: Path) -> None:
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    for name, curve in report["risk_coverage"].items():
+        ax.plot([row[0] for row in curve], [row[1] for row in curve], label=name)
+    floor = report["selective"].get("val_at_min_confidence")
+    if floor:
+        ax.plot([floor["coverage"]], [floor["accuracy"]], "ko",
+                label=f"min_confidence {report['selective']['min_confidence']:.2f}")
+    ax.set_xlabel("coverage (share answered)")
+    ax.set_ylabel("accuracy of the answers")
+    ax.set_title("risk-coverage")
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 

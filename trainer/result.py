@@ -10,6 +10,7 @@ from torch import nn
 
 from core.jobspec import TrainSpec
 from models.manifest import Preprocessing
+from trainer.ood import OodScorer
 from trainer.progress import EpochMetrics
 
 
@@ -47,6 +48,8 @@ class TrainingResult:
     base: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, SplitOutput] = field(default_factory=dict)  # "val", "test"
     check_pixels: torch.Tensor | None = None  # real val crops (uint8) to check the ONNX export on
+    ood: OodScorer | None = None  # the out-of-distribution score fitted on the training photos (trainer/ood.py)
+    selective: dict[str, Any] | None = None  # the manifest's ``selective`` key (trainer/selective.py)
 
 
 def resolve_device(choice: str) -> torch.device:

@@ -21,7 +21,7 @@ from trainer.data import CachedSplit, load_split
 from trainer.early_stopping import Best
 from trainer.model_source import load_base
 from trainer.progress import EpochMetrics, ProgressTracker
-from trainer.result import TrainingError
+from trainer.result import Cancelled, TrainingError
 from trainer.stages import Stage
 
 if TYPE_CHECKING:
@@ -116,3 +116,8 @@ class RunState(Setup):
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
+
+    def check(self) -> None:
+        """Raise Cancelled when the caller asked to stop (checked between batches)."""
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("training cancelled")

@@ -119,5 +119,6 @@ def print_summary(metrics: dict[str, Any], out: dict[str, Any], path: Path) -> N
     ]
     if "test_accuracy" in metrics:
         lines.append(f"  test accuracy {metrics['test_accuracy']:.4f}")
-    lines.append(f"  report        {path / 'report.json'} (+ confusion_matrix.png, reliability.png, curves.png)")
+    lines.append(f"  report        {path / 'report.json'} "
+                 "(+ confusion_matrix.png, reliability.png, curves.png, risk_coverage.png)")
     print("\n".join(lines))  # noqa: T201

@@ -4,6 +4,10 @@ Torch-free: everything here is onnx + onnxruntime, so the trainer's publish step
 can call :func:`build_variants` right after the fp32 export. A variant is kept only when it agrees
 with fp32 on the validation images (top-1 agreement >= 99 %) and, where labels are known, loses at
 most one accuracy point; otherwise it is dropped with a warning and the service keeps serving fp32.
+
+The out-of-distribution score (trainer/ood.py) stays fp32 in every variant: its nodes are kept out of
+the fp16 conversion and the int8 quantisation, so a variant's ``ood_score`` means what fp32's does and
+the version's one threshold holds for all files (the bank's MatMul costs little next to the backbone).
 """
 
 from __future__ import annotations
@@ -63,11 +67,35 @@ def predict_top1(path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def score_only_nodes(model: onnx.ModelProto, output: str = "ood_score") -> list[str]:
+    """Names of the nodes that compute ``output`` and no other graph output (empty without it)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def ancestors(names: list[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = [producer[t] for t in names if t in producer]
+        while todo:
+            node = todo.pop()
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            todo.extend(producer[t] for t in node.input if t in producer)
+        return seen
+
+    outputs = [o.name for o in model.graph.output]
+    if output not in outputs:
+        return []
+    shared = ancestors([o for o in outputs if o != output])
+    return sorted(ancestors([output]) - shared)
+
+
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
-    """fp16 weights and compute, fp32 inputs/outputs (so callers feed the same arrays)."""
+    """fp16 weights and compute, fp32 inputs/outputs (so callers feed the same arrays); the score stays fp32."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    source = onnx.load(str(fp32_path))
+    model = convert_float_to_float16(source, keep_io_types=True, node_block_list=score_only_nodes(source) or None)
+    _drop_duplicate_casts(model)
     _save(model, out_path)
     return out_path
 
@@ -75,16 +103,32 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
 def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> Path:
     """Static QDQ quantisation (per-channel int8 weights, uint8 activations) calibrated on real images."""
     input_name = cpu_session(fp32_path).get_inputs()[0].name
+    exclude = score_only_nodes(onnx.load(str(fp32_path)))
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "int8.onnx"
         quantize_static(
             str(fp32_path), str(tmp_out), ArrayCalibrationReader(input_name, calib_images),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"CalibTensorRangeSymmetric": False},
+            extra_options={"CalibTensorRangeSymmetric": False}, nodes_to_exclude=exclude,
         )
         _save(onnx.load(str(tmp_out)), out_path)
     return out_path
+
+
+def _drop_duplicate_casts(model: onnx.ModelProto) -> None:
+    """The converter puts a Cast before each blocked node that reads an fp16 tensor, named after that
+    tensor, so two blocked readers of one tensor get two identical Casts of one name and output, which
+    onnxruntime refuses: keep the first (it precedes both readers in the graph's order)."""
+    seen: set[str] = set()
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in seen:
+            continue
+        seen.update(node.output)
+        keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 def _save(model: onnx.ModelProto, out_path: Path) -> None:

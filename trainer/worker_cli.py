@@ -31,6 +31,13 @@ def main(args: list[str]) -> int:
         sys.stderr.write("no broker: set TUNESERVE_BROKER_URL=redis://... or start `tuneserve serve` on this home\n")
         return 2
     limit_train_threads(settings.train_threads)
+    from jobs import JobStore, SchemaError
+
+    try:  # upgrade (or refuse) the job database now, not with the first job
+        JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
+    except SchemaError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     from trainer.celery_app import app  # Celery only; torch loads with the first job
 
     argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={settings.task_queue}",

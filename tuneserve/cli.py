@@ -26,6 +26,12 @@ def _service() -> CommandModule:
     return cli
 
 
+def _jobs() -> CommandModule:
+    from jobs import cli
+
+    return cli
+
+
 def _trainer() -> CommandModule:
     from trainer import cli
 
@@ -40,6 +46,7 @@ COMMANDS: dict[str, tuple[Callable[[], CommandModule], str]] = {
     "bootstrap": (_trainer, "Register the ImageNet-pretrained default model if absent"),
     "worker": (_trainer, "Run a training worker (how GPU machines join)"),
     "train": (_trainer, "Fine-tune locally on a dataset folder or archive, with a progress bar"),
+    "db": (_jobs, "Upgrade the job database to this release's schema (`db upgrade`), or show it (`db status`)"),
 }
 
 

@@ -8,11 +8,22 @@ from core.datasets.errors import (
     DatasetError,
     DatasetInvalid,
     DatasetNotFound,
+    DatasetTooNew,
     UnsupportedArchive,
 )
-from core.datasets.schemas import Dataset, DuplicateGroup, FileEntry, IngestLimits, Problem
+from core.datasets.schemas import (
+    DATASET_FORMAT,
+    Dataset,
+    DuplicateGroup,
+    FileEntry,
+    IngestLimits,
+    Problem,
+    SplitChoiceError,
+    split_choice,
+)
 
 __all__ = [
+    "DATASET_FORMAT",
     "ArchiveCorrupt",
     "ArchiveTooLarge",
     "ArchiveUnsafe",
@@ -20,9 +31,12 @@ __all__ = [
     "DatasetError",
     "DatasetInvalid",
     "DatasetNotFound",
+    "DatasetTooNew",
     "DuplicateGroup",
     "FileEntry",
     "IngestLimits",
     "Problem",
+    "SplitChoiceError",
     "UnsupportedArchive",
+    "split_choice",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from core.formats import FormatTooNew
+
 
 class DatasetError(Exception):
     """Base class: a dataset operation that cannot be done."""
@@ -29,3 +31,7 @@ class ArchiveTooLarge(DatasetError):
 
 class UnsupportedArchive(DatasetError):
     """Not a zip, tar or tar.gz (-> 415)."""
+
+
+class DatasetTooNew(DatasetError, FormatTooNew):
+    """index.json written by a newer tuneserve (-> 409); the message names the upgrade."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from core.settings import Settings
+from core.weak_validation import MIN_PER_CLASS
 
 INDEX_FILE = "index.json"
+# index.json's format (core/formats.py): 1 = this layout with the key; 0 = the same layout without it.
+DATASET_FORMAT = 1
 IMAGES_DIR = "images"
 SPLITS = ("train", "val", "test")
 Split = Literal["train", "val", "test"]
@@ -55,6 +59,7 @@ class Dataset(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    format_version: int = 0  # absent: written before formats were versioned (same layout as 1)
     id: str
     name: str
     created_at: str
@@ -66,6 +71,7 @@ class Dataset(BaseModel):
     problems: list[Problem] = []
     duplicates: list[DuplicateGroup] = []
     warnings: list[str] = []
+    split_reason: str = ""  # how the split was made and why (empty for an archive's own split)
     skipped: int = 0  # system/hidden files ignored silently (__MACOSX, .DS_Store, ...)
 
     _root: Path | None = PrivateAttr(default=None)
@@ -87,7 +93,7 @@ class Dataset(BaseModel):
 
     def report(self) -> dict[str, object]:
         """Everything but the per-file list: what the API shows for a dataset."""
-        data = self.model_dump(exclude={"files"})
+        data = self.model_dump(exclude={"files", "format_version"})
         data["num_files"] = len(self.files)
         return data
 
@@ -97,6 +103,49 @@ class Dataset(BaseModel):
             "split_source": self.split_source, "counts": self.counts, "num_files": len(self.files),
             "problems": len(self.problems), "warnings": len(self.warnings),
         }
+
+
+DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION = 0.1, 0.1
+MAX_HELD_OUT = 0.6  # val + test: training keeps at least 40 %
+
+
+class SplitChoiceError(ValueError):
+    """An uploader's split option that cannot be used; the message names the fix."""
+
+
+def split_choice(val_fraction: str | None, test_fraction: str | None, min_val_per_class: str | None
+                 ) -> dict[str, Any]:
+    """IngestLimits overrides from an upload's form fields (strings, None when absent)."""
+    out: dict[str, Any] = {}
+
+    def number(name: str, raw: str, lo: float, hi: float, low_open: bool) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value > hi or value < lo or (low_open and value == lo):
+            side = f"above {lo}" if low_open else f"at least {lo}"
+            raise SplitChoiceError(f"{name} must be a number {side} and at most {hi} (got {raw!r}); "
+                                   f"e.g. {name}=0.2, or leave it out for the default")
+        return value
+
+    if val_fraction is not None and val_fraction.strip():
+        out["val_fraction"] = number("val_fraction", val_fraction, 0.0, 0.5, True)
+    if test_fraction is not None and test_fraction.strip():
+        out["test_fraction"] = number("test_fraction", test_fraction, 0.0, 0.5, False)
+    if min_val_per_class is not None and min_val_per_class.strip():
+        raw = min_val_per_class.strip()
+        if not raw.isdigit() or not 0 <= int(raw) <= 1000:
+            raise SplitChoiceError(f"min_val_per_class must be a whole number from 0 to 1000 (got {raw!r}); "
+                                   f"0 turns off raising small classes' val share")
+        out["min_val_per_class"] = int(raw)
+    held = out.get("val_fraction", DEFAULT_VAL_FRACTION) + out.get("test_fraction", DEFAULT_TEST_FRACTION)
+    if held > MAX_HELD_OUT + 1e-9:
+        raise SplitChoiceError(f"val_fraction + test_fraction is {held:.2f}: keep it at most {MAX_HELD_OUT} so "
+                               f"training keeps at least {1 - MAX_HELD_OUT:.0%} of each class")
+    if out:
+        out["chosen_split"] = True
+    return out
 
 
 def _setting_default(name: str) -> Any:
@@ -121,7 +170,12 @@ class IngestLimits:
     # (of 64); it is confirmed when its thumbnail similarity is at least near_duplicate_similarity.
     near_duplicate_distance: int = 10
     near_duplicate_similarity: float = 0.94
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # The made split (dataset_store/split.py). ``chosen_split``: the uploader set these (the report says so,
+    # and the dataset id depends on them: the same archive with other ratios is another dataset).
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    min_val_per_class: int = MIN_PER_CLASS  # small classes' val share is raised towards this
+    chosen_split: bool = False
     seed: int = 0
     workers: int = 0  # 0 = one process per core
 
@@ -136,6 +190,10 @@ class IngestLimits:
             min_images_per_class=settings.min_images_per_class,
         )
         return dataclasses.replace(limits, **overrides)
+
+    @property
+    def split(self) -> tuple[float, float, float]:
+        return 1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction
 
     @property
     def worker_count(self) -> int:

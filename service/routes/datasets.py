@@ -20,7 +20,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from core.datasets import Dataset, FileEntry, IngestLimits
+from core.datasets import Dataset, FileEntry, IngestLimits, SplitChoiceError, split_choice
 from core.settings import Settings
 from dataset_store import DatasetStore
 from dataset_store.store import default_name, remove_stale
@@ -153,6 +153,17 @@ def _dataset_name(upload: MultipartUpload) -> str | None:
     return name or (default_name(upload.filename) if upload.filename else None)
 
 
+SPLIT_FIELDS = ("val_fraction", "test_fraction", "min_val_per_class")
+
+
+def _split_choice(upload: MultipartUpload) -> dict[str, Any]:
+    """The made split's ratios from the form (an archive with its own val/ folder keeps its split)."""
+    try:
+        return split_choice(*(upload.fields.get(name) for name in SPLIT_FIELDS))
+    except SplitChoiceError as exc:
+        raise ApiError(422, str(exc)) from exc
+
+
 @router.post("", status_code=201, openapi_extra=DATASET_UPLOAD_BODY,
              responses={200: {"description": "This archive is already stored: its report"},
                         **errors(400, 413, 415, 422)})
@@ -182,7 +193,7 @@ async def _receive_and_ingest(request: Request, store: DatasetStore, settings: S
             raise ApiError(422, f"field {FILE_FIELD!r} is required: attach a .zip, .tar or .tar.gz archive")
         if upload.size == 0:
             raise ApiError(400, "the uploaded archive is empty (0 bytes)")
-        limits = IngestLimits.from_settings(settings)
+        limits = IngestLimits.from_settings(settings, **_split_choice(upload))
         return await run_in_threadpool(
             store.ingest, upload.path, _dataset_name(upload), limits, upload.sha256.hexdigest())
     finally:

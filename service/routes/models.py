@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 
-from core.images import ImageError
 from models import VersionInfo
-from models.manifest import MANIFEST_FILE, MODEL_FILE, Preprocessing
-from service import metrics
+from models.manifest import MANIFEST_FILE, MODEL_FILE
 from service.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
-from service.deps import DecodePoolDep, ManagerDep, RegistryDep, SettingsDep
+from service.deps import ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
-from service.explain import CamHead, NoCamOutput, crop_box, explanation, oriented_size
-from service.manager import LoadedModel
-from service.onnx_session import softmax, top_k
-from service.preprocess import preprocess
+from service.predictor import ImageAnswer, PredictOptions
 from service.schemas import PREDICT_BODY, PredictResponse, errors
+from service.selective import manifest_section
 
 router = APIRouter()
-
-# Heatmaps are for people looking at a few photos; bounding them per request bounds the request's cost
-# (each map is drawn and PNG-encoded in the decode pool, outside the batcher's fair share).
-MAX_EXPLAIN_IMAGES = 16
 
 
 def version_view(info: VersionInfo) -> dict[str, Any]:
@@ -37,6 +26,8 @@ def version_view(info: VersionInfo) -> dict[str, Any]:
         "version": m.version, "status": info.status, "created_at": m.created_at,
         "metrics": m.metrics, "source": m.source, "backbone": m.backbone,
         "variants": sorted(["fp32", *m.variants]), "files": m.files,
+        # The out-of-distribution scorer and the selective-answer curve, as the trainer wrote them (or null).
+        "ood": manifest_section(m, "ood"), "selective": manifest_section(m, "selective"),
         "files_url": f"/v1/models/{m.name}/versions/{m.version}/files",
     }
 
@@ -160,89 +151,45 @@ async def read_images(request: Request) -> tuple[list[bytes], list[str | None]]:
     return [body], [None]
 
 
-async def decode_all(
-    payloads: list[bytes], names: list[str | None], pre: Preprocessing, max_pixels: int, pool: ThreadPoolExecutor
-) -> list[np.ndarray]:
-    loop = asyncio.get_running_loop()
-    jobs = [loop.run_in_executor(pool, preprocess, data, pre, max_pixels) for data in payloads]
-    results = await asyncio.gather(*jobs, return_exceptions=True)
-    for i, res in enumerate(results):
-        if isinstance(res, ImageError):
-            named = f" ({names[i]})" if names[i] else ""
-            prefix = f"image {i + 1} of {len(payloads)}{named}: " if len(payloads) > 1 else ""
-            raise ImageError(res.kind, prefix + str(res))
-        if isinstance(res, BaseException):
-            raise res
-    return results  # type: ignore[return-value]
-
-
-async def explain_images(loaded: LoadedModel, head: CamHead, payloads: list[bytes], names: list[str | None],
-                         max_pixels: int, pool: ThreadPoolExecutor) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Logits and a CAM of the top class per image: decoded in the pool, run off the batcher (it asks for
-    the feature map, which plain predictions never copy out), maps drawn in numpy in the pool."""
-    pre = loaded.preprocessing
-    arrays = await decode_all(payloads, names, pre, max_pixels, pool)
-    loop = asyncio.get_running_loop()
-
-    def work() -> tuple[np.ndarray, list[dict[str, Any]]]:
-        logits, feats = loaded.engine.run_outputs(np.stack(arrays), [loaded.engine.output_name, head.output])
-        top = logits.argmax(1)
-        maps = head.maps(feats, top)
-        return logits, [
-            explanation(maps[i], loaded.labels[int(top[i])], int(top[i]),
-                        crop_box(*oriented_size(payloads[i], max_pixels), pre), pre.crop)
-            for i in range(len(payloads))
-        ]
-
-    return await loop.run_in_executor(pool, work)
-
-
 @router.post("/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
              responses=errors(400, 404, 409, 413, 415, 422, 503))
 async def predict(
     name: str,
     request: Request,
     manager: ManagerDep,
-    pool: DecodePoolDep,
     settings: SettingsDep,
     top_k_: Annotated[int | None, Query(alias="top_k", ge=1)] = None,
     explain: Annotated[bool, Query(description="add a class activation heatmap of the top class per image")] = False,
+    ood_threshold: Annotated[float | None, Query(
+        allow_inf_nan=False, description="answer unknown when a photo's ood_score is above this (default: the "
+        "version's threshold, chosen at training for its stated in-distribution recall)")] = None,
+    min_confidence: Annotated[float | None, Query(
+        ge=0, le=1, allow_inf_nan=False, description="answer unknown when the top probability is below this "
+        "(default: the version's floor, set when its training named a target accuracy; else none)")] = None,
 ) -> Response:
     loaded = manager.get(name)  # 404 for an unknown model, before reading the body
-    explained: list[dict[str, Any]] | None = None
+    asked = settings.default_top_k if top_k_ is None else top_k_  # more than the labels: clamped, and said
+    options = PredictOptions(asked, explain, ood_threshold, min_confidence)
     try:
-        # Default: 5. More than the model's labels is clamped to all of them (and said in the answer).
-        asked = settings.default_top_k if top_k_ is None else top_k_
-        k = min(asked, len(loaded.labels))
         if explain:
-            try:
-                head = loaded.cam_head()
-            except NoCamOutput as exc:
-                raise ApiError(409, str(exc)) from exc
+            loaded.predictor.cam_head()  # 409 before reading the body
         payloads, names = await read_images(request)
-        if explain and len(payloads) > MAX_EXPLAIN_IMAGES:
-            raise ApiError(413, f"explain=true draws a heatmap per image and takes at most {MAX_EXPLAIN_IMAGES} images "
-                                f"per request (got {len(payloads)}): send them in smaller requests, or drop explain")
-        if explain:
-            logits, explained = await explain_images(loaded, head, payloads, names, settings.max_image_pixels, pool)
-        elif loaded.takes_encoded(len(payloads)):
-            logits = await loaded.predict_encoded(payloads, settings.max_image_pixels)
-        else:  # several images decode side by side in the pool, then run as one request
-            arrays = await decode_all(payloads, names, loaded.preprocessing, settings.max_image_pixels, pool)
-            logits = await loaded.predict(arrays)
-        version, labels, temperature = loaded.version, loaded.labels, loaded.temperature
+        answer = await loaded.predictor.predict(payloads, options, names)
     finally:
         loaded.release()
-    metrics.predicted(name, version, len(payloads))
-    probs = softmax(logits, temperature)
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).
-    results: list[dict[str, Any]] = [
-        {"file": file, "predictions": [{"label": labels[i], "index": i, "probability": p} for i, p in row]}
-        for file, row in zip(names, top_k(probs, k), strict=True)
-    ]
-    for result, why in zip(results, explained or (), strict=False):
-        result["explanation"] = why
-    body = json.dumps({"model": name, "version": version, "top_k": k, "top_k_clamped": top_k_ is not None and k < asked,
-                       "results": results}, separators=(",", ":"))
+    results = [result_view(file, r) for file, r in zip(names, answer.results, strict=True)]
+    body = json.dumps({"model": answer.model, "version": answer.version, "top_k": answer.top_k,
+                       "top_k_clamped": top_k_ is not None and answer.top_k < asked, "results": results},
+                      separators=(",", ":"))
     return Response(body, media_type="application/json")
+
+
+def result_view(file: str | None, r: ImageAnswer) -> dict[str, Any]:
+    predictions = [{"label": label, "index": i, "probability": p} for label, i, p in r.predictions]
+    view: dict[str, Any] = {"file": file, "predictions": predictions, "ood_score": r.ood_score,
+                            "unknown": r.unknown, "unknown_reason": r.unknown_reason}
+    if r.explanation is not None:
+        view["explanation"] = r.explanation
+    return view

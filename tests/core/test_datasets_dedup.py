@@ -49,7 +49,8 @@ def test_real_photos_and_their_copies_are_grouped_with_a_similarity(tmp_path: Pa
             paths[-1].write_bytes(copy)
     dups = _groups(paths)
     assert sorted(map(sorted, dups.near)) == [list(range(k, k + 4)) for k in range(0, 24, 4)]
-    assert dups.exact == [] and len(dups.links) == 18
+    # every confirmed pair is listed (at least a spanning tree of each group), none across groups
+    assert dups.exact == [] and len(dups.links) >= 18 and all(i // 4 == j // 4 for i, j, _ in dups.links)
     assert all(SIMILARITY <= sim <= 1.0 for _, _, sim in dups.links)
     by_pair = {(min(i, j), max(i, j)): sim for i, j, sim in dups.links}
     assert by_pair.get((0, 3), by_pair.get((1, 3), by_pair.get((2, 3), 0))) > 0.98  # EXIF-rotated: same pixels
@@ -124,3 +125,12 @@ def test_many_identical_hashes_stay_fast() -> None:
     digests = [str(i) for i in range(len(prints))]
     dups = duplicate_groups(digests, prints, distance=5, min_similarity=0.94)  # all-pairs: 2e8 comparisons
     assert len(dups.near) == 1 and len(dups.near[0]) == len(prints)
+
+
+def test_groups_are_components_of_confirmed_pairs_only() -> None:
+    from dataset_store.dedup import components, group_edges
+
+    # 0-1 and 1-2 confirmed: one group; 3-4 confirmed; 5 was only a candidate of 4: stays alone
+    assert components(6, [(0, 1), (1, 2), (3, 4)]) == [[0, 1, 2], [3, 4], [5]]
+    assert components(3, []) == [[0], [1], [2]] and components(0, []) == []
+    assert group_edges([[2, 5, 7], [1, 3]]) == [(2, 5), (2, 7), (1, 3)]

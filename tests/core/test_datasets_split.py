@@ -48,3 +48,19 @@ def test_big_group_cannot_starve_val() -> None:
     units = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10, 11]]  # each bigger than the val share of 1
     split = make_split(labels, units, FRACTIONS, seed=0)
     assert Counter(split) == {"train": 7, "val": 5}
+
+
+@pytest.mark.parametrize(("n", "expected"), [(20, (6, 2)), (34, (10, 3)), (100, (10, 10)), (5, (1, 0)),
+                                              (200, (20, 20))])
+def test_small_classes_get_a_larger_val_share(n: int, expected: tuple[int, int]) -> None:
+    # towards 10 val images, at most 30 % of the class; big classes keep their 10 %
+    assert targets(n, 0.1, 0.1, min_val=10) == expected
+
+
+def test_split_reason_names_the_raised_classes() -> None:
+    from dataset_store.split import split_reason
+
+    text = split_reason({"a": 20, "b": 500}, 0.1, 0.1, 10, chosen=False)
+    assert "1 small class(es) get more val images" in text and "a 6" in text and "b " not in text
+    assert split_reason({"b": 500}, 0.2, 0.0, 10, chosen=True) == \
+        "made split: val 20%, test 0% of each class (as asked)"

@@ -17,6 +17,7 @@ from core.datasets import (
     DatasetNotFound,
     IngestLimits,
 )
+from core.formats import FORMAT_FILE
 from core.fsutil import sha256_file
 from dataset_store import DatasetStore
 from tests.core.datasets_kit import (
@@ -51,12 +52,16 @@ def test_class_folders_made_split_and_index_contract(tmp_path: Path, store: Data
     ds, created = store.ingest(archive, None, LIMITS)
     assert created and ds.name == "insects" and ds.id == sha256_file(archive)[:16]
     assert ds.classes == ["ants", "bees"] and ds.split_source == "made" and ds.layout == "class_folders"
-    assert ds.counts == {"train": {"ants": 16, "bees": 8}, "val": {"ants": 2, "bees": 1},
+    # Small classes get a larger val share by default (30 % here, not 10 %), and the report says why.
+    assert ds.counts == {"train": {"ants": 12, "bees": 6}, "val": {"ants": 6, "bees": 3},
                          "test": {"ants": 2, "bees": 1}}
+    assert "2 small class(es) get more val images (towards 10 a class" in ds.split_reason
+    assert "ants 6, bees 3" in ds.split_reason and "by default" in ds.split_reason
     assert ds.problems == [] and ds.duplicates == []
-    # 3 val images: too few to tell models apart, and the report says so (and what to do)
-    assert len(ds.warnings) == 1 and ds.warnings[0].startswith("weak val split (3 images)")
-    assert "ants (2), bees (1)" in ds.warnings[0] and "at least 10 per class" in ds.warnings[0]
+    # 9 val images: still too few to tell models apart, and the report says so (and what to do)
+    assert len(ds.warnings) == 1 and ds.warnings[0].startswith("weak val split (9 images)")
+    assert "ants (6), bees (3)" in ds.warnings[0] and "worst case accuracy 0.50" in ds.warnings[0]
+    assert "Bring every class to at least 47 val images (94 in all)" in ds.warnings[0]
     index = json.loads((store.root / ds.id / "index.json").read_text())
     assert set(index) >= {"id", "name", "created_at", "classes", "split_source", "files", "counts", "problems",
                           "duplicates", "warnings"}
@@ -66,7 +71,7 @@ def test_class_folders_made_split_and_index_contract(tmp_path: Path, store: Data
         assert (ds.root / f.path).read_bytes() == files[f.original]
         assert f.path.startswith(f"images/{f.split}/{f.label}/") and (f.width, f.height) == (64, 48)
     val = ds.items("val")
-    assert len(val) == 3 and all(p.is_file() for p, _ in val) and Counter(i for _, i in val) == {0: 2, 1: 1}
+    assert len(val) == 9 and all(p.is_file() for p, _ in val) and Counter(i for _, i in val) == {0: 6, 1: 3}
     assert _leftovers(store) == [] and not (store.root / ds.id / "raw").exists()
 
 
@@ -215,17 +220,18 @@ def test_min_images_per_class_is_configurable(tmp_path: Path, store: DatasetStor
 
 
 def test_a_big_enough_val_split_gets_no_weak_validation_warning(tmp_path: Path, store: DatasetStore) -> None:
-    files = {**class_files({"ants": 10, "bees": 10}, prefix="val/", seed=1),
-             **class_files({"ants": 10, "bees": 10}, prefix="train/", seed=2)}
+    # At upload no accuracy is known: the rule takes the widest interval (0.5), which 47 a class meets.
+    files = {**class_files({"ants": 47, "bees": 47}, prefix="val/", seed=1),
+             **class_files({"ants": 5, "bees": 5}, prefix="train/", seed=2)}
     ds, _ = store.ingest(make_zip(tmp_path / "split.zip", files), None, LIMITS)
-    assert ds.counts["val"] == {"ants": 10, "bees": 10}
-    assert not any("weak" in w for w in ds.warnings)
+    assert ds.counts["val"] == {"ants": 47, "bees": 47}
+    assert not any("weak" in w for w in ds.warnings) and ds.split_reason == ""  # the archive's own split
 
 
 def test_imbalance_is_reported(tmp_path: Path, store: DatasetStore) -> None:
     ds, _ = store.ingest(make_zip(tmp_path / "skew.zip", class_files({"many": 66, "few": 6})), None, LIMITS)
     assert any("imbalance" in w and "'many' has 66" in w and "'few' (6)" in w for w in ds.warnings)
-    assert ds.counts["val"] == {"few": 1, "many": 7}
+    assert ds.counts["val"] == {"few": 1, "many": 10}  # many: raised from 7 to 10, few: 30 % of 6 is 1
 
 
 def test_unsafe_archive_leaves_nothing_behind(tmp_path: Path, store: DatasetStore) -> None:
@@ -233,14 +239,14 @@ def test_unsafe_archive_leaves_nothing_behind(tmp_path: Path, store: DatasetStor
                        extra=[tar_member("bees/zz.jpg", tarfile.SYMTYPE, "../../../etc/passwd")])
     with pytest.raises(ArchiveUnsafe, match=re.escape("bees/zz.jpg")):
         store.ingest(archive, None, LIMITS)
-    assert list(store.root.iterdir()) == []
+    assert [p.name for p in store.root.iterdir()] == [FORMAT_FILE]  # the store's format stamp alone
 
 
 def test_get_list_delete(tmp_path: Path, store: DatasetStore) -> None:
     ds, _ = store.ingest(make_zip(tmp_path / "a.zip", class_files({"ants": 5, "bees": 5})), None, LIMITS)
     assert store.get(ds.id).root == store.path(ds.id)
     store.delete(ds.id)
-    assert store.list() == [] and list(store.root.iterdir()) == []
+    assert store.list() == [] and [p.name for p in store.root.iterdir()] == [FORMAT_FILE]
     for bad in (ds.id, "../../etc", "0123"):
         with pytest.raises(DatasetNotFound):
             store.get(bad)
@@ -281,5 +287,6 @@ def test_train_and_test_without_val_makes_val_from_train(tmp_path: Path, store: 
     ds, _ = store.ingest(make_tar(tmp_path / "tt.tar", files, mode="w"), None, LIMITS)
     assert ds.split_source == "made"
     assert ds.counts["test"] == {"ants": 2, "bees": 2}  # the archive's own test set, untouched
-    assert ds.counts["val"] == {"ants": 1, "bees": 1} and ds.counts["train"] == {"ants": 9, "bees": 9}
+    assert ds.counts["val"] == {"ants": 3, "bees": 3} and ds.counts["train"] == {"ants": 7, "bees": 7}
+    assert ds.split_reason.endswith("the archive's test/ folder is the test split")
     assert all(f.original.startswith("test/") for f in ds.files if f.split == "test")

@@ -210,15 +210,16 @@ def test_stop_finishes_what_is_queued_and_ends_every_lane(tiny_model: Path, lane
 
 # ------------------------------------------------------------------ CPU lanes
 class RunSpy:
-    """Wraps a real engine's ``run``: records which session each batch used and how many overlapped."""
+    """Wraps a real engine's ``infer`` (what the batcher calls): records which session each batch used and
+    how many overlapped."""
 
     def __init__(self, engine: OnnxEngine, hold_s: float = 0.02) -> None:
-        self.real, self.hold_s = engine.run, hold_s
+        self.real, self.hold_s = engine.infer, hold_s
         self.calls: list[bool] = []
         self.threads: list[str] = []
         self.running = self.most_at_once = 0
         self.lock = threading.Lock()
-        engine.run = self  # type: ignore[method-assign]
+        engine.infer = self  # type: ignore[method-assign]
 
     def __call__(self, batch: np.ndarray, lane: bool = False) -> np.ndarray:
         with self.lock:
@@ -412,14 +413,14 @@ def test_http_full_queue_answers_503_with_retry_after(settings: Settings, hymeno
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         loaded = client.app.state.manager.loaded()["imagenet"]  # type: ignore[attr-defined]
-        real_run = loaded.engine.run
+        real_run = loaded.engine.infer  # what the batcher runs
 
         def held_run(batch: np.ndarray, lane: bool = False) -> np.ndarray:  # real, held until the test says go
             entered.set()
             gate.wait(10)
             return real_run(batch, lane)
 
-        loaded.engine.run = held_run
+        loaded.engine.infer = held_run
         url = "/v1/models/imagenet/predict"
         headers = {"content-type": "image/jpeg"}
         with ThreadPoolExecutor(1) as pool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from core.formats import FORMAT_FILE
 from core.settings import Settings
 from service.app import create_app
 from tests.core.datasets_kit import (
@@ -225,7 +226,7 @@ def test_streamed_upload_over_the_limit_or_cut_short_leaves_nothing(tmp_path: Pa
         assert (tmp_path / "work" / "uploads").is_dir()
         status, text = _post_chunked(small, body[:15_000], ctype)  # the client stops inside the file
         assert status == 400 and b"ended before the file part was complete" in text
-    assert list((tmp_path / "datasets").iterdir()) == []
+    assert [p.name for p in (tmp_path / "datasets").iterdir()] == [FORMAT_FILE]  # the format stamp alone
     assert list((tmp_path / "work" / "uploads").iterdir()) == []  # partial uploads were removed
 
 
@@ -251,3 +252,32 @@ def test_start_sweeps_partial_uploads_a_crash_left_behind(tmp_path: Path) -> Non
     with TestClient(create_app(Settings(home=tmp_path))):
         pass
     assert sorted(p.name for p in uploads.iterdir()) == ["notes.txt", "upload-live.part"]
+
+
+def test_upload_chooses_the_split_ratios(client: TestClient, home: Path, tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "ratios.zip", class_files({"ants": 40, "bees": 40}, seed=7)).read_bytes()
+    default = _upload(client, archive, "ratios.zip")
+    assert default.status_code == 201 and default.json()["counts"]["val"] == {"ants": 10, "bees": 10}
+    assert "by default" in default.json()["split_reason"]
+    chosen = _upload(client, archive, "ratios.zip", val_fraction="0.3", test_fraction="0",
+                     min_val_per_class="0")
+    body = chosen.json()
+    assert chosen.status_code == 201 and body["id"] != default.json()["id"]  # other ratios: another dataset
+    assert body["counts"]["val"] == {"ants": 12, "bees": 12} and not any(body["counts"].get("test", {}).values())
+    assert body["split_reason"].startswith("made split: val 30%, test 0% of each class (as asked)")
+    _clean(home)
+
+
+@pytest.mark.parametrize(("form", "words"), [
+    ({"val_fraction": "0"}, "val_fraction must be a number above 0.0 and at most 0.5"),
+    ({"val_fraction": "lots"}, "e.g. val_fraction=0.2"),
+    ({"test_fraction": "0.7"}, "test_fraction must be a number at least 0.0 and at most 0.5"),
+    ({"val_fraction": "0.4", "test_fraction": "0.3"}, "keep it at most 0.6 so training keeps at least 40%"),
+    ({"min_val_per_class": "-3"}, "min_val_per_class must be a whole number from 0 to 1000"),
+])
+def test_bad_split_choices_are_refused_naming_the_fix(client: TestClient, home: Path, tmp_path: Path,
+                                                      form: dict[str, str], words: str) -> None:
+    archive = make_zip(tmp_path / "bad.zip", class_files({"ants": 5, "bees": 5}, seed=8)).read_bytes()
+    response = _upload(client, archive, "bad.zip", **form)
+    assert response.status_code == 422 and words in response.json()["detail"]
+    _clean(home)

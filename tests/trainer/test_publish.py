@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from core.datasets import Dataset
 from core.jobspec import TrainSpec
 from models import Registry, VersionInfo
 from trainer.cam import CAM_FILE
+from trainer.data import normalize
 from trainer.engine import TrainingResult, fine_tune
 from trainer.evaluate import evaluate_onnx
 from trainer.job_data import JobData
 from trainer.model_source import TORCH_FILE
+from trainer.onnx_cpu import cpu_session
+from trainer.ood import OOD_FILE
 from trainer.publish import export_and_register
 from trainer.report import REPORT_FILES
 
@@ -47,7 +52,7 @@ def test_version_holds_model_report_and_lineage(published: tuple[Registry, Versi
     assert m.source["spec"]["mode"] == "linear" and m.source["base"]["name"] == "efficientnet_lite0"
     assert m.metrics["val_accuracy"] == trained.metrics["val_accuracy"]
     assert m.metrics["export_max_abs_logit_diff"] < 1e-3 and m.metrics["export_check_images"] == 12
-    assert set(m.files) == {*REPORT_FILES, TORCH_FILE, CAM_FILE}
+    assert set(m.files) == {*REPORT_FILES, TORCH_FILE, CAM_FILE, OOD_FILE}
     assert m.cam is not None and m.cam.output == "features" and m.cam.weights == CAM_FILE
     with np.load(info.path / CAM_FILE) as head:  # the trained head, not ImageNet's
         assert head["weight"].shape == (3, 1280) and head["bias"].shape == (3,)
@@ -56,6 +61,39 @@ def test_version_holds_model_report_and_lineage(published: tuple[Registry, Versi
     for name in ("confusion_matrix.png", "reliability.png", "curves.png"):
         with Image.open(info.path / name) as img:
             assert img.format == "PNG" and img.width > 200
+
+
+def test_version_says_none_of_these_in_the_same_session_run(published: tuple[Registry, VersionInfo],
+                                                             synthetic: Dataset) -> None:
+    _, info = published
+    ood = info.manifest.ood
+    assert ood is not None and ood["method"] == "knn_cosine" and ood["target_recall"] == 0.95
+    assert ood["bank_size"] == 18 and ood["feature_dim"] == 1280 and ood["val_images"] == 12
+    assert 0.0 <= ood["test_recall"] <= 1.0 and info.manifest.metrics["export_max_abs_ood_score_diff"] <= 1e-4
+    session = cpu_session(info.model_path)
+    assert [o.name for o in session.get_outputs()] == ["logits", "features", "ood_score"]
+    data = JobData(synthetic)
+    val = data.split("val", info.manifest.preprocessing)
+    logits, _, scores = session.run(None, {"input": normalize(val.eval, info.manifest.preprocessing).numpy()})
+    assert logits.shape == (12, 3) and scores.shape == (12,)
+    assert float((scores <= ood["threshold"]).mean()) == pytest.approx(ood["val_recall"]) and ood["val_recall"] >= 0.95
+    gen = torch.Generator().manual_seed(0)
+    far = torch.cat([torch.randn(4, 3, 224, 224, generator=gen), torch.zeros(2, 3, 224, 224)]).numpy()
+    far_scores = session.run(["ood_score"], {"input": far})[0]
+    assert far_scores.min() > scores.max() and (far_scores > ood["threshold"]).all()
+
+
+def test_version_records_its_risk_coverage(published: tuple[Registry, VersionInfo]) -> None:
+    _, info = published
+    selective = info.manifest.selective
+    assert selective is not None and selective["target_accuracy"] is None and selective["min_confidence"] is None
+    curve = selective["risk_coverage"]
+    assert curve[0][0] == 1.0 and all(a[0] > b[0] and a[2] < b[2] for a, b in itertools.pairwise(curve))
+    report = json.loads((info.path / "report.json").read_text())
+    assert set(report["risk_coverage"]) == {"val", "test"} and report["ood"] == info.manifest.ood
+    assert report["risk_coverage"]["val"][0][1] == pytest.approx(report["splits"]["val"]["accuracy"])
+    with Image.open(info.path / "risk_coverage.png") as img:
+        assert img.format == "PNG"
 
 
 def test_report_agrees_with_the_metrics(published: tuple[Registry, VersionInfo], trained: TrainingResult) -> None:
