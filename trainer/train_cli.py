@@ -48,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
 def spec_from_args(opts: argparse.Namespace) -> TrainSpec:
     """The spec file's fields with the flags given on top (flags not given leave the file's value)."""
     data: dict[str, Any] = json.loads(opts.spec.read_text()) if opts.spec else {}
-    return TrainSpec.model_validate(merge(data, model_values(opts, TrainSpec)))
+    # Lax here: a command line is text (`--time-budget-s 120`); the API's JSON bodies stay strict.
+    return TrainSpec.model_validate(merge(data, model_values(opts, TrainSpec)), strict=False)
 
 
 def ingest(path: Path, settings: Settings) -> Any:
