@@ -200,10 +200,13 @@ class ModelManager:
     def refresh(self) -> None:
         """Bring every loaded model in line with the registry's active pointers."""
         with self._swap_lock:
-            for name in self.registry.model_names():
+            names = self.registry.model_names()
+            for name in names:
                 self._refresh_one(name)
-            for name in set(self._models) - set(self.registry.model_names()):
-                self._models.pop(name).retire()
+            for name in set(self._models) - set(names):
+                self._models.pop(name).retire()  # deleted (here or by another replica)
+            for name in set(self.errors) - set(names):
+                self.errors.pop(name)
         with self._changed:
             self._changed.notify_all()
 
@@ -225,6 +228,8 @@ class ModelManager:
             log.error("could not load %s version %s: %s; keeping the old one", name, active, exc,
                       extra={"model": name, "version": active})
             self.errors[name] = LoadError(version=active, error=str(exc))
+            if current is not None and not current.info.path.is_dir():  # its version was deleted meanwhile
+                self._models.pop(name).retire()
             return
         self._models[name] = new  # the swap: one reference
         self.errors.pop(name, None)
@@ -236,6 +241,17 @@ class ModelManager:
         if current is not None:
             metrics.swapped(name)
             current.retire()
+
+    def forget(self, name: str) -> None:
+        """Stop serving ``name`` now (it was deleted): new requests get 404, in-flight ones finish first."""
+        with self._swap_lock:
+            loaded = self._models.pop(name, None)
+            self.errors.pop(name, None)
+        if loaded is not None:
+            loaded.retire()
+            log.info("unloaded deleted model %s (version %d)", name, loaded.version)
+        with self._changed:
+            self._changed.notify_all()
 
     def wake(self) -> None:
         """Ask the refresher to look now (a promotion was announced)."""
