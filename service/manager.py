@@ -22,7 +22,7 @@ from service.decoding import FairDecoder
 from service.gpu_batcher import build_batcher, warm_up
 from service.onnx_session import CUDA, OnnxEngine, choose_providers, cpu_cores
 from service.predictor import Predictor
-from service.selection import choose_variant
+from service.selection import variant_and_reason
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,17 @@ class LoadedModel:
         self.labels = info.manifest.labels
         self.preprocessing = info.manifest.preprocessing
         self.temperature = info.manifest.temperature
-        variant = choose_variant(settings.variant, info.manifest.variants, choose_providers(settings.device))
+        variant, reason = variant_and_reason(settings.variant, info.manifest.variants,
+                                             choose_providers(settings.device))
         self.engine = OnnxEngine(info.file(variant), settings)
         if variant == "fp16" and self.engine.provider != CUDA:
             # fp16 has no fast CPU kernels (onnxruntime inserts casts around every op): serve fp32.
-            log.warning("%s v%d: fp16 asked for but running on %s; serving fp32", info.manifest.name,
-                        info.version, self.engine.provider)
+            reason = f"fp16 chosen but the session runs on {self.engine.provider} (no CUDA): fp32"
             variant = "fp32"
             self.engine = OnnxEngine(info.file(variant), settings)
-        self.variant = variant
+        self.variant, self.variant_reason = variant, reason
+        log.info("%s v%d serves %s: %s", info.manifest.name, info.version, variant, reason,
+                 extra={"model": info.manifest.name, "version": info.version})
         self._own_decoding = decoding is None
         self.decoding = decoding or FairDecoder(decode_threads(settings), name=f"decode-{self.name}")
         self._users = 0  # requests holding this version now (acquire/release)

@@ -52,6 +52,7 @@ def model_view(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[st
         "serving_version": loaded.version if loaded else None,
         "provider": loaded.provider if loaded else None,
         "variant": loaded.variant if loaded else None,
+        "variant_reason": loaded.variant_reason if loaded else None,  # why that variant (gate passed, or fp32's why)
         "pid": os.getpid(),  # the API process that answered (serving_version is per process; see --workers)
         "decoder": loaded.decoder if loaded else None,
         "labels": labels,
