@@ -249,9 +249,8 @@ class Registry:
             if version in history:  # a rollback must not aim at it
                 atomic_write_text(model_dir / POINTER_FILE,
                                   json.dumps({"version": active, "history": [v for v in history if v != version]}))
-        self._verified.pop(doomed / MODEL_FILE, None)
         self._verified.pop(folder / MODEL_FILE, None)
-        shutil.rmtree(doomed, ignore_errors=True)
+        self._sweep_trash(model_dir)
         log.info("deleted %s version %d", name, version)
 
     def delete_model(self, name: str) -> list[int]:
@@ -267,11 +266,17 @@ class Registry:
                 raise ModelNotFound(f"model {name!r} not found") from None
             fsync_dir(self.root)
         self._verified = {p: k for p, k in self._verified.items() if model_dir not in p.parents}
-        shutil.rmtree(doomed, ignore_errors=True)
+        self._sweep_trash(self.root)
         log.info("deleted model %s (versions %s)", name, versions)
         return versions
 
     # ----------------------------------------------------------------- internals
+    @staticmethod
+    def _sweep_trash(folder: Path) -> None:
+        """Remove this delete's trash and any a crashed delete left behind (already invisible to readers)."""
+        for trash in folder.glob(f"{TRASH_PREFIX}*"):
+            shutil.rmtree(trash, ignore_errors=True)
+
     @staticmethod
     def _deleted(model_dir: Path) -> list[int]:
         try:
