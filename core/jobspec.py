@@ -29,8 +29,9 @@ CATALOGUE = ("convnext_tiny", "efficientnet_b0", "efficientnet_lite0", "mobilene
              "resnet50")
 REGISTRY_BASE = re.compile(r"^registry:([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]*)$")
 MODEL_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-# Numbers arrive as JSON, which Python reads with NaN and Infinity: every model here refuses them.
-FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Numbers arrive as JSON, which Python reads with NaN and Infinity: every model here refuses them. Strict:
+# a JSON true is not the integer 1, nor "yes" a boolean (the schema says integer or boolean, so do we).
+FINITE = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 LR_RANGE = "0 < lr <= 10, or 'auto'"
 # The OpenAPI document of what the hand-written validators below accept.
 BASE_SCHEMA: dict[str, Any] = {
@@ -146,7 +147,7 @@ class JobRequest(BaseModel):
     a 422 names the field with its range; the OpenAPI document shows those models' fields.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={"examples": [
         {"dataset_id": "3f2a9c1e0b7d", "model": "bees", "mode": "finetune",
          "hyperparameters": {"lr": "auto", "augment": "light", "max_epochs": 6}},
         {"dataset_id": "3f2a9c1e0b7d", "model": "bees",

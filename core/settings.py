@@ -83,15 +83,21 @@ class Settings(BaseSettings):
     job_max_attempts: int = 3  # a job whose worker was lost this many times is failed, not retried
     task_queue: str = "tuneserve"  # Celery queue the API sends to and workers consume
 
-    # Access (README, "Running in production"). API keys: comma-separated ``role:key`` pairs, roles admin
-    # and predict; or a file of one ``role:key`` a line (keeps them out of process listings). SecretStr
+    # Access (README, "Running in production"). API keys: comma-separated ``role:key`` pairs, roles admin,
+    # read and predict; or a file of one ``role:key`` a line (keeps them out of process listings). SecretStr
     # so a logged or printed Settings never shows them. No keys: `serve` binds loopback addresses only,
     # unless allow_anonymous says the operator means it.
+    # Roles: admin (everything), read (every GET: dashboards), predict (predictions, model descriptions).
     api_keys: SecretStr = SecretStr("")
     api_keys_file: Path | None = None
     allow_anonymous: bool = False
+    # GET /metrics needs a read or admin key (when keys are configured); off: open like the probes.
+    metrics_require_key: bool = False
     # Origins (scheme://host[:port], comma-separated) whose pages may call the API cross-site (CORS).
     allowed_origins: str = ""
+    # Names (name, name:port, *.domain, *; comma-separated) a request's Host may give: the guard against DNS
+    # rebinding. Empty = the loopback names and the bind address (service/origins.py).
+    allowed_hosts: str = ""
 
     # Slow and greedy clients (service/guards.py, service/http_protocol.py). A connection must finish
     # sending its headers within header_timeout_s; a body must never stall longer than body_idle_timeout_s
@@ -108,6 +114,10 @@ class Settings(BaseSettings):
     # (the rest follow as those finish); such requests wait up to queue_wait_s for room, then 503.
     queue_share: float = Field(default=0.25, gt=0, le=1)
     queue_wait_s: float = 30.0
+
+    # Open job event streams (GET /v1/jobs/{id}/events) per client address and per process; more get 429.
+    max_event_streams_per_client: int = Field(default=8, ge=1)
+    max_event_streams: int = Field(default=128, ge=1)
 
     # Logs: text or json lines (json carries job_id, model and version as keys); DEBUG adds a line per request.
     log_format: Literal["text", "json"] = "text"

@@ -24,6 +24,9 @@ from jobs.tables import JobRow
 log = logging.getLogger(__name__)
 
 
+STALL_AFTER_S = 5.0  # ten missed heartbeats: a worker this silent is gone or frozen
+
+
 class JobNotFound(LookupError):
     pass
 
@@ -64,6 +67,21 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
+
+    def stalled_s(self, lease_s: float, now: float) -> float | None:
+        """Seconds since a live worker last held this started job, or None while one does (or it never started).
+
+        A held lease is renewed every half second (trainer/lease.py), so ``lease_expires_at - lease_s``
+        is the last heartbeat; silence beyond ``STALL_AFTER_S`` (or the lease, if shorter) means no live
+        worker. A job put back in the queue after its lease ran out (``requeue``, at ``updated_at``) waits
+        with nobody on it.
+        """
+        if self.state == "running" and self.lease_expires_at is not None:
+            silent = now - (self.lease_expires_at - lease_s)
+            return silent if silent > min(STALL_AFTER_S, lease_s) else None
+        if self.state == "queued" and self.attempts > 0:  # requeued: its last heartbeat was a lease earlier
+            return now - self.updated_at + lease_s
+        return None
 
 
 _engines: dict[str, Engine] = {}

@@ -89,7 +89,8 @@ def bootstrap(
     pre = backbone.preprocessing
     batch = real = check_batch_from(check_images, EvalPreset(pre))
     if batch is None:
-        log.warning("no check photos given: checking the export on smooth synthetic images")
+        # The normal case for `tuneserve bootstrap`: said, not warned about.
+        log.info("no check photos given: checking the export on smooth synthetic images")
         batch = synthetic_check_batch(pre.crop)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"

@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from core.jobspec import TrainSpec
 from models import Registry
+from trainer import eta_plan
 from trainer.budget import Budget, OverBudget
 from trainer.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
 from trainer.data import load_split
@@ -44,7 +45,7 @@ from trainer.loops import (
 from trainer.lr_finder import lr_range_test
 from trainer.model_source import load_base
 from trainer.optim import OptimizerError, image_stage_groups, make_optimizer, stage_lr
-from trainer.progress import BatchClock, EpochMetrics, ProgressTracker, planned_units, progress_name, remaining_seconds
+from trainer.progress import BatchClock, EpochMetrics, FeatureClock, ProgressTracker, progress_name, remaining_seconds
 from trainer.result import Cancelled, Pruned, SplitOutput, TrainingError, TrainingResult, resolve_device
 from trainer.schedulers import build_scheduler, is_per_epoch
 from trainer.stages import Stage, block_groups, plan_stages, train_modes, trainable_backbone
@@ -162,19 +163,27 @@ class _Run:
 
     # ------------------------------------------------------------------ main
     def execute(self) -> TrainingResult:
-        planned = planned_units(self.stages, len(self.dataset.items("train")), self.spec)
-        self.tracker.plan([*planned.items(), ("calibrate", 1)])
-        self.tracker.start(progress_name(self.stages[0].name), planned[progress_name(self.stages[0].name)])
+        tracker, book, key = self.tracker, self.tracker.book, self.spec.base
+        self.work = eta_plan.workload(self.spec, self.stages, self.dataset)
+        eta_plan.plan_run(tracker, self.stages, self.spec, self.work,
+                          {progress_name(s.name): patience(self.spec, s) for s in self.stages})
+        eta_plan.expect(tracker, self.work, book, key, "start")
+        tracker.start(progress_name(self.stages[0].name), tracker.stages[progress_name(self.stages[0].name)].units)
         started = time.perf_counter()
         self._setup()
-        self.tracker.add_setup(time.perf_counter() - started)
+        tracker.add_setup(time.perf_counter() - started)
+        eta_plan.expect(tracker, self.work, book, key, "features")
         resume = self._load_resume()
         first = resume["stage_index"] if resume else 0
         self.overall = resume["overall"] if resume else Best()
+        if resume:  # progress continues from the checkpoint's position
+            tracker.resume_at([progress_name(s.name) for s in self.stages[:first]
+                               if progress_name(s.name) != progress_name(self.stages[first].name)],
+                              progress_name(self.stages[first].name), resume["epoch"])
         for index in range(first, len(self.stages)):
             self._run_stage(index, self.stages[index], resume if index == first else None)
         self._restore(self.overall)
-        return finish_run(self)
+        return finish_run(self)  # the caller writes the measured costs to the book (eta_plan.learn)
 
     def _load_resume(self) -> dict[str, Any] | None:
         state = load_checkpoint(self.checkpoint_dir)
@@ -305,13 +314,15 @@ class _Run:
             val_loss, val_acc = val_loss_acc(val_logits, self.val_split.labels)
             if is_per_epoch(scheduler):
                 scheduler.step(val_acc if maximize(spec) else val_loss)
-            if improved(spec, val_loss, val_acc, stage_best):
+            better = improved(spec, val_loss, val_acc, stage_best)
+            if better:
                 state, head_only = self._snapshot(stage, ema)
                 stage_best = Best(val_loss, val_acc, len(self.history) + 1, state, head_only, stage.name,
                                   val_logits.argmax(1).cpu())
                 bad = 0
             else:
                 bad += 1
+            self.tracker.epoch_end(better, bad)  # the early-stopping model's input (trainer/eta.py)
             self._report(stage, stats, val_loss, val_acc, optimizer)
             stop = bad >= patience(spec, stage)
             last = stop or epoch + 1 >= self.epoch_limits.get(stage.name, stage.epochs)
@@ -381,12 +392,16 @@ class _Run:
         key = self.spec.base
         flip = self.spec.augment in ("standard", "strong")  # frozen features: the mirror is the one cheap view
         split, pre, device = self.train_split, self.pre, self.device
-        center = cached_features(key, self.model, head, split, pre, device, should_stop=self.check)
+        clock = FeatureClock(self.tracker, self.check, len(split) * (2 if flip else 1) + len(self.val_split))
+        started = time.perf_counter()
+        center = cached_features(key, self.model, head, split, pre, device, should_stop=clock)
         self.train_feats = torch.cat([center, cached_features(key, self.model, head, split, pre, device, flip=True,
-                                                              should_stop=self.check)]) if flip else center
+                                                              should_stop=clock)]) if flip else center
         self.train_feat_labels = torch.cat([split.labels] * (2 if flip else 1))
-        self.val_feats = cached_features(key, self.model, head, self.val_split, pre, device, should_stop=self.check)
+        self.val_feats = cached_features(key, self.model, head, self.val_split, pre, device, should_stop=clock)
         head.to("cpu")
+        self.tracker.forward_s = clock.forward_s(time.perf_counter() - started) or self.tracker.forward_s
+        eta_plan.expect(self.tracker, self.work, self.tracker.book, key, "trained")  # measured rates from here
 
     def _eval_head(self) -> torch.Tensor:
         head = self._head()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from core.settings import Settings, get_settings
 from jobs import JobStore
 from models import Registry
+from trainer.eta import COST_BOOK, CostBook
 from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim, owner_id
 from trainer.progress import PUBLISH_STAGES, ProgressTracker
@@ -69,28 +70,38 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
     from core.jobspec import TrainSpec, train_fields
     from dataset_store import DatasetStore
+    from trainer import eta_plan
     from trainer.engine import fine_tune
+    from trainer.stages import plan_stages
 
     settings = job.settings
     spec = TrainSpec.model_validate(train_fields(job.job.spec))
     # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
     data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
                    settings.pixel_cache_dir(job.job.dataset_id))
-    # Progress: every stage to the end (publishing too), written at most once a second.
+    # Progress: every stage to the end (publishing too), written at most once a second; a resumed
+    # run continues the stored progress (fraction, run time, measured speeds).
     tracker = ProgressTracker(lambda snap: job.record_progress(snap))
+    tracker.restore(job.job.progress)
+    tracker.elapsed_before += time.time() - job.claimed_at  # the worker's time before the tracker (imports)
+    tracker.book = CostBook(settings.work_dir / COST_BOOK)
     tracker.plan([(name, 1) for name in PUBLISH_STAGES])
+    work = eta_plan.workload(spec, plan_stages(spec), data.dataset)
+    eta_plan.expect_publishing(tracker, work, tracker.book, spec.base)
     registry = Registry(settings.models_dir)
-    result = fine_tune(
-        spec, data.dataset, on_progress=progress_writer(job, tracker), should_stop=job.should_stop,
-        checkpoint_dir=settings.job_checkpoint_dir(job.id), registry=registry, cache_dir=data.cache_dir,
-        progress=tracker,
-    )
-    if job.should_stop():  # cancelled after the last batch: still nothing is registered
-        raise Stopped("stopped before publishing")
-    lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
-               "spec": spec.model_dump(mode="json")}
-    out = publish_gated(result, data, registry, job.job.model, lineage, settings,
-                        replace_labels=bool(job.job.spec.get("replace_labels")), tracker=tracker)
+    with tracker.ticking():  # the stored progress follows the clock between batches too
+        result = fine_tune(
+            spec, data.dataset, on_progress=progress_writer(job, tracker), should_stop=job.should_stop,
+            checkpoint_dir=settings.job_checkpoint_dir(job.id), registry=registry, cache_dir=data.cache_dir,
+            progress=tracker,
+        )
+        if job.should_stop():  # cancelled after the last batch: still nothing is registered
+            raise Stopped("stopped before publishing")
+        lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
+                   "spec": spec.model_dump(mode="json")}
+        out = publish_gated(result, data, registry, job.job.model, lineage, settings,
+                            replace_labels=bool(job.job.spec.get("replace_labels")), tracker=tracker)
+        eta_plan.learn(tracker, work, tracker.book, spec.base)
     tracker.finish()
     return out
 
@@ -154,7 +165,8 @@ def progress_writer(job: ClaimedJob, tracker: ProgressTracker | None = None) -> 
     def on_progress(metrics: Any) -> None:
         m = as_dict(metrics)
         if tracker is not None:
-            progress = tracker.snapshot()
+            with tracker.lock:
+                progress = tracker.snapshot()
         else:
             epochs = max(int(m.get("epochs") or 1), 1)
             progress = {"epoch": m.get("epoch"), "epochs": epochs, "fraction": min(1.0, m["epoch"] / epochs),

@@ -101,20 +101,25 @@ def cmd_train(args: list[str]) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from trainer import eta_plan
     from trainer.engine import fine_tune
+    from trainer.eta import COST_BOOK, CostBook
     from trainer.job_data import JobData
     from trainer.progress import ProgressTracker
     from trainer.publish import export_and_register
+    from trainer.stages import plan_stages
 
     settings = get_settings()
     registry = Registry(settings.models_dir)
     dataset = ingest(opts.dataset, settings)
     bar = tqdm(desc="training", total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% {postfix}")
     tracker = ProgressTracker(lambda snap: show_progress(bar, snap), min_interval_s=0.5)
+    tracker.book = CostBook(settings.work_dir / COST_BOOK)  # measured costs of earlier runs on the backbone
 
     data = JobData(dataset, settings.cli_cache_dir(dataset.id))
     with logging_redirect_tqdm():  # log lines print above the bar instead of breaking it
         result = fine_tune(spec, dataset, registry=registry, cache_dir=data.cache_dir, progress=tracker)
+        eta_plan.learn(tracker, eta_plan.workload(spec, plan_stages(spec), dataset), tracker.book, spec.base)
         tracker.finish()
     bar.close()
     activate = not opts.no_activate and should_activate(registry, opts.model, result.metrics["val_accuracy"])
@@ -124,9 +129,10 @@ def cmd_train(args: list[str]) -> int:
 
 
 def show_progress(bar: Any, snap: dict[str, Any]) -> None:
-    """One ETA (the tracker's, from measured batch times; "?" until measured), the stage, 0-100 %."""
+    """The expected time left and the worst case (the tracker's; "?" until measured), the stage, 0-100 %."""
     bar.update(round(100 * snap["fraction"], 1) - bar.n)
-    eta = "0s" if snap["fraction"] >= 1.0 else "?" if snap["eta_s"] is None else f"{snap['eta_s']:.0f}s"
+    eta = "0s" if snap["fraction"] >= 1.0 else "?" if snap["eta_s"] is None else (
+        f"{snap['eta_s']:.0f}s (at most {snap['eta_max_s']:.0f}s)")
     where = f" epoch {snap['epoch']}/{snap['epochs']}" if snap["epochs_stage"] and snap["stage"] in (
         "probe", "finetune") else ""
     bar.set_postfix_str(f"{snap['stage']}{where} eta {eta}", refresh=True)

@@ -7,6 +7,7 @@ worker learns of a cancel through its heartbeat, which reads the flag set here.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -54,16 +55,34 @@ def resolved_spec(job: Job) -> dict[str, Any]:
     return resolved
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def job_view(job: Job, lease_s: float, now: float | None = None) -> dict[str, Any]:
+    """The job as the API shows it; ``lease_s`` (the settings' lease) tells a live worker from a stalled job."""
     progress = job.progress or {
         "stage": "queued", "fraction": 0.0, "eta_s": None, "epoch": 0, "epochs": None, "epochs_stage": None,
     }
     if job.state == "succeeded":
-        progress = {**progress, "fraction": 1.0, "eta_s": 0.0}
+        progress = {**progress, "fraction": 1.0, "eta_s": 0.0, "eta_max_s": 0.0}
+    if not job.finished:
+        progress = {**progress, **liveness(job, lease_s, time.time() if now is None else now)}
     if job.kind == "search":  # the trial table lives in the view's own fields, not twice in progress
         progress = {k: v for k, v in progress.items() if k not in ("trials", "best_trial")}
         return {**_view(job, progress), **trial_summaries(job.progress, job.result)}
     return _view(job, progress)
+
+
+def liveness(job: Job, lease_s: float, now: float) -> dict[str, Any]:
+    """``stalled_s``: null while a live worker holds the job; else the seconds since one did, with the
+    lease's deadline (``lease_expires_at``: when another worker may take it over; the renewals of a
+    live lease are left out, or the event stream would change every half second) and a null ETA
+    (nothing is running it) with ``eta_note`` saying why, instead of a frozen number."""
+    stalled = job.stalled_s(lease_s, now)
+    out: dict[str, Any] = {"stalled_s": None if stalled is None else round(stalled, 1)}
+    if stalled is not None:
+        out.update(eta_s=None, eta_max_s=None, lease_expires_at=_iso(job.lease_expires_at),
+                   eta_note=f"no live worker for {stalled:.0f} s: the job resumes from its checkpoint when "
+                            + ("its lease runs out and a worker takes it" if job.state == "running"
+                               else "a worker takes it from the queue"))
+    return out
 
 
 def job_links(job: Job) -> dict[str, str]:
@@ -93,8 +112,17 @@ def _spec_errors(exc: ValidationError) -> str:
 
 
 async def json_body(request: Request) -> None:
-    """415 for a body that is not declared JSON (a form post or a bare curl -d), before parsing it."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    """415 for a body that is not declared JSON (a form post or a bare curl -d), 422 for one that is not
+    UTF-8 (JSON's only encoding; Python's parser would also read UTF-16 and UTF-32)."""
+    ctype, _, params = request.headers.get("content-type", "").partition(";")
+    ctype = ctype.strip().lower()
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset=" in params.lower() else ""
+    if charset and charset not in ("utf-8", "utf8"):
+        raise ApiError(415, f"send the job as UTF-8 JSON (got charset={charset})")
+    try:
+        (await request.body()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, f"the body is not valid JSON: it is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(415, f"send the job as a JSON object with the header 'Content-Type: application/json' "
                             f"(got {ctype or 'no Content-Type'}); e.g. curl -H 'Content-Type: application/json' "
@@ -169,11 +197,12 @@ def _state_filter(state: str | None = None) -> str | None:
 @router.get("", responses=errors(422))
 def list_jobs(
     store: JobStoreDep,
+    settings: SettingsDep,
     state: Annotated[str | None, Depends(_state_filter)] = None,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    return [job_view(j) for j in store.list_jobs(state=state, model=model, limit=limit)]
+    return [job_view(j, settings.lease_seconds) for j in store.list_jobs(state=state, model=model, limit=limit)]
 
 
 @router.get("/schema")
@@ -194,14 +223,14 @@ JobDep = Annotated[Job, Depends(existing_job)]
 
 
 @router.get("/{job_id}", responses=errors(404))
-def get_job(job: JobDep) -> dict[str, Any]:
-    return job_view(job)
+def get_job(job: JobDep, settings: SettingsDep) -> dict[str, Any]:
+    return job_view(job, settings.lease_seconds)
 
 
 @router.post("/{job_id}/cancel", responses=errors(404, 409))
-def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
+def cancel_job(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> dict[str, Any]:
     try:
-        return job_view(store.cancel(job.id))
+        return job_view(store.cancel(job.id), settings.lease_seconds)
     except JobFinished as exc:
         raise ApiError(409, str(exc)) from exc
 
@@ -227,13 +256,13 @@ def job_report(job: JobDep, registry: RegistryDep) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(404))
-async def job_events(job: JobDep, store: JobStoreDep) -> AsyncIterator[ServerSentEvent]:
+async def job_events(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
     """``snapshot`` (the whole job) first, then one ``delta`` per change (polled every 0.5 s): only the
     fields that changed, new epoch metrics as ``metrics_append``; ``end`` (the whole job) when it finishes."""
     last: dict[str, Any] | None = None
     count = 0
     while True:
-        view = job_view(job)
+        view = job_view(job, settings.lease_seconds)
         if view != last:
             count += 1
             if job.finished or last is None:

@@ -191,11 +191,12 @@ def test_job_delete_only_when_finished(client: TestClient, settings: Settings) -
 
 
 def test_deletes_need_an_admin_key(settings: Settings, registry: Registry) -> None:
-    keyed = settings.model_copy(update={"api_keys": SecretStr("admin:adm-key,predict:pred-key")})
+    keyed = settings.model_copy(update={"api_keys": SecretStr("admin:adm-key,predict:pred-key,read:read-key")})
     with TestClient(create_app(keyed)) as c:
         wait_ready(c)
         for path in ("/v1/models/pets/versions/1", "/v1/models/pets", "/v1/jobs/x", "/v1/datasets/x"):
-            resp = c.delete(path, headers={"authorization": "Bearer pred-key"})
-            assert resp.status_code == 403 and "admin" in resp.json()["detail"]
+            for key in ("pred-key", "read-key"):
+                resp = c.delete(path, headers={"authorization": f"Bearer {key}"})
+                assert resp.status_code == 403 and "admin" in resp.json()["detail"]
         ok = c.delete("/v1/models/pets/versions/1", headers={"authorization": "Bearer adm-key"})
         assert ok.status_code == 204
