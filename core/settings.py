@@ -66,8 +66,8 @@ class Settings(BaseSettings):
         "`gpu` extra; docs/gpu.md), `auto` = gpu when CUDA serves and nvImageCodec is installed")
     api_workers: int = Field(default=1, ge=1, description="HTTP worker processes of `tuneserve serve` sharing the port "
                              "(and the GPU); same as `--workers`")
-    build_variants: str = Field(default="", description="variants jobs build beside fp32, gated on val and test: e.g. `int8` "
-                                "or `fp16,int8`")
+    build_variants: str = Field(default="", description="variants jobs build beside fp32, gated on val and "
+                                "test: e.g. `int8` or `fp16,int8`")
 
     # Dynamic batching: the per-device defaults were chosen by measurement (docs/benchmarks.md).
     max_batch_size: int = Field(default=0, description="dynamic batching: largest batch; 0 = per-device default")
