@@ -49,7 +49,8 @@ def jobs_needing(store: JobStore, name: str, version: int | None = None) -> list
     needing = []
     for job in store.unfinished():
         targets = version is None and job.model == name
-        based = any(n == name and (version is None or v == version) for n, v in registry_bases(job.spec))
+        spec = job.spec.model_dump(mode="json")  # the base, and any bases a search may try
+        based = any(n == name and (version is None or v == version) for n, v in registry_bases(spec))
         if targets or based:
             needing.append(job)
     return needing

@@ -54,7 +54,7 @@ def jobs_of(client: TestClient) -> JobStore:
 
 
 def running_job(store: JobStore, model: str, base: str, dataset_id: str = "ds") -> str:
-    job = store.create(model, dataset_id, {"base": base, "epochs": 1})
+    job = store.create(model, dataset_id, {"base": base, "max_epochs": 1})
     assert store.claim(job.id, "worker-1", lease_s=60, max_attempts=3) is not None
     return job.id
 
