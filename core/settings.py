@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     refresh_interval_s: float = 2.0
     # POST .../activate waits up to this long for this process to serve the new version, then says "pending".
     activate_wait_s: float = 10.0
+    # Many models per process (service/manager.py): at most this many versions loaded at once; past it the
+    # least recently used one is unloaded (after its last in-flight request) and loaded again on demand.
+    # 0 = no budget: every active model is loaded at start and kept.
+    max_loaded_models: int = Field(default=0, ge=0)
+    # Models (comma-separated names) loaded at start and never unloaded by the budget.
+    preload_models: str = ""
 
     # Datasets.
     max_upload_bytes: int = 4 * 1024**3

@@ -61,7 +61,7 @@ def test_every_route_needs_the_right_role(server: tuple[str, list[tuple[str, str
         if path in PUBLIC_PATHS:
             assert call(url, method, path, None) not in (401, 403), (method, path)
             continue
-        admin_only = not (method in ("GET", "HEAD") or (method == "POST" and path.endswith("/predict")))
+        admin_only = not (method in ("GET", "HEAD") or (method == "POST" and path.endswith(("/predict", "/infer"))))
         assert call(url, method, path, None) == 401, (method, path)
         assert call(url, method, path, "not-a-key") == 401, (method, path)
         assert call(url, method, path, ADMIN[:-1]) == 401, (method, path)  # a near miss is no key either
