@@ -86,13 +86,20 @@ def _header(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byt
         head, rest = body[:int(header_length)], body[int(header_length):]
     try:
         request = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         hint = "" if header_length is not None else \
             f" (a body with binary tensors needs the {HEADER_LENGTH} header)"
         raise ProtocolError(f"the inference request is not valid JSON{hint}: {exc}") from exc
     if not isinstance(request, dict):
         raise ProtocolError("the inference request must be a JSON object with 'inputs'")
     return request, rest
+
+
+def _params(raw: dict[str, Any], what: str) -> dict[str, Any]:
+    params = raw.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"{what}: 'parameters' must be an object")
+    return params
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -111,7 +118,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(shape, list) or not shape:
             raise ProtocolError(f"input {name!r} needs a 'shape', a list of dimensions")
         dims = [_positive_int(d, f"input {name!r} shape") for d in shape]
-        params = raw.get("parameters") or {}
+        params = _params(raw, f"input {name!r}")
         if "binary_data_size" in params:
             size = _positive_int(params["binary_data_size"], f"input {name!r} binary_data_size")
             if offset + size > len(binary):
@@ -127,17 +134,18 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if offset != len(binary):
         raise ProtocolError(f"{len(binary) - offset} bytes after the JSON belong to no input's binary_data_size")
     outputs = []
-    for raw in request.get("outputs") or []:
+    raw_outputs = request.get("outputs") or []
+    if not isinstance(raw_outputs, list):
+        raise ProtocolError("'outputs' must be a list of {name, parameters}")
+    for raw in raw_outputs:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise ProtocolError("each of 'outputs' must be an object with a 'name'")
-        params = raw.get("parameters") or {}
+        params = _params(raw, f"output {raw['name']!r}")
         k = params.get("classification")
         outputs.append(RequestedOutput(
             raw["name"], None if "binary_data" not in params else bool(params["binary_data"]),
             None if k is None else _positive_int(k, f"output {raw['name']!r} classification") or None))
-    parameters = request.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ProtocolError("'parameters' must be an object")
+    parameters = _params(request, "the request")
     rid = request.get("id")
     return InferRequest(inputs, outputs, parameters, None if rid is None else str(rid))
 
@@ -166,7 +174,10 @@ def bytes_elements(tensor: InputTensor) -> list[bytes]:
     if isinstance(tensor.data, bytes):
         items = deserialize_bytes(tensor.data, f"input {tensor.name!r}")
     else:
-        flat = _flatten(tensor.data)
+        try:
+            flat = _flatten(tensor.data)
+        except RecursionError as exc:
+            raise ProtocolError(f"input {tensor.name!r}: data is nested too deeply") from exc
         items = []
         for i, value in enumerate(flat):
             if not isinstance(value, str):
@@ -197,7 +208,7 @@ def number_array(tensor: InputTensor) -> np.ndarray:
             flat = np.frombuffer(tensor.data, dtype=dtype)
         else:
             flat = np.asarray(_flatten(tensor.data), dtype=dtype)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"input {tensor.name!r}: data is not a list of {tensor.datatype} numbers ({exc})") from exc
     if flat.size != tensor.count:
         raise ProtocolError(f"input {tensor.name!r} has shape {tensor.shape} ({tensor.count} elements) but "
