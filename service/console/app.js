@@ -279,7 +279,9 @@
         h("p", {}, "state ", h("strong", { id: "job-state", class: `state-${job.state}` }, job.state),
           ` · model ${job.model} · ${job.kind} · dataset `, h("a", { href: `#/datasets/${job.dataset_id}` }, job.dataset_id)),
         h("p", { id: "job-progress" }, `epoch ${p.epoch ?? 0} of ${p.epochs ?? "?"} · ${pct(p.fraction)} · ETA `,
-          h("span", { id: "job-eta" }, seconds(p.eta_s)), p.stage ? ` · ${p.stage}` : ""),
+          h("span", { id: "job-eta" }, p.stalled_s != null ? `none: no live worker for ${seconds(p.stalled_s)}`
+            : seconds(p.eta_s) + (p.eta_max_s != null ? ` (at most ${seconds(p.eta_max_s)})` : "")),
+          p.stage ? ` · ${p.stage}` : ""),
         job.error ? h("p", { class: "error-inline" }, job.error) : null,
         job.result ? h("p", { id: "job-result" }, `version ${job.result.version}: ${job.result.reason || ""}`,
           " ", h("a", { href: "#/models" }, "models")) : null,
