@@ -57,15 +57,17 @@ class Settings(BaseSettings):
     train_threads: int = Field(default=0, description="torch threads per worker; 0 = torch's default (one per core). "
                                "Set cores / workers when several workers share a machine")
     variant: Literal["auto", "fp32", "fp16", "int8"] = Field(
-        default="auto", description="which ONNX variant to serve: `auto` = fp16 on CUDA when the version has a "
-        "validated fp16 variant, else fp32 (service/selection.py)")
+        default="auto", description="which ONNX variant to serve: `auto` = fp16 on CUDA, int8 on CPU, when the "
+        "version has that variant and it passed its accuracy gate (top-1 agreement with fp32 on val and test photos, "
+        "stated in the manifest's `variants.<kind>.gate`), else fp32; `GET /v1/models/{name}` shows `variant` and "
+        "`variant_reason` (service/selection.py)")
     decoder: Literal["auto", "pil", "gpu"] = Field(
         default="auto", description="image decoding: `pil` (CPU), `gpu` (nvImageCodec + preprocessing graph, the "
         "`gpu` extra; docs/gpu.md), `auto` = gpu when CUDA serves and nvImageCodec is installed")
     api_workers: int = Field(default=1, ge=1, description="HTTP worker processes of `tuneserve serve` sharing the port "
                              "(and the GPU); same as `--workers`")
-    build_variants: str = Field(default="", description="variants jobs build beside fp32, gated on val: e.g. `int8` "
-                                "or `fp16,int8`")
+    build_variants: str = Field(default="", description="variants jobs build beside fp32, gated on val and "
+                                "test: e.g. `int8` or `fp16,int8`")
 
     # Dynamic batching: the per-device defaults were chosen by measurement (docs/benchmarks.md).
     max_batch_size: int = Field(default=0, description="dynamic batching: largest batch; 0 = per-device default")

@@ -169,6 +169,12 @@ class JobStore:
         with self._session() as s:
             return int(s.scalar(query) or 0)
 
+    def unfinished(self) -> list[Job]:
+        """Every queued or running job (what a delete must not pull files out from under)."""
+        query = select(JobRow).where(JobRow.state.not_in(FINISHED))
+        with self._session() as s:
+            return [Job.of(r) for r in s.scalars(query)]
+
     def expired(self, now: float) -> list[Job]:
         """Running jobs whose lease ran out (their worker died or hung)."""
         query = select(JobRow).where(JobRow.state == "running", JobRow.lease_expires_at < now)
@@ -192,6 +198,13 @@ class JobStore:
         with self._session.begin() as s:
             s.add(row)
         return self.get(row.id)
+
+    def delete_finished(self, job_id: str) -> bool:
+        """Remove a finished job's row; False when it is not there or not finished (one conditional DELETE,
+        so a job that a worker is still writing is never removed)."""
+        with self._session.begin() as s:
+            result = s.execute(delete(JobRow).where(JobRow.id == job_id, JobRow.state.in_(FINISHED)))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def _update(self, where: list[Any], **values: Any) -> bool:
         values["updated_at"] = time.time()

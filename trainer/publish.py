@@ -93,11 +93,16 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
 
 def _build_variants(fp32: Path, out_dir: Path, data: JobData, pre: Preprocessing,
                     kinds: tuple[str, ...], labels: list[str]) -> dict[str, Variant]:
-    """fp16/int8 files calibrated on training images and gated on the val split."""
+    """fp16/int8 files calibrated on training images and gated on the val and test splits."""
     calib = normalize(data.split("train", pre).eval[:CALIBRATION_IMAGES], pre).numpy()
     val = data.split("val", pre)
     to_model = torch.tensor([labels.index(c) for c in data.classes])  # the model's order may be the served one
-    return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), to_model[val.labels].numpy(), kinds)
+    test = None
+    if data.has("test"):  # held-out photos too: the gate must hold beyond the split used to choose epochs
+        held = data.split("test", pre)
+        test = (normalize(held.eval, pre).numpy(), to_model[held.labels].numpy())
+    return build_variants(fp32, out_dir, calib, normalize(val.eval, pre).numpy(), to_model[val.labels].numpy(), kinds,
+                          test=test)
 
 
 def torch_payload_from(result: TrainingResult) -> dict[str, Any]:

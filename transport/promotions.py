@@ -23,3 +23,18 @@ def announce_promotion(redis_url: str | None, name: str, version: int) -> None:
         client.close()
     except redis.RedisError as exc:
         log.warning("could not announce promotion of %s v%d: %s (replicas will poll)", name, version, exc)
+
+
+def announce_deletion(redis_url: str | None, name: str, version: int | None) -> None:
+    """Tell every API process that ``name`` (one ``version``, or all of it when None) was deleted, on the
+    promotions channel: a replica wakes and re-reads the registry (a missed notice: its next poll)."""
+    if not redis_url:
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        client.publish(PROMOTIONS_CHANNEL, json.dumps({"model": name, "deleted": version or "all"}))
+        client.close()
+    except redis.RedisError as exc:
+        log.warning("could not announce deletion of %s: %s (replicas will poll)", name, exc)

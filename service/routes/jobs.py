@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
@@ -25,6 +25,7 @@ from dataset_store import DatasetStore
 from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
 from models.meaning import LabelConflict, check_labels
+from service import lifecycle
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.reports import job_delta, version_report
@@ -232,6 +233,16 @@ def cancel_job(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> dict[s
         return job_view(store.cancel(job.id), settings.lease_seconds)
     except JobFinished as exc:
         raise ApiError(409, str(exc)) from exc
+
+
+@router.delete("/{job_id}", status_code=204, responses=errors(404, 409))
+def delete_job(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> Response:
+    """Delete a finished job (its record and working files; the version it registered stays)."""
+    try:
+        lifecycle.delete_job(store, settings, job)
+    except JobNotFound as exc:  # deleted by another request meanwhile
+        raise ApiError(404, str(exc)) from exc
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/report", responses=errors(404, 409))
