@@ -81,6 +81,13 @@ class Settings(BaseSettings):
                                       "versions (hot-swap)")
     activate_wait_s: float = Field(default=10.0, description="how long `POST .../activate` waits for this process to "
                                    "serve the new version before answering `\"pending\"`")
+    # Many models per process (service/manager.py; Triton's explicit model control, ModelMesh's LRU).
+    max_loaded_models: int = Field(default=0, ge=0, description="at most this many model versions loaded per API "
+                                   "process; past it the least recently used one is unloaded (after its in-flight "
+                                   "requests) and loaded again on its next request; 0 = no budget: every active model "
+                                   "is loaded at start and kept")
+    preload_models: str = Field(default="", description="with a budget: comma-separated model names loaded at start "
+                                "and never unloaded (readiness waits for them)")
 
     # Datasets.
     max_upload_bytes: int = Field(default=4 * 1024**3, description="dataset upload body limit (413)")

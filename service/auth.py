@@ -37,11 +37,12 @@ ANY_ROLE: frozenset[Role] = frozenset(ROLES)
 # needs it before the user can press "Authorize"), and the web console's page and static assets (a
 # browser cannot send a key when it loads a page; the console's API calls carry the key).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                          "/redoc", "/"})
+                          "/redoc", "/", "/v2/health/live", "/v2/health/ready"})
 PUBLIC_PREFIXES = ("/console/",)
 READ_METHODS = frozenset({"GET", "HEAD"})
-PREDICT_PATH = re.compile(r"^/v1/models/[^/]+/predict$")
-DESCRIPTION_PATH = re.compile(r"^/v1/models(/[^/]+)?$")  # a model's public description, not its files
+PREDICT_PATH = re.compile(r"^/v1/models/[^/]+/predict$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+# A model's public description, not its files; over /v2 (Open Inference Protocol) its metadata and readiness.
+DESCRIPTION_PATH = re.compile(r"^/v1/models(/[^/]+)?$|^/v2(/models/[^/]+(/versions/[^/]+)?(/ready)?)?$")
 METRICS_PATH = "/metrics"
 
 

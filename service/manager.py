@@ -1,14 +1,22 @@
-"""Loaded models and hot-swap.
+"""Loaded models, hot-swap and the budget of loaded models.
 
 Each model name maps to one :class:`LoadedModel` (its active version). A refresher thread re-reads
 the registry's active pointers every ``refresh_interval_s`` and whenever a promotion is announced
 on Redis; a changed pointer loads and warms the new session off the request path, then swaps one
 dict entry. Requests that already hold the old :class:`LoadedModel` finish on it; it is closed
 once the last of them is done.
+
+Many models (``max_loaded_models``, like Triton's explicit model control and ModelMesh's LRU): with a
+budget only the ``preload_models`` are loaded at start; any other model (or a version other than the
+active one, asked for by number over ``/v2``) is loaded on its first request, and when more versions
+are loaded than the budget allows the least recently used one is unloaded the way a swap releases a
+version: no new requests, closed after the last in-flight one. Without a budget every active model is
+loaded at start and kept, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -71,6 +79,7 @@ class LoadedModel:
         self._own_decoding = decoding is None
         self.decoding = decoding or FairDecoder(decode_threads(settings), name=f"decode-{self.name}")
         self._users = 0  # requests holding this version now (acquire/release)
+        self.last_used = time.monotonic()  # the budget unloads the least recently used version first
         self._retired = False
         self._lock = threading.Lock()
         self.closed = threading.Event()
@@ -94,6 +103,7 @@ class LoadedModel:
             if self._retired:
                 return False
             self._users += 1
+            self.last_used = time.monotonic()
             return True
 
     def acquire(self) -> LoadedModel:
@@ -140,9 +150,14 @@ class ModelManager:
         self.settings = settings
         # Decoding threads for every model of this process, shared fairly between requests.
         self.decoding = FairDecoder(decode_threads(settings))
-        self._models: dict[str, LoadedModel] = {}
-        self.errors: dict[str, LoadError] = {}
-        self._swap_lock = threading.Lock()
+        self._models: dict[str, LoadedModel] = {}  # the active version of each loaded model
+        self._others: dict[tuple[str, int], LoadedModel] = {}  # other versions, asked for by number (/v2)
+        self.errors: dict[str, LoadError] = {}  # the active version failed to load
+        self._failures: dict[tuple[str, int], LoadError] = {}  # another version failed to load
+        self.budget = settings.max_loaded_models  # 0: no budget
+        self.preload = frozenset(n.strip() for n in settings.preload_models.split(",") if n.strip())
+        # Held while loading, swapping or unloading (the refresher and on-demand loads): one load at a time.
+        self._swap_lock = threading.RLock()
         self._changed = threading.Condition()  # notified after each swap or failed load
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -167,6 +182,104 @@ class ModelManager:
     def loaded(self) -> dict[str, LoadedModel]:
         return dict(self._models)
 
+    def loaded_count(self) -> int:
+        return len(self._models) + len(self._others)
+
+    def resident(self, name: str) -> bool:
+        """Whether ``name`` is loaded at start and kept (no budget: every model; else the preloaded ones)."""
+        return self.budget == 0 or name in self.preload
+
+    def _lookup(self, name: str, version: int | None) -> LoadedModel | None:
+        current = self._models.get(name)
+        if version is None or (current is not None and current.version == version):
+            return current
+        return self._others.get((name, version))
+
+    async def acquire(self, name: str, version: int | None = None) -> LoadedModel:
+        """Like :meth:`get` (the caller must ``release()``), for ``version`` (None: the active one), loading
+        it first when it is not loaded (off the event loop). Raises ModelNotFound / VersionNotFound, or
+        ModelUnavailable when it cannot be loaded."""
+        loaded = self._lookup(name, version)
+        if loaded is not None and loaded.try_acquire():
+            return loaded
+        return await asyncio.to_thread(self._load_on_demand, name, version)
+
+    def _load_on_demand(self, name: str, version: int | None) -> LoadedModel:
+        with self._swap_lock:
+            loaded = self._lookup(name, version)
+            if loaded is not None and loaded.try_acquire():  # another request loaded it meanwhile
+                return loaded
+            info = self.registry.get(name, version)  # 404s with a clear message
+            as_active = info.status == "active"
+            failed = self.errors.get(name) if as_active else self._failures.get((name, info.version))
+            if failed is not None and failed.version == info.version and time.time() - failed.when < LOAD_RETRY_S:
+                raise ModelUnavailable(f"version {info.version} of {name!r} could not be loaded ({failed.error}); "
+                                       f"it is tried again {LOAD_RETRY_S:.0f} s after the failure")
+            started = time.perf_counter()
+            try:
+                new = LoadedModel(info, self.settings, self.decoding)
+            except Exception as exc:  # any load failure is the model's, said in the answer
+                error = LoadError(version=info.version, error=str(exc))
+                if as_active:
+                    self.errors[name] = error
+                else:
+                    self._failures[(name, info.version)] = error
+                log.error("could not load %s version %d: %s", name, info.version, exc,
+                          extra={"model": name, "version": info.version})
+                raise ModelUnavailable(f"version {info.version} of {name!r} could not be loaded: {exc}") from exc
+            new.try_acquire()  # the caller's hold, taken before anything may unload it
+            if as_active:
+                old = self._models.get(name)
+                self._models[name] = new
+                self.errors.pop(name, None)
+                if old is not None:
+                    old.retire()
+            else:
+                self._others[(name, info.version)] = new
+                self._failures.pop((name, info.version), None)
+            log.info("loaded %s version %d on demand in %.2fs", name, info.version, time.perf_counter() - started,
+                     extra={"model": name, "version": info.version})
+            metrics.model_loaded(time.perf_counter() - started)
+            self._evict(keep=new)
+            with self._changed:
+                self._changed.notify_all()
+            return new
+
+    def _evict(self, keep: LoadedModel) -> None:
+        """Unload least recently used versions until the budget holds (never ``keep`` nor a preloaded model)."""
+        if not self.budget:
+            return
+        while self.loaded_count() > self.budget:
+            candidates: list[tuple[float, str, int]] = [
+                (m.last_used, name, -1) for name, m in self._models.items()
+                if m is not keep and name not in self.preload
+            ] + [(m.last_used, name, v) for (name, v), m in self._others.items() if m is not keep]
+            if not candidates:
+                log.warning("%d models loaded, over the budget of %d: the others are preloaded or in use",
+                            self.loaded_count(), self.budget)
+                return
+            _, name, version = min(candidates)
+            victim = self._models.pop(name) if version < 0 else self._others.pop((name, version))
+            victim.retire()  # closed after its last in-flight request, like a swapped-out version
+            metrics.model_unloaded()
+            log.info("unloaded %s version %d (least recently used; budget %d loaded)", name, victim.version,
+                     self.budget, extra={"model": name, "version": victim.version})
+
+    def state(self, name: str, version: int | None = None) -> tuple[str, str | None]:
+        """``(state, error)``, state one of "loaded", "unloaded" (loaded on its next request), "loading"
+        (preloaded, start-up or a swap not done yet) or "failed" (error says why). Raises 404 errors."""
+        info = self.registry.get(name, version)
+        current = self._models.get(name)
+        if (version is None and current is not None) or self._lookup(name, info.version) is not None:
+            return "loaded", None
+        active = info.status == "active"
+        failed = self.errors.get(name) if active else self._failures.get((name, info.version))
+        if failed is not None and failed.version == info.version:
+            return "failed", failed.error
+        if active and self.resident(name):
+            return "loading", None
+        return "unloaded", None
+
     def wait_serving(self, name: str, version: int, timeout: float) -> str:
         """Wait until this process serves ``version``: ``"serving"``, ``"failed"`` (it could not load) or
         ``"pending"`` (still loading when ``timeout`` ran out)."""
@@ -188,13 +301,19 @@ class ModelManager:
             return state
 
     def ready(self) -> bool:
-        """True when every model with an active version has that version loaded (or failed)."""
+        """True when every resident model with an active version has that version loaded (or failed), and
+        every loaded one serves its active version (or failed to swap). Models the budget unloaded, or
+        never loaded, are loaded on their next request: they do not make the process unready."""
         for name in self.registry.model_names():
             active = self.registry.active_version(name)
             if active is None:
                 continue
             loaded = self._models.get(name)
-            if loaded is None or (loaded.version != active and name not in self.errors):
+            if loaded is None:
+                if self.resident(name):
+                    return False
+                continue
+            if loaded.version != active and name not in self.errors:
                 return False
         return True
 
@@ -209,6 +328,9 @@ class ModelManager:
                 self._models.pop(name).retire()  # deleted (here or by another replica)
             for name in set(self.errors) - set(names):
                 self.errors.pop(name)
+            for key in [k for k in self._others  # a version asked for by number (/v2) that was deleted
+                        if k[0] not in names or k[1] not in self.registry.version_numbers(k[0])]:
+                self._others.pop(key).retire()
         with self._changed:
             self._changed.notify_all()
 
@@ -219,13 +341,17 @@ class ModelManager:
             if current is not None and name in self.errors:
                 self.errors.pop(name)  # the version that failed is no longer active (rolled back)
             return
+        if current is None and not self.resident(name):
+            return  # a cold model under the budget: loaded on its first request
         failed = self.errors.get(name)
         if failed is not None and failed.version == active and time.time() - failed.when < LOAD_RETRY_S:
             return  # failed on this version recently; retry now and then, not in a tight loop
         try:
             started = time.perf_counter()
             info = self.registry.get(name, active)
-            new = LoadedModel(info, self.settings, self.decoding)
+            # A version asked for by number (/v2) that is now active is already loaded: promote it.
+            promoted = self._others.pop((name, active), None)
+            new = promoted or LoadedModel(info, self.settings, self.decoding)
         except (RegistryError, Exception) as exc:  # noqa: BLE001 - any load failure keeps the old one
             log.error("could not load %s version %s: %s; keeping the old one", name, active, exc,
                       extra={"model": name, "version": active})
@@ -243,12 +369,15 @@ class ModelManager:
         if current is not None:
             metrics.swapped(name)
             current.retire()
+        self._evict(keep=new)
 
     def forget(self, name: str) -> None:
         """Stop serving ``name`` now (it was deleted): new requests get 404, in-flight ones finish first."""
         with self._swap_lock:
             loaded = self._models.pop(name, None)
             self.errors.pop(name, None)
+            for key in [k for k in self._others if k[0] == name]:  # versions asked for by number (/v2)
+                self._others.pop(key).retire()
         if loaded is not None:
             loaded.retire()
             log.info("unloaded deleted model %s (version %d)", name, loaded.version)
@@ -269,9 +398,10 @@ class ModelManager:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._swap_lock:
-            for loaded in self._models.values():
+            for loaded in [*self._models.values(), *self._others.values()]:
                 loaded.retire()
             self._models.clear()
+            self._others.clear()
         self.decoding.shutdown()
 
     def _loop(self) -> None:

@@ -64,6 +64,10 @@ QUEUE_IMAGES = Gauge("tuneserve_queue_depth_images", "Images queued for inferenc
                      multiprocess_mode="livesum")
 SWAPS = Counter("tuneserve_model_swaps_total", "Versions this process started serving in place of another",
                 ["model"])
+# The budget of loaded models (TUNESERVE_MAX_LOADED_MODELS): loads a request waited for, and unloads.
+COLD_LOAD_SECONDS = Histogram("tuneserve_model_cold_load_seconds", "Loading a model a request asked for",
+                              buckets=_LATENCY_BUCKETS)
+UNLOADS = Counter("tuneserve_model_unloads_total", "Versions unloaded to keep within the loaded-model budget")
 UPLOADS = Counter("tuneserve_dataset_uploads_total", "Dataset uploads by outcome (created, duplicate, refused)",
                   ["outcome"])
 
@@ -186,6 +190,14 @@ def predicted(model: str, version: int, images: int) -> None:
 
 def swapped(model: str) -> None:
     SWAPS.labels(model).inc()
+
+
+def model_loaded(seconds: float) -> None:
+    COLD_LOAD_SECONDS.observe(seconds)
+
+
+def model_unloaded() -> None:
+    UNLOADS.inc()
 
 
 def upload_finished(outcome: str) -> None:

@@ -187,7 +187,7 @@ async def predict(
         ge=0, le=1, allow_inf_nan=False, description="answer unknown when the top probability is below this "
         "(default: the version's floor, set when its training named a target accuracy; else none)")] = None,
 ) -> Response:
-    loaded = manager.get(name)  # 404 for an unknown model, before reading the body
+    loaded = await manager.acquire(name)  # 404 for an unknown model, before reading the body; cold: loads it
     asked = settings.default_top_k if top_k_ is None else top_k_  # more than the labels: clamped, and said
     options = PredictOptions(asked, explain, ood_threshold, min_confidence)
     try:

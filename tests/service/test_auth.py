@@ -22,7 +22,8 @@ from tests.service.live import live_server
 ADMIN, PREDICT, FILE_PREDICT = "adm-0123456789abcdef", "prd-0123456789abcdef", "file-prd-9876543210"
 READ = "read-0123456789abcdef"
 # What a predict key may read: the models' public descriptions, nothing of datasets, jobs or model files.
-DESCRIPTIONS = {"/v1/models", "/v1/models/imagenet"}
+DESCRIPTIONS = {"/v1/models", "/v1/models/imagenet", "/v2", "/v2/models/imagenet", "/v2/models/imagenet/ready",
+                "/v2/models/imagenet/versions/1", "/v2/models/imagenet/versions/1/ready"}
 # Values for path parameters: real ones where they exist (the bootstrapped model), others unknown (404).
 PARAMS = {"name": "imagenet", "version": "1", "dataset_id": "no-such-dataset", "job_id": "no-such-job",
           "file": "model.onnx", "path": "train/ants/no-such.jpg"}
@@ -66,7 +67,7 @@ def test_every_route_needs_the_right_role(server: tuple[str, list[tuple[str, str
         if path in PUBLIC_PATHS and path != "/metrics":
             assert call(url, method, path, None) not in (401, 403), (method, path)
             continue
-        predict = method == "POST" and path.endswith("/predict")
+        predict = method == "POST" and path.endswith(("/predict", "/infer"))
         read = method in ("GET", "HEAD")
         may = {ADMIN: True, READ: read,
                PREDICT: predict or (read and path in DESCRIPTIONS)}
