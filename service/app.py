@@ -25,7 +25,7 @@ from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exite
 from service.notify import PromotionListener
 from service.origins import CrossSiteGuard, cors_options, parse_origins
 from service.requestlog import RequestLogMiddleware
-from service.routes import console, datasets, health, jobs, models
+from service.routes import cards, console, datasets, health, jobs, models
 from service.routes import metrics as metrics_route
 from transport.broker import BrokerProbe
 
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
+    app.include_router(cards.router, prefix="/v1/models", tags=["models"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])
     app.include_router(console.router)
