@@ -98,7 +98,7 @@ def test_every_page_after_a_job(page: Any, stack: Stack, small_hymenoptera_zip: 
     points = int(page.get_attribute("#accuracy-chart", "data-points") or 0)
     assert points == len(job["metrics"]) == 5  # 3 probe + 2 fine-tuning epochs
     assert page.locator("#job-progress").inner_text().startswith("5 epochs run (linear 3, finetune 2)")
-    ticks = page.locator("#accuracy-chart text.xtick").all_inner_texts()
+    ticks = page.locator("#accuracy-chart text.xtick").all_text_contents()  # SVG text has no innerText
     assert ticks and all(t.isdigit() for t in ticks) and int(ticks[-1]) <= 5
     assert page.locator("#accuracy-chart line.mark").count() == 1  # where fine-tuning starts
     files = page.locator("#downloads button").all_inner_texts()
