@@ -34,7 +34,7 @@ def event_sizes(epochs: int = 30) -> dict[str, float]:
         spec = {"mode": "finetune", "max_epochs": epochs, "lr": "auto", "augment": "light", "batch_size": 32}
         job = store.create("bees", "0123456789abcdef", spec)
         store.claim(job.id, "w", 60, 3)
-        views = [job_view(store.get(job.id))]
+        views = [job_view(store.get(job.id), 60.0)]
         for epoch in range(1, epochs + 1):
             metric = {"epoch": epoch, "epochs": epochs, "stage": "finetune", "train_loss": 0.6931 / epoch ** 0.5,
                       "val_loss": 0.7123 / epoch ** 0.4, "val_accuracy": min(0.99, 0.5 + epoch / 60), "lr": 1e-3,
@@ -42,7 +42,7 @@ def event_sizes(epochs: int = 30) -> dict[str, float]:
             progress = {"epoch": epoch, "epochs": epochs, "stage": "finetune", "fraction": epoch / epochs,
                         "eta_s": 12.5 * (epochs - epoch), "images_per_s": 41.73}
             store.record_progress(job.id, "w", progress, metric)
-            views.append(job_view(store.get(job.id)))
+            views.append(job_view(store.get(job.id), 60.0))
         store.dispose()
     whole = [len(json.dumps(v)) for v in views]
     deltas = [whole[0]] + [len(json.dumps(job_delta(a, b))) for a, b in itertools.pairwise(views)]
@@ -64,7 +64,7 @@ def explain_cost(rounds: int) -> dict[str, float]:
     photos = [p.read_bytes() for p in sorted(photos_dir.glob("*.JPEG"))][:40]
     home = Path(tempfile.mkdtemp(prefix="bench-console-"))
     registry = Registry(home / "models")
-    bootstrap(registry, check_images=photos_dir)
+    bootstrap(registry, Settings(home=home), check_images=photos_dir)
     register_without_features(registry, home)
     times: dict[str, list[float]] = {"old": [], "off": [], "on": []}
     with TestClient(create_app(Settings(home=home, device="cpu"))) as client:

@@ -15,9 +15,20 @@ distinct photos of the same class and of different classes. CIFAR-10 itself hold
 duplicates (the same photo twice, shifted or re-coloured); those found were checked by eye and are
 listed in SOURCE_DUPLICATES, counted as true pairs (precision without that list is printed too).
 
-Thresholds (``IngestLimits``) were chosen on ``--set tune`` (CIFAR-10 train, hymenoptera train);
-the documented numbers are ``--set test`` (CIFAR-10 test, hymenoptera val, ImageNet samples), photos
-the thresholds never saw.
+Same background, different object (bench/dedup_scenes.py): scenes of several different real photos
+cut out and laid on one textured backdrop (planks, tiles, a bedspread); two composites of one scene are
+a false pair, and some composites get the five copies too (true pairs). Their objects are photos the
+corpus does not hold (``--set tune``: CIFAR-10 train photos past ``--per-class`` and hymenoptera val;
+``--set test``: CIFAR-10 test photos past ``--per-class`` and hymenoptera train).
+
+Three rules run on the same files: the old one, the thumbnail rule (what an upload without a feature
+model uses) and the feature rule (thumbnail candidates confirmed by the cosine of the ImageNet model's
+pooled features, computed as the API computes them: service/object_features.py, onnxruntime).
+
+Thresholds (``IngestLimits``) were chosen on ``--set tune`` (CIFAR-10 train, hymenoptera train, tune
+scenes; ``--sweep`` prints the pair-level precision and recall of each cosine threshold there); the
+documented numbers are ``--set test`` (CIFAR-10 test, hymenoptera val, ImageNet samples, test scenes),
+photos the thresholds never saw.
 
 Run: ``flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.dedup --write-docs``
 """
@@ -42,11 +53,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bench.data import ROOT, shared_data
+from bench.dedup_scenes import scenes
 from bench.docs import write_section
 from core.datasets.schemas import IngestLimits
 from core.images import open_rgb
+from core.settings import Settings
 from dataset_store.dedup import (
+    Duplicates,
     Fingerprint,
+    ObjectFeatures,
     components,
     duplicate_groups,
     exact_groups,
@@ -54,6 +69,8 @@ from dataset_store.dedup import (
     near_pairs,
 )
 from dataset_store.validate import check_files, fingerprint
+from models import Registry
+from service.object_features import FeatureModel
 
 log = logging.getLogger("bench.dedup")
 SECTION = "## Near-duplicate detection"
@@ -84,6 +101,7 @@ class Photo:
     source: str  # the photo it was made from (relative to the data root)
     label: str
     kind: str  # "orig" or one of COPY_KINDS
+    scene: int | None = None  # composites: the backdrop they share with the others of their scene
 
 
 def _encode(img: Image.Image, quality: int = 90, exif: Image.Exif | None = None) -> bytes:
@@ -117,8 +135,34 @@ def originals(which: str, per_class: int) -> list[tuple[Path, str]]:
     return found
 
 
-def build_corpus(which: str, per_class: int, copied: tuple[int, int], dest: Path, seed: int = 0) -> list[Photo]:
-    """Originals as they are, plus copies of ``copied`` = (CIFAR photos, other photos) picked at random."""
+def scene_objects(which: str, per_class: int, count: int) -> list[tuple[Path, str]]:
+    """Photos to lay on backdrops: none of them is in the corpus of ``which`` (see the module doc)."""
+    cifar = shared_data("cifar10") / ("train" if which == "tune" else "test")
+    found = [(p, c.name) for c in sorted(cifar.iterdir()) if c.is_dir()
+             for p in sorted(c.glob("*.jpg"))[per_class:per_class + count]]
+    hym = shared_data("hymenoptera") / ("val" if which == "tune" else "train")
+    return found + [(p, f"{p.parent.name}-{k % 5}") for k, p in enumerate(sorted(hym.glob("*/*.jpg")))]
+
+
+def build_corpus(which: str, per_class: int, copied: tuple[int, int], dest: Path, seed: int = 0,
+                 scene_count: int = 0, per_scene: int = 6) -> list[Photo]:
+    """Originals as they are, plus copies of ``copied`` = (CIFAR photos, other photos) picked at random,
+    plus ``scene_count`` scenes of ``per_scene`` composites (a third of them copied too)."""
+    photos = _plain_corpus(which, per_class, copied, dest, seed)
+    rng = random.Random(seed + 1)
+    made = scenes(scene_objects(which, per_class, 40), scene_count, per_scene, dest, seed) if scene_count else []
+    for k, (path, label, scene) in enumerate(made):
+        source = f"scene/{path.name}"
+        photos.append(Photo(path, source, label, "orig", scene))
+        if rng.random() < 1 / 3:
+            for kind, data in copies(path.read_bytes()).items():
+                out = dest / f"scene{k:05d}_{kind}.jpg"
+                out.write_bytes(data)
+                photos.append(Photo(out, source, label, kind, scene))
+    return photos
+
+
+def _plain_corpus(which: str, per_class: int, copied: tuple[int, int], dest: Path, seed: int) -> list[Photo]:
     found = originals(which, per_class)
     tiny = [i for i, (p, _) in enumerate(found) if "cifar10" in p.parts]
     large = [i for i in range(len(found)) if i not in set(tiny)]
@@ -168,10 +212,22 @@ def score(photos: Sequence[Photo], found: set[tuple[int, int]], truth: set[tuple
     for kind in COPY_KINDS:  # a copy found with its own original
         wanted = {p for p in truth if {photos[p[0]].kind, photos[p[1]].kind} == {"orig", kind}}
         by_kind[kind] = round(len(wanted & found) / max(len(wanted), 1), 3)
+    backdrop = {p for p in _scene_false(photos)}
     return {"true_found": len(tp), "false_found": len(fp), "false_same_class": same_class,
+            "false_same_background": len(fp & backdrop), "same_background_pairs": len(backdrop),
             "false_other_class": len(fp) - same_class, "precision": len(tp) / max(len(found), 1),
             "recall": len(tp) / max(len(truth), 1), "recall_by_copy": by_kind,
             "false_pairs": sorted((photos[a].source, photos[b].source) for a, b in fp)}
+
+
+def _scene_false(photos: Sequence[Photo]) -> set[tuple[int, int]]:
+    """Pairs of composites from one scene that are different photos: same background, another object."""
+    by_scene: dict[int, list[int]] = {}
+    for i, p in enumerate(photos):
+        if p.scene is not None:
+            by_scene.setdefault(p.scene, []).append(i)
+    return {(a, b) for g in by_scene.values() for a, b in itertools.combinations(g, 2)
+            if photos[a].source != photos[b].source}
 
 
 def truth_pairs(photos: Sequence[Photo], listed: Sequence[tuple[str, str]]) -> set[tuple[int, int]]:
@@ -241,43 +297,97 @@ def _decode_ms(paths: Sequence[Path]) -> float:
     return (time.perf_counter() - start) / len(paths) * 1000
 
 
-def markdown(which: str, photos: Sequence[Photo], new: dict, old: dict, unlisted: dict, meta: dict) -> str:  # type: ignore[type-arg]
+RULES = ("old", "thumbnail", "features")
+
+
+def markdown(which: str, photos: Sequence[Photo], results: dict, meta: dict) -> str:  # type: ignore[type-arg]
     kinds = Counter(p.kind for p in photos)
+    plain = [p for p in photos if p.scene is None]
+    origs = sum(1 for p in plain if p.kind == "orig")
+    composites = sum(1 for p in photos if p.scene is not None and p.kind == "orig")
+    names = {"old": "old: dHash within 5 bits",
+             "thumbnail": f"thumbnail: dHash or pHash within {meta['distance']} bits, thumbnail similarity >= "
+                          f"{meta['similarity']} (an upload without a feature model)",
+             "features": f"features: the thumbnail rule's pairs confirmed by pooled-feature cosine >= "
+                         f"{meta['cosine']} ({meta['model']}, the API's rule)"}
     lines = [
         SECTION, "",
-        f"Command: `{COMMAND}` (set `{which}`; thresholds were chosen on `--set tune`, CIFAR-10 train and "
-        "hymenoptera train, which this set does not share).", "",
-        f"Corpus: {kinds['orig']} distinct photos ({meta['cifar']} CIFAR-10 {meta['cifar_split']} JPEGs at 32x32, "
-        f"{kinds['orig'] - meta['cifar']} {meta['others']}), plus 5 copies each of "
+        f"Command: `{COMMAND}` (set `{which}`; thresholds were chosen on `--set tune`, CIFAR-10 train, "
+        "hymenoptera train and other scenes, which this set does not share). One run.", "",
+        f"Corpus: {origs} distinct photos ({meta['cifar']} CIFAR-10 {meta['cifar_split']} JPEGs at 32x32, "
+        f"{origs - meta['cifar']} {meta['others']}) and {composites} same-background composites "
+        f"({meta['scenes']} scenes of {meta['per_scene']} different real photos, {meta['scene_objects']}, "
+        "each cut out with a soft oval and laid near the centre of one textured backdrop: wooden planks, "
+        "tiles or a bedspread; bench/dedup_scenes.py), plus 5 copies each of "
         f"{kinds['q50']} of them (JPEG quality 50 and 95, resized, 4% crop on every side, EXIF-rotated): "
         f"{len(photos)} files, {meta['true_pairs']} true pairs, {meta['false_pairs']:,} false pairs "
-        f"(distinct photos, same class or not). Scored as the report groups them: every pair of files in one "
-        f"group counts. CIFAR-10 photos that are the same picture twice (checked by eye, listed in "
-        f"`bench/dedup.py`; {meta['listed_here']} of them in this set) count as true pairs.", "",
-        "| rule | precision | recall | false pairs (same class / other class) "
-        "| recall by copy (q50, q95, resize, crop, EXIF) |", "| --- | --- | --- | --- | --- |",
+        f"(distinct photos, same class or not), {meta['backdrop_pairs']} of them same background, different "
+        "object. Scored as the report groups them: every pair of files in one group counts. CIFAR-10 photos "
+        f"that are the same picture twice (checked by eye, listed in `bench/dedup.py`; {meta['listed_here']} "
+        "of them in this set) count as true pairs.", "",
+        "| rule | precision | recall | false pairs (same class / other class) | same-background false pairs "
+        "| recall by copy (q50, q95, resize, crop, EXIF) | recall, composites' copies |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, r in (("old: dHash within 5 bits", old), (f"new: dHash or pHash within {meta['distance']} bits, "
-                                                          f"thumbnail similarity >= {meta['similarity']}", new)):
+    for rule in RULES:
+        r = results[rule]
         by = r["recall_by_copy"]
-        lines.append(f"| {name} | {r['precision']:.4f} | {r['recall']:.4f} | {r['false_found']} "
-                     f"({r['false_same_class']} / {r['false_other_class']}) | "
-                     f"{', '.join(f'{by[k]:.3f}' for k in COPY_KINDS)} |")
+        lines.append(f"| {names[rule]} | {r['precision']:.4f} | {r['recall']:.4f} | {r['false_found']} "
+                     f"({r['false_same_class']} / {r['false_other_class']}) | {r['false_same_background']} of "
+                     f"{r['same_background_pairs']} | {', '.join(f'{by[k]:.3f}' for k in COPY_KINDS)} | "
+                     f"{r['scene_recall']:.3f} |")
     lines += [
-        "", f"Without the by-eye list (its pairs counted as false): new precision {unlisted['precision']:.4f}, "
-        f"old {meta['old_unlisted_precision']:.4f}.",
+        "", f"Without the by-eye list (its pairs counted as false): precision {meta['unlisted']}.",
         f"Per image (one process, {meta['timed']} decoded hymenoptera photos, best of 3): old dHash "
-        f"{meta['old_dhash_ms']:.2f} ms, new fingerprint (imagehash dHash + pHash on the image box-reduced to "
+        f"{meta['old_dhash_ms']:.2f} ms, fingerprint (imagehash dHash + pHash on the image box-reduced to "
         f">= 64 px a side, 8x8 thumbnail) {meta['fingerprint_ms']:.2f} ms, beside {meta['decode_ms']:.2f} ms to "
-        f"decode the photo. Grouping all {len(photos)} files: {meta['group_s']:.2f} s; "
-        f"{meta['scale_n']:,} unrelated fingerprints (random): {meta['scale_s']:.1f} s (the old rule's single "
-        "5-bit search compared fewer pairs; this grows with the square of the file count).",
-        "Why `imagehash`: the maintained library for both hashes. Tried while choosing the rule: with the "
-        "hand-written dHash in its place the rule's recall was the same within 0.001 on both sets (alone, the "
-        "hand-written dHash finds a few more candidates; the pHash covers them). The thumbnail check is what "
-        "buys precision; the pHash and the wider distance are what buy recall (crops).",
+        f"decode the photo. Grouping all {len(photos)} files: thumbnail rule {meta['group_s']:.2f} s; feature "
+        f"rule {meta['features_s']:.2f} s, of which features for the {meta['embedded']} files in a "
+        "thumbnail-confirmed pair (only those are run through the model; 2-core CPU, onnxruntime). "
+        f"{meta['scale_n']:,} unrelated fingerprints (random): {meta['scale_s']:.1f} s (grows with the square of "
+        "the file count).",
+        "Why `imagehash`: the maintained library for both hashes. The thumbnail check is what buys precision "
+        "on unrelated photos, the pHash and the wider distance buy recall (crops), and the features are what "
+        "tell two objects on one background apart.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def feature_model(home: Path | None, scratch: Path) -> ObjectFeatures:
+    """The API's feature model: the active ``imagenet`` version of ``home``, else one bootstrapped now."""
+    if home is None:
+        from trainer.bootstrap import bootstrap
+
+        home = scratch / "home"
+        bootstrap(Registry(home / "models"), check_images=shared_data("imagenet_samples"))
+    settings = Settings(home=home)
+    objects = FeatureModel(Registry(settings.models_dir), settings).current()
+    if objects is None:
+        raise SystemExit(f"{home} has no active imagenet version with a features output: run `tuneserve bootstrap`")
+    return objects
+
+
+def sweep(photos: Sequence[Photo], dups: Duplicates, truth: set[tuple[int, int]]) -> list[dict[str, float]]:
+    """Pair-level precision and recall of the thumbnail-confirmed pairs at each cosine threshold: how the
+    threshold was chosen (on ``--set tune``). ``dups`` ran with no cosine floor."""
+    out = []
+    links = [(i, j, sim) for i, j, sim in dups.links]
+    true_links = sum(1 for i, j, _ in links if (i, j) in truth)
+    for t in np.round(np.arange(0.50, 0.99, 0.02), 2):
+        kept = [(i, j) for i, j, sim in links if sim >= t]
+        tp = sum(1 for pair in kept if pair in truth)
+        backdrop = sum(1 for i, j in kept if pair_of_scene(photos, i, j) and (i, j) not in truth)
+        out.append({"cosine": float(t), "precision": tp / max(len(kept), 1), "recall": tp / max(true_links, 1),
+                    "false": len(kept) - tp, "false_same_background": backdrop})
+    false_sims = sorted(sim for i, j, sim in links if (i, j) not in truth)
+    true_sims = sorted(sim for i, j, sim in links if (i, j) in truth)
+    log.info("links: %d true (lowest cosines %s), %d false (highest %s)", len(true_sims),
+             [round(x, 3) for x in true_sims[:8]], len(false_sims), [round(x, 3) for x in false_sims[-8:]])
+    return out
+
+
+def pair_of_scene(photos: Sequence[Photo], i: int, j: int) -> bool:
+    return photos[i].scene is not None and photos[i].scene == photos[j].scene
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,48 +396,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=300, help="CIFAR-10 photos per class")
     parser.add_argument("--copied", type=int, nargs=2, default=(150, 80), metavar=("CIFAR", "OTHER"),
                         help="photos that get copies")
+    parser.add_argument("--scenes", type=int, default=30, help="same-background scenes")
+    parser.add_argument("--per-scene", type=int, default=6, help="different objects on each scene's backdrop")
+    parser.add_argument("--home", type=Path, help="a TUNESERVE_HOME with the imagenet model (default: bootstrap one)")
     parser.add_argument("--scale", type=int, default=50_000, help="random fingerprints to time grouping on")
+    parser.add_argument("--sweep", action="store_true", help="print precision/recall per cosine threshold")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of flagged distinct originals here")
     parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     limits = IngestLimits()
     with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
-        photos = build_corpus(opts.which, opts.per_class, tuple(opts.copied), Path(tmp))
+        objects = feature_model(opts.home, Path(tmp))
+        photos = build_corpus(opts.which, opts.per_class, tuple(opts.copied), Path(tmp), 0, opts.scenes,
+                              opts.per_scene)
         paths = [p.path for p in photos]
         log.info("corpus: %d files", len(photos))
         checked = check_files(paths, 10**9, 1, os.cpu_count() or 1)
         assert all(c.problem is None for c in checked), [c.problem for c in checked if c.problem]
         digests = [c.sha256 for c in checked]
+        prints = [c.fingerprint for c in checked]
         start = time.perf_counter()
-        dups = duplicate_groups(digests, [c.fingerprint for c in checked], limits.near_duplicate_distance,
-                                limits.near_duplicate_similarity)
+        dups = duplicate_groups(digests, prints, limits.near_duplicate_distance, limits.near_duplicate_similarity)
         group_s = time.perf_counter() - start
-        new_found = pairs_in(dups.exact + dups.near)
-        old_found = pairs_in(old_groups(digests, _old_prints(paths)))
-        truth = truth_pairs(photos, SOURCE_DUPLICATES)
-        new, old = score(photos, new_found, truth), score(photos, old_found, truth)
-        bare = truth_pairs(photos, [])
-        unlisted, old_unlisted = score(photos, new_found, bare), score(photos, old_found, bare)
+        embedded = len({i for i, j, _ in dups.links} | {j for i, j, _ in dups.links})
+        start = time.perf_counter()
+        by_object = duplicate_groups(digests, prints, limits.near_duplicate_distance,
+                                     limits.near_duplicate_similarity, objects, paths, limits.near_duplicate_cosine)
+        features_s = time.perf_counter() - start
+        truth, bare = truth_pairs(photos, SOURCE_DUPLICATES), truth_pairs(photos, [])
+        found = {"old": pairs_in(old_groups(digests, _old_prints(paths))),
+                 "thumbnail": pairs_in(dups.exact + dups.near), "features": pairs_in(by_object.exact + by_object.near)}
+        results = {rule: score(photos, f, truth) for rule, f in found.items()}
+        scene_truth = {p for p in truth if photos[p[0]].scene is not None}
+        for rule, f in found.items():
+            results[rule]["scene_recall"] = len(f & scene_truth) / max(len(scene_truth), 1)
+        unlisted = ", ".join(f"{rule} {score(photos, f, bare)['precision']:.4f}" for rule, f in found.items())
+        if opts.sweep:
+            loose = duplicate_groups(digests, prints, limits.near_duplicate_distance, limits.near_duplicate_similarity,
+                                     objects, paths, -1.0)
+            for row in sweep(photos, loose, truth):
+                print(json.dumps(row))
         if opts.sheet:
-            flagged = sorted(p for p in (new_found | old_found) - bare
+            flagged = sorted(p for p in set().union(*found.values()) - bare
                              if photos[p[0]].kind == photos[p[1]].kind == "orig")
             sheet(photos, flagged, opts.sheet)
         n = len(photos)
-        meta = {"cifar": sum(1 for p in photos if p.kind == "orig" and "cifar10" in p.source),
+        meta = {"cifar": sum(1 for p in photos if p.kind == "orig" and p.scene is None and "cifar10" in p.source),
                 "cifar_split": "train" if opts.which == "tune" else "test",
                 "others": "hymenoptera train photos" if opts.which == "tune" else
                 "hymenoptera val and ImageNet sample photos",
+                "scene_objects": ("CIFAR-10 train photos and hymenoptera val photos" if opts.which == "tune" else
+                                  "CIFAR-10 test photos and hymenoptera train photos") + " the corpus does not hold",
+                "scenes": opts.scenes, "per_scene": opts.per_scene,
                 "true_pairs": len(truth), "false_pairs": n * (n - 1) // 2 - len(truth),
+                "backdrop_pairs": len(_scene_false(photos)),
                 "listed_here": sum(1 for a, b in SOURCE_DUPLICATES if {a, b} <= {p.source for p in photos}),
-                "distance": limits.near_duplicate_distance,
-                "similarity": limits.near_duplicate_similarity, "group_s": group_s,
-                "old_unlisted_precision": old_unlisted["precision"], "timed": min(200, n),
+                "distance": limits.near_duplicate_distance, "similarity": limits.near_duplicate_similarity,
+                "cosine": limits.near_duplicate_cosine, "model": objects.model, "group_s": group_s,
+                "features_s": features_s, "embedded": embedded, "unlisted": unlisted, "timed": min(200, n),
                 **timing([p.path for p in photos if "hymenoptera" in p.source]),
                 "scale_n": opts.scale, "scale_s": grouping_seconds(opts.scale, limits)}
-    text = markdown(opts.which, photos, new, old, unlisted, meta)
-    print(json.dumps({"new": new, "old": {k: v for k, v in old.items() if k != "false_pairs"}, "meta": meta},
-                     indent=1, default=str))
+    text = markdown(opts.which, photos, results, meta)
+    print(json.dumps({"results": {r: {k: v for k, v in x.items() if k != "false_pairs"} for r, x in results.items()},
+                      "false_pairs": results["features"]["false_pairs"], "meta": meta}, indent=1, default=str))
     print(text)
     if opts.write_docs:
         if opts.which != "test":

@@ -8,6 +8,13 @@ ones. **Confirmation**: the two files' 8x8 colour thumbnails must agree, pixel b
 the report. Both thresholds and the precision and recall they give were measured on labelled pairs
 (``bench/dedup.py``, docs/benchmarks.md "Near-duplicate detection").
 
+**On the object**: a thumbnail cannot tell a hat from shorts shot on one wooden floor (the floor is most
+of the 64 pixels). When the caller passes :class:`ObjectFeatures` (the API passes the ImageNet model's
+pooled backbone features, computed with onnxruntime), a pair the thumbnails let through must also have
+features at least ``min_cosine`` alike (cosine similarity), and that cosine is the pair's similarity.
+Features are computed only for files in a thumbnail-confirmed pair, so the cost follows the candidates,
+not the dataset. Without features the thumbnails decide, and :attr:`Duplicates.method` says so.
+
 Candidate search uses the pigeonhole trick: split the 64-bit hash into ``distance + 1`` bands; two
 hashes within ``distance`` bits agree exactly on at least one band, so only hashes sharing a band
 value are compared (about (distance + 1) / 2**(64 / (distance + 1)) of all pairs: 1/5 at 10 bits).
@@ -17,8 +24,10 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -36,11 +45,26 @@ class Fingerprint:
     thumb: bytes  # THUMB_SIDE x THUMB_SIDE x 3 bytes, RGB
 
 
+@dataclass(frozen=True)
+class ObjectFeatures:
+    """What confirms a pair on the object: the edge that has a model (the API) passes one in.
+
+    ``embed`` maps image files to one feature row each, shape (n, d); rows need not be normalised.
+    """
+
+    model: str  # named in the report, e.g. "imagenet v1"
+    embed: Callable[[Sequence[Path]], np.ndarray]
+
+
+Method = Literal["features", "thumbnail"]
+
+
 @dataclass
 class Duplicates:
     exact: list[list[int]] = field(default_factory=list)  # indices of files with identical bytes
     near: list[list[int]] = field(default_factory=list)  # files that look alike, not all identical
     links: list[tuple[int, int, float]] = field(default_factory=list)  # confirmed pairs (i, j, similarity)
+    method: Method = "thumbnail"  # what confirmed the near pairs (and what ``similarity`` measures)
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -114,11 +138,14 @@ def _close(arr: np.ndarray, members: np.ndarray, distance: int, cells: int = 1 <
 
 
 def duplicate_groups(digests: Sequence[str], prints: Sequence[Fingerprint | None], distance: int,
-                     min_similarity: float) -> Duplicates:
+                     min_similarity: float, objects: ObjectFeatures | None = None,
+                     paths: Sequence[Path] = (), min_cosine: float = 0.0) -> Duplicates:
     """Exact groups, and near groups of files that look alike but are not all identical.
 
-    ``prints[i]`` is None for files without a fingerprint (they only join exact groups). Groups are
-    the connected components of exact copies and confirmed pairs only.
+    ``prints[i]`` is None for files without a fingerprint (they only join exact groups). With
+    ``objects`` (and ``paths[i]``, the file of ``prints[i]``) a thumbnail-confirmed pair must also have
+    features at least ``min_cosine`` alike. Groups are the connected components of exact copies and
+    confirmed pairs only: a pair that was not itself confirmed never joins two files.
     """
     exact = exact_groups(digests)
     copy_of = {j: g[0] for g in exact for j in g[1:]}
@@ -128,9 +155,35 @@ def duplicate_groups(digests: Sequence[str], prints: Sequence[Fingerprint | None
     for kind in ("dhash", "phash"):
         matcher.match(kind, distance)
     links = sorted(matcher.links.values(), key=lambda link: (link[0], link[1]))
+    method: Method = "thumbnail"
+    if objects is not None:
+        links, method = on_the_object(links, [Path(p) for p in paths], objects, min_cosine), "features"
     groups = components(len(digests), group_edges(exact) + [(i, j) for i, j, _ in links])
     near = [g for g in groups if len(g) > 1 and len({digests[i] for i in g}) > 1]
-    return Duplicates(exact=exact, near=near, links=links)
+    return Duplicates(exact=exact, near=near, links=links, method=method)
+
+
+def cosine(features: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows ``a[k]`` and ``b[k]`` of ``features`` (not normalised)."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    out: np.ndarray = np.clip(np.einsum("kd,kd->k", unit[a], unit[b]), -1.0, 1.0)
+    return out
+
+
+def on_the_object(links: Sequence[tuple[int, int, float]], paths: Sequence[Path], objects: ObjectFeatures,
+                  min_cosine: float) -> list[tuple[int, int, float]]:
+    """The thumbnail-confirmed ``links`` whose files' features are at least ``min_cosine`` alike, each with
+    its cosine as the similarity. Features are computed once per file, for the linked files only."""
+    if not links:
+        return []
+    files = sorted({i for i, j, _ in links} | {j for i, j, _ in links})
+    row = {f: k for k, f in enumerate(files)}
+    features = np.asarray(objects.embed([paths[f] for f in files]), dtype=np.float32)
+    if features.shape[0] != len(files):
+        raise ValueError(f"{objects.model} gave {features.shape[0]} feature rows for {len(files)} files")
+    pairs = np.array([(row[i], row[j]) for i, j, _ in links], dtype=np.int64)
+    sims = cosine(features.reshape(len(files), -1), pairs[:, 0], pairs[:, 1])
+    return [(i, j, round(float(s), 6)) for (i, j, _), s in zip(links, sims, strict=True) if s >= min_cosine]
 
 
 class _Matcher:

@@ -17,6 +17,7 @@ from pathlib import Path
 from core.datasets.schemas import (
     IMAGES_DIR,
     Dataset,
+    DuplicateCheck,
     DuplicateGroup,
     FileEntry,
     IngestLimits,
@@ -25,7 +26,7 @@ from core.datasets.schemas import (
 )
 from dataset_store import checks
 from dataset_store.archive import Entry
-from dataset_store.dedup import Duplicates, components, duplicate_groups, group_edges
+from dataset_store.dedup import Duplicates, ObjectFeatures, components, duplicate_groups, group_edges
 from dataset_store.layout import Item, resolve
 from dataset_store.split import make_split, split_reason
 from dataset_store.validate import Checked, FileChecker
@@ -47,11 +48,12 @@ class Source:
     legacy_names: list[str] | None = None  # names that were not UTF-8 (see archive.decode_name)
 
 
-def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker: FileChecker | None = None
-          ) -> Dataset:
+def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker: FileChecker | None = None,
+          objects: ObjectFeatures | None = None) -> Dataset:
     """Validate everything and place the images under ``folder/images``; returns the index (no id yet).
 
     ``checker`` may already be checking the files (started while unpacking); else they are checked here.
+    ``objects``: the feature model that confirms near duplicates on the object (else the thumbnails do).
     """
     started = time.perf_counter()
     layout = resolve(source.entries)
@@ -67,7 +69,8 @@ def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker
     if any(i.split for i in items):
         checks.require_matching_splits(items)
     dups = duplicate_groups([c.sha256 for c in good], [c.fingerprint for c in good],
-                            limits.near_duplicate_distance, limits.near_duplicate_similarity)
+                            limits.near_duplicate_distance, limits.near_duplicate_similarity, objects,
+                            [Path(c.local) for c in good], limits.near_duplicate_cosine)
     groups = _groups(dups, items)
     made = None if archive_split else _made_split(items, dups.exact + dups.near, limits)
     splits = made or [i.split or "train" for i in items]
@@ -82,8 +85,20 @@ def build(source: Source, folder: Path, limits: IngestLimits, name: str, checker
         id="", name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), classes=classes,
         split_source="archive" if archive_split else "made", layout=layout.kind, files=files,
         counts=per_split, problems=problems, duplicates=sorted(groups, key=lambda g: g.paths[0]), warnings=warnings,
+        duplicate_check=duplicate_check(objects, limits),
         skipped=source.skipped, split_reason=_split_reason(items, limits) if made else "",
     )
+
+
+def duplicate_check(objects: ObjectFeatures | None, limits: IngestLimits) -> DuplicateCheck:
+    """What the report says about how near duplicates were confirmed."""
+    if objects is not None:
+        return DuplicateCheck(method="features", model=objects.model, min_similarity=limits.near_duplicate_cosine)
+    return DuplicateCheck(
+        method="thumbnail", min_similarity=limits.near_duplicate_similarity,
+        note="no feature model was available (the API uses the active 'imagenet' version; run `tuneserve "
+             "bootstrap` to register it): pairs were confirmed on 8x8 thumbnails, which cannot tell different "
+             "objects shot on one background apart")
 
 
 def _validate(candidates: list[Item], problems: list[Problem], checker: FileChecker

@@ -20,6 +20,7 @@ from core.datasets.schemas import DATASET_FORMAT, INDEX_FILE, Dataset, IngestLim
 from core.formats import check_store, too_new
 from core.fsutil import atomic_write_text, fsync_dir, sha256_file
 from dataset_store.archive import Entry, Unpacked, decode_name, is_junk, unpack
+from dataset_store.dedup import ObjectFeatures
 from dataset_store.ingest import Source, build
 from dataset_store.validate import FileChecker
 
@@ -77,8 +78,11 @@ class DatasetStore:
     # -- writing ------------------------------------------------------------------------------
 
     def ingest(self, archive_path: Path, name: str | None, limits: IngestLimits,
-               archive_sha256: str | None = None) -> tuple[Dataset, bool]:
-        """Unpack, validate and store an archive; ``(dataset, created)``. Same archive -> same dataset."""
+               archive_sha256: str | None = None, objects: ObjectFeatures | None = None) -> tuple[Dataset, bool]:
+        """Unpack, validate and store an archive; ``(dataset, created)``. Same archive -> same dataset.
+
+        ``objects``: features that confirm near duplicates on the object (the caller's model); without
+        them the thumbnails decide and the report says so."""
         dataset_id = upload_id(archive_sha256 or sha256_file(archive_path), limits)
         if (self.root / dataset_id / INDEX_FILE).is_file():
             return self.get(dataset_id), False
@@ -90,13 +94,14 @@ class DatasetStore:
                 unpacked = unpack(archive_path, raw, limits, on_file=checker.add)  # checking starts meanwhile
                 source = Source(unpacked.entries, unpacked.skipped, unpacked.problems, owned=True,
                                 legacy_names=unpacked.legacy_names)
-                dataset = build(source, tmp, limits, name or default_name(archive_path), checker)
+                dataset = build(source, tmp, limits, name or default_name(archive_path), checker, objects)
             shutil.rmtree(raw)
             return self._commit(tmp, dataset, dataset_id)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
 
-    def ingest_folder(self, folder: Path, name: str | None, limits: IngestLimits) -> tuple[Dataset, bool]:
+    def ingest_folder(self, folder: Path, name: str | None, limits: IngestLimits,
+                      objects: ObjectFeatures | None = None) -> tuple[Dataset, bool]:
         """Same checks for a folder on disk (the CLI); the files are copied, never moved."""
         folder = Path(folder)
         walked = _walk(folder)
@@ -104,7 +109,7 @@ class DatasetStore:
         try:
             source = Source(walked.entries, walked.skipped, walked.problems, owned=False,
                             legacy_names=walked.legacy_names)
-            dataset = build(source, tmp, limits, name or folder.resolve().name)
+            dataset = build(source, tmp, limits, name or folder.resolve().name, objects=objects)
             dataset_id = _content_id(dataset)
             if (self.root / dataset_id / INDEX_FILE).is_file():
                 return self.get(dataset_id), False

@@ -14,14 +14,19 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from core.job_states import FINISHED
+from core.jobspec import JobSpec
 from jobs.schema import ensure_schema, forget
 from jobs.tables import JobRow
 
 log = logging.getLogger(__name__)
+
+
+STALL_AFTER_S = 5.0  # ten missed heartbeats: a worker this silent is gone or frozen
 
 
 class JobNotFound(LookupError):
@@ -40,7 +45,7 @@ class Job:
     kind: str
     model: str
     dataset_id: str
-    spec: dict[str, Any]
+    spec: JobSpec
     state: str
     progress: dict[str, Any] | None
     metrics: list[dict[str, Any]]
@@ -59,11 +64,37 @@ class Job:
     def of(cls, row: JobRow) -> Job:
         values = {f.name: getattr(row, f.name) for f in fields(cls)}
         values["metrics"] = list(values["metrics"] or [])
+        values["spec"] = stored_spec(row.spec or {})
         return cls(**values)
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
+
+    def stalled_s(self, lease_s: float, now: float) -> float | None:
+        """Seconds since a live worker last held this started job, or None while one does (or it never started).
+
+        A held lease is renewed every half second (trainer/lease.py), so ``lease_expires_at - lease_s``
+        is the last heartbeat; silence beyond ``STALL_AFTER_S`` (or the lease, if shorter) means no live
+        worker. A job put back in the queue after its lease ran out (``requeue``, at ``updated_at``) waits
+        with nobody on it.
+        """
+        if self.state == "running" and self.lease_expires_at is not None:
+            silent = now - (self.lease_expires_at - lease_s)
+            return silent if silent > min(STALL_AFTER_S, lease_s) else None
+        if self.state == "queued" and self.attempts > 0:  # requeued: its last heartbeat was a lease earlier
+            return now - self.updated_at + lease_s
+        return None
+
+
+def stored_spec(raw: dict[str, Any]) -> JobSpec:
+    """A stored spec, typed. One an older version stored that no longer validates is kept as stored
+    (unvalidated): the job view still shows it, and a worker fails the job naming the bad field."""
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        log.warning("a stored job spec no longer validates (%s); kept as stored", exc.errors()[0]["msg"])
+        return JobSpec.model_construct(_fields_set=set(raw), **raw)
 
 
 _engines: dict[str, Engine] = {}
@@ -150,10 +181,12 @@ class JobStore:
             return [Job.of(r) for r in s.scalars(query)]
 
     # ----------------------------------------------------------------- writing
-    def create(self, model: str, dataset_id: str, spec: dict[str, Any], kind: str = "train") -> Job:
+    def create(self, model: str, dataset_id: str, spec: JobSpec | dict[str, Any], kind: str = "train") -> Job:
+        """A queued job; ``spec`` is a JobSpec (a dict is validated into one)."""
+        typed = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
         now = time.time()
         row = JobRow(
-            id=uuid.uuid4().hex, kind=kind, model=model, dataset_id=dataset_id, spec=spec,
+            id=uuid.uuid4().hex, kind=kind, model=model, dataset_id=dataset_id, spec=typed.stored(),
             state="queued", metrics=[], attempts=0, cancel_requested=False, created_at=now, updated_at=now,
         )
         with self._session.begin() as s:

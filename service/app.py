@@ -19,14 +19,17 @@ from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.gpu_pipeline import require_decoder
 from service.guards import BodyGuardMiddleware, BodyLimits
+from service.head import HeadAsGet
 from service.limits import BodyLimitMiddleware
 from service.manager import ModelManager
 from service.metrics import RequestMetricsMiddleware, StateCollector, mark_exited
 from service.notify import PromotionListener
-from service.origins import CrossSiteGuard, cors_options, parse_origins
+from service.object_features import FeatureModel
+from service.origins import CrossSiteGuard, HostGuard, HostList, allowed_hosts, cors_options, parse_origins
 from service.requestlog import RequestLogMiddleware
 from service.routes import cards, console, datasets, health, jobs, models
 from service.routes import metrics as metrics_route
+from service.streams import EventStreamLimit
 from transport.broker import BrokerProbe
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
+        app.state.feature_model = FeatureModel(registry, settings)  # opened on the first upload that needs it
         datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
         app.state.job_store = job_store
@@ -84,12 +88,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/v1/datasets") else settings.max_request_bytes
 
+    app.add_middleware(HeadAsGet)  # innermost: HEAD runs as its GET, every check above saw HEAD
+    app.add_middleware(EventStreamLimit, per_client=settings.max_event_streams_per_client,
+                       total=settings.max_event_streams)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(BodyGuardMiddleware, limits=BodyLimits.from_settings(settings))  # slow bodies: 408
     # Added last = runs first: a request without the right key is refused before its body is read.
-    app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings))
+    app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings), metrics_key=settings.metrics_require_key)
     origins = parse_origins(settings.allowed_origins)
-    app.add_middleware(CrossSiteGuard, allowed=origins)  # before the key check: a foreign page never gets in
+    hosts = HostList(allowed_hosts(settings))
+    # Before the key check: a foreign page never gets in; and before it, a rebound Host reads nothing either.
+    app.add_middleware(CrossSiteGuard, allowed=origins, hosts=hosts)
+    app.add_middleware(HostGuard, hosts=hosts)
     if origins:  # outermost, so 401/403 answers carry CORS headers the allowed page can read
         app.add_middleware(CORSMiddleware, **cors_options(origins))  # type: ignore[arg-type]
     app.add_middleware(RequestMetricsMiddleware, routes=lambda: app.routes)  # refusals count too

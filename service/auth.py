@@ -1,6 +1,10 @@
-"""API keys with two roles, checked by an ASGI middleware before any route runs.
+"""API keys with three roles, checked by an ASGI middleware before any route runs.
 
-``admin`` may do everything; ``predict`` may read (GET/HEAD) and predict. Keys come from
+``admin`` may do everything; ``read`` (dashboards) may read everything (GET/HEAD): models, their files,
+datasets and their images, jobs; ``predict`` may predict and read the models' public descriptions
+(``GET /v1/models``, ``GET /v1/models/{name}``), nothing else: a key handed to an application cannot
+download the training photos or the weights. ``/metrics`` is open unless ``TUNESERVE_METRICS_REQUIRE_KEY``
+is set (then read or admin). Keys come from
 ``TUNESERVE_API_KEYS`` (``role:key,role:key``) and/or ``TUNESERVE_API_KEYS_FILE`` (one ``role:key`` a
 line). A request sends ``Authorization: Bearer <key>``; 401 without a valid key, 403 when the key's
 role may not do this. With no keys configured every request passes: ``tuneserve serve`` then binds
@@ -12,17 +16,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import re
 import socket
 from typing import Literal
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.settings import Settings
+from service.asgi_status import json_error
 
-Role = Literal["admin", "predict"]
-ROLES: tuple[Role, ...] = ("admin", "predict")
+Role = Literal["admin", "read", "predict"]
+ROLES: tuple[Role, ...] = ("admin", "read", "predict")
+ADMIN: frozenset[Role] = frozenset({"admin"})
+READERS: frozenset[Role] = frozenset({"admin", "read"})
+PREDICTORS: frozenset[Role] = frozenset({"admin", "predict"})
+ANY_ROLE: frozenset[Role] = frozenset(ROLES)
 
 # Open to anyone: probes, the scrape endpoint, the API description (it holds no data, and Swagger UI
 # needs it before the user can press "Authorize"), and the web console's page and static assets (a
@@ -32,6 +41,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/
 PUBLIC_PREFIXES = ("/console/",)
 READ_METHODS = frozenset({"GET", "HEAD"})
 PREDICT_PATH = re.compile(r"^/v1/models/[^/]+/predict$")
+DESCRIPTION_PATH = re.compile(r"^/v1/models(/[^/]+)?$")  # a model's public description, not its files
+METRICS_PATH = "/metrics"
 
 
 class KeyConfigError(ValueError):
@@ -49,7 +60,7 @@ def _parse(text: str, source: str, sep: str) -> list[tuple[Role, str]]:
         where = f"{source} entry {n}" if sep == "," else f"{source} line {n}"
         if not colon or role not in ROLES:
             # Never quote the entry: it may be a key pasted without its role.
-            raise KeyConfigError(f"{where} is not 'role:key' with role admin or predict")
+            raise KeyConfigError(f"{where} is not 'role:key' with role {', '.join(ROLES)}")
         if not key:
             raise KeyConfigError(f"{where} has an empty key")
         pairs.append((role, key))  # role checked against ROLES above
@@ -96,13 +107,17 @@ def bind_refusal(settings: Settings, host: str) -> str | None:
             "bind 127.0.0.1, or set TUNESERVE_ALLOW_ANONYMOUS=1 if the network is trusted")
 
 
-def required_role(method: str, path: str) -> Role | None:
-    """The least role a request needs (None: public). predict covers reads and predictions."""
+def allowed_roles(method: str, path: str, metrics_key: bool = False) -> frozenset[Role] | None:
+    """The roles that may make this request (None: public, no key needed)."""
+    if path == METRICS_PATH and metrics_key:
+        return READERS
     if path in PUBLIC_PATHS or (method in READ_METHODS and path.startswith(PUBLIC_PREFIXES)):
         return None
-    if method in READ_METHODS or (method == "POST" and PREDICT_PATH.match(path)):
-        return "predict"
-    return "admin"
+    if method == "POST" and PREDICT_PATH.match(path):
+        return PREDICTORS
+    if method in READ_METHODS:
+        return ANY_ROLE if DESCRIPTION_PATH.match(path) else READERS
+    return ADMIN
 
 
 def _digest(key: str | bytes) -> bytes:
@@ -112,56 +127,51 @@ def _digest(key: str | bytes) -> bytes:
 class ApiKeyMiddleware:
     """401/403 in JSON ``{"detail": ...}``; a passed request carries its role in ``scope["state"]``."""
 
-    def __init__(self, app: ASGIApp, keys: list[tuple[Role, str]]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[tuple[Role, str]], metrics_key: bool = False) -> None:
         self.app = app
+        self.metrics_key = metrics_key
         # Digests of equal length, compared with every key each time: the answer's timing says nothing
         # about how much of a guess was right, nor which key it was close to.
         self._keys = [(role, _digest(key)) for role, key in keys]
 
-    def role_of(self, token: bytes) -> Role | None:
+    def roles_of(self, token: bytes) -> set[Role]:
+        """Every role this key was given (one key may be listed under several roles)."""
         digest = _digest(token)
-        found: Role | None = None
-        for role, key in self._keys:
-            if hmac.compare_digest(digest, key) and found != "admin":
-                found = role
-        return found
+        return {role for role, key in self._keys if hmac.compare_digest(digest, key)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._keys or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)  # OPTIONS: CORS preflights never carry credentials
             return
-        needed = required_role(scope["method"], scope["path"])
-        if needed is None:
+        allowed = allowed_roles(scope["method"], scope["path"], self.metrics_key)
+        if allowed is None:
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
-        role = self.role_of(token) if token else None
-        if role is None:
+        roles = self.roles_of(token) if token else set()
+        if not roles:
             detail = ("invalid API key" if token else "missing API key") + \
                 ": send the header 'Authorization: Bearer <key>' with a key from TUNESERVE_API_KEYS"
-            await _deny(send, 401, detail, [(b"www-authenticate", b'Bearer realm="tuneserve"')])
+            await json_error(send, 401, detail, [(b"www-authenticate", b'Bearer realm="tuneserve"')])
             return
-        if needed == "admin" and role != "admin":
-            await _deny(send, 403, f"a {role} key may read and predict only; {scope['method']} {scope['path']} "
-                                   "needs an admin key")
+        granted = roles & allowed
+        if not granted:
+            needs = " or ".join(sorted(allowed))
+            await json_error(send, 403, f"a {'/'.join(sorted(roles))} key may not {scope['method']} "
+                                        f"{scope['path']}: it needs an {needs} key ({ROLE_MEANING})", [])
             return
-        scope.setdefault("state", {})["role"] = role
+        scope.setdefault("state", {})["role"] = "admin" if "admin" in granted else sorted(granted)[0]
         await self.app(scope, receive, send)
 
 
+ROLE_MEANING = "predict: predictions and model descriptions; read: every GET; admin: everything"
+
+
 def _bearer(scope: Scope) -> bytes | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return bytes(token.strip())
-            return None
+    value = Headers(scope=scope).get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip().encode("latin-1")
     return None
-
-
-async def _deny(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(extra or [])]})
-    await send({"type": "http.response.body", "body": body})

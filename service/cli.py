@@ -121,12 +121,15 @@ def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=log_config,
+        # The bind address is one of the names the Host check allows by default (service/origins.py).
+        app = create_app(settings.model_copy(update={"host": host}))
+        uvicorn.run(app, host=host, port=port, access_log=False, log_config=log_config,
                     http=GuardedHttpToolsProtocol, timeout_graceful_shutdown=HTTP_STOP_S)
         return
     os.environ["TUNESERVE_BROKER_URL"] = str(settings.broker_url)
     prepare_multiprocess(settings.work_dir)  # /metrics adds up every worker's samples
     os.environ["TUNESERVE_HOME"] = str(settings.home.resolve())
+    os.environ["TUNESERVE_HOST"] = host
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_config=log_config, http=GuardedHttpToolsProtocol,
                 timeout_graceful_shutdown=HTTP_STOP_S)

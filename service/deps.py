@@ -17,6 +17,7 @@ from dataset_store import DatasetStore
 from jobs import JobStore
 from models import Registry
 from service.manager import ModelManager
+from service.object_features import FeatureModel
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ get_registry = _from_state("registry", Registry)
 get_manager = _from_state("manager", ModelManager)
 get_job_store = _from_state("job_store", JobStore)
 get_dataset_store = _from_state("datasets", DatasetStore)
+get_feature_model = _from_state("feature_model", FeatureModel)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -43,3 +45,4 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
+FeatureModelDep = Annotated[FeatureModel, Depends(get_feature_model)]

@@ -33,7 +33,9 @@ DATASET_STATUS: dict[type[Exception], int] = {
     ArchiveTooLarge: 413, UnsupportedArchive: 415, DatasetTooNew: 409,
 }
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400}
+BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's words (fastapi/routing.py)
+IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400,
+                "aspect": 422}
 
 
 class ApiError(Exception):
@@ -81,6 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # FastAPI's answer when json.loads fails other than by syntax (a 5000-digit number): bad JSON
+            # gets one status, the 422 of every other unparsable body.
+            return _json(422, f"the body is not valid JSON: {exc.__cause__ or exc.detail}")
         return _json(exc.status_code, str(exc.detail), headers or None)
 
     @app.exception_handler(ApiError)

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.settings import Settings
@@ -118,10 +119,9 @@ class BodyGuardMiddleware:
 
 def _content_length(scope: Scope) -> int | None:
     """The declared body size; None for a chunked body (unknown size, treated as large)."""
-    chunked = False
-    for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-        chunked = chunked or name == b"transfer-encoding"
-    return None if chunked else 0
+    headers = Headers(scope=scope)
+    value = headers.get("content-length")
+    if value is not None:
+        return int(value) if value.isascii() and value.isdigit() else None
+    return None if "transfer-encoding" in headers else 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.images import Source, open_image, to_rgb
+from core.images import DRAFT_MARGIN, MAX_ASPECT, Source, check_resized, draft, open_image, resized_size, to_rgb
 from models.manifest import Preprocessing
 from service.metrics import DECODE_SECONDS
 
@@ -21,21 +21,15 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-# JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling), 2-3x faster for big photos.
-# We only let it shrink to DRAFT_MARGIN x the resize target so the final bicubic resize still sees
+__all__ = ["DRAFT_MARGIN", "center_crop_box", "decode", "normalise_into", "preprocess", "resized_size"]
+
+# JPEG draft mode (core.images.draft) decodes at 1/2, 1/4 or 1/8 scale, 2-3x faster for big photos.
+# It only shrinks to DRAFT_MARGIN x the resize target so the final bicubic resize still sees
 # enough detail to match a full decode. Measured after normalisation against torchvision's full
 # decode + Resize(256, bicubic) + CenterCrop(224): margin 2 differed by up to 0.0235 on a 2400x1800
 # JPEG and by 0.047 (one pixel, 6 grey levels) on the real 1488x1984 photo in hymenoptera; margin 4
 # by 0 on both. Photos with hard synthetic edges (mosaics) can still differ by ~0.05 at a few pixels
 # when drafted at any margin; the mean difference stays below 0.003.
-DRAFT_MARGIN = 4
-
-
-def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """torchvision's Resize(int): shorter side to ``size``, longer side scaled and truncated."""
-    if width <= height:
-        return size, int(size * height / width)
-    return int(size * width / height), size
 
 
 def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, int]:
@@ -44,14 +38,16 @@ def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, 
     return left, top, left + crop, top + crop
 
 
-def decode(source: Source | Path, pre: Preprocessing, max_pixels: int, use_draft: bool = True) -> Image.Image:
-    """Decode to RGB, resized and center-cropped to ``pre.crop`` (still uint8)."""
-    img = open_image(source, max_pixels)
-    if use_draft and img.format == "JPEG":
-        target = pre.resize * DRAFT_MARGIN
-        img.draft("RGB", (target, target))
+def decode(source: Source | Path, pre: Preprocessing, max_pixels: int, use_draft: bool = True,
+           max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Decode to RGB, resized and center-cropped to ``pre.crop`` (still uint8). The header's size and
+    shape are checked first, and the resized size before the resize: no photo costs more than its bounds."""
+    img = open_image(source, max_pixels, max_aspect)
+    check_resized(*img.size, pre.resize, max_aspect)  # EXIF rotation swaps the sides, not the product
+    if use_draft:
+        draft(img, pre.resize * DRAFT_MARGIN)
     rgb = to_rgb(img)
-    new_w, new_h = resized_size(rgb.width, rgb.height, pre.resize)
+    new_w, new_h = check_resized(rgb.width, rgb.height, pre.resize, max_aspect)
     if (new_w, new_h) != rgb.size:
         rgb = rgb.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
     if pre.crop > min(new_w, new_h):  # torchvision pads in this case; we keep it simple and exact

@@ -18,9 +18,15 @@ SLOW_TIMEOUT_S = 1200  # end-to-end tests train real models on a shared CPU; the
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from service.onnx_session import gpu_present
 
+    trainer_tests = Path(__file__).parent / "trainer"
     for item in items:
         if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+        # `make test-fast` deselects these two kinds (pyproject.toml's markers say what they are)
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+        if item.path.is_relative_to(trainer_tests):
+            item.add_marker(pytest.mark.training)
     if gpu_present():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -44,11 +50,12 @@ def hymenoptera() -> Path:
 @pytest.fixture(scope="session")
 def bootstrapped_home(tmp_path_factory: pytest.TempPathFactory, imagenet_samples: Path) -> Path:
     """A home folder whose registry holds the real ImageNet model (exported once per session)."""
+    from core.settings import Settings
     from models import Registry
     from trainer.bootstrap import bootstrap
 
     home = tmp_path_factory.mktemp("home")
-    bootstrap(Registry(home / "models"), check_images=imagenet_samples)
+    bootstrap(Registry(home / "models"), Settings(home=home), check_images=imagenet_samples)
     return home
 
 
@@ -65,14 +72,20 @@ def settings(home: Path) -> Settings:
     return Settings(home=home, refresh_interval_s=0.2)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the private Redis and PostgreSQL this process started (tests/services.py)."""
+    from tests.services import stop_all
+
+    stop_all()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (its own browser download does not work here)."""
-    from playwright.sync_api import sync_playwright
+    """Playwright's Chromium, else the system's (tests/browser.py); none fails the test naming the install."""
+    from tests.browser import NoBrowser, launched
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed: apt-get install -y chromium chromium-driver (.ci/run does it)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
+    try:
+        with launched() as b:
+            yield b
+    except NoBrowser as exc:
+        pytest.fail(str(exc), pytrace=False)

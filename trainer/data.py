@@ -32,14 +32,14 @@ import torchvision.transforms.v2 as T
 from PIL import Image
 
 from core.fsutil import atomic_write, atomic_write_text
-from core.images import open_rgb
+from core.images import DRAFT_MARGIN, check_resized, open_rgb
 from core.settings import get_settings
 from models.manifest import Preprocessing
 from trainer.transforms import INTERPOLATION
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: big JPEGs drafted like the service's decode
 _MEMORY: OrderedDict[str, CachedSplit] = OrderedDict()
 _MEMORY_LIMIT = 6  # splits kept per process
 _LOCK = threading.Lock()
@@ -93,7 +93,10 @@ def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
 
 
 def _decode(path: Path, pre: Preprocessing, with_train: bool, max_pixels: int) -> tuple[Any, Any]:
-    img = open_rgb(path, max_pixels=max_pixels)
+    # The same bounds as the service (pixels, aspect ratio, size after resize, checked from the header),
+    # and the same reduced-scale JPEG decode, so a hostile photo in a dataset costs no more here.
+    img = open_rgb(path, max_pixels=max_pixels, draft_to=pre.resize * DRAFT_MARGIN)
+    check_resized(img.width, img.height, pre.resize)
     resized: Image.Image = T.Resize(pre.resize, interpolation=INTERPOLATION[pre.interpolation],
                                     antialias=True)(img)
     eval_img = T.CenterCrop(pre.crop)(resized)

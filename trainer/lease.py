@@ -78,6 +78,7 @@ class ClaimedJob:
 
     def __init__(self, settings: Settings, store: JobStore, job: Job, owner: str) -> None:
         self.settings, self.store, self.job, self.owner = settings, store, job, owner
+        self.claimed_at = time.time()  # this attempt's start (the job's started_at is its first)
         self.beat = Heartbeat(store, job.id, owner, settings.lease_seconds, job.created_at + settings.job_timeout_s)
 
     def __enter__(self) -> ClaimedJob:
@@ -95,7 +96,8 @@ class ClaimedJob:
         return self.beat.should_stop()
 
     def record_progress(self, progress: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
-        self.store.record_progress(self.job.id, self.owner, progress, metrics)
+        # monotone: progress never moves back, also across attempts (a resumed run re-runs lost batches)
+        self.store.record_progress(self.job.id, self.owner, progress, metrics, monotone=True)
 
     def renew(self, lease_s: float) -> None:
         self.store.renew(self.job.id, self.owner, lease_s)

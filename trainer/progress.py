@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from trainer.eta import CostBook, expected_epochs_left, improve_probability
 
 if TYPE_CHECKING:
     from trainer.stages import Stage
@@ -43,11 +47,18 @@ def remaining_seconds(stages: list[Stage], done: int, epoch_seconds: dict[str, l
     return remaining
 
 
-# Seconds per unit before a stage is measured, on a 2-core CPU (issue 16's run: export ~37 s): they
-# only weight the fraction until the stage's own time is measured; the ETA never uses them.
-PRIOR_UNIT_S = {"probe": 0.05, "finetune": 3.0, "calibrate": 0.5, "evaluate": 10.0, "export": 40.0,
-                "register": 2.0}
+# Priors, used only until this run (or an earlier job on the backbone, trainer/eta.py) has measured
+# the cost. They lean slow (a busy 2-core CPU: EfficientNet-Lite0 at 224 px measured 0.074 s per
+# image there, the export 10 s): the fraction never moves back, so a prior that is too fast would
+# leave it ahead of the clock for good, while one too slow is caught up once measured.
+PRIOR_FORWARD_S = 0.08
+TRAIN_STEP_FORWARDS = 4.0  # forward + backward + update, in forward passes
+PRIOR_DECODE_S = 0.01  # decoding and resizing one photo
+PRIOR_PROBE_BATCH_S = 0.02  # a step of the head on cached features
+PRIOR_STAGE_S = {"probe": 1.0, "finetune": 30.0, "calibrate": 2.0, "evaluate": 5.0, "export": 15.0,
+                 "register": 1.0}
 PUBLISH_STAGES = ("export", "evaluate", "register")  # in the order the worker runs them
+TRAINING_STAGES = ("probe", "finetune")
 
 
 def progress_name(stage: str) -> str:
@@ -57,28 +68,78 @@ def progress_name(stage: str) -> str:
 
 @dataclass
 class StageCost:
+    """One stage's plan, position and measured cost.
+
+    Training stages count batches (``units`` = ``epochs`` x ``batches``); the others one unit.
+    ``done`` is the position; ``timed``/``seconds`` the batches timed and their time (kept apart so a
+    resumed run keeps its measured speed while its position comes from the checkpoint).
+    """
+
     name: str
-    units: int  # batches for training stages (epochs x batches), 1 for the others
+    units: int
     done: int = 0
-    seconds: float = 0.0  # measured time of the units done
-    setup_s: float = 0.0  # one-off time (decoding, feature extraction), not spread over units
+    timed: int = 0
+    seconds: float = 0.0
+    setup_s: float = 0.0  # one-off time (decoding, feature extraction, LR range test)
     state: str = "pending"  # pending | running | done
+    epochs: int = 0  # planned epochs (0: not a training stage)
+    batches: int = 1  # batches per epoch
+    epochs_done: int = 0
+    epoch_extra_s: float = 0.0  # measured time of the epochs' validation, summed
+    extra_n: int = 0  # epochs whose validation was timed
+    patience: int = 0  # early stopping's; 0: the stage runs its epochs
+    improved: list[bool] = field(default_factory=list)  # per epoch: did validation improve
+    bad: int = 0  # epochs in a row without improvement
+    prior_s: float | None = None  # expected seconds of a one-unit stage (cost book or rates)
+    prior_batch_s: float | None = None  # expected seconds of a batch before one is timed
+    prior_val_s: float = 0.0  # expected validation seconds per epoch before one is timed
+    setup_left_s: float = 0.0  # expected one-off work still to come (feature extraction)
+    started_at: float | None = None  # perf_counter when it started running
+    last_tick: float | None = None  # perf_counter of its last measured step (batch, feature batch, validation)
 
     def unit_s(self) -> float | None:
-        return self.seconds / self.done if self.done else None
+        return self.seconds / self.timed if self.timed else None
 
-    def remaining_s(self) -> float:
-        measured = self.unit_s()
-        return (self.units - self.done) * (measured if measured is not None else PRIOR_UNIT_S[self.name])
+    def _epochs_left(self, expected: bool) -> float:
+        left = max(0, self.epochs - self.epochs_done)
+        if not expected or self.patience <= 0:
+            return float(left)
+        q = improve_probability(self.improved)
+        return expected_epochs_left(q, self.patience, self.bad, left)
+
+    def remaining_s(self, now: float, expected: bool = True) -> float:
+        """Seconds still to run: expected (early stopping modelled) or worst case (every planned epoch)."""
+        if self.state == "done":
+            return 0.0
+        if self.epochs == 0:
+            prior = self.prior_s if self.prior_s is not None else PRIOR_STAGE_S.get(self.name, 1.0)
+            running = now - self.started_at if self.state == "running" and self.started_at is not None else 0.0
+            # Near or past its estimate: a quarter of its time so far (it ends soon, not never).
+            return max(prior - running, 0.25 * running)
+        batch_s = self.unit_s() or self.prior_batch_s or PRIOR_PROBE_BATCH_S
+        val_s = self.epoch_extra_s / self.extra_n if self.extra_n else self.prior_val_s
+        epochs = self._epochs_left(expected)
+        partial = max(0, self.done - self.epochs_done * self.batches)  # batches of the epoch under way
+        total = self.setup_left_s + max(0.0, epochs * self.batches - partial) * batch_s + epochs * val_s
+        if self.state != "running" or self.last_tick is None:
+            return total
+        # The step under way since the last tick (a batch, a validation, feature extraction) counts
+        # down with the clock, up to most of what it is expected to take.
+        step = self.setup_left_s if self.setup_left_s > 0 else max(batch_s, val_s)
+        return max(0.0, total - min(now - self.last_tick, 0.9 * step))
 
 
 class ProgressTracker:
-    """Stage-weighted, monotone progress with an ETA from measured unit times.
+    """Progress that follows the clock: ``fraction`` is elapsed / (elapsed + expected time left).
 
-    Stages are named (probe, finetune, calibrate, evaluate, export, register) and weighted by their
-    cost: measured seconds per unit once a unit is done, a prior until then. ``epoch``/``epochs``
-    count the epochs of the current training stage (``epochs_stage`` names it); ``batch``/``batches``
-    move within an epoch. ``eta_s`` is null until the current stage has a measured unit.
+    Stages are named (probe, finetune, calibrate, export, evaluate, register). The time left is
+    *expected*: training stages count the epochs early stopping will likely leave
+    (trainer/eta.py), at measured batch and validation times; the other stages their measured cost
+    from earlier jobs on the backbone or, failing that, from this run's measured forward pass.
+    ``eta_max_s`` is the worst case (every planned epoch). ``fraction`` never moves back (a resumed
+    run starts from the stored one, :meth:`restore`); ``eta_s`` is null only until the run's
+    first timed batch. ``epoch``/``epochs`` count the epochs of the training stage ``epochs_stage``;
+    ``batch``/``batches`` move within an epoch.
     """
 
     def __init__(self, emit: Callable[[dict[str, Any]], object] | None = None, min_interval_s: float = 1.0) -> None:
@@ -90,24 +151,56 @@ class ProgressTracker:
         self.epochs_stage = ""
         self.last_emit = -math.inf
         self.started = time.perf_counter()
+        self.elapsed_before = 0.0  # run time of earlier attempts (a resumed job)
+        self.measured = False  # a batch (or feature batch) has been timed in this job
+        self.forward_s: float | None = None  # measured seconds per image of the backbone's forward pass
+        self.book = CostBook(None)  # costs measured by earlier jobs (the worker and the CLI keep one on disk)
         self.snapshots: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        self.lock = threading.RLock()  # the ticker thread (:meth:`ticking`) pushes while the run updates
 
+    # ------------------------------------------------------------------ plan
     def plan(self, stages: list[tuple[str, int]]) -> None:
         """Stages still to come as (name, units); an existing name keeps its measurements."""
-        for name, units in stages:
-            cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
-            if cost.state != "done":
-                cost.units = max(cost.done, max(1, units))
+        with self.lock:
+            for name, units in stages:
+                cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
+                if cost.state != "done":
+                    cost.units = max(cost.done, max(1, units))
+                    if cost.epochs:
+                        cost.epochs = max(cost.epochs_done, math.ceil(cost.units / cost.batches))
 
+    def plan_training(self, name: str, epochs: int, batches: int, patience: int) -> None:
+        """A training stage: ``epochs`` of ``batches``; early stopping after ``patience`` bad epochs."""
+        with self.lock:
+            cost = self.stages.setdefault(name, StageCost(name, max(1, epochs * batches)))
+            cost.epochs, cost.batches, cost.patience = epochs, max(1, batches), patience
+            cost.units = max(cost.done, max(1, epochs * batches))
+
+    def expect(self, name: str, seconds: float | None = None, batch_s: float | None = None,
+               val_s: float | None = None, setup_s: float | None = None) -> None:
+        """Expected costs not yet measured in this run (from the cost book or measured rates)."""
+        cost = self.stages.setdefault(name, StageCost(name, 1))
+        if seconds is not None:
+            cost.prior_s = seconds
+        if batch_s is not None:
+            cost.prior_batch_s = batch_s
+        if val_s is not None:
+            cost.prior_val_s = val_s
+        if setup_s is not None:
+            cost.setup_left_s = setup_s
+
+    # ------------------------------------------------------------------ events
     def start(self, name: str, units: int = 1) -> None:
-        for cost in self.stages.values():  # earlier stages are over (early stopping ends them early)
-            if cost.state == "running":
-                self._close(cost)
-        cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
-        cost.units, cost.state = max(cost.done + 1, units, 1), "running"
-        self.current = name
-        self.push(force=True)
+        with self.lock:
+            for cost in self.stages.values():  # earlier stages are over (early stopping ends them early)
+                if cost.state == "running":
+                    self._close(cost)
+            cost = self.stages.setdefault(name, StageCost(name, max(1, units)))
+            cost.units, cost.state = max(cost.done + 1, units, 1), "running"
+            cost.started_at = cost.last_tick = time.perf_counter()
+            self.current = name
+            self.push(force=True)
 
     def _close(self, cost: StageCost) -> None:
         cost.state, cost.units = "done", max(cost.done, 1)
@@ -118,21 +211,60 @@ class ProgressTracker:
         """One-off time of the current stage (decoding, feature extraction): counted, not per unit."""
         cost = self.stages[self.current]
         cost.setup_s += seconds
+        cost.setup_left_s = 0.0
+        cost.last_tick = time.perf_counter()
+        self.push()
+
+    def setup_progress(self, done: int, total: int, seconds: float) -> None:
+        """One-off work under way in the current stage (images of a feature extraction): its time left."""
+        if done <= 0:
+            return
+        cost = self.stages[self.current]
+        cost.setup_left_s, cost.last_tick = seconds / done * max(0, total - done), time.perf_counter()
+        self.measured = True
         self.push()
 
     def add_time(self, seconds: float) -> None:
-        """Time that belongs to the units done (e.g. each epoch's validation)."""
-        self.stages[self.current].seconds += seconds
+        """Time that belongs to the epoch just done (its validation)."""
+        cost = self.stages[self.current]
+        cost.epoch_extra_s += seconds
+        cost.extra_n += 1
+        cost.last_tick = time.perf_counter()
 
     def unit_done(self, seconds: float, force: bool = False) -> None:
         cost = self.stages[self.current]
         cost.done += 1
+        cost.timed += 1
         cost.seconds += seconds
         cost.units = max(cost.units, cost.done)
+        cost.setup_left_s = 0.0
+        cost.last_tick = time.perf_counter()
+        self.measured = True
         self.push(force)
+
+    def epoch_end(self, improved: bool, bad: int) -> None:
+        """A training epoch of the current stage ended (validation included): the early-stopping model's input."""
+        cost = self.stages[self.current]
+        cost.epochs_done += 1
+        cost.done = max(cost.done, cost.epochs_done * cost.batches)
+        cost.improved.append(improved)
+        cost.bad = bad
+        self.push()
 
     def set_epoch(self, stage: str, epoch: int, epochs: int, batch: int = 0, batches: int = 0) -> None:
         self.epochs_stage, self.epoch, self.epochs, self.batch, self.batches = stage, epoch, epochs, batch, batches
+
+    def resume_at(self, done_stages: list[str], name: str, epochs_done: int) -> None:
+        """Position from a checkpoint: ``done_stages`` are over, ``name`` has ``epochs_done`` epochs behind it."""
+        for done in done_stages:
+            cost = self.stages.get(done)
+            if cost is not None:
+                cost.done, cost.epochs_done, cost.state = cost.units, cost.epochs, "done"
+        cost = self.stages.get(name)
+        if cost is not None:
+            cost.epochs_done = epochs_done
+            cost.done = epochs_done * cost.batches
+        self.push(force=True)
 
     def finish(self) -> None:
         for cost in self.stages.values():
@@ -142,37 +274,84 @@ class ProgressTracker:
         self.current = "done"
         self.push(force=True, final=True)
 
+    # ------------------------------------------------------------------ reading
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def remaining(self, expected: bool = True) -> float:
+        now = time.perf_counter()
+        return sum(c.remaining_s(now, expected) for c in self.stages.values())
+
     def eta_s(self) -> float | None:
-        cost = self.stages.get(self.current)
-        if cost is None or cost.unit_s() is None:
-            return None  # nothing measured for this stage yet: no guess
-        return sum(c.remaining_s() for c in self.stages.values() if c.state != "done")
+        if self.current == "done":
+            return 0.0
+        return self.remaining() if self.measured else None  # before anything is timed: no guess shown
 
     def snapshot(self) -> dict[str, Any]:
-        total = sum(c.setup_s + c.seconds + (c.remaining_s() if c.state != "done" else 0.0)
-                    for c in self.stages.values())
-        done = sum(c.setup_s + c.seconds for c in self.stages.values())
-        if self.current != "done" and total > 0:
-            self.fraction = max(self.fraction, min(0.999, done / total))  # never moves back
+        elapsed = self.elapsed()
+        left = self.remaining()
+        if self.current != "done" and elapsed + left > 0:
+            self.fraction = max(self.fraction, min(0.999, elapsed / (elapsed + left)))  # never moves back
+        eta = 0.0 if self.current == "done" else left if self.measured else None  # eta_s(), at the same instant
         return {
-            "stage": self.current, "fraction": round(self.fraction, 4), "eta_s": self.eta_s(),
+            "stage": self.current, "fraction": round(self.fraction, 4),
+            "eta_s": None if eta is None else round(eta, 1),
+            "eta_max_s": None if eta is None else round(max(eta, self.remaining(expected=False)), 1),
             "epoch": self.epoch, "epochs": self.epochs, "epochs_stage": self.epochs_stage,
-            "batch": self.batch, "batches": self.batches,
-            "elapsed_s": round(time.perf_counter() - self.started, 3),
-            "stages": [{"name": c.name, "state": c.state, "done": c.done, "units": c.units,
-                        "seconds": round(c.seconds, 3)} for c in self.stages.values()],
+            "batch": self.batch, "batches": self.batches, "elapsed_s": round(elapsed, 3),
+            "stages": [{"name": c.name, "state": c.state, "done": c.done, "units": c.units, "timed": c.timed,
+                        "seconds": round(c.seconds, 3), "setup_s": round(c.setup_s, 3),
+                        "epochs_done": c.epochs_done, "epoch_extra_s": round(c.epoch_extra_s, 3), "extra_n": c.extra_n}
+                       for c in self.stages.values()],
             "notes": list(self.notes),
+            "forward_s": self.forward_s,  # measured seconds per image of a forward pass (kept by a resumed run)
         }
 
+    def restore(self, stored: dict[str, Any] | None) -> None:
+        """Continue a job's stored progress: its fraction (never moves back), run time and measured speeds.
+
+        Positions are not taken from it (the checkpoint says where the run resumes: :meth:`resume_at`).
+        """
+        with self.lock:
+            if not stored:
+                return
+            self.fraction = max(self.fraction, float(stored.get("fraction") or 0.0))
+            self.elapsed_before = float(stored.get("elapsed_s") or 0.0)
+            self.forward_s = stored.get("forward_s") or self.forward_s
+            for row in stored.get("stages") or []:
+                cost = self.stages.setdefault(row["name"], StageCost(row["name"], max(1, int(row.get("units") or 1))))
+                cost.timed, cost.seconds = int(row.get("timed") or 0), float(row.get("seconds") or 0.0)
+                cost.epoch_extra_s, cost.extra_n = float(row.get("epoch_extra_s") or 0.0), int(row.get("extra_n") or 0)
+            self.measured = any(c.timed for c in self.stages.values())
+
     def push(self, force: bool = False, final: bool = False) -> None:
-        now = time.perf_counter()
-        if not (force or final or now - self.last_emit >= self.min_interval_s):
-            return
-        self.last_emit = now
-        snap = self.snapshot()
-        self.snapshots.append(snap)
-        if self.emit is not None:
-            self.emit(snap)
+        with self.lock:
+            now = time.perf_counter()
+            if not (force or final or now - self.last_emit >= self.min_interval_s):
+                return
+            self.last_emit = now
+            snap = self.snapshot()
+            self.snapshots.append(snap)
+            if self.emit is not None:
+                self.emit(snap)
+
+    @contextmanager
+    def ticking(self, interval_s: float = 1.0) -> Iterator[None]:
+        """Push every ``interval_s`` from a thread while inside: between batches (a fine-tuning batch
+        or the export can take many seconds) the stored fraction and ETA still follow the clock."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(interval_s):
+                self.push()
+
+        thread = threading.Thread(target=run, name="progress-ticker", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
 
 class BatchClock:
@@ -210,11 +389,23 @@ class BatchClock:
         return time.perf_counter() - self.last if self.last is not None else 0.0
 
 
-def planned_units(stages: list[Stage], n_train: int, spec: Any) -> dict[str, int]:
-    """Batches each progress stage plans to run (early stopping may end it sooner)."""
-    flip = 2 if spec.augment in ("standard", "strong") else 1  # the probe trains on mirrored features too
-    planned: dict[str, int] = {}
-    for s in stages:
-        per_epoch = math.ceil(n_train * (flip if s.on_features else 1) / spec.batch_size)
-        planned[progress_name(s.name)] = planned.get(progress_name(s.name), 0) + s.epochs * max(1, per_epoch)
-    return planned
+class FeatureClock:
+    """The feature extraction's per-batch ``should_stop``: cancels, and times the images done so far."""
+
+    def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int, batch: int = 64) -> None:
+        self.tracker, self.check, self.images, self.batch = tracker, check, images, batch
+        self.first: float | None = None
+        self.done = 0
+
+    def __call__(self) -> None:
+        self.check()
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+            return
+        self.done = min(self.images, self.done + self.batch)  # a batch ended (the next starts now)
+        self.tracker.setup_progress(self.done, self.images, now - self.first)
+
+    def forward_s(self, seconds: float) -> float | None:
+        """Seconds per image of the whole extraction (None when it came from a cache: nothing timed)."""
+        return seconds / self.images if self.first is not None and self.images else None

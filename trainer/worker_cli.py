@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 
 from core.settings import get_settings
 from transport.broker import broker_url
@@ -31,6 +32,8 @@ def main(args: list[str]) -> int:
         sys.stderr.write("no broker: set TUNESERVE_BROKER_URL=redis://... or start `tuneserve serve` on this home\n")
         return 2
     limit_train_threads(settings.train_threads)
+    from celery.exceptions import SecurityWarning
+
     from jobs import JobStore, SchemaError
 
     try:  # upgrade (or refuse) the job database now, not with the first job
@@ -40,7 +43,12 @@ def main(args: list[str]) -> int:
         return 2
     from trainer.celery_app import app  # Celery only; torch loads with the first job
 
-    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={settings.task_queue}",
+    # A quiet start: no banner (our own log line says the worker started), and no SecurityWarning for a
+    # container's root user (the task serializer is JSON, so running as root cannot execute a payload).
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        log.info("the worker runs as root; a non-root user is better where one can be arranged")
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    argv = ["--quiet", "worker", "--pool=solo", "--concurrency=1", f"--queues={settings.task_queue}",
             f"--hostname=tuneserve-{os.getpid()}@{socket.gethostname()}", "--loglevel=INFO",
             "--without-gossip", "--without-mingle", *args]
     app.worker_main(argv)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
+import redis
+
 log = logging.getLogger(__name__)
 
 PROMOTIONS_CHANNEL = "tuneserve:promotions"
@@ -15,8 +17,6 @@ def announce_promotion(redis_url: str | None, name: str, version: int) -> None:
     """Tell every API process that ``name`` changed active version (best effort: they also poll)."""
     if not redis_url:
         return
-    import redis
-
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=5)
         client.publish(PROMOTIONS_CHANNEL, json.dumps({"model": name, "version": version}))

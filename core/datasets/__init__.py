@@ -14,6 +14,7 @@ from core.datasets.errors import (
 from core.datasets.schemas import (
     DATASET_FORMAT,
     Dataset,
+    DuplicateCheck,
     DuplicateGroup,
     FileEntry,
     IngestLimits,
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetInvalid",
     "DatasetNotFound",
     "DatasetTooNew",
+    "DuplicateCheck",
     "DuplicateGroup",
     "FileEntry",
     "IngestLimits",

@@ -42,7 +42,19 @@ class Problem(BaseModel):
 
 class SimilarPair(BaseModel):
     paths: tuple[str, str]  # archive paths
-    similarity: float  # 1 - mean absolute difference of the 8x8 colour thumbnails / 255; 1.0 = identical
+    # What confirmed the pair (the report's ``duplicate_check.method``): the cosine similarity of the two
+    # photos' pooled backbone features, or 1 - mean absolute difference of the 8x8 colour thumbnails / 255.
+    # 1.0 = identical either way.
+    similarity: float
+
+
+class DuplicateCheck(BaseModel):
+    """How near duplicates were confirmed for this dataset (dataset_store/dedup.py)."""
+
+    method: Literal["features", "thumbnail"]
+    model: str | None = None  # the model whose pooled features judged the pairs ("imagenet v1")
+    min_similarity: float  # a pair's similarity had to reach this (cosine for features)
+    note: str = ""  # why the thumbnails decided, when they did
 
 
 class DuplicateGroup(BaseModel):
@@ -70,6 +82,7 @@ class Dataset(BaseModel):
     counts: dict[str, dict[str, int]]
     problems: list[Problem] = []
     duplicates: list[DuplicateGroup] = []
+    duplicate_check: DuplicateCheck | None = None  # None: stored before the report named it
     warnings: list[str] = []
     split_reason: str = ""  # how the split was made and why (empty for an archive's own split)
     skipped: int = 0  # system/hidden files ignored silently (__MACOSX, .DS_Store, ...)
@@ -167,9 +180,12 @@ class IngestLimits:
     min_image_side: int = _setting_default("min_image_side")
     min_images_per_class: int = _setting_default("min_images_per_class")
     # Near duplicates (dataset_store/dedup.py): a candidate has a dHash or pHash within this many bits
-    # (of 64); it is confirmed when its thumbnail similarity is at least near_duplicate_similarity.
+    # (of 64); it passes when its thumbnail similarity is at least near_duplicate_similarity, and, when the
+    # ingest has a feature model, is confirmed when its features' cosine is at least near_duplicate_cosine
+    # (chosen on labelled pairs: docs/benchmarks.md "Near-duplicate detection").
     near_duplicate_distance: int = 10
     near_duplicate_similarity: float = 0.94
+    near_duplicate_cosine: float = 0.7
     # The made split (dataset_store/split.py). ``chosen_split``: the uploader set these (the report says so,
     # and the dataset id depends on them: the same archive with other ratios is another dataset).
     val_fraction: float = DEFAULT_VAL_FRACTION

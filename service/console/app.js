@@ -305,7 +305,9 @@
         h("p", {}, "state ", h("strong", { id: "job-state", class: `state-${job.state}` }, job.state),
           " · model ", h("a", { href: "#/models" }, job.model), ` · ${job.kind} · dataset `, datasetLink(job.dataset_id, names)),
         h("p", { id: "job-progress" }, epochsText(job, p, m), ` · ${pct(p.fraction)} · ETA `,
-          h("span", { id: "job-eta" }, seconds(p.eta_s)), p.stage ? ` · ${p.stage}` : ""),
+          h("span", { id: "job-eta" }, p.stalled_s != null ? `none: no live worker for ${seconds(p.stalled_s)}`
+            : seconds(p.eta_s) + (p.eta_max_s != null ? ` (at most ${seconds(p.eta_max_s)})` : "")),
+          p.stage ? ` · ${p.stage}` : ""),
         job.error ? h("p", { class: "error-inline" }, job.error) : null,
         job.result ? h("p", { id: "job-result" }, `version ${job.result.version}: ${job.result.reason || ""}`,
           " ", h("a", { href: "#/models" }, "models")) : null,

@@ -26,8 +26,9 @@ from dataset_store import DatasetStore
 from dataset_store.store import default_name, remove_stale
 from service import metrics
 from service.artefacts import IMMUTABLE, not_modified, serve_file, thumbnail_jpeg
-from service.deps import DatasetStoreDep, SettingsDep
+from service.deps import DatasetStoreDep, FeatureModelDep, SettingsDep
 from service.errors import ApiError
+from service.object_features import FeatureModel
 from service.schemas import DATASET_UPLOAD_BODY, errors
 
 log = logging.getLogger(__name__)
@@ -168,10 +169,10 @@ def _split_choice(upload: MultipartUpload) -> dict[str, Any]:
              responses={200: {"description": "This archive is already stored: its report"},
                         **errors(400, 413, 415, 422)})
 async def upload_dataset(request: Request, response: Response, store: DatasetStoreDep,
-                         settings: SettingsDep) -> dict[str, Any]:
+                         settings: SettingsDep, features: FeatureModelDep) -> dict[str, Any]:
     """Upload a .zip/.tar/.tar.gz; 201 with the report, or 200 when this archive is already stored."""
     try:
-        dataset, created = await _receive_and_ingest(request, store, settings)
+        dataset, created = await _receive_and_ingest(request, store, settings, features)
     except ClientDisconnect:
         metrics.upload_finished("aborted")
         raise
@@ -183,7 +184,8 @@ async def upload_dataset(request: Request, response: Response, store: DatasetSto
     return dataset.report()
 
 
-async def _receive_and_ingest(request: Request, store: DatasetStore, settings: Settings) -> tuple[Dataset, bool]:
+async def _receive_and_ingest(request: Request, store: DatasetStore, settings: Settings, features: FeatureModel
+                              ) -> tuple[Dataset, bool]:
     upload = MultipartUpload(_boundary(request), settings.uploads_dir)
     try:
         async for chunk in request.stream():
@@ -194,8 +196,12 @@ async def _receive_and_ingest(request: Request, store: DatasetStore, settings: S
         if upload.size == 0:
             raise ApiError(400, "the uploaded archive is empty (0 bytes)")
         limits = IngestLimits.from_settings(settings, **_split_choice(upload))
-        return await run_in_threadpool(
-            store.ingest, upload.path, _dataset_name(upload), limits, upload.sha256.hexdigest())
+        path, name, digest = upload.path, _dataset_name(upload), upload.sha256.hexdigest()
+
+        def ingest() -> tuple[Dataset, bool]:  # near duplicates are judged on the object when a model is there
+            return store.ingest(path, name, limits, digest, objects=features.current())
+
+        return await run_in_threadpool(ingest)
     finally:
         upload.cleanup()
 

@@ -7,6 +7,7 @@ worker learns of a cancel through its heartbeat, which reads the flag set here.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -15,10 +16,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
-from core.jobspec import JOB_KEYS, JobRequest, TrainSpec, train_fields
+from core.datasets import DatasetNotFound
+from core.jobspec import JOB_KEYS, JobRequest, JobSpec, TrainSpec
 from core.searchspec import SearchSpec, trial_summaries, validation_message
 from core.task_names import TASK_SEARCH, TASK_TRAIN
 from core.validation import error_message
+from dataset_store import DatasetStore
 from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
 from models.meaning import LabelConflict, check_labels
@@ -40,29 +43,48 @@ def _iso(ts: float | None) -> str | None:
 def resolved_spec(job: Job) -> dict[str, Any]:
     """What the job runs: every TrainSpec field with defaults filled in, and, once known, the
     learning rate each stage used (``lr: "auto"`` shows the range test's pick there)."""
+    stored = job.spec.stored()
     try:
-        resolved = TrainSpec.model_validate(train_fields(job.spec)).model_dump(mode="json")
+        resolved = job.spec.train_spec().model_dump(mode="json")
     except ValidationError:  # a spec stored by an older version: show it as stored
-        return dict(job.spec)
+        return stored
     for key in JOB_KEYS:
-        if key in job.spec:
-            resolved[key] = job.spec[key]
+        if key in stored:
+            resolved[key] = stored[key]
     metrics = (job.result or {}).get("metrics") or {}
     if metrics.get("stage_lrs"):
         resolved["lr_used"] = metrics["stage_lrs"]
     return resolved
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def job_view(job: Job, lease_s: float, now: float | None = None) -> dict[str, Any]:
+    """The job as the API shows it; ``lease_s`` (the settings' lease) tells a live worker from a stalled job."""
     progress = job.progress or {
         "stage": "queued", "fraction": 0.0, "eta_s": None, "epoch": 0, "epochs": None, "epochs_stage": None,
     }
     if job.state == "succeeded":
-        progress = {**progress, "fraction": 1.0, "eta_s": 0.0}
+        progress = {**progress, "fraction": 1.0, "eta_s": 0.0, "eta_max_s": 0.0}
+    if not job.finished:
+        progress = {**progress, **liveness(job, lease_s, time.time() if now is None else now)}
     if job.kind == "search":  # the trial table lives in the view's own fields, not twice in progress
         progress = {k: v for k, v in progress.items() if k not in ("trials", "best_trial")}
         return {**_view(job, progress), **trial_summaries(job.progress, job.result)}
     return _view(job, progress)
+
+
+def liveness(job: Job, lease_s: float, now: float) -> dict[str, Any]:
+    """``stalled_s``: null while a live worker holds the job; else the seconds since one did, with the
+    lease's deadline (``lease_expires_at``: when another worker may take it over; the renewals of a
+    live lease are left out, or the event stream would change every half second) and a null ETA
+    (nothing is running it) with ``eta_note`` saying why, instead of a frozen number."""
+    stalled = job.stalled_s(lease_s, now)
+    out: dict[str, Any] = {"stalled_s": None if stalled is None else round(stalled, 1)}
+    if stalled is not None:
+        out.update(eta_s=None, eta_max_s=None, lease_expires_at=_iso(job.lease_expires_at),
+                   eta_note=f"no live worker for {stalled:.0f} s: the job resumes from its checkpoint when "
+                            + ("its lease runs out and a worker takes it" if job.state == "running"
+                               else "a worker takes it from the queue"))
+    return out
 
 
 def job_links(job: Job) -> dict[str, str]:
@@ -78,7 +100,7 @@ def job_links(job: Job) -> dict[str, str]:
 
 def _view(job: Job, progress: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec,
+        "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec.stored(),
         "resolved_spec": resolved_spec(job),
         "state": job.state, "progress": progress, "metrics": job.metrics, "result": job.result,
         "error": job.error, "attempts": job.attempts, "cancel_requested": job.cancel_requested,
@@ -92,8 +114,17 @@ def _spec_errors(exc: ValidationError) -> str:
 
 
 async def json_body(request: Request) -> None:
-    """415 for a body that is not declared JSON (a form post or a bare curl -d), before parsing it."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    """415 for a body that is not declared JSON (a form post or a bare curl -d), 422 for one that is not
+    UTF-8 (JSON's only encoding; Python's parser would also read UTF-16 and UTF-32)."""
+    ctype, _, params = request.headers.get("content-type", "").partition(";")
+    ctype = ctype.strip().lower()
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset=" in params.lower() else ""
+    if charset and charset not in ("utf-8", "utf8"):
+        raise ApiError(415, f"send the job as UTF-8 JSON (got charset={charset})")
+    try:
+        (await request.body()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, f"the body is not valid JSON: it is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(415, f"send the job as a JSON object with the header 'Content-Type: application/json' "
                             f"(got {ctype or 'no Content-Type'}); e.g. curl -H 'Content-Type: application/json' "
@@ -107,9 +138,6 @@ def _check_base(spec: TrainSpec, registry: Registry) -> None:
 
 
 def _check_dataset(settings: Any, dataset_id: str) -> Any:
-    from core.datasets import DatasetNotFound
-    from dataset_store import DatasetStore
-
     try:
         return DatasetStore(settings.datasets_dir).get(dataset_id)
     except DatasetNotFound as exc:
@@ -131,12 +159,12 @@ def create_job(
         check_labels(registry, body.model, list(dataset.classes), body.replace_labels)
     except LabelConflict as exc:
         raise ApiError(409, str(exc)) from exc
-    stored = spec.model_dump(mode="json", exclude_unset=True)
+    stored = JobSpec.model_validate(spec.model_dump(exclude_unset=True))
     if body.replace_labels:
-        stored["replace_labels"] = True
+        stored.replace_labels = True
     kind, task = "train", TASK_TRAIN
     if search is not None:
-        stored["search"] = search.model_dump(mode="json", exclude_none=True)
+        stored.search = search.model_dump(mode="json", exclude_none=True)
         kind, task = "search", TASK_SEARCH
     job = store.create(body.model, body.dataset_id, stored, kind=kind)
     try:
@@ -168,11 +196,12 @@ def _state_filter(state: str | None = None) -> str | None:
 @router.get("", responses=errors(422))
 def list_jobs(
     store: JobStoreDep,
+    settings: SettingsDep,
     state: Annotated[str | None, Depends(_state_filter)] = None,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    return [job_view(j) for j in store.list_jobs(state=state, model=model, limit=limit)]
+    return [job_view(j, settings.lease_seconds) for j in store.list_jobs(state=state, model=model, limit=limit)]
 
 
 @router.get("/schema")
@@ -193,14 +222,14 @@ JobDep = Annotated[Job, Depends(existing_job)]
 
 
 @router.get("/{job_id}", responses=errors(404))
-def get_job(job: JobDep) -> dict[str, Any]:
-    return job_view(job)
+def get_job(job: JobDep, settings: SettingsDep) -> dict[str, Any]:
+    return job_view(job, settings.lease_seconds)
 
 
 @router.post("/{job_id}/cancel", responses=errors(404, 409))
-def cancel_job(job: JobDep, store: JobStoreDep) -> dict[str, Any]:
+def cancel_job(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> dict[str, Any]:
     try:
-        return job_view(store.cancel(job.id))
+        return job_view(store.cancel(job.id), settings.lease_seconds)
     except JobFinished as exc:
         raise ApiError(409, str(exc)) from exc
 
@@ -216,13 +245,13 @@ def job_report(job: JobDep, registry: RegistryDep) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(404))
-async def job_events(job: JobDep, store: JobStoreDep) -> AsyncIterator[ServerSentEvent]:
+async def job_events(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
     """``snapshot`` (the whole job) first, then one ``delta`` per change (polled every 0.5 s): only the
     fields that changed, new epoch metrics as ``metrics_append``; ``end`` (the whole job) when it finishes."""
     last: dict[str, Any] | None = None
     count = 0
     while True:
-        view = job_view(job)
+        view = job_view(job, settings.lease_seconds)
         if view != last:
             count += 1
             if job.finished or last is None:

@@ -134,3 +134,42 @@ def test_groups_are_components_of_confirmed_pairs_only() -> None:
     assert components(6, [(0, 1), (1, 2), (3, 4)]) == [[0, 1, 2], [3, 4], [5]]
     assert components(3, []) == [[0], [1], [2]] and components(0, []) == []
     assert group_edges([[2, 5, 7], [1, 3]]) == [(2, 5), (2, 7), (1, 3)]
+
+
+def _objects(features: dict[int, list[float]], asked: list[list[int]]):  # type: ignore[no-untyped-def]
+    """Features per file index (the paths are the indices as names); records which files were asked for."""
+    import numpy as np
+
+    from dataset_store.dedup import ObjectFeatures
+
+    def embed(paths):  # type: ignore[no-untyped-def]
+        asked.append([int(p.name) for p in paths])
+        return np.array([features[int(p.name)] for p in paths], dtype=np.float32)
+
+    return ObjectFeatures(model="test-model", embed=embed)
+
+
+def test_thumbnail_pairs_are_confirmed_on_the_object_and_never_chained() -> None:
+    """0-1-2-3 all pass the thumbnails; features say 0 and 1 are one object, 2 another, 3 a third thing
+    alike to 2 only in part. Only confirmed pairs join: 2 is not chained to 0 through 1's thumbnail."""
+    prints = [_fp(0b1111, 1, 100), _fp(0b1110, 1, 101), _fp(0b1101, 1, 100), _fp(0b1011, 1, 101),
+              _fp((1 << 64) - 1, (1 << 63), 0)]  # 4: no candidate at all, never sent to the model
+    asked: list[list[int]] = []
+    objects = _objects({0: [1, 0, 0], 1: [0.99, 0.1, 0], 2: [0, 1, 0], 3: [0, 0.6, 0.8]}, asked)
+    paths = [Path(str(i)) for i in range(len(prints))]
+    by_thumb = duplicate_groups(list("abcde"), prints, distance=3, min_similarity=0.94)
+    assert by_thumb.method == "thumbnail" and by_thumb.near == [[0, 1, 2, 3]]
+    dups = duplicate_groups(list("abcde"), prints, 3, 0.94, objects, paths, min_cosine=0.7)
+    assert dups.method == "features"
+    assert dups.near == [[0, 1]]
+    ((i, j, sim),) = dups.links
+    assert (i, j) == (0, 1) and 0.99 < sim < 1.0  # the similarity is the features' cosine
+    assert asked == [[0, 1, 2, 3]]  # one batch, only files in a thumbnail-confirmed pair
+
+
+def test_the_cosine_threshold_decides() -> None:
+    prints = [_fp(0b1111, 1, 100), _fp(0b1110, 1, 101)]
+    paths = [Path("0"), Path("1")]
+    objects = _objects({0: [1, 0], 1: [0.8, 0.6]}, [])  # cosine 0.8
+    assert duplicate_groups(["a", "b"], prints, 3, 0.94, objects, paths, min_cosine=0.79).near == [[0, 1]]
+    assert duplicate_groups(["a", "b"], prints, 3, 0.94, objects, paths, min_cosine=0.81).near == []

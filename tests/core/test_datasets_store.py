@@ -58,6 +58,10 @@ def test_class_folders_made_split_and_index_contract(tmp_path: Path, store: Data
     assert "2 small class(es) get more val images (towards 10 a class" in ds.split_reason
     assert "ants 6, bees 3" in ds.split_reason and "by default" in ds.split_reason
     assert ds.problems == [] and ds.duplicates == []
+    # No feature model was passed in (a bare store): the thumbnails decided, and the report says so.
+    assert ds.duplicate_check is not None and ds.duplicate_check.method == "thumbnail"
+    assert ds.duplicate_check.model is None and ds.duplicate_check.min_similarity == LIMITS.near_duplicate_similarity
+    assert "tuneserve bootstrap" in ds.duplicate_check.note
     # 9 val images: still too few to tell models apart, and the report says so (and what to do)
     assert len(ds.warnings) == 1 and ds.warnings[0].startswith("weak val split (9 images)")
     assert "ants (6), bees (3)" in ds.warnings[0] and "worst case accuracy 0.50" in ds.warnings[0]

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
+from tests.services import redis_url
+
 REPO = Path(__file__).resolve().parents[2]
-REDIS = "redis://127.0.0.1:6379"
 
 
 def free_port() -> int:
@@ -27,9 +28,9 @@ def free_port() -> int:
 
 
 def private_broker() -> dict[str, str]:
-    """A Redis DB number and queue name of our own, so parallel test runs never share messages."""
+    """A Redis DB number and queue name of our own on the tests' Redis (tests/services.py): never shared messages."""
     return {
-        "TUNESERVE_BROKER_URL": f"{REDIS}/{random.randint(1, 15)}",
+        "TUNESERVE_BROKER_URL": f"{redis_url()}/{random.randint(1, 15)}",
         "TUNESERVE_TASK_QUEUE": f"test-{uuid.uuid4().hex[:10]}",
     }
 

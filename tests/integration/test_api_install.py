@@ -38,7 +38,8 @@ def api_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = source_copy(root / "src")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", str(src)],
+    lock = REPO / "requirements" / "constraints.txt"  # as the Dockerfile's API image installs it
+    pip = subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "-c", str(lock), str(src)],
                          capture_output=True, text=True, timeout=1500)
     assert pip.returncode == 0, f"base install failed:\n{pip.stdout[-3000:]}\n{pip.stderr[-3000:]}"
     return venv

@@ -1,4 +1,4 @@
-"""The web console in a real browser (Debian's Chromium driven by Playwright) on a live stack: a real
+"""The web console in a real browser (Chromium driven by Playwright, tests/browser.py) on a live stack: a real
 API process and a real worker. Upload an archive through the page, see its report, start a job with
 the form, watch the curve grow, see it finish with its evaluation and get promoted, try a photo and
 see the top 5 and the heatmap. Screenshots of each page go under the test's tmp path."""

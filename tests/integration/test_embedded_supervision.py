@@ -20,6 +20,7 @@ from tests.integration.procs import (
     Server,
     base_env,
     children_of,
+    free_port,
     pid_alive,
     upload,
     wait_for,
@@ -98,7 +99,7 @@ def test_stale_redis_from_a_crash_is_stopped_at_start(tmp_path: Path, bootstrapp
     (home / "redis").mkdir(exist_ok=True)
     # What an older serve killed without its children left: a redis-server of its own session, the URL
     # and pid files, and an owner that is gone.
-    port = 20000 + os.getpid() % 20000
+    port = free_port()
     stale = subprocess.Popen([str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(port),
                               "--requirepass", "old", "--dir", str(home / "redis"), "--save", ""],
                              stdout=subprocess.DEVNULL, start_new_session=True)

@@ -5,6 +5,7 @@ upload -> job -> worker trains (real engine) -> gate -> registry -> every API pr
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -157,11 +158,27 @@ def test_cancel_queued_and_running_jobs(stack: Stack, small_hymenoptera_zip: Pat
 
 
 def test_killed_worker_job_resumes_from_checkpoint(stack: Stack, small_hymenoptera_zip: Path) -> None:
+    """SIGKILL mid-job: the job says it is stalled while no worker runs it, resumes from its checkpoint,
+    and its progress never moves back (sampled through the whole job, kill and resume included)."""
     http = stack.server.http
     small = upload(http, small_hymenoptera_zip)
     body = {"dataset_id": small, "model": "resumed", "mode": "finetune",
             "hyperparameters": {"max_epochs": 2, "probe_epochs": 1, "batch_size": 8, "augment": "none"}}
     job_id = http.post("/v1/jobs", json=body).json()["id"]
+    samples: list[dict] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # its own client: httpx clients are not shared across threads here
+        with httpx.Client(base_url=str(http.base_url), headers=http.headers) as client:
+            while not stop.is_set():
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                samples.append({"state": job["state"], **job["progress"]})
+                if job["state"] in FINISHED:
+                    return
+                time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
 
     folder = stack.home / "work" / "jobs" / job_id
 
@@ -176,8 +193,23 @@ def test_killed_worker_job_resumes_from_checkpoint(stack: Stack, small_hymenopte
     saved, before = wait_for(finetune_epoch_checkpointed, 180, "a checkpointed fine-tuning epoch", interval=0.2)
     stack.worker.kill()  # SIGKILL mid-job: no cleanup, the lease simply stops being renewed
     assert http.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
+    # No live worker: the job says so within the lease (4 s here), and the stall grows; no frozen ETA.
+    stalled = wait_for(lambda: (p := http.get(f"/v1/jobs/{job_id}").json()["progress"])["stalled_s"] and p,
+                       30, "the job to say it is stalled", interval=0.2)
+    time.sleep(1.5)
+    later = http.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert later["stalled_s"] >= stalled["stalled_s"] + 1.0, (stalled, later)
+    assert later["eta_s"] is None and "no live worker" in later["eta_note"] and later["lease_expires_at"]
+    assert later["fraction"] >= before["progress"]["fraction"] > 0
     stack.new_worker()
     job = wait_job(http, job_id, ("succeeded", "failed"), 240, stack.diagnostics)
+    sampler.join(timeout=30)  # it ends on the finished job (its fraction 1.0)
+    stop.set()
+    fractions = [s["fraction"] for s in samples]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, fractions
+    resumed = [s for s in samples[samples.index(next(s for s in samples if s.get("stalled_s"))):]
+               if s["state"] == "running" and not s.get("stalled_s")]
+    assert resumed and min(s["fraction"] for s in resumed) >= before["progress"]["fraction"], resumed[:3]
     assert job["state"] == "succeeded", job
     assert job["attempts"] == 2 and job["result"]["promoted"] is True
     # Resumed, not restarted: the epochs in the checkpoint were not run again (their records,

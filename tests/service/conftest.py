@@ -19,6 +19,15 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
     raise AssertionError("service never became ready")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_client_host() -> Iterator[None]:
+    """Starlette's TestClient sends ``Host: testserver``: allowed here beside the default names (the
+    Host tests set ``allowed_hosts`` themselves). Session-wide, so module-scoped apps see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNESERVE_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+        yield
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:

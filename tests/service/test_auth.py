@@ -15,11 +15,14 @@ from pydantic import SecretStr
 
 from core.settings import Settings
 from service.app import create_app
-from service.auth import PUBLIC_PATHS, bind_refusal, load_keys, required_role
+from service.auth import PUBLIC_PATHS, allowed_roles, bind_refusal, load_keys
 from tests.integration.procs import REPO, Server, base_env, private_broker
 from tests.service.live import live_server
 
 ADMIN, PREDICT, FILE_PREDICT = "adm-0123456789abcdef", "prd-0123456789abcdef", "file-prd-9876543210"
+READ = "read-0123456789abcdef"
+# What a predict key may read: the models' public descriptions, nothing of datasets, jobs or model files.
+DESCRIPTIONS = {"/v1/models", "/v1/models/imagenet"}
 # Values for path parameters: real ones where they exist (the bootstrapped model), others unknown (404).
 PARAMS = {"name": "imagenet", "version": "1", "dataset_id": "no-such-dataset", "job_id": "no-such-job",
           "file": "model.onnx", "path": "train/ants/no-such.jpg"}
@@ -29,8 +32,8 @@ PARAMS = {"name": "imagenet", "version": "1", "dataset_id": "no-such-dataset", "
 def keyed(settings: Settings, tmp_path: Path) -> Settings:
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"# operators' keys\npredict:{FILE_PREDICT}\n\n")
-    return settings.model_copy(update={"api_keys": SecretStr(f"admin:{ADMIN}, predict:{PREDICT}"),
-                                       "api_keys_file": keys_file})
+    return settings.model_copy(update={"api_keys": SecretStr(f"admin:{ADMIN}, predict:{PREDICT}, read:{READ}"),
+                                       "api_keys_file": keys_file, "metrics_require_key": True})
 
 
 @pytest.fixture
@@ -57,18 +60,23 @@ def test_every_route_needs_the_right_role(server: tuple[str, list[tuple[str, str
     url, routes = server
     guarded = [(m, p) for m, p in routes if p not in PUBLIC_PATHS]
     assert len(guarded) >= 12, routes  # models, datasets, jobs: a refactor that drops routers shows here
+    # Every GET route is also served for HEAD, under the same rule.
+    routes += [("HEAD", p) for m, p in routes if m == "GET" and not p.endswith("/events")]
     for method, path in routes:
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS and path != "/metrics":
             assert call(url, method, path, None) not in (401, 403), (method, path)
             continue
-        admin_only = not (method in ("GET", "HEAD") or (method == "POST" and path.endswith("/predict")))
+        predict = method == "POST" and path.endswith("/predict")
+        read = method in ("GET", "HEAD")
+        may = {ADMIN: True, READ: read,
+               PREDICT: predict or (read and path in DESCRIPTIONS)}
+        may[FILE_PREDICT] = may[PREDICT]
         assert call(url, method, path, None) == 401, (method, path)
         assert call(url, method, path, "not-a-key") == 401, (method, path)
         assert call(url, method, path, ADMIN[:-1]) == 401, (method, path)  # a near miss is no key either
-        for key in (PREDICT, FILE_PREDICT):
+        for key, allowed in may.items():
             status = call(url, method, path, key)
-            assert (status == 403) if admin_only else (status not in (401, 403)), (method, path, status)
-        assert call(url, method, path, ADMIN) not in (401, 403), (method, path)
+            assert (status not in (401, 403)) if allowed else (status == 403), (method, path, key[:4], status)
 
 
 def test_answers_say_what_to_send(server: tuple[str, list[tuple[str, str]]]) -> None:
@@ -80,6 +88,11 @@ def test_answers_say_what_to_send(server: tuple[str, list[tuple[str, str]]]) -> 
         wrong = http.post("/v1/models/imagenet/versions/1/activate", headers={"Authorization": f"Bearer {PREDICT}"})
         assert wrong.status_code == 403 and "admin key" in wrong.json()["detail"]
         assert PREDICT not in wrong.text
+        photos = http.get("/v1/datasets", headers={"Authorization": f"Bearer {PREDICT}"})
+        assert photos.status_code == 403 and "admin or read key" in photos.json()["detail"]
+        assert http.get("/metrics").status_code == 401
+        scraped = http.get("/metrics", headers={"Authorization": f"Bearer {READ}"})
+        assert scraped.status_code == 200 and "tuneserve_" in scraped.text
         assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200
         photo = (Path(__file__).parents[1] / "data" / "imagenet" / "n02123045_tabby.JPEG").read_bytes()
         ok = http.post("/v1/models/imagenet/predict", content=photo,
@@ -88,9 +101,12 @@ def test_answers_say_what_to_send(server: tuple[str, list[tuple[str, str]]]) -> 
 
 
 def test_only_the_console_assets_are_open_under_their_prefix() -> None:
-    assert required_role("GET", "/console/app.js") is None
-    assert required_role("POST", "/console/app.js") == "admin"
-    assert required_role("GET", "/consolex") == "predict" and required_role("GET", "/v1/console/x") == "predict"
+    assert allowed_roles("GET", "/console/app.js") is None
+    assert allowed_roles("POST", "/console/app.js") == {"admin"}
+    assert allowed_roles("GET", "/consolex") == {"admin", "read"} == allowed_roles("GET", "/v1/console/x")
+    assert allowed_roles("GET", "/metrics") is None and allowed_roles("GET", "/metrics", True) == {"admin", "read"}
+    assert allowed_roles("GET", "/v1/models/x/versions/1/files") == {"admin", "read"}
+    assert allowed_roles("GET", "/v1/models/x") == {"admin", "read", "predict"}
 
 
 def test_bad_key_settings_are_named_not_quoted(settings: Settings, tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ def pipeline(engine_and_pre: tuple[OnnxEngine, Settings, object]) -> GpuPipeline
     return GpuPipeline(engine, pre, settings, BATCH)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # 180 photos through three pipelines: over a minute on 2 cores (not in `make test-fast`)
 def test_parity_with_pillow_path_and_training_transform(
     pipeline: GpuPipeline, engine_and_pre: tuple[OnnxEngine, Settings, object],
     imagenet_samples: Path, hymenoptera: Path,

@@ -72,7 +72,7 @@ def post_json(client: TestClient, body: Any) -> Any:
      ["base", "registry:<model>:<version>"]),
     ({"hyperparameters": {"lr": math.inf}}, ["hyperparameters.lr", "0 < lr <= 10"]),
     ({"hyperparameters": {"lr": -math.inf}}, ["hyperparameters.lr", "0 < lr <= 10"]),
-    ({"hyperparameters": {"batch_size": 1e400}}, ["hyperparameters.batch_size", "finite", "1 <= batch_size <= 4096"]),
+    ({"hyperparameters": {"batch_size": 1e400}}, ["hyperparameters.batch_size", "integer", "1 <= batch_size <= 4096"]),
     ({"hyperparameters": {"max_epochs": 10**400}}, ["hyperparameters.max_epochs", "1 <= max_epochs <= 1000"]),
     ({"hyperparameters": {"early_stopping": {"min_delta": math.nan}}},
      ["early_stopping.min_delta", "0 <= min_delta <= 1"]),

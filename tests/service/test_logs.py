@@ -23,7 +23,7 @@ def json_lines(log: Path) -> list[dict[str, Any]]:
 
 def hang_up_mid_body(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+        sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
                      b"Content-Length: 100000\r\n\r\n" + TABBY.read_bytes()[:1000])
         time.sleep(0.5)  # the route is reading the body now
 

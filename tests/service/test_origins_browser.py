@@ -1,4 +1,4 @@
-"""Cross-site requests in a real browser (Debian's Chromium via Playwright): a page of another site cannot
+"""Cross-site requests in a real browser (Chromium via Playwright, tests/browser.py): a page of another site cannot
 activate a version, a page of the service itself can."""
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_half_sent_headers_are_cut(url: str) -> None:
     for i in range(100):  # the issue held 1,000 of these open for > 30 s
         sock = socket.create_connection(("127.0.0.1", port_of(url)))
         if i % 2:
-            sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: t\r\nContent-Le")
+            sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: localhost\r\nContent-Le")
         socks.append(sock)  # the even ones send nothing at all
     started = time.monotonic()
     results = [until_closed(s, 10) for s in socks]
@@ -92,12 +92,12 @@ def send_slowly(url: str, head: bytes, body: bytes, every_s: float) -> tuple[flo
 def test_stalled_and_trickling_bodies_are_cut(url: str) -> None:
     # Shorter than its Content-Length, then silence (the issue: held > 70 s).
     with socket.create_connection(("127.0.0.1", port_of(url))) as sock:
-        sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+        sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
                      b"Content-Length: 100000\r\n\r\n" + TABBY.read_bytes()[:5000])
         took, got = until_closed(sock, 10)
     assert b"408 Request Timeout" in got and b"no body data for 1s" in got and took < 1 + 6
     # One byte every 0.2 s to the dataset upload (the issue: 1 byte / 5 s kept going).
-    head = (b"POST /v1/datasets HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
+    head = (b"POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
             b"Content-Length: 5000\r\n\r\n")
     took, got = send_slowly(url, head, b"--xx\r\n" + b"a" * 4000, every_s=0.2)
     assert b"408 Request Timeout" in got and b"bytes/s" in got and took < 1.5 + 6
@@ -119,7 +119,7 @@ def unfinished_upload(port: int, size: int, out: list[bytes]) -> None:
     try:
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.settimeout(30)
-            sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+            sock.sendall(b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
                          b"Content-Length: %d\r\n\r\n" % size)
             chunk = b"\0" * (1 << 20)
             for _ in range(size // len(chunk) - 1):

@@ -14,6 +14,7 @@ from PIL import Image
 from core.datasets import Dataset
 from core.jobspec import TrainSpec
 from models import Registry, VersionInfo
+from models.card import CARD_FILE
 from trainer.cam import CAM_FILE
 from trainer.data import normalize
 from trainer.engine import TrainingResult, fine_tune
@@ -52,7 +53,7 @@ def test_version_holds_model_report_and_lineage(published: tuple[Registry, Versi
     assert m.source["spec"]["mode"] == "linear" and m.source["base"]["name"] == "efficientnet_lite0"
     assert m.metrics["val_accuracy"] == trained.metrics["val_accuracy"]
     assert m.metrics["export_max_abs_logit_diff"] < 1e-3 and m.metrics["export_check_images"] == 12
-    assert set(m.files) == {*REPORT_FILES, TORCH_FILE, CAM_FILE, OOD_FILE}
+    assert set(m.files) == {*REPORT_FILES, TORCH_FILE, CAM_FILE, OOD_FILE, CARD_FILE}
     assert m.cam is not None and m.cam.output == "features" and m.cam.weights == CAM_FILE
     with np.load(info.path / CAM_FILE) as head:  # the trained head, not ImageNet's
         assert head["weight"].shape == (3, 1280) and head["bias"].shape == (3,)
@@ -186,7 +187,7 @@ def test_same_labels_in_another_order_are_published_in_the_served_order(
 
     from core.settings import Settings
     from trainer.labels import reorder_labels
-    from trainer.pipeline import publish_gated
+    from trainer.publish import Request, Trained, publish
 
     served = ["red", "blue", "green"]  # what callers of "colours" know index i to mean
     registry = Registry(tmp_path / "models")
@@ -194,7 +195,8 @@ def test_same_labels_in_another_order_are_published_in_the_served_order(
                              JobData(synthetic), {"job_id": "job-1"}, activate=True)
     assert v1.manifest.labels == served
     settings = Settings(home=tmp_path, build_variants="")
-    out = publish_gated(copy.deepcopy(trained), JobData(synthetic), registry, "colours", {"job_id": "job-2"}, settings)
+    out = publish(Trained(copy.deepcopy(trained), JobData(synthetic)), registry,
+                  Request("colours", "job", job_id="job-2"), settings)
     v2 = registry.get("colours", out["version"])
     assert trained.labels == ["blue", "green", "red"] and v2.manifest.labels == served  # mapped, not refused
     candidate, active = out["evaluation"]["candidate"], out["evaluation"]["active"]
