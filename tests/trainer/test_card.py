@@ -84,7 +84,7 @@ def test_card_is_written_at_publish_and_agrees_with_the_job(trained: TrainingRes
         assert named == (c["recall"] < 0.8), (name, c)
 
     # served: the stored card as JSON (with the registry's version number), and as Markdown that renders
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:  # an allowed Host
         wait_ready(client)
         resp = client.get(f"/v1/models/ants-bees/versions/{info.version}/card")
         assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
@@ -107,7 +107,7 @@ def test_card_is_written_at_publish_and_agrees_with_the_job(trained: TrainingRes
 
 def test_a_version_without_a_card_gets_one_built_from_what_it_stores(settings: Settings, tmp_path: Path) -> None:
     """The pretrained model (bootstrapped before cards existed: no card.json, no report): built on demand."""
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:  # an allowed Host
         wait_ready(client)
         card = client.get("/v1/models/imagenet/versions/1/card").json()
         assert card["model"]["name"] == "imagenet" and card["model"]["version"] == 1
