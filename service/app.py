@@ -27,7 +27,7 @@ from service.notify import PromotionListener
 from service.object_features import FeatureModel
 from service.origins import CrossSiteGuard, HostGuard, HostList, allowed_hosts, cors_options, parse_origins
 from service.requestlog import RequestLogMiddleware
-from service.routes import console, datasets, health, jobs, models, v2
+from service.routes import cards, console, datasets, health, jobs, models, v2
 from service.routes import metrics as metrics_route
 from service.streams import EventStreamLimit
 from transport.broker import BrokerProbe
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
+    app.include_router(cards.router, prefix="/v1/models", tags=["models"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])
     app.include_router(v2.router)  # the Open Inference Protocol (KServe/Triton clients)

@@ -10,6 +10,7 @@ data -> it is promoted and announced, or kept as a candidate. A trained model's 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -23,6 +24,7 @@ import torch
 
 from core.settings import Settings
 from models import Manifest, Registry, VersionInfo
+from models.card import CARD_FILE, model_card
 from models.manifest import CamOutput, Preprocessing, Variant
 from models.meaning import check_labels
 from trainer.backbones import Backbone
@@ -85,10 +87,21 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
             cam=CamOutput(weights=export.cam_file.name) if export.cam_file else None,
             ood=result.ood.summary() if result.ood is not None else None, selective=result.selective,
         )
+        extra[CARD_FILE] = write_card(manifest, tmp / "report" / "report.json", data, tmp / CARD_FILE)
+        manifest.files.append(CARD_FILE)
         info = registry.register(manifest, tmp / "model.onnx", extra_files=extra, activate=activate)
     log.info("registered %s version %d (val acc %.4f, export diff %.1e)", model_name, info.version,
              metrics.get("val_accuracy", float("nan")), export.max_abs_diff)
     return info
+
+
+def write_card(manifest: Manifest, report_file: Path, data: JobData, dest: Path) -> Path:
+    """``card.json`` (models/card.py) from the manifest, the report and the dataset's own report."""
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    dataset_report = getattr(data.dataset, "report", None)  # a stored Dataset; tests may pass a bare one
+    dataset = dataset_report() if callable(dataset_report) else None
+    dest.write_text(json.dumps(model_card(manifest, report, dataset), indent=1), encoding="utf-8")
+    return dest
 
 
 def _build_variants(fp32: Path, out_dir: Path, data: JobData, pre: Preprocessing,

@@ -6,18 +6,7 @@
   let cleanup = [];
 
   // ------------------------------------------------------------------ helpers
-  function h(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
-    }
-    for (const c of children.flat()) {
-      if (c === null || c === undefined) continue;
-      node.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
-    }
-    return node;
-  }
+  const { h, fill } = window.Dom;
 
   function authHeaders(extra) {
     const headers = Object.assign({}, extra || {});
@@ -112,33 +101,47 @@
   }
 
   // ------------------------------------------------------------------ Models
-  async function modelsPage() {
-    const models = await api("/v1/models");
-    main.replaceChildren(h("h2", {}, "Models"),
-      models.length ? null : h("p", { class: "muted" }, "No models yet: run `tuneserve bootstrap` or train one."));
-    for (const m of models) main.appendChild(await modelCard(m.name));
+  async function modelsPage(name, rest) {
+    if (name && rest[0] === "card") return cardPage(name, rest[1]);
+    const [models, datasets] = await Promise.all([api("/v1/models"), api("/v1/datasets")]);
+    const names = datasetNames(datasets);
+    fill(main, h("h2", {}, "Models"),
+      models.length ? null : h("p", { class: "muted empty" }, "No models yet: run `tuneserve bootstrap` or train one."));
+    for (const m of models) main.appendChild(await modelCard(m.name, names));
   }
 
-  async function modelCard(name) {
+  /* dataset id -> its name (the id stays the link target and a secondary label). */
+  const datasetNames = (datasets) => Object.fromEntries(datasets.map((d) => [d.id, d.name]));
+  const datasetLink = (id, names) => (names[id] ? h("a", { href: `#/datasets/${id}` }, names[id])
+    : `dataset ${String(id).slice(0, 8)} (deleted)`);
+  const jobName = (j) => `${j.model} ${j.kind}`;
+  const datasetLabel = (d) => `${d.name} · ${d.classes.length} classes · ${d.num_files} files · ${d.id.slice(0, 8)}`;
+
+  function lineage(v, names) {
+    if (v.source.kind === "pretrained") return "pretrained";
+    const base = v.source.base && v.source.base.name ? `from ${v.source.base.name}` : "";
+    const id = v.source.dataset_id;
+    const dataset = id ? (v.source.dataset_name || names[id] || `dataset ${id.slice(0, 8)} (deleted)`) : null;
+    return [base, dataset ? (base ? " on " : "on ") : "",
+      dataset ? (names[id] ? h("a", { href: `#/datasets/${id}` }, dataset) : dataset) : null,
+      v.source.job_id ? " · " : "", v.source.job_id ? h("a", { href: `#/jobs/${v.source.job_id}` }, "its job") : null];
+  }
+
+  async function modelCard(name, names) {
     const m = await api(`/v1/models/${name}`);
     const rows = m.versions.slice().reverse().map((v) => h("tr", { "data-version": v.version },
       h("td", {}, v.version), h("td", {}, v.status + (v.version === m.serving_version ? " (serving)" : "")),
       h("td", {}, (v.created_at || "").slice(0, 19).replace("T", " ")),
       h("td", {}, pct(v.metrics.val_accuracy)), h("td", {}, pct(v.metrics.test_accuracy)),
-      h("td", {}, v.source.kind === "pretrained" ? "pretrained" :
-        [v.source.base && v.source.base.name ? `from ${v.source.base.name}` : "",
-         v.source.dataset_id ? ` on ${v.source.dataset_id}` : "",
-         v.source.job_id ? " " : ""].join(""),
-        v.source.job_id ? h("a", { href: `#/jobs/${v.source.job_id}` }, "job") : null),
+      h("td", {}, lineage(v, names)),
       h("td", {},
         v.version === m.active_version ? null : h("button", { class: "activate", onclick: () => activate(name, v.version) },
           v.version < (m.active_version || 0) ? "Roll back" : "Activate"),
         v.version === m.active_version ? null : h("button", { class: "delete-version", onclick: () => remove(
           `version ${v.version} of ${name}`, `/v1/models/${name}/versions/${v.version}`) }, "Delete"),
         " ", h("button", { onclick: () => download(`${v.files_url}/model.onnx`, `${name}-v${v.version}.onnx`) },
-          "Download"),
-        v.files.includes("report.json") && v.source.job_id ?
-          h("a", { href: `#/jobs/${v.source.job_id}` }, " report") : null)));
+          "Download model.onnx"),
+        " ", h("a", { class: "card-link", href: `#/models/${name}/card/${v.version}` }, "card"))));
     return h("div", { class: "card model", "data-model": name },
       h("h3", {}, name, " ", h("button", { class: "delete-model", onclick: () => remove(`model ${name} and all its versions`,
         `/v1/models/${name}` + (m.versions.some((v) => v.source.kind === "pretrained") ? "?force_bootstrapped=true" : "")) },
@@ -146,8 +149,16 @@
       h("p", {}, `active version ${m.active_version ?? "none"}, serving ${m.serving_version ?? "none"}`,
         m.provider ? ` on ${m.provider} (${m.variant})` : "", ` · ${m.labels.length} labels`),
       m.load_error ? h("p", { class: "error-inline" }, `load error (v${m.load_error.version}): ${m.load_error.error}`) : null,
-      h("table", {}, h("tr", {}, ["version", "status", "created", "val acc", "test acc", "lineage", ""].map((t) => h("th", {}, t))),
-        rows));
+      Dom.table({}, ["version", "status", "created", "val acc", "test acc", "lineage", ""], rows, "No versions."));
+  }
+
+  /* A version's model card (GET .../card as JSON, drawn by card.js), and its Markdown to download. */
+  async function cardPage(name, version) {
+    const card = await api(`/v1/models/${name}/versions/${version}/card`);
+    fill(main, h("p", {}, h("a", { href: "#/models" }, "← models"), " ",
+      h("button", { id: "card-md", onclick: () => download(`/v1/models/${name}/versions/${version}/card?format=md`,
+        `${name}-v${version}-card.md`) }, "Download Markdown")),
+    CardView.render(card));
   }
 
   /* Deletes ask first; the server refuses (409, shown) what a job or the serving version still needs. */
@@ -179,10 +190,11 @@
       upload(file.files[0], bar, status);
     } }, h("h3", {}, "Upload a labelled archive"), file, " ", h("button", { type: "submit" }, "Upload"), " ", bar, " ", status);
     const rows = list.slice().reverse().map((d) => h("tr", {},
-      h("td", {}, h("a", { href: `#/datasets/${d.id}` }, d.name)), h("td", {}, d.id), h("td", {}, d.classes.length),
+      h("td", {}, h("a", { href: `#/datasets/${d.id}` }, d.name)), h("td", { class: "muted" }, d.id), h("td", {}, d.classes.length),
       h("td", {}, d.num_files), h("td", {}, d.problems), h("td", {}, (d.created_at || "").slice(0, 19).replace("T", " "))));
-    main.replaceChildren(h("h2", {}, "Datasets"), form,
-      h("table", {}, h("tr", {}, ["name", "id", "classes", "files", "problems", "created"].map((t) => h("th", {}, t))), rows));
+    fill(main, h("h2", {}, "Datasets"), form,
+      Dom.table({ id: "dataset-list" }, ["name", "id", "classes", "files", "problems", "created"], rows,
+        "No datasets yet: upload an archive of class folders above."));
   }
 
   function upload(fileObj, bar, status) {
@@ -209,9 +221,10 @@
     const thumb = (path) => h("figure", {}, authImg(`/v1/datasets/${id}/images/${encodeURIComponent(path)}?size=128`),
       h("figcaption", {}, path));
     const totals = d.classes.map((c) => ({ label: c, value: Object.values(d.counts).reduce((s, split) => s + (split[c] || 0), 0) }));
-    main.replaceChildren(
+    fill(main,
       h("h2", {}, `Dataset ${d.name}`),
-      h("p", {}, `${d.id} · ${d.num_files} files · layout ${d.layout} · split ${d.split_source}`,
+      h("p", {}, h("span", { class: "muted" }, d.id), ` · ${d.num_files} files`, d.layout ? ` · layout ${d.layout}` : "",
+        ` · split ${d.split_source}`,
         " ", h("a", { href: `#/jobs?dataset=${id}` }, "train on it")),
       h("div", { class: "row" },
         h("div", { class: "card", id: "class-counts" }, Charts.bars(totals, { title: "images per class" })),
@@ -223,6 +236,7 @@
         d.problems.length ? h("table", {}, d.problems.map((p) => h("tr", {}, h("td", {}, p.path), h("td", {}, p.problem))))
           : h("p", { class: "muted" }, "every file is usable")),
       h("div", { class: "card", id: "duplicates" }, h("h3", {}, `duplicate groups (${d.duplicates.length})`),
+        d.duplicates.length ? null : h("p", { class: "muted empty" }, "no duplicates found"),
         d.duplicates.map((g) => h("div", {}, h("p", {}, `${g.kind}, similarity ${num(g.similarity, 3)}`),
           h("div", { class: "thumbs" }, g.paths.map(thumb))))),
       h("button", { id: "delete-dataset", onclick: async () => {
@@ -237,11 +251,15 @@
     if (id) return jobPage(id);
     const [jobs, datasets, schema] = await Promise.all([api("/v1/jobs"), api("/v1/datasets"), api("/v1/jobs/schema")]);
     const wanted = new URLSearchParams(location.hash.split("?")[1] || "").get("dataset");
-    main.replaceChildren(h("h2", {}, "Jobs"), jobForm(datasets, schema, wanted),
-      h("table", { id: "job-list" }, h("tr", {}, ["job", "model", "kind", "state", "progress", "created"].map((t) => h("th", {}, t))),
-        jobs.map((j) => h("tr", {}, h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.id.slice(0, 8))), h("td", {}, j.model),
-          h("td", {}, j.kind), h("td", { class: `state-${j.state}` }, j.state), h("td", {}, pct(j.progress.fraction)),
-          h("td", {}, (j.created_at || "").slice(0, 19).replace("T", " "))))));
+    const names = datasetNames(datasets);
+    fill(main, h("h2", {}, "Jobs"), jobForm(datasets, schema, wanted),
+      Dom.table({ id: "job-list" }, ["job (model, kind)", "dataset", "state", "progress", "created"],
+        jobs.map((j) => h("tr", {}, h("td", {}, h("a", { href: `#/jobs/${j.id}` }, jobName(j)),
+          h("span", { class: "muted" }, ` ${j.id.slice(0, 8)}`)),
+          h("td", {}, datasetLink(j.dataset_id, names)),
+          h("td", { class: `state-${j.state}` }, j.state), h("td", {}, pct((j.progress || {}).fraction)),
+          h("td", {}, (j.created_at || "").slice(0, 19).replace("T", " ")))),
+        "No jobs yet: start one with the form above."));
   }
 
   /* A Python regex as an HTML pattern (compiled with the /v flag, where a bare "-" ends a class badly). */
@@ -257,13 +275,16 @@
     const lrNumber = (train.lr.anyOf || []).find((a) => a.type === "number") || {};
     const f = h("form", { class: "card job", id: "job-form" },
       h("h3", {}, "Start a job"),
-      h("label", {}, "dataset ", select("dataset_id", datasets.map((d) => d.id), wanted || (datasets.at(-1) || {}).id)),
+      datasets.length ? h("label", {}, "dataset ", h("select", { name: "dataset_id" }, datasets.map((d) => h("option",
+        { value: d.id, selected: d.id === (wanted || datasets.at(-1).id) }, datasetLabel(d)))))
+        : h("p", { class: "muted empty" }, "No datasets yet: ", h("a", { href: "#/datasets" }, "upload one"), " to train on."),
       h("label", {}, "model name ", h("input", { name: "model", required: true, pattern: htmlPattern(schema.request.properties.model.pattern), value: "" })),
       h("label", {}, "mode ", select("mode", choices(train.mode), train.mode.default)),
       h("label", {}, "augment ", select("augment", choices(train.augment), train.augment.default)),
       h("label", {}, "epochs ", number("max_epochs", train.max_epochs, train.max_epochs.default)),
       h("label", {}, "LR ", h("input", { name: "lr", type: "number", step: "any", min: lrNumber.exclusiveMinimum, max: lrNumber.maximum,
-        placeholder: "auto", value: "" }), h("span", { class: "muted" }, " (empty: auto, the LR range test)")),
+        placeholder: "auto", value: typeof train.lr.default === "number" ? train.lr.default : "" }),
+        h("span", { class: "muted" }, " (the API's default; empty: auto, the LR range test)")),
       h("label", {}, "search ", select("method", ["none", ...choices(search.method)], "none")),
       h("label", {}, "trials ", number("trials", search.trials, search.trials.default)),
       h("button", { type: "submit" }, "Start"));
@@ -283,13 +304,18 @@
     let job = null;
     const head = h("div", { id: "job-head" }), charts = h("div", { class: "row", id: "job-charts" });
     const trials = h("div", { id: "trials" }), report = h("div", { id: "report" });
-    main.replaceChildren(h("h2", {}, `Job ${id.slice(0, 8)}`), head, charts, trials, report);
+    const title = h("h2", {}, "Job");
+    fill(main, title, head, charts, trials, report);
+    let names = {};
+    api("/v1/datasets").then((ds) => { names = datasetNames(ds); if (job) render(); }).catch((e) => showError(e.message));
     const render = () => {
       const p = job.progress || {};
-      head.replaceChildren(h("div", { class: "card" },
+      const m = job.metrics || [];
+      fill(title, `Job: ${jobName(job)} `, h("span", { class: "muted" }, id.slice(0, 8)));
+      fill(head, h("div", { class: "card" },
         h("p", {}, "state ", h("strong", { id: "job-state", class: `state-${job.state}` }, job.state),
-          ` · model ${job.model} · ${job.kind} · dataset `, h("a", { href: `#/datasets/${job.dataset_id}` }, job.dataset_id)),
-        h("p", { id: "job-progress" }, `epoch ${p.epoch ?? 0} of ${p.epochs ?? "?"} · ${pct(p.fraction)} · ETA `,
+          " · model ", h("a", { href: "#/models" }, job.model), ` · ${job.kind} · dataset `, datasetLink(job.dataset_id, names)),
+        h("p", { id: "job-progress" }, epochsText(job, p, m), ` · ${pct(p.fraction)} · ETA `,
           h("span", { id: "job-eta" }, p.stalled_s != null ? `none: no live worker for ${seconds(p.stalled_s)}`
             : seconds(p.eta_s) + (p.eta_max_s != null ? ` (at most ${seconds(p.eta_max_s)})` : "")),
           p.stage ? ` · ${p.stage}` : ""),
@@ -301,14 +327,16 @@
           try { await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); } catch (e) { showError(e.message); }
         } }, job.cancel_requested ? "Cancelling…" : "Cancel") : h("button", { id: "delete-job", onclick: () => remove(
           `job ${id.slice(0, 8)}`, `/v1/jobs/${id}`, () => { location.hash = "#/jobs"; }) }, "Delete")));
-      const m = job.metrics || [];
       const pts = (key) => m.map((x, i) => [i + 1, x[key]]).filter((q) => typeof q[1] === "number");
-      charts.replaceChildren(
+      // where a stage starts (probe -> fine-tuning): the chart counts epochs across stages, like the header
+      const marks = m.map((x, i) => (i && x.stage !== m[i - 1].stage ? { x: i + 0.5, label: x.stage } : null)).filter(Boolean);
+      const opts = { xlabel: "epoch (all stages)", integerX: true, marks };
+      fill(charts,
         h("div", { class: "card", id: "loss-chart", "data-points": m.length }, Charts.lines(
           [{ name: "train loss", points: pts("train_loss") }, { name: "val loss", points: pts("val_loss"), dashed: true }],
-          { title: "loss", xlabel: "epoch" })),
+          Object.assign({ title: "loss" }, opts))),
         h("div", { class: "card", id: "accuracy-chart", "data-points": m.length }, Charts.lines(
-          [{ name: "val accuracy", points: pts("val_accuracy"), colour: "#43a047" }], { title: "validation accuracy", xlabel: "epoch" })));
+          [{ name: "val accuracy", points: pts("val_accuracy"), colour: "#43a047" }], Object.assign({ title: "validation accuracy" }, opts))));
       if (job.kind === "search" && job.trials) renderTrials(trials, job);
     };
     const stop = streamEvents(`/v1/jobs/${id}/events`, (name, data) => {
@@ -319,6 +347,16 @@
     cleanup.push(stop);
   }
 
+  /* Epochs as the chart counts them (across stages), then where the current stage is. */
+  function epochsText(job, p, m) {
+    if (job.kind === "search" || !m.length) return `epoch ${p.epoch ?? 0} of ${p.epochs ?? "?"}`;
+    const per = {};
+    for (const x of m) per[x.stage || "training"] = (per[x.stage || "training"] || 0) + 1;
+    const stages = Object.keys(per).length > 1 ? ` (${Object.entries(per).map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
+    const now = job.state === "running" && p.epochs_stage && p.epochs ? ` · ${p.epochs_stage} epoch ${p.epoch ?? 0} of ${p.epochs}` : "";
+    return `${m.length} epoch${m.length === 1 ? "" : "s"} run${stages}${now}`;
+  }
+
   function renderTrials(box, job) {
     const params = [...new Set(job.trials.flatMap((t) => Object.keys(t.params || {})))];
     const numeric = params.filter((k) => job.trials.some((t) => typeof (t.params || {})[k] === "number"));
@@ -326,7 +364,7 @@
     const picker = h("select", { id: "trial-param", onchange: (ev) => { box.dataset.param = ev.target.value; renderTrials(box, job); } },
       numeric.map((k) => h("option", { value: k, selected: k === chosen }, k)));
     const done = job.trials.filter((t) => typeof t.best_val_accuracy === "number" && chosen && typeof t.params[chosen] === "number");
-    box.replaceChildren(h("div", { class: "card" }, h("h3", {}, `trials (${job.trials.length})`),
+    fill(box, h("div", { class: "card" }, h("h3", {}, `trials (${job.trials.length})`),
       h("table", { id: "trial-table" }, h("tr", {}, ["#", "state", "epochs", "best val acc", ...params].map((t) => h("th", {}, t))),
         job.trials.map((t) => h("tr", { class: t.state === "pruned" ? "muted" : "" }, h("td", {}, t.number), h("td", {}, t.state),
           h("td", {}, t.epochs), h("td", {}, pct(t.best_val_accuracy)),
@@ -339,13 +377,13 @@
 
   async function loadReport(box, job) {
     let r;
-    try { r = await api(job.links.report); } catch (e) { box.replaceChildren(h("p", { class: "muted" }, e.message)); return; }
+    try { r = await api(job.links.report); } catch (e) { fill(box, h("p", { class: "muted" }, e.message)); return; }
     const split = r.splits.test && r.splits.test.images ? "test" : "val";
     const s = r.splits[split];
     const cm = s.confusion_matrix, top = Math.max(1, ...cm.flat());
     const cell = (v, i, j) => { const td = h("td", {}, v); td.style.background = `rgba(${i === j ? "67,160,71" : "229,57,53"},${(v / top).toFixed(2)})`; return td; };
     const rel = (data) => data.reliability.filter((b) => b.count).map((b) => [b.confidence, b.accuracy]);
-    box.replaceChildren(
+    fill(box,
       h("h3", {}, `evaluation (${split} split): accuracy ${pct(s.accuracy)}, macro F1 ${num(s.macro_f1)}`),
       h("div", { class: "row" },
         h("div", { class: "card", id: "confusion" }, h("h3", {}, "confusion matrix (rows: true)"),
@@ -360,10 +398,18 @@
           Object.entries(s.per_class).map(([c, v]) => h("tr", {}, h("td", {}, c), h("td", {}, num(v.precision)), h("td", {}, num(v.recall)),
             h("td", {}, num(v.f1)), h("td", {}, v.support)))))),
       h("div", { class: "card", id: "misclassified" }, h("h3", {}, `misclassified (${s.misclassified_count})`),
+        s.misclassified.length ? null : h("p", { class: "muted empty" }, `every ${split} photo was classified right`),
         h("div", { class: "thumbs" }, s.misclassified.slice(0, 48).map((m) => h("figure", {},
           m.thumbnail_url ? authImg(m.thumbnail_url) : null,
           h("figcaption", {}, `${m.label} → ${m.predicted} (${pct(m.confidence)})`))))),
-      h("p", {}, Object.entries(r.files).map(([name, url]) => h("button", { onclick: () => download(url, name) }, name))));
+      h("p", {}, h("a", { id: "job-card", href: `#/models/${job.result.model}/card/${job.result.version}` }, "model card"))
+    );
+    // Every file of the version (the model itself and its variants too), from the version's listing.
+    const files = h("p", { id: "downloads" });
+    box.appendChild(files);
+    api(`/v1/models/${job.result.model}/versions/${job.result.version}/files`).then((listing) => fill(files,
+      listing.files.map((f) => h("button", { "data-file": f.name, onclick: () => download(f.url, f.name) }, f.name))))
+      .catch((e) => fill(files, h("span", { class: "muted" }, e.message)));
   }
 
   // ------------------------------------------------------------------ Try it
@@ -381,7 +427,7 @@
     const paste = (ev) => { const f = [...(ev.clipboardData || {}).files || []].find((x) => x.type.startsWith("image/")); if (f) run(f); };
     document.addEventListener("paste", paste);
     cleanup.push(() => document.removeEventListener("paste", paste));
-    main.replaceChildren(h("h2", {}, "Try it"), h("p", {}, "model ", pick), drop, out);
+    fill(main, h("h2", {}, "Try it"), h("p", {}, "model ", pick), drop, out);
   }
 
   async function predict(model, file, out) {
@@ -398,19 +444,26 @@
     const photo = h("div", { class: "photo" }, h("img", { class: "base", id: "try-photo", src: URL.createObjectURL(file), alt: file.name }));
     const why = result.explanation;
     const toggle = h("label", {}, h("input", { type: "checkbox", id: "heat-toggle", checked: true, disabled: !why }), " heatmap");
+    let cropNote = null;
     if (why) {
       const heat = h("img", { class: "heat", id: "heatmap", src: why.heatmap, alt: `where the model saw ${why.label}` });
+      const crop = h("div", { class: "crop-box", id: "crop-box", title: "the centre crop the model sees" });
       const base = photo.firstChild;
       const place = () => {  // the heatmap covers the model's crop, scaled like the photo on screen
         const k = base.clientWidth / base.naturalWidth;
         const [l, t, r, b] = why.crop_box;
-        Object.assign(heat.style, { left: `${l * k}px`, top: `${t * k}px`, width: `${(r - l) * k}px`, height: `${(b - t) * k}px` });
+        for (const box of [heat, crop]) {
+          Object.assign(box.style, { left: `${l * k}px`, top: `${t * k}px`, width: `${(r - l) * k}px`, height: `${(b - t) * k}px` });
+        }
       };
       base.addEventListener("load", place);
-      photo.appendChild(heat);
+      photo.append(heat, crop);
       toggle.firstChild.addEventListener("change", (ev) => { heat.hidden = !ev.target.checked; });
+      const [l, t, r, b] = why.crop_box;
+      cropNote = h("p", { class: "muted", id: "crop-note" }, `The model sees only the centre crop (the box, ${Math.round(r - l)}×${Math.round(b - t)} px of `
+        + "the photo); the heatmap covers that crop, and nothing outside it counted.");
     }
-    out.replaceChildren(h("div", {}, photo, toggle, note ? h("p", { class: "muted" }, note) : null),
+    fill(out, h("div", {}, photo, toggle, cropNote, note ? h("p", { class: "muted" }, note) : null),
       h("div", { class: "card bars", id: "top5" }, h("h3", {}, `${body.model} v${body.version}`),
         Charts.bars(result.predictions.map((p) => ({ label: p.label, value: p.probability, text: pct(p.probability) })), { title: "top 5" })));
   }
@@ -421,10 +474,10 @@
   async function route() {
     cleanup.forEach((f) => f());
     cleanup = [];
-    const [page, id] = location.hash.replace(/^#\/?/, "").split("?")[0].split("/");
+    const [page, id, ...rest] = location.hash.replace(/^#\/?/, "").split("?")[0].split("/").map(decodeURIComponent);
     const name = PAGES[page] ? page : "models";
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === name);
-    try { await PAGES[name](id); } catch (e) { main.replaceChildren(h("p", { class: "error-inline" }, e.message)); showError(e.message); }
+    try { await PAGES[name](id, rest); } catch (e) { fill(main, h("p", { class: "error-inline" }, e.message)); showError(e.message); }
   }
 
   const keyInput = document.getElementById("api-key");

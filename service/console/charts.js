@@ -23,7 +23,16 @@
     return [lo, hi];
   }
 
-  function axes(svg, box, xr, yr, xlabel, ylabel) {
+  /* Whole numbers only (epochs): at most ~6 ticks, a step of 1, 2, 5, 10, ... */
+  function integerTicks(lo, hi) {
+    const span = Math.max(1, Math.floor(hi) - Math.ceil(lo));
+    const step = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((s) => span / s <= 6) || Math.ceil(span / 6);
+    const out = [];
+    for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) if (v >= lo) out.push(v);
+    return out;
+  }
+
+  function axes(svg, box, xr, yr, xlabel, ylabel, integerX) {
     const { l, t, w, h } = box;
     svg.appendChild(el("line", { x1: l, y1: t + h, x2: l + w, y2: t + h, stroke: "#999" }));
     svg.appendChild(el("line", { x1: l, y1: t, x2: l, y2: t + h, stroke: "#999" }));
@@ -31,8 +40,11 @@
     for (let i = 0; i <= 4; i++) {
       const yv = yr[0] + (yr[1] - yr[0]) * i / 4, y = t + h - h * i / 4;
       svg.appendChild(el("text", { x: l - 4, y: y + 4, "text-anchor": "end" }, fmt(yv)));
-      const xv = xr[0] + (xr[1] - xr[0]) * i / 4, x = l + w * i / 4;
-      svg.appendChild(el("text", { x, y: t + h + 14, "text-anchor": "middle" }, fmt(xv)));
+    }
+    const xticks = integerX ? integerTicks(xr[0], xr[1]) : [0, 1, 2, 3, 4].map((i) => xr[0] + (xr[1] - xr[0]) * i / 4);
+    for (const xv of xticks) {
+      const x = l + w * (xv - xr[0]) / (xr[1] - xr[0]);
+      svg.appendChild(el("text", { x, y: t + h + 14, "text-anchor": "middle", class: "xtick" }, integerX ? String(xv) : fmt(xv)));
     }
     if (xlabel) svg.appendChild(el("text", { x: l + w / 2, y: t + h + 28, "text-anchor": "middle" }, xlabel));
     if (ylabel) svg.appendChild(el("text", { x: 10, y: t + h / 2, transform: `rotate(-90 10 ${t + h / 2})`,
@@ -49,9 +61,14 @@
     const all = series.flatMap((s) => s.points);
     const xr = o.xrange || extent(all.map((p) => p[0]));
     const yr = o.yrange || extent(all.map((p) => p[1]), 0.05);
-    axes(svg, box, xr, yr, o.xlabel, o.ylabel);
+    axes(svg, box, xr, yr, o.xlabel, o.ylabel, o.integerX);
     const sx = (x) => box.l + box.w * (x - xr[0]) / (xr[1] - xr[0]);
     const sy = (y) => box.t + box.h - box.h * (y - yr[0]) / (yr[1] - yr[0]);
+    for (const m of o.marks || []) {  // e.g. where a training stage starts
+      svg.appendChild(el("line", { x1: sx(m.x), y1: box.t, x2: sx(m.x), y2: box.t + box.h, stroke: "#bbb",
+                                   "stroke-dasharray": "2 3", class: "mark" }));
+      svg.appendChild(el("text", { x: sx(m.x) + 3, y: box.t + box.h - 4, fill: "#888" }, m.label));
+    }
     series.forEach((s, i) => {
       const colour = s.colour || COLOURS[i % COLOURS.length];
       if (s.points.length > 1) {

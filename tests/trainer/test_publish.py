@@ -14,6 +14,7 @@ from PIL import Image
 from core.datasets import Dataset
 from core.jobspec import TrainSpec
 from models import Registry, VersionInfo
+from models.card import CARD_FILE
 from trainer.cam import CAM_FILE
 from trainer.data import normalize
 from trainer.engine import TrainingResult, fine_tune
@@ -52,7 +53,7 @@ def test_version_holds_model_report_and_lineage(published: tuple[Registry, Versi
     assert m.source["spec"]["mode"] == "linear" and m.source["base"]["name"] == "efficientnet_lite0"
     assert m.metrics["val_accuracy"] == trained.metrics["val_accuracy"]
     assert m.metrics["export_max_abs_logit_diff"] < 1e-3 and m.metrics["export_check_images"] == 12
-    assert set(m.files) == {*REPORT_FILES, TORCH_FILE, CAM_FILE, OOD_FILE}
+    assert set(m.files) == {*REPORT_FILES, TORCH_FILE, CAM_FILE, OOD_FILE, CARD_FILE}
     assert m.cam is not None and m.cam.output == "features" and m.cam.weights == CAM_FILE
     with np.load(info.path / CAM_FILE) as head:  # the trained head, not ImageNet's
         assert head["weight"].shape == (3, 1280) and head["bias"].shape == (3,)
