@@ -359,7 +359,7 @@ def feature_model(home: Path | None, scratch: Path) -> ObjectFeatures:
         from trainer.bootstrap import bootstrap
 
         home = scratch / "home"
-        bootstrap(Registry(home / "models"), check_images=shared_data("imagenet_samples"))
+        bootstrap(Registry(home / "models"), Settings(home=home), check_images=shared_data("imagenet_samples"))
     settings = Settings(home=home)
     objects = FeatureModel(Registry(settings.models_dir), settings).current()
     if objects is None:
