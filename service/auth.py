@@ -32,6 +32,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/
 PUBLIC_PREFIXES = ("/console/",)
 READ_METHODS = frozenset({"GET", "HEAD"})
 PREDICT_PATH = re.compile(r"^/v1/models/[^/]+/predict$")
+# Sending a correction is a user's act, like predicting; reading the captured photos (users' data) is not.
+CORRECTION_PATH = re.compile(r"^/v1/models/[^/]+/feedback$")
+FEEDBACK_PATHS = re.compile(r"^/v1/models/[^/]+/feedback(/.*)?$")
 
 
 class KeyConfigError(ValueError):
@@ -100,6 +103,10 @@ def required_role(method: str, path: str) -> Role | None:
     """The least role a request needs (None: public). predict covers reads and predictions."""
     if path in PUBLIC_PATHS or (method in READ_METHODS and path.startswith(PUBLIC_PREFIXES)):
         return None
+    if method == "POST" and CORRECTION_PATH.match(path):
+        return "predict"
+    if FEEDBACK_PATHS.match(path):
+        return "admin"
     if method in READ_METHODS or (method == "POST" and PREDICT_PATH.match(path)):
         return "predict"
     return "admin"

@@ -22,7 +22,7 @@ from tests.service.live import live_server
 ADMIN, PREDICT, FILE_PREDICT = "adm-0123456789abcdef", "prd-0123456789abcdef", "file-prd-9876543210"
 # Values for path parameters: real ones where they exist (the bootstrapped model), others unknown (404).
 PARAMS = {"name": "imagenet", "version": "1", "dataset_id": "no-such-dataset", "job_id": "no-such-job",
-          "file": "model.onnx", "path": "train/ants/no-such.jpg"}
+          "file": "model.onnx", "path": "train/ants/no-such.jpg", "capture_id": "no-such-capture"}
 
 
 @pytest.fixture
@@ -61,7 +61,9 @@ def test_every_route_needs_the_right_role(server: tuple[str, list[tuple[str, str
         if path in PUBLIC_PATHS:
             assert call(url, method, path, None) not in (401, 403), (method, path)
             continue
-        admin_only = not (method in ("GET", "HEAD") or (method == "POST" and path.endswith("/predict")))
+        admin_only = not (method in ("GET", "HEAD") or (method == "POST" and path.endswith(("/predict", "/feedback"))))
+        if "/feedback" in path:  # captured photos are users' data: reading or labelling them needs admin
+            admin_only = not (method == "POST" and path.endswith("/feedback"))
         assert call(url, method, path, None) == 401, (method, path)
         assert call(url, method, path, "not-a-key") == 401, (method, path)
         assert call(url, method, path, ADMIN[:-1]) == 401, (method, path)  # a near miss is no key either
