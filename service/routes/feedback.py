@@ -20,6 +20,7 @@ from core.images import open_image
 from feedback import CapturePolicy, FeedbackFull, FeedbackNotFound, FeedbackStore
 from feedback.dataset import build_feedback_dataset
 from feedback.store import LabelInvalid, check_label
+from service import drift
 from service.deps import DatasetStoreDep, FeatureModelDep, FeedbackDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.feedback import extension
@@ -156,8 +157,13 @@ def get_capture_image(capture_id: str, store: StoreDep) -> FileResponse:
 def label_capture(name: str, capture_id: str, body: LabelBody, store: StoreDep) -> dict[str, Any]:
     """Label a capture: ``{"label": "<class>"}`` (known or new) or ``{"label": null}`` for "none of these"."""
     try:
-        return store.label(capture_id, body.label).view(name)
+        before = store.get(capture_id)
+        after = store.label(capture_id, body.label)
     except FeedbackNotFound as exc:
         raise not_found(exc) from exc
     except LabelInvalid as exc:
         raise ApiError(422, str(exc)) from exc
+    if not before.labeled and before.answer is not None:  # the first review of a prediction: live accuracy
+        top = before.answer["predictions"][0]["label"] if before.answer["predictions"] else None
+        drift.observe_review(name, before.version, after.label, top)
+    return after.view(name)

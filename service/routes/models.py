@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from models import VersionInfo
 from models.manifest import MANIFEST_FILE, MODEL_FILE
+from service import drift
 from service.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
 from service.deps import FeedbackDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
@@ -178,6 +179,7 @@ async def predict(
         answer = await loaded.predictor.predict(payloads, options, names)
     finally:
         loaded.release()
+    drift.observe(answer)
     capture_ids = await feedback.capture(answer, payloads)  # the policy's choice (none while it is off)
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).

@@ -180,3 +180,38 @@ def test_a_label_names_a_real_capture(client: TestClient) -> None:
     assert resp.status_code == 422 and "null for 'none of these'" in resp.json()["detail"]
     resp = client.post(f"/v1/models/fed/feedback/{cid}", json={"lable": "x"})
     assert resp.status_code == 422
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from the /metrics text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            got = ",".join(sorted(line[len(name) + 1:line.index("}")].split(",")))
+            if got == want:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_drift_metrics_count_classes_confidence_unknown_and_reviews(client: TestClient) -> None:
+    before = client.get("/metrics").text
+    put_policy(client, "fed", policy="all")
+    grey, red, black = predict(client, "fed", GREY, RED, BLACK)
+    assert red["predictions"][0]["label"] == "red" and black["unknown_reason"] == "ood"
+    client.post(f"/v1/models/fed/feedback/{red['capture_id']}", json={"label": "red"})  # agrees
+    client.post(f"/v1/models/fed/feedback/{grey['capture_id']}", json={"label": "purple"})  # disagrees
+    client.post(f"/v1/models/fed/feedback/{black['capture_id']}", json={"label": None})
+    client.post(f"/v1/models/fed/feedback/{red['capture_id']}", json={"label": "red"})  # a second review: not counted
+    after = client.get("/metrics").text
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    v = {"model": "fed", "version": "1"}
+    assert delta("tuneserve_predictions_by_class_total", label="red", **v) >= 1
+    assert sum(delta("tuneserve_predictions_by_class_total", label=c, **v) for c in ("red", "green", "blue")) == 3
+    assert delta("tuneserve_prediction_confidence_count", **v) == 3
+    assert delta("tuneserve_prediction_confidence_bucket", le="1.0", **v) == 3
+    assert delta("tuneserve_predictions_unknown_total", reason="ood", **v) == 1
+    assert [delta("tuneserve_feedback_reviews_total", outcome=o, **v)
+            for o in ("agree", "disagree", "none_of_these")] == [1, 1, 1]
