@@ -56,7 +56,7 @@ def get_policy(store: StoreDep) -> CapturePolicy:
     return store.policy()
 
 
-@router.put("/{name}/feedback/policy", responses=errors(404, 422))
+@router.put("/{name}/feedback/policy", responses=errors(400, 404, 422))
 def put_policy(policy: CapturePolicy, store: StoreDep) -> CapturePolicy:
     """Set which predictions are kept for review; a lower cap drops the oldest unlabelled captures now."""
     return store.set_policy(policy)
@@ -99,7 +99,7 @@ def list_feedback(
     name: str, store: StoreDep,
     state: Annotated[Literal["unlabeled", "labeled"] | None, Query(description="omit for both")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> dict[str, Any]:
     """A page of captures, oldest first; ``next_offset`` is null on the last page."""
     items, total = store.page(state, limit, offset)
@@ -153,7 +153,7 @@ def get_capture_image(capture_id: str, store: StoreDep) -> FileResponse:
                         headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.post("/{name}/feedback/{capture_id}", responses=errors(404, 422))
+@router.post("/{name}/feedback/{capture_id}", responses=errors(400, 404, 422))
 def label_capture(name: str, capture_id: str, body: LabelBody, store: StoreDep) -> dict[str, Any]:
     """Label a capture: ``{"label": "<class>"}`` (known or new) or ``{"label": null}`` for "none of these"."""
     try:
