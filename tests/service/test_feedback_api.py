@@ -122,7 +122,7 @@ def test_a_correction_is_kept_labelled_and_goes_into_the_feedback_dataset(client
     resp = client.post("/v1/models/fed/feedback/dataset")
     assert resp.status_code == 201, resp.text
     report = resp.json()
-    parent = client.get("/v1/datasets").json()[0]
+    parent = next(d for d in client.get("/v1/datasets").json() if d["id"] != report["id"])  # the only other one
     lineage = report["lineage"]
     assert lineage["parent"] == parent["id"] and lineage["model"] == "fed" and lineage["model_version"] == 1
     assert lineage["added"] == {"purple": 5, "red": 2} and lineage["already_in_parent"] == 1
