@@ -11,6 +11,7 @@ COPY core core
 COPY models models
 COPY jobs jobs
 COPY dataset_store dataset_store
+COPY feedback feedback
 COPY transport transport
 COPY service service
 COPY trainer trainer

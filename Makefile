@@ -69,7 +69,7 @@ docs-settings:
 lint: install
 	$(PY) scripts/check_tests_own_data.py
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy core models jobs dataset_store transport service trainer tuneserve
+	$(VENV)/bin/mypy core models jobs dataset_store feedback transport service trainer tuneserve
 	$(VENV)/bin/lint-imports
 
 clean:

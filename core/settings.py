@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         return self.home / "datasets"
 
     @property
+    def feedback_dir(self) -> Path:
+        """Captured predictions and corrections, one folder per model (feedback/store.py)."""
+        return self.home / "feedback"
+
+    @property
     def work_dir(self) -> Path:
         """Scratch space for checkpoints, caches and temp uploads (same filesystem as home)."""
         return self.home / "work"

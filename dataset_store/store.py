@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from core.datasets.errors import DatasetNotFound, DatasetTooNew
-from core.datasets.schemas import DATASET_FORMAT, INDEX_FILE, Dataset, IngestLimits, Problem
+from core.datasets.schemas import DATASET_FORMAT, INDEX_FILE, Dataset, IngestLimits, Lineage, Problem
 from core.formats import check_store, too_new
 from core.fsutil import atomic_write_text, fsync_dir, sha256_file
 from dataset_store.archive import Entry, Unpacked, decode_name, is_junk, unpack
@@ -101,8 +101,9 @@ class DatasetStore:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
 
     def ingest_folder(self, folder: Path, name: str | None, limits: IngestLimits,
-                      objects: ObjectFeatures | None = None) -> tuple[Dataset, bool]:
-        """Same checks for a folder on disk (the CLI); the files are copied, never moved."""
+                      objects: ObjectFeatures | None = None, lineage: Lineage | None = None
+                      ) -> tuple[Dataset, bool]:
+        """Same checks for a folder on disk (the CLI, feedback datasets); the files are copied, never moved."""
         folder = Path(folder)
         walked = _walk(folder)
         tmp = self._temp_dir()
@@ -110,6 +111,7 @@ class DatasetStore:
             source = Source(walked.entries, walked.skipped, walked.problems, owned=False,
                             legacy_names=walked.legacy_names)
             dataset = build(source, tmp, limits, name or folder.resolve().name, objects=objects)
+            dataset.lineage = lineage
             dataset_id = _content_id(dataset)
             if (self.root / dataset_id / INDEX_FILE).is_file():
                 return self.get(dataset_id), False

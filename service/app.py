@@ -17,6 +17,7 @@ from models import Registry
 from service.auth import ApiKeyMiddleware, load_keys
 from service.docs import install_docs
 from service.errors import install_error_handlers
+from service.feedback import FeedbackService
 from service.gpu_pipeline import require_decoder
 from service.guards import BodyGuardMiddleware, BodyLimits
 from service.head import HeadAsGet
@@ -27,7 +28,7 @@ from service.notify import PromotionListener
 from service.object_features import FeatureModel
 from service.origins import CrossSiteGuard, HostGuard, HostList, allowed_hosts, cors_options, parse_origins
 from service.requestlog import RequestLogMiddleware
-from service.routes import cards, console, datasets, health, jobs, models, v2
+from service.routes import cards, console, datasets, feedback, health, jobs, models, v2
 from service.routes import metrics as metrics_route
 from service.streams import EventStreamLimit
 from transport.broker import BrokerProbe
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
+        app.state.feedback = FeedbackService(settings.feedback_dir)
         app.state.feature_model = FeatureModel(registry, settings)  # opened on the first upload that needs it
         datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_route.router)
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
     app.include_router(cards.router, prefix="/v1/models", tags=["models"])
+    app.include_router(feedback.router, prefix="/v1/models", tags=["feedback"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])
     app.include_router(v2.router)  # the Open Inference Protocol (KServe/Triton clients)

@@ -44,6 +44,9 @@ PREDICT_PATH = re.compile(r"^/v1/models/[^/]+/predict$|^/v2/models/[^/]+(/versio
 # A model's public description, not its files; over /v2 (Open Inference Protocol) its metadata and readiness.
 DESCRIPTION_PATH = re.compile(r"^/v1/models(/[^/]+)?$|^/v2(/models/[^/]+(/versions/[^/]+)?(/ready)?)?$")
 METRICS_PATH = "/metrics"
+# Sending a correction is a user's act, like predicting; reading the captured photos (users' data) is not.
+CORRECTION_PATH = re.compile(r"^/v1/models/[^/]+/feedback$")
+FEEDBACK_PATHS = re.compile(r"^/v1/models/[^/]+/feedback(/.*)?$")
 
 
 class KeyConfigError(ValueError):
@@ -114,8 +117,10 @@ def allowed_roles(method: str, path: str, metrics_key: bool = False) -> frozense
         return READERS
     if path in PUBLIC_PATHS or (method in READ_METHODS and path.startswith(PUBLIC_PREFIXES)):
         return None
-    if method == "POST" and PREDICT_PATH.match(path):
+    if method == "POST" and (PREDICT_PATH.match(path) or CORRECTION_PATH.match(path)):
         return PREDICTORS
+    if FEEDBACK_PATHS.match(path):
+        return ADMIN
     if method in READ_METHODS:
         return ANY_ROLE if DESCRIPTION_PATH.match(path) else READERS
     return ADMIN

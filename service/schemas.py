@@ -38,6 +38,8 @@ class ImageResult(BaseModel):
     unknown_reason: Literal["ood", "low_confidence"] | None = Field(
         description="why unknown is true (ood is named first when both hold); null when it is false")
     explanation: Explanation | None = None
+    capture_id: str | None = Field(None, description="present when the model's feedback policy kept this photo for "
+                                                      "review: label it with POST /v1/models/{name}/feedback/{id}")
 
 
 class PredictResponse(BaseModel):

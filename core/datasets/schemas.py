@@ -66,6 +66,26 @@ class DuplicateGroup(BaseModel):
     pairs: list[SimilarPair] = []
 
 
+class NegativePhoto(BaseModel):
+    """A reviewed photo marked "none of these": not a class, kept aside for the out-of-distribution threshold."""
+
+    capture_id: str
+    sha256: str
+
+
+class Lineage(BaseModel):
+    """Where a derived dataset came from: its parent plus reviewed feedback (feedback/dataset.py)."""
+
+    parent: str  # the dataset id it extends
+    source: Literal["feedback"] = "feedback"
+    model: str  # whose captures were added
+    model_version: int | None = None  # the active version whose dataset is the parent
+    added: dict[str, int] = {}  # feedback photos added per class
+    already_in_parent: int = 0  # labelled captures skipped: the same bytes (sha256) are in the parent
+    negatives: list[NegativePhoto] = []
+    note: str = ""
+
+
 class Dataset(BaseModel):
     """A stored dataset: the parsed ``index.json`` plus where it lives."""
 
@@ -86,6 +106,7 @@ class Dataset(BaseModel):
     warnings: list[str] = []
     split_reason: str = ""  # how the split was made and why (empty for an archive's own split)
     skipped: int = 0  # system/hidden files ignored silently (__MACOSX, .DS_Store, ...)
+    lineage: Lineage | None = None  # None: uploaded as it is; else what it was derived from
 
     _root: Path | None = PrivateAttr(default=None)
 
@@ -115,6 +136,7 @@ class Dataset(BaseModel):
             "id": self.id, "name": self.name, "created_at": self.created_at, "classes": self.classes,
             "split_source": self.split_source, "counts": self.counts, "num_files": len(self.files),
             "problems": len(self.problems), "warnings": len(self.warnings),
+            "parent": self.lineage.parent if self.lineage else None,
         }
 
 

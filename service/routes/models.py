@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from models import VersionInfo
 from models.manifest import MANIFEST_FILE, MODEL_FILE
-from service import lifecycle
+from service import drift, lifecycle
 from service.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
-from service.deps import JobStoreDep, ManagerDep, RegistryDep, SettingsDep
+from service.deps import FeedbackDep, JobStoreDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.predictor import ImageAnswer, PredictOptions
 from service.schemas import PREDICT_BODY, PredictResponse, errors
@@ -178,6 +178,7 @@ async def predict(
     request: Request,
     manager: ManagerDep,
     settings: SettingsDep,
+    feedback: FeedbackDep,
     top_k_: Annotated[int | None, Query(alias="top_k", ge=1)] = None,
     explain: Annotated[bool, Query(description="add a class activation heatmap of the top class per image")] = False,
     ood_threshold: Annotated[float | None, Query(
@@ -197,19 +198,23 @@ async def predict(
         answer = await loaded.predictor.predict(payloads, options, names)
     finally:
         loaded.release()
+    drift.observe(answer)
+    capture_ids = await feedback.capture(answer, payloads)  # the policy's choice (none while it is off)
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).
-    results = [result_view(file, r) for file, r in zip(names, answer.results, strict=True)]
+    results = [result_view(file, r, c) for file, r, c in zip(names, answer.results, capture_ids, strict=True)]
     body = json.dumps({"model": answer.model, "version": answer.version, "top_k": answer.top_k,
                        "top_k_clamped": top_k_ is not None and answer.top_k < asked, "results": results},
                       separators=(",", ":"))
     return Response(body, media_type="application/json")
 
 
-def result_view(file: str | None, r: ImageAnswer) -> dict[str, Any]:
+def result_view(file: str | None, r: ImageAnswer, capture_id: str | None = None) -> dict[str, Any]:
     predictions = [{"label": label, "index": i, "probability": p} for label, i, p in r.predictions]
     view: dict[str, Any] = {"file": file, "predictions": predictions, "ood_score": r.ood_score,
                             "unknown": r.unknown, "unknown_reason": r.unknown_reason}
     if r.explanation is not None:
         view["explanation"] = r.explanation
+    if capture_id is not None:  # kept for review (the model's feedback policy): label it with this id
+        view["capture_id"] = capture_id
     return view

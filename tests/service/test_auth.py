@@ -26,7 +26,7 @@ DESCRIPTIONS = {"/v1/models", "/v1/models/imagenet", "/v2", "/v2/models/imagenet
                 "/v2/models/imagenet/versions/1", "/v2/models/imagenet/versions/1/ready"}
 # Values for path parameters: real ones where they exist (the bootstrapped model), others unknown (404).
 PARAMS = {"name": "imagenet", "version": "1", "dataset_id": "no-such-dataset", "job_id": "no-such-job",
-          "file": "model.onnx", "path": "train/ants/no-such.jpg"}
+          "file": "model.onnx", "path": "train/ants/no-such.jpg", "capture_id": "no-such-capture"}
 
 
 @pytest.fixture
@@ -67,8 +67,9 @@ def test_every_route_needs_the_right_role(server: tuple[str, list[tuple[str, str
         if path in PUBLIC_PATHS and path != "/metrics":
             assert call(url, method, path, None) not in (401, 403), (method, path)
             continue
-        predict = method == "POST" and path.endswith(("/predict", "/infer"))
-        read = method in ("GET", "HEAD")
+        # Sending a correction is a user's act (predict); the captured photos are users' data (admin).
+        predict = method == "POST" and path.endswith(("/predict", "/infer", "/feedback"))
+        read = method in ("GET", "HEAD") and "/feedback" not in path
         may = {ADMIN: True, READ: read,
                PREDICT: predict or (read and path in DESCRIPTIONS)}
         may[FILE_PREDICT] = may[PREDICT]
