@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from core.datasets.schemas import IngestLimits
 from core.images import open_image
@@ -26,7 +27,26 @@ from service.errors import ApiError
 from service.feedback import extension
 from service.schemas import errors
 
+CAPTURE_ID = "[0-9a-f]{32}"  # feedback/store.py: uuid4().hex
+
+
+class CaptureIdConvertor(Convertor[str]):
+    """Only capture ids match ``{capture_id:capture}``, so ``/feedback/dataset`` and ``/feedback/policy``
+    are never read as captures (their 405s list only their own methods)."""
+
+    regex = CAPTURE_ID
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Registered before the routes below compile their paths (a name -> convertor table in Starlette).
+register_url_convertor("capture", CaptureIdConvertor())
 router = APIRouter()
+CaptureId = Annotated[str, Path(pattern=f"^{CAPTURE_ID}$", description="a capture's id (32 hex digits)")]
 MAX_PAGE = 500
 IMAGE_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
                "gif": "image/gif", "tif": "image/tiff"}
@@ -133,17 +153,17 @@ async def make_dataset(name: str, response: Response, store: StoreDep, registry:
     return dataset.report()  # type: ignore[no-any-return]
 
 
-@router.get("/{name}/feedback/{capture_id}", responses=errors(404))
-def get_capture(name: str, capture_id: str, store: StoreDep) -> dict[str, Any]:
+@router.get("/{name}/feedback/{capture_id:capture}", responses=errors(404))
+def get_capture(name: str, capture_id: CaptureId, store: StoreDep) -> dict[str, Any]:
     try:
         return store.get(capture_id).view(name)
     except FeedbackNotFound as exc:
         raise not_found(exc) from exc
 
 
-@router.get("/{name}/feedback/{capture_id}/image", responses={
+@router.get("/{name}/feedback/{capture_id:capture}/image", responses={
     200: {"description": "the captured photo", "content": {t: {} for t in IMAGE_TYPES.values()}}, **errors(404)})
-def get_capture_image(capture_id: str, store: StoreDep) -> FileResponse:
+def get_capture_image(capture_id: CaptureId, store: StoreDep) -> FileResponse:
     try:
         capture = store.get(capture_id)
     except FeedbackNotFound as exc:
@@ -153,8 +173,8 @@ def get_capture_image(capture_id: str, store: StoreDep) -> FileResponse:
                         headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.post("/{name}/feedback/{capture_id}", responses=errors(400, 404, 422))
-def label_capture(name: str, capture_id: str, body: LabelBody, store: StoreDep) -> dict[str, Any]:
+@router.post("/{name}/feedback/{capture_id:capture}", responses=errors(400, 404, 422))
+def label_capture(name: str, capture_id: CaptureId, body: LabelBody, store: StoreDep) -> dict[str, Any]:
     """Label a capture: ``{"label": "<class>"}`` (known or new) or ``{"label": null}`` for "none of these"."""
     try:
         before = store.get(capture_id)

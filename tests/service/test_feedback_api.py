@@ -154,7 +154,7 @@ def test_roles(client: TestClient) -> None:
     ("get", "/v1/models/fed/feedback?state=maybe", {}, 422, "state"),
     ("get", "/v1/models/fed/feedback?limit=0", {}, 422, "limit"),
     ("post", f"/v1/models/fed/feedback/{'0' * 32}", {"json": {"label": "x"}}, 404, "GET /v1/models/fed/feedback"),
-    ("get", "/v1/models/fed/feedback/nothing/image", {}, 404, "no capture"),
+    ("get", "/v1/models/fed/feedback/0123456789abcdef0123456789abcdef/image", {}, 404, "no capture"),
     ("post", "/v1/models/fed/feedback", {"content": b"x", "headers": {"content-type": "image/png"}}, 415,
      "multipart"),
     ("post", "/v1/models/fed/feedback", {"files": {"file": ("a.png", GREY, "image/png")}}, 422, "label"),
