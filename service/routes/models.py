@@ -13,7 +13,7 @@ from models.manifest import MANIFEST_FILE, MODEL_FILE
 from service.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
 from service.deps import ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
-from service.predictor import ImageAnswer, PredictOptions
+from service.predictor import MAX_EXPLAIN_IMAGES, ImageAnswer, PredictOptions
 from service.schemas import PREDICT_BODY, PredictResponse, errors
 from service.selective import manifest_section
 
@@ -159,7 +159,8 @@ async def predict(
     manager: ManagerDep,
     settings: SettingsDep,
     top_k_: Annotated[int | None, Query(alias="top_k", ge=1)] = None,
-    explain: Annotated[bool, Query(description="add a class activation heatmap of the top class per image")] = False,
+    explain: Annotated[bool, Query(description=f"add a class activation heatmap of the top class per image; "
+                                   f"at most {MAX_EXPLAIN_IMAGES} images per request then (413 past it)")] = False,
     ood_threshold: Annotated[float | None, Query(
         allow_inf_nan=False, description="answer unknown when a photo's ood_score is above this (default: the "
         "version's threshold, chosen at training for its stated in-distribution recall)")] = None,

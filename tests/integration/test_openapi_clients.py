@@ -39,7 +39,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) ->
 @pytest.mark.timeout(900)
 def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
     # The event stream stays open until its job ends: fuzzing it would only wait.
+    # Every phase, the stateful one included: it follows the OpenAPI links (service/links.py).
     args = [str(BIN / "st"), "--config-file", str(CONFIG), "run", f"{server.url}/openapi.json", "--checks", "all",
+            "--phases", "examples,coverage,fuzzing,stateful",
             "--exclude-path-regex", "/events$", "--max-examples", "25", "--workers", "1", "--seed", "1",
             "--no-color"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=800, cwd=tmp_path,
@@ -51,6 +53,9 @@ def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
     fuzzed = sum(len(item) for path, item in doc["paths"].items() if not path.endswith("/events"))
     tested = re.search(r"Tested: (\d+)", done.stdout)
     assert tested and int(tested.group(1)) == fuzzed >= 14, report
+    assert "✅ Stateful" in done.stdout, report  # ran (not skipped for want of links) and found nothing
+    links = re.search(r"API Links: +(\d+) covered / (\d+) selected / (\d+) total", done.stdout)
+    assert links and int(links.group(3)) >= 9, report  # the datasets' 2 x 3 and the jobs' 4 (events excluded)
 
 
 @pytest.mark.slow

@@ -197,7 +197,8 @@ def _post_chunked(client: TestClient, body: bytes, content_type: str, chunk: int
     (TestClient itself always delivers the body in one message)."""
     scope = {"type": "http", "http_version": "1.1", "method": "POST", "path": "/v1/datasets",
              "raw_path": b"/v1/datasets", "root_path": "", "scheme": "http", "query_string": b"",
-             "headers": [(b"content-type", content_type.encode()), (b"transfer-encoding", b"chunked")],
+             "headers": [(b"host", b"testserver"), (b"content-type", content_type.encode()),
+                         (b"transfer-encoding", b"chunked")],
              "client": ("test", 1), "server": ("test", 80), "state": {}}
     pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
     sent: list[dict] = []  # type: ignore[type-arg]
