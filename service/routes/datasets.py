@@ -135,6 +135,8 @@ class MultipartUpload:
             self._file.close()
             self._file = None
         elif self._part:
+            if self._part in self.fields:  # which of two values was meant? (the schema has one of each)
+                raise ApiError(422, f"form field {self._part!r} appears twice: send each field once")
             self.fields[self._part] = self._buffer.decode("utf-8", "replace")
         self._part = None
 

@@ -16,11 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.core.datasets_kit import class_files, make_zip
 from tests.integration.procs import Server, base_env, private_broker
 from tests.photos import IMAGENET_SAMPLES
 
 BIN = Path(sys.executable).parent
-CONFIG = Path(__file__).resolve().parents[1] / "service" / "schemathesis.toml"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "tests" / "service" / "schemathesis.toml"
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
@@ -38,14 +40,18 @@ def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) ->
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
-    # The event stream stays open until its job ends: fuzzing it would only wait.
-    # Every phase, the stateful one included: it follows the OpenAPI links (service/links.py).
+    archive = make_zip(tmp_path / "tiny.zip", class_files({"ants": 5, "bees": 5}, seed=3))  # ingests in a moment
+    # Every phase, the stateful one included: it follows the OpenAPI links (service/links.py) from uploads
+    # that the hooks make real archives (tests/integration/schemathesis_hooks.py). The event stream stays
+    # open until its job ends (no worker here): fuzzing it would only wait.
     args = [str(BIN / "st"), "--config-file", str(CONFIG), "run", f"{server.url}/openapi.json", "--checks", "all",
             "--phases", "examples,coverage,fuzzing,stateful",
             "--exclude-path-regex", "/events$", "--max-examples", "25", "--workers", "1", "--seed", "1",
             "--no-color"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=800, cwd=tmp_path,
-                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+                          env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
+                               "TUNESERVE_ST_ARCHIVE": str(archive),
+                               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
     report = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, f"{report}\n--- server ---\n{server.tail(40)}"
     assert " passed" in done.stdout and "failures" not in done.stdout.split("Test cases:")[-1], report

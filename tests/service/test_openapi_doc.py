@@ -147,3 +147,10 @@ def test_rules_json_schema_cannot_state_are_described(settings: Settings) -> Non
     assert "real archive" in upload["properties"]["file"]["description"]
     rules = (Path(__file__).parent / "schemathesis.toml").read_text()
     assert "min_epochs <= max_epochs" in rules and f"at most {MAX_EXPLAIN_IMAGES} images" in rules
+
+
+def test_upload_refuses_a_form_field_sent_twice(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/v1/datasets", data={"name": ["one", "two"]},
+                           files={"file": ("a.zip", b"PK\x05\x06" + bytes(18), "application/zip")})
+        assert resp.status_code == 422 and "'name' appears twice" in resp.json()["detail"], resp.text
