@@ -6,7 +6,7 @@ PORT   ?= 8000
 LOCK   := requirements/constraints.txt
 export TUNESERVE_HOME ?= $(CURDIR)/var
 
-.PHONY: run test test-fast browser install lock lint example bench-serve bench-search gpu-pack gpu-rehearsal clean
+.PHONY: run test test-fast browser install lock lint docs-settings example bench-serve bench-search gpu-pack gpu-rehearsal clean
 
 # Every package is pinned by the lock (a constraints file: it pins what an extra pulls in, installs nothing itself).
 $(VENV)/.installed: pyproject.toml $(LOCK)
@@ -61,6 +61,10 @@ gpu-pack:
 gpu-rehearsal: install
 	flock /tmp/tuneserve-bench.lock $(PY) -m bench.gpu_e2e --device cpu --quick --out /tmp/gpu-e2e-rehearsal
 	$(PY) -m bench.gpu_e2e --check /tmp/gpu-e2e-rehearsal/gpu_e2e.json
+
+# The README's settings table, from core/settings.py's field descriptions (a test checks they agree).
+docs-settings:
+	$(PY) scripts/settings_doc.py --write
 
 lint: install
 	$(PY) scripts/check_tests_own_data.py

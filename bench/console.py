@@ -64,7 +64,7 @@ def explain_cost(rounds: int) -> dict[str, float]:
     photos = [p.read_bytes() for p in sorted(photos_dir.glob("*.JPEG"))][:40]
     home = Path(tempfile.mkdtemp(prefix="bench-console-"))
     registry = Registry(home / "models")
-    bootstrap(registry, check_images=photos_dir)
+    bootstrap(registry, Settings(home=home), check_images=photos_dir)
     register_without_features(registry, home)
     times: dict[str, list[float]] = {"old": [], "off": [], "on": []}
     with TestClient(create_app(Settings(home=home, device="cpu"))) as client:

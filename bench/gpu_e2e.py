@@ -168,6 +168,7 @@ def install(rec: dict[str, Any], extra_dirs: list[Path]) -> None:
 
 def bootstrap(rec: dict[str, Any], home: Path) -> None:
     """v1 = the exported ImageNet model; v2 = v1 plus its fp16 variant, gated on the check photos (active)."""
+    from core.settings import Settings
     from models import Registry
     from trainer.bootstrap import DEFAULT_MODEL, check_batch_from, labels_from_csv
     from trainer.bootstrap import bootstrap as register_default
@@ -176,7 +177,7 @@ def bootstrap(rec: dict[str, Any], home: Path) -> None:
 
     registry = Registry(home / "models")
     started = time.perf_counter()
-    register_default(registry, check_images=IMAGENET)
+    register_default(registry, Settings(home=home), check_images=IMAGENET)
     rec["export_s"] = round(time.perf_counter() - started, 1)
     v1 = registry.get(DEFAULT_MODEL, 1)
     images = check_batch_from(IMAGENET, EvalPreset(v1.manifest.preprocessing), limit=43)

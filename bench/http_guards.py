@@ -228,11 +228,12 @@ def main() -> int:
         tmp = Path(tmp_name)
         home = args.home
         if home is None:
+            from core.settings import Settings
             from models import Registry
             from trainer.bootstrap import bootstrap
 
             home = tmp / "home"
-            bootstrap(Registry(home / "models"), check_images=IMAGENET_SAMPLES)
+            bootstrap(Registry(home / "models"), Settings(home=home), check_images=IMAGENET_SAMPLES)
         result = run(home, tmp, args.only)
     if args.only:
         print(result)

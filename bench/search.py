@@ -120,7 +120,8 @@ class Cluster:
         from trainer.bootstrap import bootstrap
 
         home = root / "home"
-        bootstrap(Registry(home / "models"))  # the API serves the pretrained model, as after `make run`
+        # The API serves the pretrained model, as after `make run`.
+        bootstrap(Registry(home / "models"), Settings(home=home))
         threads = max(1, (os.cpu_count() or 1) // workers)
         env = base_env(home, **private_broker(), TUNESERVE_TRAIN_THREADS=str(threads))
         self.threads, self.logs = threads, root

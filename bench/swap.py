@@ -89,9 +89,10 @@ def predict_some(apis: list[Server], model: str, image: bytes, n: int = 10) -> s
 
 
 def bootstrap_home(home: Path) -> None:
+    from core.settings import Settings
     from trainer.bootstrap import bootstrap
 
-    bootstrap(Registry(home / "models"), check_images=shared_data("imagenet_samples"))
+    bootstrap(Registry(home / "models"), Settings(home=home), check_images=shared_data("imagenet_samples"))
 
 
 def run(tmp: Path) -> dict[str, Any]:

@@ -56,30 +56,36 @@ class EarlyStopping(BaseModel):
 
     model_config = FINITE
 
-    metric: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # ties: lower val loss wins
-    patience: int = Field(default=5, ge=1, le=1000)
-    min_delta: float = Field(default=0.0, ge=0.0, le=1.0)  # more than 1 (accuracy or nats) never improves
+    metric: Literal["val_loss", "val_accuracy"] = Field(
+        default="val_accuracy", description="what a stage's best epoch is chosen on (ties: lower val loss wins)")
+    patience: int = Field(default=5, ge=1, le=1000, description="epochs without improvement before a stage stops")
+    # More than 1 (accuracy or nats) never improves.
+    min_delta: float = Field(default=0.0, ge=0.0, le=1.0, description="the least change that counts as improvement")
 
 
 class TrainSpec(BaseModel):
     model_config = FINITE
     valid_ranges: ClassVar[dict[str, str]] = {"lr": LR_RANGE, "num_workers": WORKERS_RANGE}
 
-    # What to start from: a catalogue backbone or "registry:<model>:<version>".
-    base: Annotated[str, WithJsonSchema(BASE_SCHEMA)] = "efficientnet_lite0"
-    mode: Mode = "auto"
+    # What to start from (BASE_SCHEMA's description says it for the API).
+    base: Annotated[str, WithJsonSchema(BASE_SCHEMA)] = Field(
+        default="efficientnet_lite0",
+        description="a catalogue backbone, or 'registry:<model>:<version>' to continue from a registered version")
+    mode: Mode = Field(default="auto", description="linear: the head alone; finetune: every layer after a probe; "
+                       "gradual: unfreeze from the top; auto: fine-tune only while that beats the probe")
     optimizer: Optimizer = "adamw"
-    # Head learning rate; "auto" runs an LR range test on the cached features and picks one.
-    lr: Annotated[float | Literal["auto"], WithJsonSchema(number_or_auto(exclusiveMinimum=0, maximum=10))] = 1e-3
-    # Backbone LR = lr * backbone_lr_scale in the fine-tuning stages (small keeps pretrained features).
-    backbone_lr_scale: float = Field(default=0.05, gt=0.0, le=1.0)
+    lr: Annotated[float | Literal["auto"], WithJsonSchema(number_or_auto(exclusiveMinimum=0, maximum=10))] = Field(
+        default=1e-3, description="head learning rate; 'auto' runs an LR range test on the cached features")
+    # Small keeps the pretrained features.
+    backbone_lr_scale: float = Field(default=0.05, gt=0.0, le=1.0,
+                                     description="backbone LR = lr * backbone_lr_scale in the fine-tuning stages")
     weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=4096)
-    # Epochs of the main stage: the probe in ``linear`` mode, the fine-tuning stage(s) otherwise.
-    max_epochs: int = Field(default=6, ge=1, le=1000)
-    # Epochs of the linear probe that precedes fine-tuning (auto, finetune, gradual) and of the
-    # probe in ``linear`` mode when larger: an epoch over cached features costs milliseconds.
-    probe_epochs: int = Field(default=60, ge=1, le=10000)
+    max_epochs: int = Field(default=6, ge=1, le=1000, description="epochs of the main stage: the probe in "
+                            "linear mode, the fine-tuning stage(s) otherwise")
+    # An epoch over cached features costs milliseconds.
+    probe_epochs: int = Field(default=60, ge=1, le=10000, description="epochs of the linear probe before "
+                              "fine-tuning, and of the probe in linear mode when larger than max_epochs")
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
     scheduler: Scheduler = "cosine"
     warmup_epochs: float = Field(default=1.0, ge=0.0, le=100.0)
@@ -89,19 +95,22 @@ class TrainSpec(BaseModel):
     num_workers: Annotated[int | Literal["auto"],
                            WithJsonSchema(number_or_auto("integer", minimum=0, maximum=64))] = "auto"
     ema: bool = False
-    # Keep BatchNorm running statistics frozen while fine-tuning (small data: updating them hurts).
-    freeze_bn: bool = True
-    # How many unfreezing steps ``gradual`` takes after the probe (top block group first).
-    gradual_stages: int = Field(default=3, ge=1, le=20)
+    # Small data: updating the statistics hurts.
+    freeze_bn: bool = Field(default=True, description="keep BatchNorm running statistics frozen while fine-tuning")
+    gradual_stages: int = Field(default=3, ge=1, le=20, description="unfreezing steps of gradual mode after the "
+                                "probe (top block group first)")
     device: Device = "auto"
-    # Seconds the training may take (setup, probe, fine-tuning); fine-tuning that would not fit is
-    # shortened or skipped for the probe's result, and the job says so (trainer/budget.py). None: no limit.
-    time_budget_s: float | None = Field(default=None, gt=0.0, le=7 * 86400.0)
-    # Selective answers: the validation accuracy wanted when the model answers only above a confidence;
-    # the version's default confidence floor is the one that reaches it (trainer/selective.py). None: no floor.
-    target_accuracy: float | None = Field(default=None, gt=0.0, le=1.0)
-    # "None of these": the share of validation photos the out-of-distribution threshold keeps (trainer/ood.py).
-    ood_recall: float = Field(default=0.95, ge=0.5, le=1.0)
+    # trainer/budget.py.
+    time_budget_s: float | None = Field(default=None, gt=0.0, le=7 * 86400.0, description=(
+        "seconds the training may take (setup, probe, fine-tuning); fine-tuning that would not fit is shortened "
+        "or skipped for the probe's result, and the job says so. Unset: no limit"))
+    # trainer/selective.py.
+    target_accuracy: float | None = Field(default=None, gt=0.0, le=1.0, description=(
+        "selective answers: the validation accuracy wanted when the model answers only above a confidence; the "
+        "version's default confidence floor is the one that reaches it. Unset: no floor"))
+    # trainer/ood.py.
+    ood_recall: float = Field(default=0.95, ge=0.5, le=1.0, description="'none of these': the share of validation "
+                              "photos the out-of-distribution threshold keeps")
 
     @field_validator("base")
     @classmethod
@@ -186,10 +195,26 @@ def _number_or_auto(value: Any, valid: Callable[[float], bool], message: str) ->
     return number
 
 
-# Keys a stored job spec carries beside the TrainSpec fields (the worker strips them).
+class JobSpec(TrainSpec):
+    """What the job store keeps for a job: the hyper-parameters the client set, and the job's own keys.
+
+    Stored as ``stored()`` (only what was set, so defaults chosen later apply to old jobs too) and
+    read back with ``model_validate``.
+    """
+
+    # Hyper-parameter search (core/searchspec.py validates it, in the route and in the worker).
+    search: dict[str, Any] | None = None
+    # Allow publishing a label set other than the one the model serves now (models/meaning.py).
+    replace_labels: bool = False
+
+    def train_spec(self) -> TrainSpec:
+        """The run's TrainSpec (what checkpoints and the manifest record)."""
+        return TrainSpec.model_validate(self.model_dump(exclude_unset=True, exclude=set(JOB_KEYS)))
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON the job store writes: the fields that were set."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+# Keys a stored job spec carries beside the TrainSpec fields.
 JOB_KEYS = ("search", "replace_labels")
-
-
-def train_fields(stored: dict[str, Any]) -> dict[str, Any]:
-    """The TrainSpec fields of a stored job spec."""
-    return {k: v for k, v in stored.items() if k not in JOB_KEYS}

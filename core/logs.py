@@ -9,7 +9,6 @@ how many were held back (a broker down for an hour is one line a minute, not 1,8
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.config
 import threading
@@ -19,6 +18,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from pythonjsonlogger import json as jsonlogger
+
+from core.settings import Settings
 
 FIELDS = ("job_id", "model", "version")
 REPEAT_WINDOW_S = 60.0
@@ -87,18 +90,23 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{extra}]" if extra else line
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, the job/model fields, the traceback."""
+class JsonFormatter(jsonlogger.JsonFormatter):
+    """One JSON object a line (python-json-logger): time, level, logger, message, the job/model fields,
+    the traceback as ``exception``."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
-            **_fields_of(record),
-        }
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+    KEYS = frozenset({"time", "level", "logger", "message", "exception", "stack_info", *FIELDS})
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", json_default=str,
+                         rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
+                                        "exc_info": "exception"})
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # logging's name
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # Only these keys: other libraries' extras (uvicorn's color_message, ...) stay out of the line.
+        return {key: value for key, value in log_data.items() if key in self.KEYS and value is not None}
 
 
 def logging_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
@@ -118,11 +126,8 @@ def logging_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def configure_logging() -> dict[str, Any]:
+def configure_logging(settings: Settings) -> dict[str, Any]:
     """Set up this process's logging from the settings; returns the config (for uvicorn's workers)."""
-    from core.settings import get_settings
-
-    settings = get_settings()
     config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
     return config

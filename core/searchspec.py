@@ -104,9 +104,6 @@ class Param(BaseModel):
             raise ValueError("int needs whole-number bounds")
         return self
 
-    def is_range(self) -> bool:
-        return self.distribution != "choice"
-
 
 class SpaceSchema:
     """The OpenAPI document of ``space``: searchable keys, each a ``Param`` or one of its short spellings."""

@@ -5,4 +5,3 @@ from __future__ import annotations
 TASK_TRAIN = "tuneserve.train"
 TASK_SEARCH = "tuneserve.search"
 TASK_TRIAL = "tuneserve.trial"
-TASK_RECONCILE = "tuneserve.reconcile"

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.settings import Settings
+from core.task_names import TASK_SEARCH, TASK_TRAIN
 from jobs.store import Job, JobStore
+from transport.broker import broker_url, send_task
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,7 @@ def reconcile(
 
 def reconcile_once(settings: Settings) -> Reconciled | None:
     """One pass that re-queues through the configured broker; skipped (None) when there is none."""
-    from core.task_names import TASK_SEARCH, TASK_TRAIN
-    from transport.broker import broker_url, send_task
-
     tasks = {"train": TASK_TRAIN, "search": TASK_SEARCH}
-
     if not broker_url(settings):
         log.info("no broker configured: job reconciliation skipped")
         return None

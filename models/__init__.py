@@ -1,7 +1,15 @@
 """The model registry: versions on disk, manifests, active pointer, promotion, rollback. Torch-free."""
 
 from models.manifest import Manifest, Preprocessing
-from models.registry import ModelNotFound, Registry, RegistryError, VersionInfo, VersionNotFound, VersionTooNew
+from models.registry import (
+    ModelNotFound,
+    Registry,
+    RegistryError,
+    VersionInfo,
+    VersionInUse,
+    VersionNotFound,
+    VersionTooNew,
+)
 
 __all__ = [
     "Manifest",
@@ -9,6 +17,7 @@ __all__ = [
     "Preprocessing",
     "Registry",
     "RegistryError",
+    "VersionInUse",
     "VersionInfo",
     "VersionNotFound",
     "VersionTooNew",

@@ -33,8 +33,11 @@ class Variant(BaseModel):
 
     file: str
     sha256: str
-    accuracy_delta: float | None = None
-    top1_agreement: float | None = None
+    accuracy_delta: float | None = None  # the worst split's
+    top1_agreement: float | None = None  # the worst split's; set only for a variant that passed its gate
+    # The accuracy gate it passed: {"rule": str, "splits": {"val"|"test": {"images", "top1_agreement",
+    # "accuracy_delta"}}} (trainer/variants.py). None: built before the gate was recorded.
+    gate: dict[str, Any] | None = None
 
 
 class CamOutput(BaseModel):

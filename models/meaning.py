@@ -16,7 +16,15 @@ PRETRAINED_MODEL = "imagenet"  # registered by trainer/bootstrap.py; jobs may no
 
 
 class LabelConflict(Exception):
-    """The job's labels do not fit the target model; the message names the fix."""
+    """The job's labels do not fit the target model; the message names the fix (in the API's words).
+
+    ``problem``, ``name`` and ``replaceable`` (whether ``replace_labels`` would do) let another
+    entry, such as ``tuneserve train``, say the fix in its own words.
+    """
+
+    def __init__(self, message: str, problem: str, name: str, replaceable: bool) -> None:
+        super().__init__(message)
+        self.problem, self.name, self.replaceable = problem, name, replaceable
 
 
 def served_labels(registry: Registry, name: str) -> list[str] | None:
@@ -36,16 +44,19 @@ def is_pretrained(registry: Registry, name: str) -> bool:
     return active is not None and registry.get(name, active).manifest.source.get("kind") == "pretrained"
 
 
-def check_labels(registry: Registry, name: str, labels: list[str], replace_labels: bool = False) -> list[str] | None:
+def check_labels(registry: Registry, name: str, labels: list[str], replace_labels: bool = False,
+                 pretrained: bool = False) -> list[str] | None:
     """The label order the job must publish in (the served one), or None when it is free to choose.
 
-    Raises LabelConflict when the job would change what ``name`` means.
+    Raises LabelConflict when the job would change what ``name`` means. ``pretrained``: the
+    candidate is the bootstrapped model itself (a new version of it keeps its labels).
     """
-    if is_pretrained(registry, name):
+    if not pretrained and is_pretrained(registry, name):
+        problem = f"model {name!r} is the pretrained model this service bootstrapped; a job cannot replace it"
         raise LabelConflict(
-            f"model {name!r} is the pretrained model this service bootstrapped; a job cannot replace it. "
-            f"Train under a new model name (e.g. \"model\": \"{name}-custom\"); {name!r} itself can still be "
-            f"activated or rolled back by hand (POST /v1/models/{name}/versions/<n>/activate)")
+            f"{problem}. Train under a new model name (e.g. \"model\": \"{name}-custom\"); {name!r} itself can "
+            f"still be activated or rolled back by hand (POST /v1/models/{name}/versions/<n>/activate)",
+            problem, name, replaceable=False)
     served = served_labels(registry, name)
     if served is None:
         return None
@@ -54,10 +65,11 @@ def check_labels(registry: Registry, name: str, labels: list[str], replace_label
     if replace_labels:
         return None
     missing, extra = sorted(set(served) - set(labels)), sorted(set(labels) - set(served))
-    raise LabelConflict(
-        f"model {name!r} serves {len(served)} labels and this dataset has {len(labels)} "
-        f"(not in the dataset: {_some(missing)}; new: {_some(extra)}); publishing would change what "
-        f"{name!r} answers. Use a new model name, or pass \"replace_labels\": true to replace its labels")
+    problem = (f"model {name!r} serves {len(served)} labels and this dataset has {len(labels)} "
+               f"(not in the dataset: {_some(missing)}; new: {_some(extra)}); publishing would change what "
+               f"{name!r} answers")
+    raise LabelConflict(f"{problem}. Use a new model name, or pass \"replace_labels\": true to replace its labels",
+                        problem, name, replaceable=True)
 
 
 def _some(names: list[str], limit: int = 5) -> str:

@@ -6,6 +6,8 @@ Layout::
     <root>/<name>/<version>/manifest.json
     <root>/<name>/ACTIVE                     {"version": 3, "history": [1, 2]}
     <root>/<name>/.tmp-*                     versions being written (never listed)
+    <root>/<name>/.trash-*, <root>/.trash-*  versions / models being deleted (never listed)
+    <root>/<name>/.deleted                   numbers of deleted versions (never given out again)
 
 A version is written in a temp folder, verified (checksum, manifest round-trip), renamed into
 place, and only then may the pointer be flipped: a crash at any point leaves the previous active
@@ -21,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 POINTER_FILE = "ACTIVE"
+DELETED_FILE = ".deleted"
+TRASH_PREFIX = ".trash-"
 Status = Literal["active", "registered", "candidate"]
 
 
@@ -50,6 +55,10 @@ class ModelNotFound(RegistryError):
 
 class VersionNotFound(RegistryError):
     pass
+
+
+class VersionInUse(RegistryError):
+    """A delete refused because the version (or model) is still needed; the message says what to do first."""
 
 
 class VersionTooNew(RegistryError, FormatTooNew):
@@ -124,6 +133,10 @@ class Registry:
             if info is not None:
                 found.append(info)
         return sorted(found, key=lambda v: v.version)
+
+    def version_numbers(self, name: str) -> list[int]:
+        """Every version folder of ``name``, usable or not (a corrupt one can still be deleted)."""
+        return sorted(int(p.name) for p in self._model_dir(name).iterdir() if p.name.isdigit())
 
     def get(self, name: str, version: int | None = None) -> VersionInfo:
         """One usable version; ``None`` means the active one."""
@@ -216,7 +229,64 @@ class Registry:
             atomic_write_text(info.path / MANIFEST_FILE, updated.model_dump_json(indent=2))
         return self.get(name, version)
 
+    def delete_version(self, name: str, version: int) -> None:
+        """Remove one version that is not active. The folder is renamed away first (a reader sees the
+        whole version or none of it), its number recorded so that it is never given out again, then removed."""
+        model_dir = self._model_dir(name)
+        folder = model_dir / str(version)
+        with self._lock(name):
+            if not folder.is_dir():
+                raise VersionNotFound(f"model {name!r} has no version {version}")
+            active, history = self._read_pointer(name)
+            if active == version:
+                raise VersionInUse(f"version {version} of {name!r} is active: activate another version "
+                                   f"(POST /v1/models/{name}/versions/<v>/activate) first, or delete the whole model")
+            deleted = sorted({*self._deleted(model_dir), version})
+            atomic_write_text(model_dir / DELETED_FILE, json.dumps(deleted))
+            doomed = model_dir / f"{TRASH_PREFIX}{version}-{time.time_ns()}"
+            os.rename(folder, doomed)
+            fsync_dir(model_dir)
+            if version in history:  # a rollback must not aim at it
+                atomic_write_text(model_dir / POINTER_FILE,
+                                  json.dumps({"version": active, "history": [v for v in history if v != version]}))
+        self._verified.pop(folder / MODEL_FILE, None)
+        self._sweep_trash(model_dir)
+        log.info("deleted %s version %d", name, version)
+
+    def delete_model(self, name: str) -> list[int]:
+        """Remove every version and the pointer of ``name`` (renamed away whole, then removed); returns the
+        versions that were there."""
+        model_dir = self._model_dir(name)
+        with self._lock(name):
+            versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+            doomed = self.root / f"{TRASH_PREFIX}{name}-{time.time_ns()}"
+            try:
+                os.rename(model_dir, doomed)
+            except FileNotFoundError:  # another request deleted it while this one waited for the lock
+                raise ModelNotFound(f"model {name!r} not found") from None
+            fsync_dir(self.root)
+        self._verified = {p: k for p, k in self._verified.items() if model_dir not in p.parents}
+        self._sweep_trash(self.root)
+        log.info("deleted model %s (versions %s)", name, versions)
+        return versions
+
     # ----------------------------------------------------------------- internals
+    @staticmethod
+    def _sweep_trash(folder: Path) -> None:
+        """Remove this delete's trash and any a crashed delete left behind (already invisible to readers)."""
+        for trash in folder.glob(f"{TRASH_PREFIX}*"):
+            shutil.rmtree(trash, ignore_errors=True)
+
+    @staticmethod
+    def _deleted(model_dir: Path) -> list[int]:
+        try:
+            return [int(v) for v in json.loads((model_dir / DELETED_FILE).read_text(encoding="utf-8"))]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError):
+            log.error("%s is unreadable; version numbers are taken from the folders only", model_dir / DELETED_FILE)
+            return []
+
     def _model_dir(self, name: str) -> Path:
         model_dir = self.root / name
         if not NAME_RE.match(name) or not model_dir.is_dir():
@@ -255,9 +325,9 @@ class Registry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    @staticmethod
-    def _next_version(model_dir: Path) -> int:
-        numbers = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
+    def _next_version(self, model_dir: Path) -> int:
+        # Deleted numbers count: a job result or a replica that knew "v3" must never meet a different v3.
+        numbers = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] + self._deleted(model_dir)
         return max(numbers, default=0) + 1
 
     def _verify_folder(self, folder: Path, manifest: Manifest) -> None:

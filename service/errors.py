@@ -20,9 +20,10 @@ from core.datasets import (
     UnsupportedArchive,
 )
 from core.images import ImageError
-from models import ModelNotFound, RegistryError, VersionNotFound
+from models import ModelNotFound, RegistryError, VersionInUse, VersionNotFound
 from service.batching import QueueFull
 from service.explain import NoCamOutput
+from service.lifecycle import JobNotDeletable
 from service.manager import ModelUnavailable
 from service.predictor import TooManyImages
 
@@ -101,6 +102,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VersionNotFound)
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
         return _json(404, str(exc))
+
+    @app.exception_handler(VersionInUse)
+    @app.exception_handler(JobNotDeletable)
+    async def in_use(_: Request, exc: Exception) -> JSONResponse:
+        return _json(409, str(exc))
 
     @app.exception_handler(RegistryError)
     async def registry_error(_: Request, exc: RegistryError) -> JSONResponse:

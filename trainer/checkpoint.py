@@ -3,6 +3,7 @@ leaves the previous checkpoint intact."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,6 @@ def load_checkpoint(folder: Path | None) -> dict[str, Any] | None:
 
 def spec_fingerprint(spec: Any, dataset_key: str) -> str:
     """What a checkpoint must match to be resumed: the spec and the data (by content key)."""
-    import hashlib
-
     # num_workers and device do not change what is computed on CPU; a resume may use others. The
     # selective-answer and out-of-distribution settings act after training (trainer/finish.py).
     blob = spec.model_dump_json(exclude={"num_workers", "target_accuracy", "ood_recall"}) + dataset_key

@@ -1,4 +1,7 @@
-"""Trainer subcommands: bootstrap, worker, train."""
+"""Trainer subcommands: bootstrap, worker, train. The settings are read here, at the edge.
+
+Each command's module is imported when it runs (``worker`` starts without importing torch).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ def cmd_bootstrap(args: list[str]) -> int:
     from trainer.bootstrap import bootstrap
 
     settings = get_settings()
-    version = bootstrap(Registry(settings.models_dir), opts.check_images, opts.force, opts.variants)
+    version = bootstrap(Registry(settings.models_dir), settings, opts.check_images, opts.force, opts.variants)
     log.info("default model 'imagenet' version %d is active under %s", version, settings.models_dir)
     return 0
 
@@ -38,5 +41,5 @@ def run(command: str, args: list[str]) -> int:
     if command == "train":
         from trainer.train_cli import cmd_train
 
-        return cmd_train(args)
+        return cmd_train(args, get_settings())
     raise SystemExit(f"tuneserve {command}: not a trainer command (bootstrap, worker, train)")

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,8 @@ from torch.optim.swa_utils import AveragedModel
 from core.jobspec import TrainSpec
 from models import Registry
 from trainer import eta_plan
-from trainer.budget import Budget, OverBudget
+from trainer.budget import OverBudget
 from trainer.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
-from trainer.data import load_split
 from trainer.early_stopping import Best, end_stage, improved, maximize, patience, stage_start, stop_reason
 from trainer.features import cached_features
 from trainer.finish import finish_run
@@ -43,10 +43,10 @@ from trainer.loops import (
     val_loss_acc,
 )
 from trainer.lr_finder import lr_range_test
-from trainer.model_source import load_base
 from trainer.optim import OptimizerError, image_stage_groups, make_optimizer, stage_lr
 from trainer.progress import BatchClock, EpochMetrics, FeatureClock, ProgressTracker, progress_name, remaining_seconds
 from trainer.result import Cancelled, Pruned, SplitOutput, TrainingError, TrainingResult, resolve_device
+from trainer.run_state import Features, RunState, Setup, prepare
 from trainer.schedulers import build_scheduler, is_per_epoch
 from trainer.stages import Stage, block_groups, plan_stages, train_modes, trainable_backbone
 from trainer.transforms import batch_mix
@@ -82,65 +82,27 @@ def fine_tune(spec: TrainSpec, dataset: DatasetLike,
     the tracker that gets stage, batch and ETA updates (trainer/progress.py); a caller that goes on
     to publish plans its own stages on it first and calls ``finish()`` at the very end.
     """
-    run = _Run(spec, dataset, on_progress, should_stop, checkpoint_dir, on_epoch_end, registry,
-               cache_dir if cache_dir is not None else (checkpoint_dir / "cache" if checkpoint_dir else None))
-    run.tracker = progress if progress is not None else ProgressTracker()
+    stages = plan_stages(spec)
+    tracker = progress if progress is not None else ProgressTracker()
+    book, key = tracker.book, spec.base
+    work = eta_plan.workload(spec, stages, dataset)
+    eta_plan.plan_run(tracker, stages, spec, work, {progress_name(s.name): patience(spec, s) for s in stages})
+    eta_plan.expect(tracker, work, book, key, "start")
+    tracker.start(progress_name(stages[0].name), tracker.stages[progress_name(stages[0].name)].units)
+    started = time.perf_counter()
+    device = resolve_device(spec.device)
+    cache_dir = cache_dir if cache_dir is not None else (checkpoint_dir / "cache" if checkpoint_dir else None)
+    setup = prepare(spec, dataset, stages, registry, device, cache_dir)
+    tracker.add_setup(time.perf_counter() - started)
+    eta_plan.expect(tracker, work, book, key, "features")
+    run = Run(**{f.name: getattr(setup, f.name) for f in fields(Setup)}, spec=spec, dataset=dataset, stages=stages,
+              device=device, tracker=tracker, registry=registry, checkpoint_dir=checkpoint_dir, cache_dir=cache_dir,
+              on_progress=on_progress, should_stop=should_stop, on_epoch_end=on_epoch_end, work=work)
     return run.execute()
 
 
-class _Run:
-    """One run's state; the rules it follows live in the modules named in the module docstring."""
-
-    def __init__(self, spec: TrainSpec, dataset: DatasetLike,
-                 on_progress: Callable[[EpochMetrics], None] | None,
-                 should_stop: Callable[[], bool] | None, checkpoint_dir: Path | None,
-                 on_epoch_end: Callable[[int, float], None] | None, registry: Registry | None,
-                 cache_dir: Path | None) -> None:
-        self.spec, self.dataset = spec, dataset
-        self.on_progress, self.should_stop, self.on_epoch_end = on_progress, should_stop, on_epoch_end
-        self.checkpoint_dir, self.registry, self.cache_dir = checkpoint_dir, registry, cache_dir
-        self.device = resolve_device(spec.device)
-        self.stages = plan_stages(spec)
-        self.total_epochs = sum(s.epochs for s in self.stages)
-        self.history: list[EpochMetrics] = []
-        self.started = time.perf_counter()
-        self.elapsed_before = 0.0
-        self.epoch_seconds: dict[str, list[float]] = {}
-        self.images_per_s: list[float] = []
-        self.stage_records: list[dict[str, Any]] = []
-        self.stage_lrs: dict[str, float] = {}
-        self.probe_lr: float | None = None
-        self.tracker = ProgressTracker()
-        self.budget = Budget(spec.time_budget_s, self._elapsed) if spec.time_budget_s is not None else None
-        self.epoch_limits: dict[str, int] = {}  # fine-tuning stages the budget shortened
-
-    def check(self) -> None:
-        if self.should_stop is not None and self.should_stop():
-            raise Cancelled("training cancelled")
-
-    def _setup(self) -> None:
-        spec, dataset = self.spec, self.dataset
-        self.labels = list(dataset.classes)
-        if len(self.labels) < 2:
-            raise TrainingError(f"need at least 2 classes to train a classifier, got {self.labels}")
-        torch.manual_seed(spec.seed)
-        self.backbone, self.base_lineage = load_base(spec.base, spec.registry_base(), self.labels, self.registry)
-        if self.base_lineage.get("head") != "kept":
-            torch.manual_seed(spec.seed)  # the new head's init must not depend on what was built before
-            self.backbone.classifier().reset_parameters()
-        self.model = self.backbone.model.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.pre = self.backbone.preprocessing
-        self.base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        needs_images = any(not s.on_features for s in self.stages)
-        self.train_split = load_split(dataset, "train", self.pre, with_train=needs_images, cache_dir=self.cache_dir)
-        self.val_split = load_split(dataset, "val", self.pre, cache_dir=self.cache_dir)
-        if len(self.train_split) == 0:
-            raise TrainingError("the dataset has no training images (split 'train' is empty)")
-        if len(self.val_split) == 0:
-            raise TrainingError("the dataset has no validation images (split 'val' is empty); "
-                                "re-upload it without a split so the store makes one, or add a val/ folder")
-        self.dataset_key = self.train_split.key + self.val_split.key
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+class Run(RunState):
+    """One run: its state (trainer/run_state.py) and the steps; the rules live in the modules named above."""
 
     # ------------------------------------------------------------------ weights
     def _head(self) -> nn.Linear:
@@ -163,20 +125,11 @@ class _Run:
 
     # ------------------------------------------------------------------ main
     def execute(self) -> TrainingResult:
-        tracker, book, key = self.tracker, self.tracker.book, self.spec.base
-        self.work = eta_plan.workload(self.spec, self.stages, self.dataset)
-        eta_plan.plan_run(tracker, self.stages, self.spec, self.work,
-                          {progress_name(s.name): patience(self.spec, s) for s in self.stages})
-        eta_plan.expect(tracker, self.work, book, key, "start")
-        tracker.start(progress_name(self.stages[0].name), tracker.stages[progress_name(self.stages[0].name)].units)
-        started = time.perf_counter()
-        self._setup()
-        tracker.add_setup(time.perf_counter() - started)
-        eta_plan.expect(tracker, self.work, book, key, "features")
         resume = self._load_resume()
         first = resume["stage_index"] if resume else 0
-        self.overall = resume["overall"] if resume else Best()
         if resume:  # progress continues from the checkpoint's position
+            self.overall = resume["overall"]
+            tracker = self.tracker
             tracker.resume_at([progress_name(s.name) for s in self.stages[:first]
                                if progress_name(s.name) != progress_name(self.stages[first].name)],
                               progress_name(self.stages[first].name), resume["epoch"])
@@ -216,12 +169,9 @@ class _Run:
             "model_head_only": on_features, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
             "stage_best": stage_best, "overall": self.overall, "bad_epochs": bad,
-            "history": [h.as_dict() for h in self.history], "elapsed_s": self._elapsed(),
+            "history": [h.as_dict() for h in self.history], "elapsed_s": self.elapsed(),
             "probe_lr": self.probe_lr, "stage_lrs": self.stage_lrs, "stage_records": self.stage_records,
         })
-
-    def _elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.started
 
     # ------------------------------------------------------------------ stages
     def _stage_optimizer(self, stage: Stage) -> torch.optim.Optimizer:
@@ -265,7 +215,8 @@ class _Run:
         optimizer = self._stage_optimizer(stage)
         self.tracker.add_setup(time.perf_counter() - started)  # feature extraction, the LR range test
         loader = None if stage.on_features else train_loader(self.train_split, spec, self.pre, self.device)
-        steps = math.ceil(len(self.train_feats) / spec.batch_size) if stage.on_features else len(loader)  # type: ignore[arg-type]
+        steps = (math.ceil(len(self._prepare_features().train) / spec.batch_size) if loader is None
+                 else len(loader))
         scheduler = build_scheduler(spec.scheduler, optimizer, steps, stage.epochs, spec.warmup_epochs,
                                     maximize(spec))
         ema = ema_model(self.model, steps) if spec.ema and not stage.on_features else None
@@ -294,7 +245,8 @@ class _Run:
             gen = torch.Generator().manual_seed(seed)
             clock = self._batch_clock(stage, epoch, steps)
             if stage.on_features:
-                stats = train_features_epoch(self._head(), self.train_feats, self.train_feat_labels, optimizer,
+                feats = self._prepare_features()
+                stats = train_features_epoch(self._head(), feats.train, feats.train_labels, optimizer,
                                              scheduler, self.loss_fn, spec.batch_size, gen, clock)
                 clock.tick()  # the last batch is done
                 val_logits = self._eval_head()
@@ -374,7 +326,7 @@ class _Run:
             epoch=done, epochs=self.total_epochs, stage=stage.name,
             train_loss=stats.loss, val_loss=val_loss, val_accuracy=val_acc,
             lr=float(optimizer.param_groups[-1]["lr"]), images_per_s=stats.images_per_s,
-            elapsed_s=self._elapsed(),
+            elapsed_s=self.elapsed(),
             eta_s=remaining_seconds(self.stages, done, self.epoch_seconds, stage.name),
         )
         self.history.append(metrics)
@@ -384,9 +336,9 @@ class _Run:
             self.on_progress(metrics)
 
     # ------------------------------------------------------------------ features stage
-    def _prepare_features(self) -> None:
-        if hasattr(self, "train_feats"):
-            return
+    def _prepare_features(self) -> Features:
+        if self.features is not None:
+            return self.features
         head = self._head().to(self.device)
         # Features come from the base weights (the backbone is frozen in this stage).
         key = self.spec.base
@@ -395,22 +347,25 @@ class _Run:
         clock = FeatureClock(self.tracker, self.check, len(split) * (2 if flip else 1) + len(self.val_split))
         started = time.perf_counter()
         center = cached_features(key, self.model, head, split, pre, device, should_stop=clock)
-        self.train_feats = torch.cat([center, cached_features(key, self.model, head, split, pre, device, flip=True,
-                                                              should_stop=clock)]) if flip else center
-        self.train_feat_labels = torch.cat([split.labels] * (2 if flip else 1))
-        self.val_feats = cached_features(key, self.model, head, self.val_split, pre, device, should_stop=clock)
+        train = torch.cat([center, cached_features(key, self.model, head, split, pre, device, flip=True,
+                                                   should_stop=clock)]) if flip else center
+        val = cached_features(key, self.model, head, self.val_split, pre, device, should_stop=clock)
         head.to("cpu")
         self.tracker.forward_s = clock.forward_s(time.perf_counter() - started) or self.tracker.forward_s
-        eta_plan.expect(self.tracker, self.work, self.tracker.book, key, "trained")  # measured rates from here
+        if self.work is not None:
+            eta_plan.expect(self.tracker, self.work, self.tracker.book, key, "trained")  # measured rates from here
+        self.features = Features(train, torch.cat([split.labels] * (2 if flip else 1)), val)
+        return self.features
 
     def _eval_head(self) -> torch.Tensor:
         head = self._head()
         head.eval()
         with torch.no_grad():
-            return head(self.val_feats).float()
+            return head(self._prepare_features().val).float()
 
     def _find_lr(self) -> float:
         head = self._head().to("cpu")
-        return lr_range_test(head, self.train_feats, self.train_feat_labels,
+        feats = self._prepare_features()
+        return lr_range_test(head, feats.train, feats.train_labels,
                              lambda params, lr: self._optimizer([{"params": params, "lr": lr}]),
                              self.loss_fn, self.spec.batch_size, self.spec.seed)

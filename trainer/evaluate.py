@@ -13,6 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.classification import (
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
 
 from models.manifest import Manifest
 from trainer.calibration import expected_calibration_error, reliability_bins
@@ -31,16 +37,13 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
         return {"images": 0}
     probs = (logits.float() / temperature).softmax(1)
     pred = probs.argmax(1)
-    confusion = torch.zeros(k, k, dtype=torch.int64)
-    confusion.index_put_((labels, pred), torch.ones(n, dtype=torch.int64), accumulate=True)
-    per_class = {}
-    for i, name in enumerate(classes):
-        tp = int(confusion[i, i])
-        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    # torchmetrics: rows are true labels, columns predictions; a class never predicted (or absent)
+    # has precision (recall) 0, not NaN.
+    confusion = multiclass_confusion_matrix(pred, labels, k)
+    scores = [fn(pred, labels, k, average="none", zero_division=0).tolist()
+              for fn in (multiclass_precision, multiclass_recall, multiclass_f1_score)]
+    per_class = {name: {"precision": scores[0][i], "recall": scores[1][i], "f1": scores[2][i],
+                        "support": int(confusion[i].sum())} for i, name in enumerate(classes)}
     present = [c for c in per_class.values() if c["support"]]
     wrong = (pred != labels).nonzero().flatten().tolist()
     conf = probs.max(1).values

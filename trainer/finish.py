@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,17 +19,15 @@ from trainer.features import cached_features, extract
 from trainer.loops import predict, val_loss_acc
 from trainer.ood import MAX_BANK, OodScorer, choose_bank, fit_scorer, kept_share
 from trainer.result import SplitOutput, TrainingResult
+from trainer.run_state import RunState
 from trainer.selective import selective_summary
-
-if TYPE_CHECKING:
-    from trainer.engine import _Run
 
 log = logging.getLogger(__name__)
 
 
-def final_logits(run: _Run, split: CachedSplit) -> torch.Tensor:
+def final_logits(run: RunState, split: CachedSplit) -> torch.Tensor:
     """Logits of the final model; through cached features when only the head changed (same numbers)."""
-    if run.overall.head_only and hasattr(run, "train_feats"):
+    if run.overall.head_only and run.features is not None:
         head = run.backbone.classifier().to(run.device)
         feats = cached_features(run.spec.base, run.model, head, split, run.pre, run.device)
         head.to("cpu")
@@ -39,15 +37,16 @@ def final_logits(run: _Run, split: CachedSplit) -> torch.Tensor:
     return predict(run.model, split.eval, run.pre, run.device)
 
 
-def _calibration(run: _Run, val_logits: torch.Tensor, val_labels: torch.Tensor,
+def _calibration(run: RunState, val_logits: torch.Tensor, val_labels: torch.Tensor,
                  weak: bool) -> tuple[Calibration, CrossFit | None]:
     """The temperature: on the val logits, or, when the probe won and val is weak, on every train+val
     photo's out-of-fold probe logits (trainer/cross_fit.py): a handful of val photos fit no temperature."""
-    if not (weak and run.overall.head_only and hasattr(run, "train_feats") and run.probe_lr is not None):
+    features = run.features
+    if not (weak and run.overall.head_only and features is not None and run.probe_lr is not None):
         return calibrate(val_logits, val_labels), None
     n_train = len(run.train_split)  # the first n rows are the unflipped features
-    feats = torch.cat([run.train_feats[:n_train], run.val_feats])
-    labels = torch.cat([run.train_feat_labels[:n_train], val_labels])
+    feats = torch.cat([features.train[:n_train], features.val])
+    labels = torch.cat([features.train_labels[:n_train], val_labels])
     cross = cross_fit_probe(run.spec, feats, labels, len(run.labels), run.probe_lr, run.overall.epoch)
     if cross is None:
         return calibrate(val_logits, val_labels), None
@@ -57,11 +56,11 @@ def _calibration(run: _Run, val_logits: torch.Tensor, val_labels: torch.Tensor,
     return dataclasses.replace(fitted, reason=why), cross
 
 
-def final_features(run: _Run, split: CachedSplit, rows: np.ndarray | None = None) -> np.ndarray:
+def final_features(run: RunState, split: CachedSplit, rows: np.ndarray | None = None) -> np.ndarray:
     """Pooled penultimate features (what enters the classifier) of the final model, rows of ``split``."""
     head = run.backbone.classifier().to(run.device)
     try:
-        if run.overall.head_only and hasattr(run, "train_feats"):  # the backbone is the base's: cached
+        if run.overall.head_only and run.features is not None:  # the backbone is the base's: cached
             feats = cached_features(run.spec.base, run.model, head, split, run.pre, run.device)
             return (feats if rows is None else feats[torch.from_numpy(rows)]).numpy()
         pixels = split.eval if rows is None else split.eval[torch.from_numpy(rows)]
@@ -70,7 +69,7 @@ def final_features(run: _Run, split: CachedSplit, rows: np.ndarray | None = None
         head.to("cpu")
 
 
-def fit_ood(run: _Run, test_split: CachedSplit | None) -> OodScorer:
+def fit_ood(run: RunState, test_split: CachedSplit | None) -> OodScorer:
     """The k-NN score on (at most MAX_BANK) training photos, thresholded on val; test recall when there is one."""
     rows = choose_bank(run.train_split.labels.numpy(), MAX_BANK, run.spec.seed)
     scorer = fit_scorer(final_features(run, run.train_split, rows), final_features(run, run.val_split),
@@ -81,7 +80,7 @@ def fit_ood(run: _Run, test_split: CachedSplit | None) -> OodScorer:
     return scorer
 
 
-def finish_run(run: _Run) -> TrainingResult:
+def finish_run(run: RunState) -> TrainingResult:
     """Calibrate the restored best model, measure it on val (and test), and say how the run went."""
     run.model.to(run.device).eval()
     for p in run.model.parameters():
@@ -104,7 +103,7 @@ def finish_run(run: _Run) -> TrainingResult:
         "best_stage_reason": "; ".join(r["reason"] for r in run.stage_records if r["stage"] == run.overall.stage)
         + "".join(f"; {r['reason']}" for r in discarded),
         "stages": run.stage_records,
-        "wall_s": run._elapsed(),
+        "wall_s": run.elapsed(),
         "images_per_s": (sum(run.images_per_s) / len(run.images_per_s)) if run.images_per_s else 0.0,
         "train_images": len(run.train_split), "val_images": len(run.val_split),
         "lr": run.probe_lr, "stage_lrs": dict(run.stage_lrs),

@@ -47,10 +47,8 @@ def load_base(base: str, registry_base: tuple[str, int] | None, labels: list[str
         backbone = pristine_backbone(base)
         backbone.replace_classifier(len(labels))
         return backbone, {"kind": "backbone", "name": base}
-    if registry is None:
-        from core.settings import get_settings
-
-        registry = Registry(get_settings().models_dir)
+    if registry is None:  # the caller (a task entry, the CLI) passes the registry of its settings
+        raise BaseUnavailable(f"base {base!r} is a registered version, but no registry was given to load it from")
     name, version = registry_base
     try:
         info = registry.get(name, version)

@@ -10,7 +10,7 @@ test split and **calibrates** the temperature on val) → **export** the checked
 A search job runs the same story with **search** in place of train: its claim prepares the shared
 pixels and queues one trial task per slot (trainer/search_tasks.py, search_trial.py); the last trial
 to end finalizes (trainer/search_finalize.py), publishing the best trial's model with
-:func:`publish_gated` exactly as a train job does.
+trainer/publish.py's ``publish`` exactly as a train job (and ``tuneserve train``, and ``bootstrap``) does.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from core.settings import Settings, get_settings
 from jobs import JobStore
@@ -30,9 +29,6 @@ from trainer.eta import COST_BOOK, CostBook
 from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim, owner_id
 from trainer.progress import PUBLISH_STAGES, ProgressTracker
-
-if TYPE_CHECKING:
-    from trainer.engine import TrainingResult
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +64,14 @@ def run_train_job(job_id: str, settings: Settings | None = None) -> str:
 
 def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
-    from core.jobspec import TrainSpec, train_fields
     from dataset_store import DatasetStore
     from trainer import eta_plan
     from trainer.engine import fine_tune
+    from trainer.publish import Request, Trained, publish
     from trainer.stages import plan_stages
 
     settings = job.settings
-    spec = TrainSpec.model_validate(train_fields(job.job.spec))
+    spec = job.job.spec.train_spec()
     # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
     data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
                    settings.pixel_cache_dir(job.job.dataset_id))
@@ -97,58 +93,11 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
         )
         if job.should_stop():  # cancelled after the last batch: still nothing is registered
             raise Stopped("stopped before publishing")
-        lineage = {"kind": "fine-tune", "job_id": job.id, "dataset_id": job.job.dataset_id, "base": spec.base,
-                   "spec": spec.model_dump(mode="json")}
-        out = publish_gated(result, data, registry, job.job.model, lineage, settings,
-                            replace_labels=bool(job.job.spec.get("replace_labels")), tracker=tracker)
+        request = Request(job.job.model, "job", job_id=job.id, replace_labels=job.job.spec.replace_labels)
+        out = publish(Trained(result, data), registry, request, settings, tracker=tracker)
         eta_plan.learn(tracker, work, tracker.book, spec.base)
     tracker.finish()
     return out
-
-
-def publish_gated(result: TrainingResult, data: JobData, registry: Registry, name: str,
-                  lineage: dict[str, Any], settings: Settings, replace_labels: bool = False,
-                  tracker: ProgressTracker | None = None) -> dict[str, Any]:
-    """Export and register (unless an earlier attempt did), gate, then promote and announce or keep as candidate.
-
-    The model name must keep its meaning, checked again here (the API checked at creation):
-    models/meaning.py raises LabelConflict, which fails the job with the fix; the same labels in
-    another order are mapped to the served order before export. ``tracker`` gets the export,
-    evaluate and register stages (trainer/progress.py).
-    """
-    from models.meaning import check_labels
-    from trainer.labels import reorder_labels
-    from trainer.promotion import judge
-    from trainer.publish import build_variant_kinds, export_and_register, keep_as_candidate, promote, version_of_job
-
-    info = version_of_job(registry, name, str(lineage.get("job_id")))
-    if info is None:
-        order = check_labels(registry, name, list(result.labels), replace_labels)
-        if order is not None and order != list(result.labels):
-            log.info("%s: mapping the job's label order %s to the served order %s", name, result.labels, order)
-            result = reorder_labels(result, order)
-        with timed(tracker, "export"):  # ONNX export, checks, report, variants, the copy into the registry
-            info = export_and_register(result, registry, name, data, lineage, activate=False,
-                                       variants=build_variant_kinds(settings))
-    with timed(tracker, "evaluate"):
-        verdict = judge(registry, info, data, settings.promotion_tolerance)
-    with timed(tracker, "register"):  # the version's registry stage: active (announced) or candidate
-        if verdict.decision.promote:
-            promote(registry, name, info.version, settings)
-        else:
-            keep_as_candidate(registry, name, info.version)
-    log.info("%s version %d: %s", name, info.version, verdict.decision.reason)
-    return {
-        "model": name,
-        "version": info.version,
-        "promoted": verdict.decision.promote,
-        "reason": verdict.decision.reason,
-        "warnings": [w for w in (verdict.decision.warning, *result.metrics.get("warnings", [])) if w],
-        "evaluation": verdict.summary(),
-        "metrics": dict(info.manifest.metrics),
-        "ood": info.manifest.ood,  # the "none of these" threshold and its recall (trainer/ood.py)
-        "selective": info.manifest.selective,  # the risk-coverage curve, min_confidence (trainer/selective.py)
-    }
 
 
 def as_dict(metrics: Any) -> dict[str, Any]:
@@ -174,14 +123,3 @@ def progress_writer(job: ClaimedJob, tracker: ProgressTracker | None = None) -> 
         job.record_progress(progress, {k: m.get(k) for k in PROGRESS_METRICS})
 
     return on_progress
-
-
-@contextmanager
-def timed(tracker: ProgressTracker | None, stage: str) -> Iterator[None]:
-    """A publishing stage, timed into the tracker when there is one."""
-    started = time.perf_counter()
-    if tracker is not None:
-        tracker.start(stage, 1)
-    yield
-    if tracker is not None:
-        tracker.unit_done(time.perf_counter() - started, force=True)

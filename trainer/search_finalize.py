@@ -4,6 +4,9 @@ After its trial each task checks, in the study, whether every slot is finished (
 cancelled and nothing runs any more); the first to see it takes the job's lease over with one
 conditional UPDATE (so exactly one finalizes) and publishes the best trial's model through the
 same export, gate and promotion as a train job (trainer/pipeline.py).
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
 """
 
 from __future__ import annotations
@@ -94,19 +97,15 @@ def _publish_best(job: Job, settings: Settings, best: dict[str, Any], search_spe
     from dataset_store import DatasetStore
     from models import Registry
     from trainer.job_data import JobData
-    from trainer.pipeline import publish_gated
+    from trainer.publish import Request, Trained, publish
 
     path = settings.search_dir(job.id) / f"trial-{best['number']}.pt"
     result = torch.load(path, map_location="cpu", weights_only=False)
     data = JobData(DatasetStore(settings.datasets_dir).get(job.dataset_id), settings.pixel_cache_dir(job.dataset_id))
-    spec = result.spec.model_dump(mode="json") if hasattr(result.spec, "model_dump") else result.spec
-    lineage = {
-        "kind": "search", "job_id": job.id, "dataset_id": job.dataset_id, "base": spec.get("base"),
-        "spec": spec, "search": {**search_spec.model_dump(mode="json"), "best_trial": best["number"],
-                                 "params": best["params"]},
-    }
-    return publish_gated(result, data, Registry(settings.models_dir), job.model, lineage, settings,
-                         replace_labels=bool(job.spec.get("replace_labels")))
+    lineage = {"kind": "search", "search": {**search_spec.model_dump(mode="json"), "best_trial": best["number"],
+                                            "params": best["params"]}}
+    request = Request(job.model, "search", job_id=job.id, replace_labels=job.spec.replace_labels, lineage=lineage)
+    return publish(Trained(result, data), Registry(settings.models_dir), request, settings)
 
 
 # ------------------------------------------------------------------------------ trials without a worker

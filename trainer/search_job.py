@@ -1,10 +1,14 @@
-"""What every task of one search shares: the lease owner, the spec's halves, a trial's spec, the trial table."""
+"""What every task of one search shares: the lease owner, the spec's halves, a trial's spec, the trial table.
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.jobspec import TrainSpec, train_fields
+from core.jobspec import JOB_KEYS, TrainSpec
 from core.searchspec import SearchSpec, best_of
 from jobs import Job, JobStore
 
@@ -19,14 +23,10 @@ def search_owner(job_id: str) -> str:
     return f"search:{job_id}"
 
 
-def is_search_job(job: Job) -> bool:
-    return job.kind == "search" or "search" in job.spec
-
-
 def split_spec(job: Job) -> tuple[dict[str, Any], SearchSpec]:
     """The job's spec is a train spec plus ``search``: return both halves."""
-    base = train_fields(job.spec)
-    return base, SearchSpec.model_validate(job.spec["search"])
+    base = job.spec.model_dump(mode="json", exclude_unset=True, exclude=set(JOB_KEYS))
+    return base, SearchSpec.model_validate(job.spec.search)
 
 
 def trial_spec(base_spec: dict[str, Any], params: dict[str, Any], max_epochs: int) -> TrainSpec:

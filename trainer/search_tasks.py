@@ -13,6 +13,9 @@ Nobody waits on anybody (no ``.get()`` in a task, no chord backend needed):
 A re-delivered or re-queued search (its lease ran out: e.g. the worker of its last trial died)
 claims the job again, fails trials left running by dead workers, queues the slots that never
 started and finalizes when nothing is left to run.
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from typing import Any
 from core.searchspec import Param
 from core.settings import Settings, get_settings
 from core.task_names import TASK_SEARCH, TASK_TRIAL
-from jobs import JobNotFound, JobStore
+from jobs import JobStore
+from models import Registry
 from trainer.celery_app import app
 from trainer.job_data import JobData
 from trainer.lease import ClaimedJob, claim
 from trainer.search_finalize import fail_orphans, maybe_finalize
-from trainer.search_job import QUEUE_GRACE_S, is_search_job, search_owner, split_spec, trial_spec, write_progress
+from trainer.search_job import QUEUE_GRACE_S, search_owner, split_spec, trial_spec, write_progress
 from trainer.search_trial import run_trial
 from transport.broker import send_task
 
@@ -43,16 +47,6 @@ def search(job_id: str) -> str:
 @app.task(name=TASK_TRIAL, ignore_result=True)
 def trial(job_id: str, slot: int) -> str:
     return run_trial(job_id, int(slot))
-
-
-def run_search_if_search_job(job_id: str, settings: Settings | None = None) -> str | None:
-    """For ``tuneserve.train`` messages (the reconciler re-queues every job under that name)."""
-    settings = settings or get_settings()
-    try:
-        job = JobStore(settings.resolved_database_url).get(job_id)
-    except JobNotFound:
-        return None
-    return run_search_job(job_id, settings) if is_search_job(job) else None
 
 
 def run_search_job(job_id: str, settings: Settings | None = None) -> str:
@@ -105,7 +99,8 @@ def _auto_lr(base_spec: dict[str, Any], data: JobData, job: ClaimedJob) -> float
     from trainer.engine import fine_tune
 
     spec = trial_spec(base_spec, {"lr": "auto", "mode": "linear", "ema": False}, 1)
-    result = fine_tune(spec, data.dataset, should_stop=job.should_stop, cache_dir=data.cache_dir)
+    result = fine_tune(spec, data.dataset, should_stop=job.should_stop, cache_dir=data.cache_dir,
+                       registry=Registry(job.settings.models_dir))
     lr = float(result.metrics["lr"])
     log.info("search: LR range test picked %.3g; lr is searched around it", lr)
     return lr

@@ -5,6 +5,9 @@ the job's lease while it trains (so the cancel flag reaches it within a batch), 
 epoch's validation accuracy to the pruner, and records the trial table in the job's progress. A
 failing trial is recorded as failed and still counts. The best trial's model so far is kept on
 disk for the finalizer.
+
+Optuna, torch and the engine are imported inside the functions that use them: a worker process
+starts (and reconciles) without paying for them; its first search job loads them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from core.fsutil import atomic_write
 from core.searchspec import SearchSpec
 from core.settings import Settings, get_settings
 from jobs import JobStore
+from models import Registry
 from trainer.lease import ClaimedJob
 from trainer.search_finalize import maybe_finalize
 from trainer.search_job import QUEUE_GRACE_S, search_owner, split_spec, trial_spec, write_progress
@@ -91,7 +95,7 @@ class TrialRunner:
             result = fine_tune(
                 spec, dataset, should_stop=self.job.should_stop,
                 on_progress=reporter.on_progress, on_epoch_end=reporter.on_epoch_end,
-                cache_dir=settings.pixel_cache_dir(dataset.id),
+                cache_dir=settings.pixel_cache_dir(dataset.id), registry=Registry(settings.models_dir),
             )
         except Pruned:
             raise optuna.TrialPruned() from None

@@ -14,12 +14,10 @@ from celery.signals import worker_ready, worker_shutdown
 
 from core.logs import log_fields
 from core.settings import get_settings
-from core.task_names import TASK_RECONCILE, TASK_TRAIN
-from jobs import reconcile_once
+from core.task_names import TASK_TRAIN
 from trainer.celery_app import app
 from trainer.lease import ReconcilerThread
 from trainer.pipeline import run_train_job
-from trainer.search_tasks import run_search_if_search_job
 
 _reconciler: ReconcilerThread | None = None
 
@@ -39,11 +37,6 @@ def _stop_reconciler(**_: Any) -> None:
 
 @app.task(name=TASK_TRAIN, ignore_result=True)
 def train(job_id: str) -> str:
-    # The reconciler re-queues every kind of job under this name: a search goes to its own task.
+    # A search job has its own task (the API and the reconciler send each kind to its task).
     with log_fields(job_id=job_id):  # every line of this job names it (a JSON key with log_format=json)
-        return run_search_if_search_job(job_id) or run_train_job(job_id)
-
-
-@app.task(name=TASK_RECONCILE, ignore_result=True)
-def reconcile_jobs() -> None:
-    reconcile_once(get_settings())
+        return run_train_job(job_id)

@@ -1,4 +1,5 @@
-"""``tuneserve train DATASET --model NAME``: ingest, fine-tune, export, register, with a progress bar."""
+"""``tuneserve train DATASET --model NAME``: ingest, fine-tune, then publish exactly as a job does
+(trainer/publish.py: label check, gate, registration, announcement), with a progress bar."""
 
 from __future__ import annotations
 
@@ -6,70 +7,52 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import ValidationError
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from core.jobspec import Augment, Mode, Optimizer, Scheduler, TrainSpec
-from core.settings import Settings, get_settings
+from core.datasets import IngestLimits
+from core.jobspec import TrainSpec
+from core.settings import Settings
+from dataset_store import DatasetStore
 from models import Registry
+from models.meaning import LabelConflict, check_labels
+from trainer import eta_plan
+from trainer.engine import fine_tune
+from trainer.eta import COST_BOOK, CostBook
+from trainer.job_data import JobData
+from trainer.model_args import add_model_options, merge, model_values
+from trainer.progress import PUBLISH_STAGES, ProgressTracker
+from trainer.publish import Request, Trained, publish
+from trainer.stages import plan_stages
 
 log = logging.getLogger(__name__)
 
 
 def parser() -> argparse.ArgumentParser:
+    """The dataset, the model name, and one option per TrainSpec field (generated: trainer/model_args.py)."""
     p = argparse.ArgumentParser(prog="tuneserve train",
                                 description="Fine-tune a classifier on a folder or archive of images.")
     p.add_argument("dataset", type=Path, help="folder (class/ or split/class/ folders) or archive (.zip, .tar.*)")
     p.add_argument("--model", required=True, help="registry model name to register the result under")
-    p.add_argument("--mode", choices=get_args(Mode))
-    p.add_argument("--base", help="catalogue backbone or registry:<model>:<version>")
-    p.add_argument("--optimizer", choices=get_args(Optimizer))
-    p.add_argument("--lr", help="head learning rate, or 'auto' for an LR range test")
-    p.add_argument("--backbone-lr-scale", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--max-epochs", type=int)
-    p.add_argument("--probe-epochs", type=int)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--scheduler", choices=get_args(Scheduler))
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--augment", choices=get_args(Augment))
-    p.add_argument("--early-stopping-metric", choices=["val_loss", "val_accuracy"])
-    p.add_argument("--patience", type=int)
-    p.add_argument("--min-delta", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--spec", type=Path, help="JSON file with a full spec (flags override it)")
-    p.add_argument("--no-activate", action="store_true", help="register without activating")
+    p.add_argument("--replace-labels", action="store_true",
+                   help="publish a label set other than the one --model serves now")
+    p.add_argument("--no-activate", action="store_true", help="register as a candidate without activating")
+    add_model_options(p, TrainSpec)  # the fields of POST /v1/jobs' hyperparameters
     return p
 
 
 def spec_from_args(opts: argparse.Namespace) -> TrainSpec:
+    """The spec file's fields with the flags given on top (flags not given leave the file's value)."""
     data: dict[str, Any] = json.loads(opts.spec.read_text()) if opts.spec else {}
-    simple = ["mode", "base", "optimizer", "backbone_lr_scale", "weight_decay", "batch_size", "max_epochs",
-              "probe_epochs", "label_smoothing", "scheduler", "warmup_epochs", "augment", "seed", "ema",
-              "freeze_bn", "device"]
-    for key in simple:
-        if getattr(opts, key) is not None:
-            data[key] = getattr(opts, key)
-    if opts.lr is not None:
-        data["lr"] = opts.lr if opts.lr == "auto" else float(opts.lr)
-    stopping = dict(data.get("early_stopping", {}))
-    for flag, key in (("early_stopping_metric", "metric"), ("patience", "patience"), ("min_delta", "min_delta")):
-        if getattr(opts, flag) is not None:
-            stopping[key] = getattr(opts, flag)
-    if stopping:
-        data["early_stopping"] = stopping
-    return TrainSpec.model_validate(data)
+    # Lax here: a command line is text (`--time-budget-s 120`); the API's JSON bodies stay strict.
+    return TrainSpec.model_validate(merge(data, model_values(opts, TrainSpec)), strict=False)
 
 
 def ingest(path: Path, settings: Settings) -> Any:
-    from core.datasets import IngestLimits
-    from dataset_store import DatasetStore
-
     store = DatasetStore(settings.datasets_dir)
     limits = IngestLimits.from_settings(settings)
     if path.is_dir():
@@ -83,49 +66,45 @@ def ingest(path: Path, settings: Settings) -> Any:
     return dataset
 
 
-def should_activate(registry: Registry, name: str, val_accuracy: float) -> bool:
-    """Activate when nothing is active yet or the new model is at least as good on its validation split."""
-    if not registry.exists(name) or registry.active_version(name) is None:
-        return True
-    active = registry.get(name).manifest
-    previous = active.metrics.get("val_accuracy")
-    return previous is None or val_accuracy >= float(previous)
-
-
-def cmd_train(args: list[str]) -> int:
+def cmd_train(args: list[str], settings: Settings) -> int:
     opts = parser().parse_args(args)
     try:
         spec = spec_from_args(opts)
     except (ValidationError, ValueError) as exc:
         raise SystemExit(f"invalid training options: {exc}") from exc
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from trainer import eta_plan
-    from trainer.engine import fine_tune
-    from trainer.eta import COST_BOOK, CostBook
-    from trainer.job_data import JobData
-    from trainer.progress import ProgressTracker
-    from trainer.publish import export_and_register
-    from trainer.stages import plan_stages
-
-    settings = get_settings()
     registry = Registry(settings.models_dir)
     dataset = ingest(opts.dataset, settings)
+    request = Request(opts.model, "cli", replace_labels=opts.replace_labels, activate=not opts.no_activate)
+    try:  # refused before training, as the API refuses the job (and again when publishing)
+        check_labels(registry, opts.model, list(dataset.classes), opts.replace_labels)
+    except LabelConflict as exc:
+        raise SystemExit(_for_cli(exc)) from exc
     bar = tqdm(desc="training", total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% {postfix}")
     tracker = ProgressTracker(lambda snap: show_progress(bar, snap), min_interval_s=0.5)
     tracker.book = CostBook(settings.work_dir / COST_BOOK)  # measured costs of earlier runs on the backbone
-
+    tracker.plan([(name, 1) for name in PUBLISH_STAGES])
+    work = eta_plan.workload(spec, plan_stages(spec), dataset)
+    eta_plan.expect_publishing(tracker, work, tracker.book, spec.base)
     data = JobData(dataset, settings.cli_cache_dir(dataset.id))
     with logging_redirect_tqdm():  # log lines print above the bar instead of breaking it
         result = fine_tune(spec, dataset, registry=registry, cache_dir=data.cache_dir, progress=tracker)
-        eta_plan.learn(tracker, eta_plan.workload(spec, plan_stages(spec), dataset), tracker.book, spec.base)
+        try:
+            out = publish(Trained(result, data), registry, request, settings, tracker=tracker)
+        except LabelConflict as exc:  # the served labels changed while this trained
+            raise SystemExit(_for_cli(exc)) from exc
+        eta_plan.learn(tracker, work, tracker.book, spec.base)
         tracker.finish()
     bar.close()
-    activate = not opts.no_activate and should_activate(registry, opts.model, result.metrics["val_accuracy"])
-    info = export_and_register(result, registry, opts.model, data, {"via": "cli"}, activate)
-    print_summary(result.metrics, info.version, activate, info.path)
+    print_summary(result.metrics, out, registry.get(opts.model, out["version"]).path)
     return 0
+
+
+def _for_cli(conflict: LabelConflict) -> str:
+    """The label conflict with its fix in this command's flags."""
+    fix = f"train under a new model name (e.g. --model {conflict.name}-custom)"
+    if conflict.replaceable:
+        fix += f", or pass --replace-labels to replace what {conflict.name!r} answers"
+    return f"tuneserve train: {conflict.problem}. Fix: {fix}"
 
 
 def show_progress(bar: Any, snap: dict[str, Any]) -> None:
@@ -138,9 +117,11 @@ def show_progress(bar: Any, snap: dict[str, Any]) -> None:
     bar.set_postfix_str(f"{snap['stage']}{where} eta {eta}", refresh=True)
 
 
-def print_summary(metrics: dict[str, Any], version: int, activated: bool, path: Path) -> None:
+def print_summary(metrics: dict[str, Any], out: dict[str, Any], path: Path) -> None:
+    state = "activated" if out["promoted"] else "registered as a candidate (not activated)"
     lines = [
-        f"model version {version} {'activated' if activated else 'registered (not activated)'}: {path}",
+        f"model version {out['version']} {state}: {path}",
+        f"  gate          {out['reason']}",
         f"  val accuracy  {metrics['val_accuracy']:.4f}   (best epoch {metrics['best_epoch']}, "
         f"{metrics['best_stage']}; {metrics['epochs_run']} epochs in {metrics['wall_s']:.0f} s)",
         f"  calibration   ECE {metrics['ece_before']:.4f} -> {metrics['ece_after']:.4f}",

@@ -16,6 +16,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -147,6 +148,10 @@ def evaluate_variant(
     return agreement, delta
 
 
+GATE_RULE = (f"top-1 agreement with fp32 >= {MIN_TOP1_AGREEMENT} and accuracy drop <= {MAX_ACCURACY_DROP} "
+             "on every split checked")
+
+
 def build_variants(
     fp32_path: Path,
     out_dir: Path,
@@ -154,16 +159,22 @@ def build_variants(
     val_images: np.ndarray,
     val_labels: np.ndarray | None,
     kinds: tuple[str, ...] = ("fp16", "int8"),
+    test: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> dict[str, Variant]:
     """Build, check and describe the variants of ``fp32_path``; files land in ``out_dir``.
 
-    ``calib_images`` (training split) and ``val_images`` are preprocessed NCHW float32 arrays, the
-    network's input. Returns ``{"fp16": Variant, "int8": Variant}`` for those that pass the gate;
-    put them in ``Manifest.variants`` and register the files beside the model (same names).
+    ``calib_images`` (training split), ``val_images`` and ``test``'s images are preprocessed NCHW
+    float32 arrays, the network's input. A variant must pass the gate on val and, when given, on test
+    (held-out photos the calibration never saw). Returns ``{"fp16": Variant, "int8": Variant}`` for
+    those that pass, each stating its gate; put them in ``Manifest.variants`` and register the files
+    beside the model (same names).
     """
     if len(val_images) == 0:
         raise ValueError("no validation images to check the variants on")
-    reference = predict_top1(fp32_path, val_images)
+    splits = {"val": (val_images, val_labels)}
+    if test is not None and len(test[0]):
+        splits["test"] = test
+    references = {name: predict_top1(fp32_path, images) for name, (images, _) in splits.items()}
     variants: dict[str, Variant] = {}
     for kind in kinds:
         path = out_dir / (FP16_FILE if kind == "fp16" else INT8_FILE)
@@ -175,12 +186,18 @@ def build_variants(
             quantize_int8(fp32_path, path, calib_images)
         else:
             raise ValueError(f"unknown variant {kind!r} (fp16 or int8)")
-        agreement, delta = evaluate_variant(path, reference, val_images, val_labels)
-        if not passes_gate(agreement, delta):
-            log.warning("%s variant dropped: top-1 agreement %.4f, accuracy delta %s", kind, agreement, delta)
+        checks: dict[str, dict[str, Any]] = {}
+        for name, (images, labels) in splits.items():
+            agreement, delta = evaluate_variant(path, references[name], images, labels)
+            checks[name] = {"images": len(images), "top1_agreement": agreement, "accuracy_delta": delta}
+        agreement = min(c["top1_agreement"] for c in checks.values())
+        deltas = [c["accuracy_delta"] for c in checks.values() if c["accuracy_delta"] is not None]
+        delta = min(deltas) if deltas else None
+        if not all(passes_gate(c["top1_agreement"], c["accuracy_delta"]) for c in checks.values()):
+            log.warning("%s variant dropped (%s): %s", kind, GATE_RULE, checks)
             path.unlink(missing_ok=True)
             continue
-        log.info("%s variant kept: top-1 agreement %.4f, accuracy delta %s", kind, agreement, delta)
-        variants[kind] = Variant(file=path.name, sha256=sha256_file(path),
-                                 accuracy_delta=delta, top1_agreement=agreement)
+        log.info("%s variant kept: %s", kind, checks)
+        variants[kind] = Variant(file=path.name, sha256=sha256_file(path), accuracy_delta=delta,
+                                 top1_agreement=agreement, gate={"rule": GATE_RULE, "splits": checks})
     return variants

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
+import redis
 from celery import Celery
 
 from core.settings import Settings
@@ -81,8 +84,6 @@ def send_task(settings: Settings, name: str, args: list[Any]) -> None:
 
 def _where(url: str) -> str:
     """host:port of a Redis URL, without its password (for messages)."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or 6379}"
 
@@ -103,10 +104,6 @@ class BrokerProbe:
 
     def check(self) -> tuple[str, str | None]:
         """("up", None) | ("none", None) when no broker is configured | ("down", what is wrong)."""
-        import time
-
-        import redis
-
         with self._lock:
             if time.monotonic() - self._checked < self.ttl:
                 return self._state

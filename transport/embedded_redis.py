@@ -22,8 +22,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
+
+import redis
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from core.procs import alive, cmdline, die_with_parent
 
@@ -70,14 +73,20 @@ def stop_stale(home: Path, timeout: float = 10.0) -> int | None:
         return None
     log.warning("stopping the embedded Redis (pid %d, port %d) that a crashed serve left running", pid, port)
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_until(lambda: not alive(pid), timeout)
     if alive(pid):
         os.kill(pid, signal.SIGKILL)
     pid_file(home).unlink(missing_ok=True)
     url_file(home).unlink(missing_ok=True)
     return pid
+
+
+def poll_until(done: Callable[[], bool], timeout: float, every: float = 0.05) -> bool:
+    """Ask ``done`` every ``every`` seconds until it says yes (True) or ``timeout`` passes (False)."""
+    waiting = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(every),
+                       retry=retry_if_result(lambda finished: not finished),
+                       retry_error_callback=lambda _state: False)
+    return bool(waiting(done))
 
 
 def discover(home: Path) -> str | None:
@@ -105,8 +114,6 @@ def _free_port() -> int:
 
 
 def _pings(url: str, timeout: float = 1.0) -> bool:
-    import redis
-
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
@@ -178,14 +185,10 @@ class EmbeddedRedis:
         return self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            if _pings(self.url, timeout=0.5):
-                return True
-            time.sleep(0.05)
-        return False
+        def exited() -> bool:
+            return self.process is None or self.process.poll() is not None
+
+        return poll_until(lambda: exited() or _pings(self.url, timeout=0.5), timeout) and not exited()
 
     def _supervise(self) -> None:
         """Restart redis-server on the same port, password and data folder whenever it exits."""

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from core.extras import train_extra_message
 from core.logs import configure_logging
+from core.settings import get_settings
 
 
 class CommandModule(Protocol):
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in NEEDS_TRAIN_EXTRA and (message := train_extra_message(f"tuneserve {command}")):
         print(message, file=sys.stderr)  # noqa: T201 - CLI output
         return 2
-    configure_logging()  # TUNESERVE_LOG_FORMAT / TUNESERVE_LOG_LEVEL
+    configure_logging(get_settings())  # TUNESERVE_LOG_FORMAT / TUNESERVE_LOG_LEVEL
     module = COMMANDS[command][0]()
     return int(module.run(command, rest) or 0)
 

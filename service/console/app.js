@@ -133,17 +133,28 @@
       h("td", {},
         v.version === m.active_version ? null : h("button", { class: "activate", onclick: () => activate(name, v.version) },
           v.version < (m.active_version || 0) ? "Roll back" : "Activate"),
+        v.version === m.active_version ? null : h("button", { class: "delete-version", onclick: () => remove(
+          `version ${v.version} of ${name}`, `/v1/models/${name}/versions/${v.version}`) }, "Delete"),
         " ", h("button", { onclick: () => download(`${v.files_url}/model.onnx`, `${name}-v${v.version}.onnx`) },
           "Download"),
         v.files.includes("report.json") && v.source.job_id ?
           h("a", { href: `#/jobs/${v.source.job_id}` }, " report") : null)));
     return h("div", { class: "card model", "data-model": name },
-      h("h3", {}, name),
+      h("h3", {}, name, " ", h("button", { class: "delete-model", onclick: () => remove(`model ${name} and all its versions`,
+        `/v1/models/${name}` + (m.versions.some((v) => v.source.kind === "pretrained") ? "?force_bootstrapped=true" : "")) },
+        "Delete model")),
       h("p", {}, `active version ${m.active_version ?? "none"}, serving ${m.serving_version ?? "none"}`,
         m.provider ? ` on ${m.provider} (${m.variant})` : "", ` · ${m.labels.length} labels`),
       m.load_error ? h("p", { class: "error-inline" }, `load error (v${m.load_error.version}): ${m.load_error.error}`) : null,
       h("table", {}, h("tr", {}, ["version", "status", "created", "val acc", "test acc", "lineage", ""].map((t) => h("th", {}, t))),
         rows));
+  }
+
+  /* Deletes ask first; the server refuses (409, shown) what a job or the serving version still needs. */
+  async function remove(what, path, then) {
+    if (!window.confirm(`Delete ${what}? This cannot be undone.`)) return;
+    try { await api(path, { method: "DELETE" }); } catch (e) { showError(e.message); }
+    if (then) then(); else route();
   }
 
   async function activate(name, version) {
@@ -288,7 +299,8 @@
         job.state === "queued" || job.state === "running" ? h("button", { id: "cancel-job", onclick: async () => {
           if (!window.confirm("Cancel this job?")) return;
           try { await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); } catch (e) { showError(e.message); }
-        } }, job.cancel_requested ? "Cancelling…" : "Cancel") : null));
+        } }, job.cancel_requested ? "Cancelling…" : "Cancel") : h("button", { id: "delete-job", onclick: () => remove(
+          `job ${id.slice(0, 8)}`, `/v1/jobs/${id}`, () => { location.hash = "#/jobs"; }) }, "Delete")));
       const m = job.metrics || [];
       const pts = (key) => m.map((x, i) => [i + 1, x[key]]).filter((q) => typeof q[1] === "number");
       charts.replaceChildren(

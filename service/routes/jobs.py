@@ -12,17 +12,20 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError, WithJsonSchema
 
-from core.jobspec import JOB_KEYS, JobRequest, TrainSpec, train_fields
+from core.datasets import DatasetNotFound
+from core.jobspec import JOB_KEYS, JobRequest, JobSpec, TrainSpec
 from core.searchspec import SearchSpec, trial_summaries, validation_message
 from core.task_names import TASK_SEARCH, TASK_TRAIN
 from core.validation import error_message
+from dataset_store import DatasetStore
 from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
 from models.meaning import LabelConflict, check_labels
+from service import lifecycle
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.reports import job_delta, version_report
@@ -41,13 +44,14 @@ def _iso(ts: float | None) -> str | None:
 def resolved_spec(job: Job) -> dict[str, Any]:
     """What the job runs: every TrainSpec field with defaults filled in, and, once known, the
     learning rate each stage used (``lr: "auto"`` shows the range test's pick there)."""
+    stored = job.spec.stored()
     try:
-        resolved = TrainSpec.model_validate(train_fields(job.spec)).model_dump(mode="json")
+        resolved = job.spec.train_spec().model_dump(mode="json")
     except ValidationError:  # a spec stored by an older version: show it as stored
-        return dict(job.spec)
+        return stored
     for key in JOB_KEYS:
-        if key in job.spec:
-            resolved[key] = job.spec[key]
+        if key in stored:
+            resolved[key] = stored[key]
     metrics = (job.result or {}).get("metrics") or {}
     if metrics.get("stage_lrs"):
         resolved["lr_used"] = metrics["stage_lrs"]
@@ -97,7 +101,7 @@ def job_links(job: Job) -> dict[str, str]:
 
 def _view(job: Job, progress: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec,
+        "id": job.id, "kind": job.kind, "model": job.model, "dataset_id": job.dataset_id, "spec": job.spec.stored(),
         "resolved_spec": resolved_spec(job),
         "state": job.state, "progress": progress, "metrics": job.metrics, "result": job.result,
         "error": job.error, "attempts": job.attempts, "cancel_requested": job.cancel_requested,
@@ -135,9 +139,6 @@ def _check_base(spec: TrainSpec, registry: Registry) -> None:
 
 
 def _check_dataset(settings: Any, dataset_id: str) -> Any:
-    from core.datasets import DatasetNotFound
-    from dataset_store import DatasetStore
-
     try:
         return DatasetStore(settings.datasets_dir).get(dataset_id)
     except DatasetNotFound as exc:
@@ -160,12 +161,12 @@ def create_job(
         check_labels(registry, body.model, list(dataset.classes), body.replace_labels)
     except LabelConflict as exc:
         raise ApiError(409, str(exc)) from exc
-    stored = spec.model_dump(mode="json", exclude_unset=True)
+    stored = JobSpec.model_validate(spec.model_dump(exclude_unset=True))
     if body.replace_labels:
-        stored["replace_labels"] = True
+        stored.replace_labels = True
     kind, task = "train", TASK_TRAIN
     if search is not None:
-        stored["search"] = search.model_dump(mode="json", exclude_none=True)
+        stored.search = search.model_dump(mode="json", exclude_none=True)
         kind, task = "search", TASK_SEARCH
     job = store.create(body.model, body.dataset_id, stored, kind=kind)
     try:
@@ -244,6 +245,16 @@ def cancel_job(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> dict[s
         return job_view(store.cancel(job.id), settings.lease_seconds)
     except JobFinished as exc:
         raise ApiError(409, str(exc)) from exc
+
+
+@router.delete("/{job_id}", status_code=204, responses=errors(404, 409))
+def delete_job(job: JobDep, store: JobStoreDep, settings: SettingsDep) -> Response:
+    """Delete a finished job (its record and working files; the version it registered stays)."""
+    try:
+        lifecycle.delete_job(store, settings, job)
+    except JobNotFound as exc:  # deleted by another request meanwhile
+        raise ApiError(404, str(exc)) from exc
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/report", responses=errors(404, 409))

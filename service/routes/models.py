@@ -1,4 +1,4 @@
-"""Model routes: list, describe, predict, activate (promotion and rollback)."""
+"""Model routes: list, describe, predict, activate (promotion and rollback), delete."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from models import VersionInfo
 from models.manifest import MANIFEST_FILE, MODEL_FILE
+from service import lifecycle
 from service.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
-from service.deps import ManagerDep, RegistryDep, SettingsDep
+from service.deps import JobStoreDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.predictor import MAX_EXPLAIN_IMAGES, ImageAnswer, PredictOptions
 from service.schemas import PREDICT_BODY, PredictResponse, errors
@@ -51,6 +52,7 @@ def model_view(name: str, registry: RegistryDep, manager: ManagerDep) -> dict[st
         "serving_version": loaded.version if loaded else None,
         "provider": loaded.provider if loaded else None,
         "variant": loaded.variant if loaded else None,
+        "variant_reason": loaded.variant_reason if loaded else None,  # why that variant (gate passed, or fp32's why)
         "pid": os.getpid(),  # the API process that answered (serving_version is per process; see --workers)
         "decoder": loaded.decoder if loaded else None,
         "labels": labels,
@@ -118,6 +120,24 @@ def activate(name: str, version: int, registry: RegistryDep, manager: ManagerDep
     state = manager.wait_serving(name, version, manager.settings.activate_wait_s)
     view = model_view(name, registry, manager)
     return {**view, "swap": swap_view(name, version, state, view)}
+
+
+@router.delete("/{name}/versions/{version}", status_code=204, responses=errors(404, 409, 422))
+def delete_version(name: str, version: int, registry: RegistryDep, manager: ManagerDep, jobs: JobStoreDep) -> Response:
+    """Delete one version: 409 while it is active or a queued or running job uses it as its base."""
+    lifecycle.delete_version(registry, manager, jobs, name, version)
+    return Response(status_code=204)
+
+
+@router.delete("/{name}", responses=errors(404, 409, 422))
+def delete_model(
+    name: str, registry: RegistryDep, manager: ManagerDep, jobs: JobStoreDep,
+    force_bootstrapped: Annotated[bool, Query(description="also delete the bootstrapped pretrained model "
+                                                          "(refused without this)")] = False,
+) -> dict[str, Any]:
+    """Delete every version of a model: 409 while a queued or running job publishes to it or builds on it."""
+    versions = lifecycle.delete_model(registry, manager, jobs, name, force_bootstrapped)
+    return {"model": name, "deleted_versions": versions}
 
 
 def swap_view(name: str, version: int, state: str, view: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 
+from core.jobspec import JobSpec, TrainSpec
 from jobs import JobFinished, JobNotFound, JobStore, reconcile
 from tests.pg import private_schema
 
@@ -55,12 +57,23 @@ def race(attempt: Callable[[str], bool], owners: list[str]) -> list[str]:
     return wins
 
 
+def test_the_stored_spec_is_typed_and_keeps_only_what_was_set(store: JobStore) -> None:
+    spec = JobSpec(mode="linear", replace_labels=True, search={"method": "random", "trials": 2})
+    job = store.get(store.create("bees", "ds", spec, kind="search").id)
+    assert job.spec == spec and job.spec.stored() == {"mode": "linear", "replace_labels": True,
+                                                      "search": {"method": "random", "trials": 2}}
+    assert job.spec.train_spec().model_dump(exclude_unset=True) == {"mode": "linear"}  # no job keys in the run's spec
+    with pytest.raises(ValidationError, match="lr"):
+        store.create("bees", "ds", {"lr": -1})
+
+
 def test_create_get_list(store: JobStore) -> None:
     a = new_job(store)
     b = store.create("wasps", "ds2", {}).id
     job = store.get(a)
-    assert (job.state, job.model, job.spec, job.metrics, job.attempts) == ("queued", "bees", {"mode": "linear",
-                                                                                              "max_epochs": 3}, [], 0)
+    assert (job.state, job.model, job.spec.stored(), job.metrics, job.attempts) == (
+        "queued", "bees", {"mode": "linear", "max_epochs": 3}, [], 0)
+    assert isinstance(job.spec, JobSpec) and job.spec.train_spec() == TrainSpec(mode="linear", max_epochs=3)
     assert {j.id for j in store.list_jobs()} == {a, b}
     assert [j.id for j in store.list_jobs(model="wasps")] == [b]
     assert store.list_jobs(state="running") == []

@@ -37,7 +37,9 @@ INT8 = Variant(file="model.int8.onnx", sha256="y", top1_agreement=0.995)
         ("auto", {"fp16": VALIDATED}, ON_CPU, "fp32"),  # no fast fp16 kernels on the CPU
         ("auto", {"fp16": UNCHECKED}, ON_CUDA, "fp32"),  # never gated: not served by default
         ("auto", {}, ON_CUDA, "fp32"),
-        ("auto", {"int8": INT8}, ON_CPU, "fp32"),  # int8 only when asked for
+        ("auto", {"int8": INT8}, ON_CPU, "int8"),  # the CPU default when int8 passed its gate
+        ("auto", {"int8": INT8}, ON_CUDA, "fp32"),  # int8 is for the CPU
+        ("auto", {"int8": UNCHECKED}, ON_CPU, "fp32"),  # never gated: not served by default
         ("fp32", {"fp16": VALIDATED}, ON_CUDA, "fp32"),  # an explicit choice wins
         ("fp16", {"fp16": UNCHECKED}, ON_CUDA, "fp16"),
         ("fp16", {"fp16": VALIDATED}, ON_CPU, "fp32"),

@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim import lr_scheduler as S
 
 from models.manifest import Preprocessing
-from trainer.calibration import EDGE, LOG_T_MAX, LOG_T_MIN, calibrate, expected_calibration_error, fit_temperature
+from trainer.calibration import EDGE, LOG_T_MAX, LOG_T_MIN, calibrate, expected_calibration_error
 from trainer.evaluate import classification_metrics
 from trainer.lr_finder import lr_range_test
 from trainer.schedulers import build_scheduler
@@ -65,7 +65,7 @@ def test_temperature_scaling_lowers_ece_of_overconfident_logits() -> None:
     labels = torch.randint(0, 3, (600,), generator=gen)
     clean = torch.randn(600, 3, generator=gen) + 1.5 * nn.functional.one_hot(labels, 3)
     logits = clean * 4.0  # the same ranking, 4x too confident
-    t = fit_temperature(logits, labels)
+    t = calibrate(logits, labels).temperature
     before = expected_calibration_error(logits.softmax(1), labels)
     after = expected_calibration_error((logits / t).softmax(1), labels)
     assert 1.8 < t < 4.0  # calibrated logits are 1.5x the clean ones: T is about 4 / 1.5
@@ -212,3 +212,21 @@ def test_auto_lr_fine_tuning_takes_a_tenth_of_the_probe_rate_capped(optimizer: s
     assert stage_lr(auto, ft, 1.9e-2) < 1.9e-2  # never the head's rate
     assert stage_lr(auto, ft, 2e-3) == pytest.approx(2e-4)
     assert stage_lr(TrainSpec(lr=0.02, optimizer=optimizer), ft, 1.9e-2) == 0.02  # a given number is used as is
+
+
+def test_classification_metrics_per_class_scores_on_a_known_confusion() -> None:
+    from trainer.evaluate import classification_metrics
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    predicted = torch.tensor([0, 0, 1, 1, 0, 0])  # class 2 never predicted right; nothing predicted as 2
+    logits = nn.functional.one_hot(predicted, 3).float() * 5
+    m = classification_metrics(logits, labels, ["a", "b", "c"])
+    assert m["confusion_matrix"] == [[2, 1, 0], [1, 1, 0], [1, 0, 0]]
+    a, b, c = (m["per_class"][n] for n in "abc")
+    assert (a["precision"], a["recall"], a["support"]) == (pytest.approx(2 / 4), pytest.approx(2 / 3), 3)
+    assert (b["precision"], b["recall"]) == (pytest.approx(1 / 2), pytest.approx(1 / 2))
+    assert (c["precision"], c["recall"], c["f1"], c["support"]) == (0.0, 0.0, 0.0, 1)  # 0, not NaN
+    assert a["f1"] == pytest.approx(2 * (1 / 2) * (2 / 3) / (1 / 2 + 2 / 3))
+    assert m["accuracy"] == pytest.approx(3 / 6) and m["macro_f1"] == pytest.approx((a["f1"] + b["f1"]) / 3)
+    bins = m["reliability"]
+    assert m["ece"] == pytest.approx(sum(x["count"] / 6 * abs(x["accuracy"] - x["confidence"]) for x in bins))

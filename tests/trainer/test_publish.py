@@ -186,7 +186,7 @@ def test_same_labels_in_another_order_are_published_in_the_served_order(
 
     from core.settings import Settings
     from trainer.labels import reorder_labels
-    from trainer.pipeline import publish_gated
+    from trainer.publish import Request, Trained, publish
 
     served = ["red", "blue", "green"]  # what callers of "colours" know index i to mean
     registry = Registry(tmp_path / "models")
@@ -194,7 +194,8 @@ def test_same_labels_in_another_order_are_published_in_the_served_order(
                              JobData(synthetic), {"job_id": "job-1"}, activate=True)
     assert v1.manifest.labels == served
     settings = Settings(home=tmp_path, build_variants="")
-    out = publish_gated(copy.deepcopy(trained), JobData(synthetic), registry, "colours", {"job_id": "job-2"}, settings)
+    out = publish(Trained(copy.deepcopy(trained), JobData(synthetic)), registry,
+                  Request("colours", "job", job_id="job-2"), settings)
     v2 = registry.get("colours", out["version"])
     assert trained.labels == ["blue", "green", "red"] and v2.manifest.labels == served  # mapped, not refused
     candidate, active = out["evaluation"]["candidate"], out["evaluation"]["active"]
