@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError, WithJsonSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.datasets import DatasetNotFound
 from core.jobspec import JOB_KEYS, JobRequest, JobSpec, TrainSpec
@@ -215,6 +216,13 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     return [job_view(j, settings.lease_seconds) for j in store.list_jobs(state=state, model=model, limit=limit)]
+
+
+@router.delete("/schema", include_in_schema=False)
+def no_delete_schema() -> None:
+    """Routes are tried in order: without this, DELETE /v1/jobs/schema would look for a job named 'schema'
+    (404) where the document says the path has no DELETE (405, with Allow naming GET and HEAD)."""
+    raise StarletteHTTPException(405)
 
 
 @router.get("/schema")

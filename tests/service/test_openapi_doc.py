@@ -78,6 +78,9 @@ def test_wrong_method_names_every_allowed_one(settings: Settings) -> None:
         assert resp.status_code == 405 and resp.headers["allow"] == "GET, HEAD, POST"
         assert resp.json() == {"detail": "Method Not Allowed"}
         assert client.put("/v1/datasets/abc").headers["allow"] == "DELETE, GET, HEAD"
+        for method in ("DELETE", "OPTIONS"):  # /v1/jobs/schema is its own route, not a job named 'schema'
+            resp = client.request(method, "/v1/jobs/schema")
+            assert resp.status_code == 405 and resp.headers["allow"] == "GET, HEAD", method
 
 
 def test_links_lead_from_created_resources_to_the_routes_that_take_their_ids(settings: Settings) -> None:
