@@ -64,6 +64,7 @@ def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
     assert "✅ Stateful" in done.stdout, report  # ran (not skipped for want of links) and found nothing
     links = re.search(r"API Links: +(\d+) covered / (\d+) selected / (\d+) total", done.stdout)
     assert links and int(links.group(3)) >= 9, report  # the datasets' 2 x 3 and the jobs' 4 (events excluded)
+    assert int(links.group(1)) >= 1, report  # followed with a real id (the hook's uploads create datasets)
 
 
 @pytest.mark.slow
