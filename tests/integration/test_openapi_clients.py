@@ -52,6 +52,7 @@ def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
                           env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
                                "TUNESERVE_ST_ARCHIVE": str(archive),
                                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    (tmp_path / "schemathesis.txt").write_text(done.stdout + done.stderr)  # the whole run, for a failure's curl
     start = done.stdout.find("FAILURES")  # each failure's title first: its curl may carry a whole archive
     report = (done.stdout[start:start + 3000] + "\n...\n" if start >= 0 else "") + done.stdout[-4000:] \
         + done.stderr[-2000:]
