@@ -26,8 +26,7 @@ CONFIG = REPO / "tests" / "service" / "schemathesis.toml"
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) -> Iterator[Server]:
+def serve_copy(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("openapi")
     shutil.copytree(bootstrapped_home, root / "home")
     server = Server(base_env(root / "home", **private_broker()), root / "serve.log").wait_ready()
@@ -35,6 +34,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) ->
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) -> Iterator[Server]:
+    """A server of each test's own: schemathesis deletes what it finds (datasets, jobs, model versions)."""
+    yield from serve_copy(tmp_path_factory, bootstrapped_home)
 
 
 @pytest.mark.slow
