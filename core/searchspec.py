@@ -66,8 +66,9 @@ class Param(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     distribution: Literal["loguniform", "uniform", "int", "choice"]
-    low: float | None = None
-    high: float | None = None
+    low: float | None = Field(default=None, description="lowest value of a range; at most high (and above 0 for "
+                                                         "loguniform), within the hyper-parameter's own range")
+    high: float | None = Field(default=None, description="highest value of a range; at least low")
     step: int | None = Field(default=None, ge=1, le=4096)  # int only; 4096 = the largest batch_size
     values: list[Scalar] | None = None  # choice only
     auto: bool = False  # lr only: bounds come from the LR range test at search time
@@ -133,9 +134,12 @@ class SearchSpec(BaseModel):
     method: Literal["grid", "random", "asha"]
     trials: int = Field(default=9, ge=1, le=1000)
     space: Annotated[dict[str, Param], SpaceSchema()] = Field(default_factory=dict)
-    max_epochs: int = Field(default=3, ge=1, le=1000)
+    # The epoch relation is checked by ``_epochs`` (422); JSON Schema cannot compare two fields, so the
+    # descriptions say it (and tests/service/schemathesis.toml lists it among the rules it cannot express).
+    max_epochs: int = Field(default=3, ge=1, le=1000, description="epochs of the longest trial; at least min_epochs")
     reduction_factor: int = Field(default=3, ge=2, le=100)
-    min_epochs: int = Field(default=1, ge=1, le=1000)
+    min_epochs: int = Field(default=1, ge=1, le=1000,
+                            description="epochs before ASHA may first stop a trial; at most max_epochs")
     # ASHA: how many trials must reach a rung before any is promoted past it. Optuna cannot pause a
     # trial to promote it later, so with 0 the first trials to reach a rung continue whenever they
     # lead it (few competitors yet); with N the first N are stopped there instead. None: see

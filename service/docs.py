@@ -3,7 +3,8 @@
 FastAPI adds a 422 with its list-of-errors schema to every route that has parameters; this API
 answers ``{"detail": string}`` (service/errors.py) and each route declares the 4xx it can give
 (``service.schemas.errors``), so those generated 422s are dropped (a route whose parameters can fail
-declares 422 itself). Swagger UI's files come from the ``fastapi-offline`` package, so /docs works on a
+declares 422 itself); OpenAPI links (service/links.py) lead from a created dataset or job to the routes
+that take its id. Swagger UI's files come from the ``fastapi-offline`` package, so /docs works on a
 host with no internet access.
 """
 
@@ -19,6 +20,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from service.links import add_links
+
 STATIC_URL = "/docs-static"
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
@@ -32,7 +35,7 @@ def swagger_assets() -> Path:
 
 
 def truthful_openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document without the 422s it adds on its own (the schema this API never answers)."""
+    """FastAPI's document without the 422s it adds on its own (the schema this API never answers), with links."""
     if app.openapi_schema is None:
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         ref = "#/components/schemas/HTTPValidationError"
@@ -47,6 +50,7 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
                     content = response.get("content", {})
                     if status[0] in "45" and "application/json" not in content:
                         response["content"] = {"application/json": next(iter(content.values()))}
+        add_links(doc)
         schemas = doc.get("components", {}).get("schemas", {})
         for name in FASTAPI_VALIDATION_SCHEMAS:
             schemas.pop(name, None)

@@ -70,11 +70,15 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method the API serves at this path, from its OpenAPI document (Starlette's 405 names only
-    the first route that matched the path), plus HEAD where GET is served."""
-    methods: set[str] = set()
-    for template, item in request.app.openapi().get("paths", {}).items():
-        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path):
-            methods |= {m.upper() for m in item if m in HTTP_METHODS}
+    the first route that matched the path), plus HEAD where GET is served. A path that is itself a
+    route's path takes only that route's methods (the rest answer 405 there: service/routes/jobs.py)."""
+    paths = request.app.openapi().get("paths", {})
+    # A path that is a route of its own (/v1/jobs/schema) is that route only, not also /v1/jobs/{job_id}.
+    literal = paths.get(request.url.path)
+    templates = [literal] if literal is not None else [
+        item for template, item in paths.items()
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path)]
+    methods = {m.upper() for item in templates for m in item if m in HTTP_METHODS}
     return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 

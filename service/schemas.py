@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.predictor import MAX_EXPLAIN_IMAGES
+
 
 class Prediction(BaseModel):
     label: str
@@ -57,6 +59,13 @@ class PredictResponse(BaseModel):
     results: list[ImageResult]
 
 
+class JobCreated(BaseModel):
+    """``POST /v1/jobs``'s answer: the new job's id (its links lead to the routes that take it)."""
+
+    id: str
+    state: Literal["queued"]
+
+
 class ErrorDetail(BaseModel):
     """Every 4xx/5xx answer: one sentence naming the problem and the fix."""
 
@@ -90,22 +99,30 @@ def _binary(description: str) -> dict[str, Any]:
     return {"type": "string", "format": "binary", "description": description}
 
 
+IMAGE_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
+
 PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "array", "minItems": 1, "maxItems": 256,
                                 "items": _binary("a JPEG, PNG, WebP, GIF, BMP or TIFF image"),
-                                "description": "one or more images, each its own `file` field; answered in order"}}}},
+                                "description": "one or more images, each its own `file` field; answered in order. "
+                                               f"With explain=true at most {MAX_EXPLAIN_IMAGES} (413 past it)"}}},
+        "encoding": {"file": {"contentType": IMAGE_TYPES}}},
     "image/*": {"schema": _binary("one image as the raw body (its result's `file` is null)")},
     "application/octet-stream": {"schema": _binary("one image as the raw body")},
 }}}
 
+ARCHIVE_TYPES = "application/zip, application/x-tar, application/gzip, application/octet-stream"
+
 DATASET_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
+        "type": "object", "required": ["file"], "additionalProperties": False,
         "properties": {
             "file": _binary("a .zip, .tar, .tar.gz or .tgz archive: <class>/<image> (split made for you) or "
-                            "train|val|test/<class>/<image>"),
+                            "train|val|test/<class>/<image>. It must be a real archive (other bytes: 415; a "
+                            "damaged or unsafe one: 400) of labelled, decodable images (else 422 naming what "
+                            "is wrong): rules JSON Schema cannot state"),
             "name": {"type": "string", "maxLength": 200,
                      "description": "a name for the dataset (default: the archive's file name)"},
             "val_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5,
@@ -116,5 +133,6 @@ DATASET_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "conten
             "min_val_per_class": {"type": "integer", "minimum": 0, "maximum": 1000,
                                   "description": "small classes' val share is raised towards this many images "
                                                  "(at most 30% of the class; default 10, 0 turns it off)"},
-        }}},
+        }},
+        "encoding": {"file": {"contentType": ARCHIVE_TYPES}}},
 }}}

@@ -135,6 +135,8 @@ class MultipartUpload:
             self._file.close()
             self._file = None
         elif self._part:
+            if self._part in self.fields:  # which of two values was meant? (the schema has one of each)
+                raise ApiError(422, f"form field {self._part!r} appears twice: send each field once")
             self.fields[self._part] = self._buffer.decode("utf-8", "replace")
         self._part = None
 
@@ -155,6 +157,16 @@ def _dataset_name(upload: MultipartUpload) -> str | None:
 
 
 SPLIT_FIELDS = ("val_fraction", "test_fraction", "min_val_per_class")
+FORM_FIELDS = (FILE_FIELD, "name", *SPLIT_FIELDS)  # the upload's schema (service/schemas.py) has no others
+
+
+def _check_fields(upload: MultipartUpload) -> None:
+    """A misspelt field (``val_fracton``) would otherwise be dropped without a word, and the split made
+    with the default the user meant to change."""
+    unknown = sorted(set(upload.fields) - set(FORM_FIELDS))
+    if unknown:
+        raise ApiError(422, f"unknown form field(s) {', '.join(map(repr, unknown))}: an upload takes "
+                            f"{', '.join(FORM_FIELDS)}")
 
 
 def _split_choice(upload: MultipartUpload) -> dict[str, Any]:
@@ -193,6 +205,7 @@ async def _receive_and_ingest(request: Request, store: DatasetStore, settings: S
         upload.finish()
         if upload.path is None:
             raise ApiError(422, f"field {FILE_FIELD!r} is required: attach a .zip, .tar or .tar.gz archive")
+        _check_fields(upload)
         if upload.size == 0:
             raise ApiError(400, "the uploaded archive is empty (0 bytes)")
         limits = IngestLimits.from_settings(settings, **_split_choice(upload))

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import ValidationError
+from pydantic import ValidationError, WithJsonSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.datasets import DatasetNotFound
 from core.jobspec import JOB_KEYS, JobRequest, JobSpec, TrainSpec
@@ -29,7 +30,7 @@ from service import lifecycle
 from service.deps import JobStoreDep, RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.reports import job_delta, version_report
-from service.schemas import errors
+from service.schemas import JobCreated, errors
 from transport.broker import BrokerUnavailable, send_task
 
 router = APIRouter()
@@ -145,7 +146,8 @@ def _check_dataset(settings: Any, dataset_id: str) -> Any:
         raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
 
 
-@router.post("", status_code=202, dependencies=[Depends(json_body)], responses=errors(400, 404, 413, 415, 422, 503))
+@router.post("", status_code=202, dependencies=[Depends(json_body)], response_model=JobCreated,
+             responses=errors(400, 404, 413, 415, 422, 503))
 def create_job(
     body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -188,9 +190,20 @@ def _search_spec(body: JobRequest) -> SearchSpec | None:
         raise ApiError(422, validation_message(exc)) from exc
 
 
-def _state_filter(state: str | None = None) -> str | None:
-    if state is not None and state not in STATES:
-        raise ApiError(422, f"state must be one of {', '.join(STATES)}")
+# The filter's schema names the states the route accepts; an empty value (an HTML form's unset select)
+# means no filter, so it is in the enum too: the document admits exactly what the route answers 200 to.
+STATE_FILTER_SCHEMA: dict[str, Any] = {
+    "type": "string", "enum": [*STATES, ""],
+    "description": f"only jobs in this state ({', '.join(STATES)}); empty or absent: every state"}
+
+
+def _state_filter(
+    state: Annotated[str | None, Query(), WithJsonSchema(STATE_FILTER_SCHEMA)] = None,
+) -> str | None:
+    if not state:
+        return None
+    if state not in STATES:
+        raise ApiError(422, f"state must be one of {', '.join(STATES)} (or empty for every state); got {state!r}")
     return state
 
 
@@ -203,6 +216,13 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     return [job_view(j, settings.lease_seconds) for j in store.list_jobs(state=state, model=model, limit=limit)]
+
+
+@router.delete("/schema", include_in_schema=False)
+def no_delete_schema() -> None:
+    """Routes are tried in order: without this, DELETE /v1/jobs/schema would look for a job named 'schema'
+    (404) where the document says the path has no DELETE (405, with Allow naming GET and HEAD)."""
+    raise StarletteHTTPException(405)
 
 
 @router.get("/schema")

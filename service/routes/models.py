@@ -14,7 +14,7 @@ from service import drift, lifecycle
 from service.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
 from service.deps import FeedbackDep, JobStoreDep, ManagerDep, RegistryDep, SettingsDep
 from service.errors import ApiError
-from service.predictor import ImageAnswer, PredictOptions
+from service.predictor import MAX_EXPLAIN_IMAGES, ImageAnswer, PredictOptions
 from service.schemas import PREDICT_BODY, PredictResponse, errors
 from service.selective import manifest_section
 
@@ -180,7 +180,8 @@ async def predict(
     settings: SettingsDep,
     feedback: FeedbackDep,
     top_k_: Annotated[int | None, Query(alias="top_k", ge=1)] = None,
-    explain: Annotated[bool, Query(description="add a class activation heatmap of the top class per image")] = False,
+    explain: Annotated[bool, Query(description=f"add a class activation heatmap of the top class per image; "
+                                   f"at most {MAX_EXPLAIN_IMAGES} images per request then (413 past it)")] = False,
     ood_threshold: Annotated[float | None, Query(
         allow_inf_nan=False, description="answer unknown when a photo's ood_score is above this (default: the "
         "version's threshold, chosen at training for its stated in-distribution recall)")] = None,

@@ -16,16 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.core.datasets_kit import class_files, make_zip
 from tests.integration.procs import Server, base_env, private_broker
 from tests.photos import IMAGENET_SAMPLES
 
 BIN = Path(sys.executable).parent
-CONFIG = Path(__file__).resolve().parents[1] / "service" / "schemathesis.toml"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "tests" / "service" / "schemathesis.toml"
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) -> Iterator[Server]:
+def serve_copy(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("openapi")
     shutil.copytree(bootstrapped_home, root / "home")
     server = Server(base_env(root / "home", **private_broker()), root / "serve.log").wait_ready()
@@ -35,22 +36,41 @@ def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) ->
         server.stop()
 
 
+@pytest.fixture
+def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) -> Iterator[Server]:
+    """A server of each test's own: schemathesis deletes what it finds (datasets, jobs, model versions)."""
+    yield from serve_copy(tmp_path_factory, bootstrapped_home)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
-    # The event stream stays open until its job ends: fuzzing it would only wait.
+    archive = make_zip(tmp_path / "tiny.zip", class_files({"ants": 5, "bees": 5}, seed=3))  # ingests in a moment
+    # Every phase, the stateful one included: it follows the OpenAPI links (service/links.py) from uploads
+    # that the hooks make real archives (tests/integration/schemathesis_hooks.py). The event stream stays
+    # open until its job ends (no worker here): fuzzing it would only wait.
     args = [str(BIN / "st"), "--config-file", str(CONFIG), "run", f"{server.url}/openapi.json", "--checks", "all",
+            "--phases", "examples,coverage,fuzzing,stateful",
             "--exclude-path-regex", "/events$", "--max-examples", "25", "--workers", "1", "--seed", "1",
             "--no-color"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=800, cwd=tmp_path,
-                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
-    report = done.stdout[-6000:] + done.stderr[-2000:]
+                          env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
+                               "TUNESERVE_ST_ARCHIVE": str(archive),
+                               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    (tmp_path / "schemathesis.txt").write_text(done.stdout + done.stderr)  # the whole run, for a failure's curl
+    start = done.stdout.find("FAILURES")  # each failure's title first: its curl may carry a whole archive
+    report = (done.stdout[start:start + 3000] + "\n...\n" if start >= 0 else "") + done.stdout[-4000:] \
+        + done.stderr[-2000:]
     assert done.returncode == 0, f"{report}\n--- server ---\n{server.tail(40)}"
     assert " passed" in done.stdout and "failures" not in done.stdout.split("Test cases:")[-1], report
     doc = httpx.get(f"{server.url}/openapi.json").json()
     fuzzed = sum(len(item) for path, item in doc["paths"].items() if not path.endswith("/events"))
     tested = re.search(r"Tested: (\d+)", done.stdout)
     assert tested and int(tested.group(1)) == fuzzed >= 14, report
+    assert "✅ Stateful" in done.stdout, report  # ran (not skipped for want of links) and found nothing
+    links = re.search(r"API Links: +(\d+) covered / (\d+) selected / (\d+) total", done.stdout)
+    assert links and int(links.group(3)) >= 9, report  # the datasets' 2 x 3 and the jobs' 4 (events excluded)
+    assert int(links.group(1)) >= 1, report  # followed with a real id (the hook's uploads create datasets)
 
 
 @pytest.mark.slow

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from core.job_states import STATES
 from core.settings import Settings
 from service.app import create_app
+from service.links import LINKS
+from service.predictor import MAX_EXPLAIN_IMAGES
+from service.routes.datasets import FORM_FIELDS
 
 ERROR_REF = "#/components/schemas/ErrorDetail"
 V2_ERROR_REF = "#/components/schemas/V2Error"
@@ -77,3 +82,82 @@ def test_wrong_method_names_every_allowed_one(settings: Settings) -> None:
         assert resp.status_code == 405 and resp.headers["allow"] == "GET, HEAD, POST"
         assert resp.json() == {"detail": "Method Not Allowed"}
         assert client.put("/v1/datasets/abc").headers["allow"] == "DELETE, GET, HEAD"
+        for method in ("DELETE", "OPTIONS"):  # /v1/jobs/schema is its own route, not a job named 'schema'
+            resp = client.request(method, "/v1/jobs/schema")
+            assert resp.status_code == 405 and resp.headers["allow"] == "GET, HEAD", method
+
+
+def test_links_lead_from_created_resources_to_the_routes_that_take_their_ids(settings: Settings) -> None:
+    doc = create_app(settings).openapi()
+    by_id = {op["operationId"]: (path, method, op) for path, method, op in operations(doc)}
+    followed: set[tuple[str, str, str]] = set()
+    for (path, method, statuses), _targets in LINKS:
+        for status in statuses:
+            for name, link in doc["paths"][path][method]["responses"][status]["links"].items():
+                target_path, target_method, target = by_id[link["operationId"]]
+                taken = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+                assert set(link.get("parameters", {})) == taken, (name, target_path)  # every id it needs
+                if "requestBody" in link:
+                    body = target["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+                    fields = doc["components"]["schemas"][body]["properties"]
+                    assert set(link["requestBody"]) <= set(fields), (name, body)
+                assert all(v == "$response.body#/id" for v in (*link.get("parameters", {}).values(),
+                                                                 *link.get("requestBody", {}).values()))
+                followed.add((status, target_method, target_path))
+    assert {("201", "get", "/v1/datasets/{dataset_id}"), ("201", "delete", "/v1/datasets/{dataset_id}"),
+            ("201", "post", "/v1/jobs"), ("200", "post", "/v1/jobs"), ("202", "get", "/v1/jobs/{job_id}"),
+            ("202", "post", "/v1/jobs/{job_id}/cancel"), ("202", "get", "/v1/jobs/{job_id}/events"),
+            ("202", "get", "/v1/jobs/{job_id}/report")} <= followed
+    created = doc["paths"]["/v1/jobs"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
+    assert doc["components"]["schemas"][created["$ref"].split("/")[-1]]["required"] == ["id", "state"]
+
+
+def test_state_filter_is_an_enum_and_empty_means_every_state(settings: Settings) -> None:
+    app = create_app(settings)
+    (param,) = [p for p in app.openapi()["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "state"]
+    assert param["schema"]["enum"] == [*STATES, ""]
+    with TestClient(app) as client:
+        store = app.state.job_store
+        queued = store.create("bees", "d1", {}).id
+        cancelled = store.cancel(store.create("bees", "d1", {}).id).id
+        assert {j["id"] for j in client.get("/v1/jobs?state=").json()} == {queued, cancelled}
+        assert [j["id"] for j in client.get("/v1/jobs", params={"state": "queued"}).json()] == [queued]
+        assert [j["id"] for j in client.get("/v1/jobs", params={"state": "cancelled"}).json()] == [cancelled]
+        bad = client.get("/v1/jobs", params={"state": "done"})
+        assert bad.status_code == 422 and "queued, running, succeeded, failed, cancelled" in bad.json()["detail"]
+
+
+def test_upload_takes_only_its_documented_form_fields(settings: Settings) -> None:
+    app = create_app(settings)
+    body = app.openapi()["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["schema"]["additionalProperties"] is False and set(body["schema"]["properties"]) == set(FORM_FIELDS)
+    assert "application/zip" in body["encoding"]["file"]["contentType"]
+    with TestClient(app) as client:
+        resp = client.post("/v1/datasets", data={"val_fracton": "0.2"},
+                           files={"file": ("a.zip", b"PK\x05\x06" + bytes(18), "application/zip")})
+        assert resp.status_code == 422, resp.text
+        assert "'val_fracton'" in resp.json()["detail"] and "val_fraction" in resp.json()["detail"]
+        assert not list(settings.uploads_dir.glob("*"))  # the refused upload left nothing behind
+
+
+def test_rules_json_schema_cannot_state_are_described(settings: Settings) -> None:
+    doc = create_app(settings).openapi()
+    predict = doc["paths"]["/v1/models/{name}/predict"]["post"]
+    (explain,) = [p for p in predict["parameters"] if p["name"] == "explain"]
+    assert f"at most {MAX_EXPLAIN_IMAGES} images" in explain["description"]
+    files = predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["file"]
+    assert f"at most {MAX_EXPLAIN_IMAGES}" in files["description"]
+    search = doc["components"]["schemas"]["JobRequest"]["properties"]["search"]["anyOf"][0]["properties"]
+    assert "at most max_epochs" in search["min_epochs"]["description"]
+    assert "at least min_epochs" in search["max_epochs"]["description"]
+    upload = doc["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert "real archive" in upload["properties"]["file"]["description"]
+    rules = (Path(__file__).parent / "schemathesis.toml").read_text()
+    assert "min_epochs <= max_epochs" in rules and f"at most {MAX_EXPLAIN_IMAGES} images" in rules
+
+
+def test_upload_refuses_a_form_field_sent_twice(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/v1/datasets", data={"name": ["one", "two"]},
+                           files={"file": ("a.zip", b"PK\x05\x06" + bytes(18), "application/zip")})
+        assert resp.status_code == 422 and "'name' appears twice" in resp.json()["detail"], resp.text
