@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) -> 
 @pytest.fixture(scope="module")
 def dataset_id(stack: Stack, hymenoptera_zip: Path) -> str:
     return upload(stack.server.http, hymenoptera_zip)
+
+
+@pytest.fixture
+def page(browser: Any, stack: Stack) -> Iterator[Any]:
+    """A Chromium page on the stack's API; its console errors and page errors are collected in ``problems``."""
+    context = browser.new_context(base_url=stack.server.url, viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    pg.problems = problems
+    yield pg
+    context.close()

@@ -6,7 +6,6 @@ see the top 5 and the heatmap. Screenshots of each page go under the test's tmp 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,6 @@ from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-def page(browser: Any, stack: Stack) -> Iterator[Any]:
-    context = browser.new_context(base_url=stack.server.url, viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    problems: list[str] = []
-    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    pg.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-    pg.problems = problems
-    yield pg
-    context.close()
 
 
 def no_problems(page: Any) -> None:

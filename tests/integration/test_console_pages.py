@@ -7,7 +7,6 @@ crop, and a version's model card renders."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,6 @@ pytestmark = pytest.mark.slow
 
 LEAKS = re.compile(r"\b(null|undefined|NaN|\[object Object\])\b")
 
-
-@pytest.fixture
-def page(browser: Any, stack: Stack) -> Iterator[Any]:
-    context = browser.new_context(base_url=stack.server.url, viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    problems: list[str] = []
-    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    pg.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-    pg.problems = problems
-    yield pg
-    context.close()
 
 
 def clean(page: Any, where: str) -> str:
