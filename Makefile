@@ -27,9 +27,9 @@ run: install
 
 # The tests start their own Redis and PostgreSQL (tests/services.py); the browser tests need a Chromium:
 # Playwright's (installed here when none is found and the download works) or the system's.
-# TEST_WORKERS=2 runs it in two processes (pytest-xdist; each has its own services, homes and ports; one
-# module per process, so module fixtures start once); serial by default until a full run measures it.
-TEST_WORKERS ?= 0
+# Two pytest-xdist processes by default (each has its own services, homes and ports; one module per
+# process, so module fixtures start once); TEST_WORKERS=0 runs it in one. Times: README.
+TEST_WORKERS ?= 2
 test: install browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 

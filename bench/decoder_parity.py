@@ -58,7 +58,7 @@ def parity(pipeline: GpuPipeline, engine: OnnxEngine, payloads: list[bytes], bat
 
     pre = pipeline.pre
     decoded_before = pipeline.nv_decoded
-    ours = _in_batches(pipeline.run, payloads, min(batch, pipeline.capacity))
+    ours, _ = engine.unpack(_in_batches(pipeline.run, payloads, min(batch, pipeline.capacity)))  # logits (+ score)
     nv_decoded = pipeline.nv_decoded - decoded_before
     service_in = np.stack([preprocess(d, pre, LIMIT) for d in payloads])
     preset = EvalPreset(pre)

@@ -16,7 +16,8 @@ class CapturePolicy(BaseModel):
     ``sample_rate`` keeps that share of the matching ones; the caps bound the model's store (the oldest
     unlabelled captures go first, labelled ones never)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict like the job bodies: `false` is no rate and `"yes"` no policy (JSON's types, not coerced).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     policy: Policy = "off"
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False)

@@ -70,14 +70,15 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method the API serves at this path, from its OpenAPI document (Starlette's 405 names only
-    the first route that matched the path), plus HEAD where GET is served. A path that is itself a
-    route's path takes only that route's methods (the rest answer 405 there: service/routes/jobs.py)."""
+    the first route that matched the path), plus HEAD where GET is served. Where several templates match,
+    those with the most literal segments are the path's (the rest answer 405 there: service/routes/jobs.py)."""
     paths = request.app.openapi().get("paths", {})
-    # A path that is a route of its own (/v1/jobs/schema) is that route only, not also /v1/jobs/{job_id}.
-    literal = paths.get(request.url.path)
-    templates = [literal] if literal is not None else [
-        item for template, item in paths.items()
-        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path)]
+    matching = [(template, item) for template, item in paths.items()
+                if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path)]
+    # The most literal templates win, as routing decides: /v1/jobs/schema is that route only, not also
+    # /v1/jobs/{job_id}; /v1/models/{name}/feedback/dataset is not also .../feedback/{capture_id}.
+    literal = max((template.count("/") - template.count("{") for template, _ in matching), default=0)
+    templates = [item for template, item in matching if template.count("/") - template.count("{") == literal]
     methods = {m.upper() for item in templates for m in item if m in HTTP_METHODS}
     return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 

@@ -94,13 +94,13 @@ class V2Route(APIRoute):
 
 router = APIRouter(route_class=V2Route, tags=["inference protocol v2"])
 
-VersionParam = Annotated[str, Path(description="a version number of the model (the registry's)")]
+VersionParam = Annotated[str, Path(pattern=r"^[0-9]+$", description="a version number of the model (the registry's)")]
 
 
 def version_number(version: str | None) -> int | None:
     if version is None:
         return None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):
         raise ProtocolError(f"model versions are whole numbers (got {version!r}): see GET /v2/models/{{name}}")
     return int(version)
 
@@ -142,7 +142,7 @@ def metadata(name: str, registry: RegistryDep) -> dict[str, Any]:
     return model_metadata(registry.get(name), [str(v.version) for v in registry.versions(name)])
 
 
-@router.get("/v2/models/{name}/versions/{version}", responses=v2_errors(400, 404))
+@router.get("/v2/models/{name}/versions/{version}", responses=v2_errors(400, 404, 422))
 def version_metadata(name: str, version: VersionParam, registry: RegistryDep) -> dict[str, Any]:
     return model_metadata(registry.get(name, version_number(version)), [version])
 
@@ -163,12 +163,12 @@ def model_ready(name: str, manager: ManagerDep) -> JSONResponse:
     return readiness(name, None, manager)
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready", responses=v2_errors(400, 404))
+@router.get("/v2/models/{name}/versions/{version}/ready", responses=v2_errors(400, 404, 422))
 def version_ready(name: str, version: VersionParam, manager: ManagerDep) -> JSONResponse:
     return readiness(name, version, manager)
 
 
-INFER_ERRORS = v2_errors(400, 404, 413, 415, 503)
+INFER_ERRORS = v2_errors(400, 404, 413, 415, 422, 503)
 INFER_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "required": ["inputs"],
                                     "description": "an inference request of the Open Inference Protocol v2"}},

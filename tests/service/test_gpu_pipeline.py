@@ -145,7 +145,8 @@ def test_batch_capacity_is_enforced(pipeline: GpuPipeline, imagenet_samples: Pat
     with pytest.raises(ValueError, match="1 to 32 images"):
         pipeline.run([data] * 33)
     padded = pipeline.run([data], padded=4)  # rows past the real image run and are dropped
-    assert padded.shape == (1, 1000)
+    logits, score = pipeline.engine.unpack(padded)  # the logits, then the model's ood_score, from one run
+    assert logits.shape == (1, 1000) and score is not None and score.shape == (1,)
     np.testing.assert_allclose(padded, pipeline.run([data]), atol=1e-4)
 
 
@@ -170,5 +171,5 @@ def test_a_lone_request_does_not_wait_for_companions(engine_and_pre: tuple[OnnxE
     finally:
         batcher.stop()  # closes its pipeline too
     assert pipeline.session is None
-    assert logits.shape == (1, 1000)
+    assert engine.unpack(logits)[0].shape == (1, 1000)
     assert (elapsed >= delay_ms / 1000) == waits, elapsed
