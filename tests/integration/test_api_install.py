@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,9 @@ import pytest
 from tests.integration.procs import REPO, base_env, free_port, wait_for
 from tests.photos import IMAGENET_SAMPLES
 
-PACKAGES = ("core", "models", "jobs", "dataset_store", "transport", "service", "trainer", "tuneserve")
+# The packages pyproject.toml installs (``core*`` -> core), so a new package is copied without a second edit.
+PACKAGES = tuple(name.rstrip("*") for name in tomllib.loads((REPO / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"]["find"]["include"])
 TRAIN_ONLY = ("torch", "torchvision", "timm", "optuna", "matplotlib", "onnxscript")
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 

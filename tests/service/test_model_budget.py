@@ -96,4 +96,4 @@ def test_other_versions_load_on_demand_over_v2(client: TestClient, tmp_path: Pat
     assert manager.loaded()["m0"].version == 1  # the active version still serves /v1
     assert client.post("/v2/models/m0/versions/9/infer", json=body).status_code == 404
     resp = client.post("/v2/models/m0/versions/x/infer", json=body)
-    assert resp.status_code == 400 and "whole numbers" in resp.json()["error"]
+    assert resp.status_code == 422 and "^[0-9]+$" in resp.json()["error"]  # the schema's pattern for a version
