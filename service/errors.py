@@ -33,6 +33,14 @@ DATASET_STATUS: dict[type[Exception], int] = {
     DatasetNotFound: 404, DatasetInvalid: 422, ArchiveUnsafe: 400, ArchiveCorrupt: 400,
     ArchiveTooLarge: 413, UnsupportedArchive: 415, DatasetTooNew: 409,
 }
+# The status (and headers) each of our exceptions answers with; one handler serves them all.
+ERROR_STATUS: dict[type[Exception], tuple[int, dict[str, str] | None]] = {
+    ModelNotFound: (404, None), VersionNotFound: (404, None), RegistryError: (400, None),
+    VersionInUse: (409, None), JobNotDeletable: (409, None), NoCamOutput: (409, None),
+    TooManyImages: (413, None), ModelUnavailable: (503, {"Retry-After": "2"}),
+    QueueFull: (503, {"Retry-After": "1"}),
+    **{cls: (code, None) for cls, code in DATASET_STATUS.items()},
+}
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's words (fastapi/routing.py)
 IMAGE_STATUS = {"unsupported": 415, "corrupt": 400, "too_large": 413, "empty": 400, "too_small": 400,
@@ -103,41 +111,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def image_error(_: Request, exc: ImageError) -> JSONResponse:
         return _json(IMAGE_STATUS.get(exc.kind, 400), str(exc))
 
-    @app.exception_handler(ModelNotFound)
-    @app.exception_handler(VersionNotFound)
-    async def not_found(_: Request, exc: Exception) -> JSONResponse:
-        return _json(404, str(exc))
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        # The nearest listed class in the exception's MRO, as Starlette picks the handler.
+        status, headers = next(ERROR_STATUS[cls] for cls in type(exc).__mro__ if cls in ERROR_STATUS)
+        return _json(status, str(exc), headers)
 
-    @app.exception_handler(VersionInUse)
-    @app.exception_handler(JobNotDeletable)
-    async def in_use(_: Request, exc: Exception) -> JSONResponse:
-        return _json(409, str(exc))
-
-    @app.exception_handler(RegistryError)
-    async def registry_error(_: Request, exc: RegistryError) -> JSONResponse:
-        return _json(400, str(exc))
-
-    @app.exception_handler(ModelUnavailable)
-    async def unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
-        return _json(503, str(exc), {"Retry-After": "2"})
-
-    @app.exception_handler(NoCamOutput)
-    async def no_cam(_: Request, exc: NoCamOutput) -> JSONResponse:
-        return _json(409, str(exc))
-
-    @app.exception_handler(TooManyImages)
-    async def too_many(_: Request, exc: TooManyImages) -> JSONResponse:
-        return _json(413, str(exc))
-
-    @app.exception_handler(QueueFull)
-    async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
-        return _json(503, str(exc), {"Retry-After": "1"})
-
-    async def dataset_error(_: Request, exc: Exception) -> JSONResponse:
-        return _json(next(code for cls, code in DATASET_STATUS.items() if isinstance(exc, cls)), str(exc))
-
-    for dataset_exc in DATASET_STATUS:
-        app.add_exception_handler(dataset_exc, dataset_error)
+    for exc_class in ERROR_STATUS:
+        app.add_exception_handler(exc_class, known_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
