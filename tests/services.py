@@ -40,7 +40,7 @@ _redis: _PrivateRedis | None = None
 _postgres: _PrivatePostgres | None = None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -56,7 +56,7 @@ class _PrivateRedis:
         # as pytest; from another, pytest_sessionfinish alone stops it.
         orphan_guard = die_with_parent() if threading.current_thread() is threading.main_thread() else None
         for _ in range(5):  # the free port can be taken by another session between probing and binding
-            port = _free_port()
+            port = free_port()
             self.process = subprocess.Popen(
                 [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                  "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from typing import Any
 
 import httpx
 
-from tests.services import redis_url
+from tests.services import free_port, redis_url
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def private_broker() -> dict[str, str]:
