@@ -16,8 +16,8 @@ import numpy as np
 import onnxruntime as ort
 
 from models.manifest import Manifest
-from service.onnx_session import softmax, top_k
-from service.preprocess import preprocess
+from service.inference.onnx_session import softmax, top_k
+from service.inference.preprocess import preprocess
 
 MODEL = Path(os.environ.get("TUNESERVE_BENCH_MODEL", "var/models/imagenet/1/model.onnx"))
 THREADS = int(os.environ.get("TUNESERVE_BENCH_THREADS", "0")) or (os.cpu_count() or 1)

@@ -26,8 +26,8 @@ COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.console --w
 def event_sizes(epochs: int = 30) -> dict[str, float]:
     """Bytes per SSE event of a job that records ``epochs`` epochs (EpochMetrics' fields, real magnitudes)."""
     from jobs import JobStore
-    from service.reports import job_delta
-    from service.routes.jobs import job_view
+    from service.http.reports import job_delta
+    from service.http.routes.jobs import job_view
 
     with tempfile.TemporaryDirectory() as tmp:
         store = JobStore(f"sqlite:///{tmp}/jobs.db")
@@ -57,8 +57,8 @@ def explain_cost(rounds: int) -> dict[str, float]:
 
     from core.settings import Settings
     from models import Registry
-    from service.app import create_app
-    from trainer.bootstrap import bootstrap
+    from service.http.app import create_app
+    from trainer.publish.bootstrap import bootstrap
 
     photos_dir = shared_data("imagenet_samples")
     photos = [p.read_bytes() for p in sorted(photos_dir.glob("*.JPEG"))][:40]
@@ -94,8 +94,8 @@ def engine_parts(manager: object, photos: list[bytes], reps: int = 5) -> dict[st
     """Per image, in-process (no HTTP, no queueing): the median of ``reps`` alternating runs of each path."""
     import numpy as np
 
-    from service.explain import crop_box, explanation, oriented_size
-    from service.preprocess import preprocess
+    from service.inference.explain import crop_box, explanation, oriented_size
+    from service.inference.preprocess import preprocess
 
     new, old = manager.get("imagenet"), manager.get("imagenet-old")  # type: ignore[attr-defined]
     try:

@@ -1,4 +1,4 @@
-"""Parity of the GPU decoder (``service/gpu_pipeline.py``) with the Pillow path and the training transform.
+"""Parity of the GPU decoder (``service/inference/gpu_pipeline.py``) with the Pillow path and the training transform.
 
 One function, used by the test suite (nvImageCodec's CPU backend, onnxruntime's CPU provider) and by
 ``bench/gpu_e2e.py`` on the device: the same photos through the served model three ways, compared by
@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from core.images import open_rgb
-from service.gpu_pipeline import GpuPipeline
-from service.onnx_session import OnnxEngine, softmax
-from service.preprocess import preprocess
+from service.inference.gpu_pipeline import GpuPipeline
+from service.inference.onnx_session import OnnxEngine, softmax
+from service.inference.preprocess import preprocess
 
 LIMIT = 40_000_000
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".gif"}
@@ -54,7 +54,7 @@ def _compare(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
 def parity(pipeline: GpuPipeline, engine: OnnxEngine, payloads: list[bytes], batch: int = 32) -> dict[str, Any]:
     """{"photos", "vs_service": {...}, "vs_trainer": {...}, "nv_decoded"}: the pipeline against the Pillow
     service path and the trainer's eval transform (torchvision on Pillow, what training evaluates)."""
-    from trainer.transforms import EvalPreset  # torch: only where parity is measured
+    from trainer.data.transforms import EvalPreset  # torch: only where parity is measured
 
     pre = pipeline.pre
     decoded_before = pipeline.nv_decoded

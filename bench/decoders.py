@@ -20,9 +20,9 @@ import onnxruntime as ort
 
 from core.images import open_rgb
 from models.manifest import Preprocessing
-from service import preprocess_graph as graph
-from service.gpu_pipeline import nvimgcodec
-from service.preprocess import preprocess
+from service.inference import preprocess_graph as graph
+from service.inference.gpu_pipeline import nvimgcodec
+from service.inference.preprocess import preprocess
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 LIMIT = 40_000_000

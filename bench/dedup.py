@@ -23,7 +23,7 @@ corpus does not hold (``--set tune``: CIFAR-10 train photos past ``--per-class``
 
 Three rules run on the same files: the old one, the thumbnail rule (what an upload without a feature
 model uses) and the feature rule (thumbnail candidates confirmed by the cosine of the ImageNet model's
-pooled features, computed as the API computes them: service/object_features.py, onnxruntime).
+pooled features, computed as the API computes them: service/inference/object_features.py, onnxruntime).
 
 Thresholds (``IngestLimits``) were chosen on ``--set tune`` (CIFAR-10 train, hymenoptera train, tune
 scenes; ``--sweep`` prints the pair-level precision and recall of each cosine threshold there); the
@@ -70,7 +70,7 @@ from dataset_store.dedup import (
 )
 from dataset_store.validate import check_files, fingerprint
 from models import Registry
-from service.object_features import FeatureModel
+from service.inference.object_features import FeatureModel
 
 log = logging.getLogger("bench.dedup")
 SECTION = "## Near-duplicate detection"
@@ -356,7 +356,7 @@ def markdown(which: str, photos: Sequence[Photo], results: dict, meta: dict) -> 
 def feature_model(home: Path | None, scratch: Path) -> ObjectFeatures:
     """The API's feature model: the active ``imagenet`` version of ``home``, else one bootstrapped now."""
     if home is None:
-        from trainer.bootstrap import bootstrap
+        from trainer.publish.bootstrap import bootstrap
 
         home = scratch / "home"
         bootstrap(Registry(home / "models"), Settings(home=home), check_images=shared_data("imagenet_samples"))

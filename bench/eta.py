@@ -86,7 +86,7 @@ def run_job(home: Path, folder: Path, spec: dict[str, Any], model: str, interval
     from core.settings import Settings
     from dataset_store import DatasetStore
     from jobs import JobStore
-    from service.routes.jobs import job_view
+    from service.http.routes.jobs import job_view
 
     settings = Settings(home=home)
     dataset, _ = DatasetStore(settings.datasets_dir).ingest_folder(folder, None, IngestLimits.from_settings(settings))

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from core.settings import Settings
-from service.app import create_app
+from service.http.app import create_app
 
 URL = "/v1/models/imagenet/predict"
 

@@ -152,7 +152,7 @@ def install(rec: dict[str, Any], extra_dirs: list[Path]) -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), str(REPO),
                                                                  os.environ.get("PYTHONPATH")]))
         importlib.invalidate_caches()
-    from service.gpu_pipeline import nvimgcodec
+    from service.inference.gpu_pipeline import nvimgcodec
 
     module, reason = nvimgcodec()
     rec["nvimgcodec"] = getattr(module, "__version__", "?") if module else f"missing: {reason}"
@@ -170,10 +170,10 @@ def bootstrap(rec: dict[str, Any], home: Path) -> None:
     """v1 = the exported ImageNet model; v2 = v1 plus its fp16 variant, gated on the check photos (active)."""
     from core.settings import Settings
     from models import Registry
-    from trainer.bootstrap import DEFAULT_MODEL, check_batch_from, labels_from_csv
-    from trainer.bootstrap import bootstrap as register_default
-    from trainer.transforms import EvalPreset
-    from trainer.variants import build_variants
+    from trainer.data.transforms import EvalPreset
+    from trainer.publish.bootstrap import DEFAULT_MODEL, check_batch_from, labels_from_csv
+    from trainer.publish.bootstrap import bootstrap as register_default
+    from trainer.publish.variants import build_variants
 
     registry = Registry(home / "models")
     started = time.perf_counter()
@@ -207,8 +207,8 @@ def raw_engine(run: Run, rec: dict[str, Any], home: Path, device: str, seconds: 
     from bench.gpu_serve import bench_ort
     from core.settings import Settings
     from models import Registry
-    from service.gpu_pipeline import GpuPipeline
-    from service.onnx_session import OnnxEngine
+    from service.inference.gpu_pipeline import GpuPipeline
+    from service.inference.onnx_session import OnnxEngine
 
     info = Registry(home / "models").get("imagenet")
     variant = "fp16" if device == "cuda" else "fp32"
@@ -260,7 +260,7 @@ def raw_engine(run: Run, rec: dict[str, Any], home: Path, device: str, seconds: 
 PLACEMENT = """
 import onnxruntime as ort
 from models.manifest import Preprocessing
-from service import preprocess_graph as g
+from service.inference import preprocess_graph as g
 ort.preload_dlls()
 opts = ort.SessionOptions()
 opts.log_severity_level = 0
@@ -288,8 +288,8 @@ def decoder_parity(rec: dict[str, Any], home: Path, device: str, limit: int | No
     from bench.decoder_parity import large_jpegs, parity
     from core.settings import Settings
     from models import Registry
-    from service.gpu_pipeline import GpuPipeline
-    from service.onnx_session import OnnxEngine
+    from service.inference.gpu_pipeline import GpuPipeline
+    from service.inference.onnx_session import OnnxEngine
 
     info = Registry(home / "models").get("imagenet")
     settings = Settings(device=device)

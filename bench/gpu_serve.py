@@ -59,8 +59,8 @@ def prepare_home(home: Path, model: Any, weights: str) -> Path:
     from core.fsutil import sha256_file
     from models import Manifest, Registry
     from models.manifest import Preprocessing, Variant
-    from trainer.export import export_onnx
-    from trainer.variants import convert_fp16
+    from trainer.publish.export import export_onnx
+    from trainer.publish.variants import convert_fp16
 
     registry = Registry(home / "models")
     if registry.exists("imagenet") and registry.active_version("imagenet") is not None:
@@ -112,7 +112,7 @@ def bench_ort(model_file: Path, device: str, batch: int, seconds: float) -> dict
     import onnxruntime as ort
 
     from core.settings import Settings
-    from service.onnx_session import CUDA, OnnxEngine
+    from service.inference.onnx_session import CUDA, OnnxEngine
 
     engine = OnnxEngine(model_file, Settings(device=device))
     host = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
@@ -159,7 +159,7 @@ def jpegs_500x375(limit: int) -> list[bytes]:
 
 def bench_decode(jpegs: list[bytes], threads: int, seconds: float) -> float:
     from models.manifest import Preprocessing
-    from service.preprocess import preprocess
+    from service.inference.preprocess import preprocess
 
     pre = Preprocessing()
     with ThreadPoolExecutor(threads) as pool:
@@ -185,7 +185,7 @@ def bench_service(home: Path, opts: argparse.Namespace, jpegs: list[bytes]) -> d
     }
     if opts.max_batch:
         env["TUNESERVE_MAX_BATCH_SIZE"] = str(opts.max_batch)
-    cmd = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "uvicorn", "service.http.app:create_app", "--factory", "--host", "127.0.0.1",
            "--port", str(port), "--no-access-log", "--log-level", "warning", "--workers", str(opts.workers)]
     started = time.perf_counter()
     server = Server("service", cmd, env, port, "/readyz")

@@ -59,8 +59,8 @@ class FolderDataset:
 def bare_step(device: torch.device, batch: int, pixels: torch.Tensor, steps: int) -> float:
     """images/s of forward+backward+step on one batch already on the device."""
     from trainer.backbones import create_backbone
-    from trainer.data import normalize
-    from trainer.features import autocast
+    from trainer.data.features import autocast
+    from trainer.data.pixels import normalize
 
     backbone = create_backbone()
     backbone.replace_classifier(2)
@@ -116,8 +116,8 @@ def main() -> int:
         weights = opts.weights.resolve()
         backbones.lite0_weights_file = lambda: weights  # type: ignore[assignment]
     from core.jobspec import EarlyStopping, TrainSpec
-    from trainer.data import load_split
-    from trainer.engine import EpochMetrics, fine_tune
+    from trainer.data.pixels import load_split
+    from trainer.run.engine import EpochMetrics, fine_tune
 
     device = torch.device(opts.device)
     classes = sorted(p.name for p in (opts.data / "train").iterdir() if p.is_dir())

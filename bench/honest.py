@@ -8,7 +8,7 @@ the same upscaling preset): CIFAR photos are 32x32 upscaled, so a score may sepa
 blur rather than content; the 32x32 rows are the honest test. Near case: 5 CIFAR-10 classes in
 (airplane..deer), the other 5 out. Per case, like a linear job: frozen EfficientNet-Lite0 features of
 ``--train`` photos a class (the bank and the head, a logistic regression), the threshold at 95 % of
-``--val`` validation photos a class, then the model exported with trainer.export (the ``ood_score``
+``--val`` validation photos a class, then the model exported with trainer.publish.export (the ``ood_score``
 output the service reads) and every number computed from what onnxruntime returns on held-out CIFAR
 test photos (in) and the out photos.
 
@@ -39,10 +39,10 @@ from scipy.stats import mannwhitneyu
 
 from bench.data import shared_data
 from trainer.backbones import create_backbone
-from trainer.export import export_onnx
-from trainer.onnx_cpu import cpu_session
-from trainer.ood import fit_scorer, threshold_at_recall
-from trainer.transforms import EvalPreset
+from trainer.calibrate.ood import fit_scorer, threshold_at_recall
+from trainer.data.transforms import EvalPreset
+from trainer.publish.export import export_onnx
+from trainer.publish.onnx_cpu import cpu_session
 
 log = logging.getLogger("bench.honest")
 SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -86,7 +86,7 @@ def cifar(split: str, classes: list[str], first: int, count: int) -> tuple[list[
 
 
 def pooled(model: torch.nn.Module, head: torch.nn.Linear, x: torch.Tensor) -> np.ndarray:
-    """Penultimate features of preprocessed float crops (trainer.features.extract takes uint8 pixels)."""
+    """Penultimate features of preprocessed float crops (trainer.data.features.extract takes uint8 pixels)."""
     seen: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
     with torch.no_grad():

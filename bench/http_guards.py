@@ -230,7 +230,7 @@ def main() -> int:
         if home is None:
             from core.settings import Settings
             from models import Registry
-            from trainer.bootstrap import bootstrap
+            from trainer.publish.bootstrap import bootstrap
 
             home = tmp / "home"
             bootstrap(Registry(home / "models"), Settings(home=home), check_images=IMAGENET_SAMPLES)

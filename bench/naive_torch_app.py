@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.images import open_rgb
 from trainer.backbones import create_backbone, imagenet_labels
-from trainer.transforms import EvalPreset
+from trainer.data.transforms import EvalPreset
 
 backbone = create_backbone()
 model = backbone.model.eval()

@@ -50,7 +50,7 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def instrument() -> None:
-    from service import batching, predictor
+    from service.inference import batching, predictor
 
     # A single image is decoded by the batcher's lane, several by the fair pool (Predictor._preprocess);
     # both call predictor.preprocess, bound when a Predictor is built (after this patch).
@@ -74,7 +74,7 @@ def main() -> int:
 
     instrument()
     from bench.serve import free_port
-    from service.app import create_app
+    from service.http.app import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))

@@ -5,7 +5,7 @@
 searches ``lr``, ``weight_decay`` and ``augment`` for ``finetune`` EfficientNet-Lite0 on hymenoptera
 (train -> val) and reports, per method, the search epochs run (fine-tuning epochs: the linear probe
 before them costs milliseconds), wall time and the best validation accuracy. The trials run in this
-process, one after another, through the same code as the workers' trial tasks (``trainer/optuna_study.py``:
+process, one after another, through the same code as the workers' trial tasks (``trainer/search/optuna_study.py``:
 study on journal storage, samplers, ASHA pruner, space -> suggestions, per-epoch reports), without
 Celery; ``--workers N`` instead runs each search as a user would: a ``tuneserve serve --no-worker``
 API on a private Redis DB, N ``tuneserve worker`` processes (torch threads = cores / N each), the
@@ -45,8 +45,8 @@ from jobs import FINISHED  # noqa: E402
 from models import Registry  # noqa: E402
 from tests.trainer.dataset_helpers import make_dataset, subset_folder  # noqa: E402
 from trainer import optuna_study  # noqa: E402
-from trainer.engine import Pruned, fine_tune  # noqa: E402
-from trainer.search_job import trial_spec  # noqa: E402
+from trainer.run.engine import Pruned, fine_tune  # noqa: E402
+from trainer.search.job import trial_spec  # noqa: E402
 
 SECTION = "## Hyper-parameter search"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --workers 2 --write-docs"
@@ -117,7 +117,7 @@ class Cluster:
 
     def __init__(self, root: Path, workers: int, source: Path) -> None:
         from tests.integration.procs import Server, base_env, private_broker, upload, worker, zip_folder
-        from trainer.bootstrap import bootstrap
+        from trainer.publish.bootstrap import bootstrap
 
         home = root / "home"
         # The API serves the pretrained model, as after `make run`.

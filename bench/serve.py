@@ -6,7 +6,7 @@ model (the bootstrapped ``imagenet`` EfficientNet-Lite0 ONNX file) and the same 
 (a) raw engine in-process: decode + preprocess + onnxruntime + softmax/top-k, measured the best way
     we know (decode pool pipelined with inference; several pool/batch shapes, the best reported),
     plus sequential single-image latency;
-(b) this service: a real uvicorn process (``service.app:create_app``), concurrency 1, 8 and 32;
+(b) this service: a real uvicorn process (``service.http.app:create_app``), concurrency 1, 8 and 32;
 (c) bench/naive_torch_app.py: FastAPI running the torch model per request;
 (d) bench/bentoml_service.py: BentoML with adaptive batching on the same ONNX file.
 
@@ -67,7 +67,7 @@ taking turns, same app otherwise). The int8 variant (static QDQ, per-channel, ca
 has AVX512-VNNI) ran 1.5-2.7x faster than fp32 in the raw engine with top-1 agreement 1.0 on the check
 photos; serve it with TUNESERVE_VARIANT=int8 (`--int8-home` adds its rows here). JPEG draft decoding
 only engages for photos at least 4x the resize target on the shorter side (DRAFT_MARGIN=4), so these
-500x375 photos decode at full scale; see service/preprocess.py for the parity measurements."""
+500x375 photos decode at full scale; see service/inference/preprocess.py for the parity measurements."""
 
 
 # ------------------------------------------------------------------ inputs
@@ -96,7 +96,7 @@ def load_engine(model_file: Path):  # type: ignore[no-untyped-def]
     """The service's engine class on the CPU, warmed, and the model's preprocessing."""
     from core.settings import Settings
     from models.manifest import Manifest
-    from service.onnx_session import OnnxEngine
+    from service.inference.onnx_session import OnnxEngine
 
     pre = Manifest.model_validate_json((model_file.parent / "manifest.json").read_text()).preprocessing
     engine = OnnxEngine(model_file, Settings(device="cpu"))
@@ -107,8 +107,8 @@ def load_engine(model_file: Path):  # type: ignore[no-untyped-def]
 def single_latencies(engine, pre, jpegs: list[bytes], duration_s: float, min_count: int = 50,  # type: ignore[no-untyped-def]
                      start: int = 0) -> list[float]:
     """One image at a time, from photo ``start`` on: decode + infer + softmax/top-k, in ms each."""
-    from service.onnx_session import softmax, top_k
-    from service.preprocess import preprocess
+    from service.inference.onnx_session import softmax, top_k
+    from service.inference.preprocess import preprocess
 
     latencies = []
     stop = time.perf_counter() + duration_s
@@ -124,7 +124,7 @@ def single_latencies(engine, pre, jpegs: list[bytes], duration_s: float, min_cou
 
 def raw_shapes(engine, pre, jpegs: list[bytes]) -> dict[str, Callable[[float], float]]:  # type: ignore[no-untyped-def]
     """Ways to run the raw engine at full throughput: name -> run for so many seconds, giving images/s."""
-    from service.onnx_session import cpu_cores
+    from service.inference.onnx_session import cpu_cores
 
     cores = cpu_cores()
     shapes: dict[str, Callable[[float], float]] = {}
@@ -157,8 +157,8 @@ def raw_engine(model_file: Path, jpegs: list[bytes], duration_s: float) -> dict[
 
 def _pipelined(engine, pre, jpegs: list[bytes], threads: int, batch: int, duration_s: float) -> float:  # type: ignore[no-untyped-def]
     """Decode pool runs ahead of inference by a bounded window; the main thread runs batches."""
-    from service.onnx_session import softmax, top_k
-    from service.preprocess import preprocess
+    from service.inference.onnx_session import softmax, top_k
+    from service.inference.preprocess import preprocess
 
     done = 0
     window = max(2 * batch, 2 * threads)
@@ -185,7 +185,7 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
     running them on the one-thread lane session; ``threads`` decode threads keep a bounded queue full."""
     import queue
 
-    from service.onnx_session import softmax, top_k
+    from service.inference.onnx_session import softmax, top_k
 
     ready: queue.Queue[np.ndarray] = queue.Queue(maxsize=2 * batch * engine.lanes + threads)
     stop = threading.Event()
@@ -221,7 +221,7 @@ def _pipelined_lanes(engine, pre, jpegs: list[bytes], threads: int, batch: int, 
 
 def _lanes_decoding(engine, pre, jpegs: list[bytes], duration_s: float) -> float:  # type: ignore[no-untyped-def]
     """``engine.lanes`` threads, each decoding one image and running it on the one-thread lane session."""
-    from service.onnx_session import softmax, top_k
+    from service.inference.onnx_session import softmax, top_k
 
     stop = threading.Event()
     done = [0] * engine.lanes
@@ -238,7 +238,7 @@ def _lanes_decoding(engine, pre, jpegs: list[bytes], duration_s: float) -> float
 def _decoded(jpegs: list[bytes], pre, start: int, step: int, stop: threading.Event) -> Iterator[np.ndarray]:  # type: ignore[no-untyped-def]
     """Preprocessed photos ``start``, ``start + step``, ... (round the list) until ``stop`` is set: one
     worker's share when ``step`` workers walk the photos together."""
-    from service.preprocess import preprocess
+    from service.inference.preprocess import preprocess
 
     i = start
     while not stop.is_set():
@@ -371,7 +371,7 @@ def run_service(
     engine's (keys ``"paired_c1"``, ``"paired_c8"``)."""
     port = free_port()
     env = {"TUNESERVE_HOME": str(home), "TUNESERVE_DEVICE": "cpu", **(extra_env or {})}
-    server = Server("service", uvicorn_cmd("service.app:create_app", port, factory=True), env, port, "/readyz")
+    server = Server("service", uvicorn_cmd("service.http.app:create_app", port, factory=True), env, port, "/readyz")
     try:
         reqs = [raw_request("/v1/models/imagenet/predict?top_k=5", j, "image/jpeg") for j in jpegs]
         out: dict[int | str, dict] = dict(measure(server, reqs, levels, duration_s))

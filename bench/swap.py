@@ -90,7 +90,7 @@ def predict_some(apis: list[Server], model: str, image: bytes, n: int = 10) -> s
 
 def bootstrap_home(home: Path) -> None:
     from core.settings import Settings
-    from trainer.bootstrap import bootstrap
+    from trainer.publish.bootstrap import bootstrap
 
     bootstrap(Registry(home / "models"), Settings(home=home), check_images=shared_data("imagenet_samples"))
 

@@ -33,7 +33,7 @@ from core.jobspec import TrainSpec  # noqa: E402
 from dataset_store import DatasetStore  # noqa: E402
 from trainer import data as data_mod  # noqa: E402
 from trainer import features as features_mod  # noqa: E402
-from trainer.engine import TrainingResult, fine_tune  # noqa: E402
+from trainer.run.engine import TrainingResult, fine_tune  # noqa: E402
 
 SECTION = "## Fine-tuning"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.train --write-docs"
@@ -75,9 +75,9 @@ def loop_vs_bare(dataset: Any, batch_size: int, images: int = 64, rounds: int = 
     from torch.utils.data import DataLoader
 
     from trainer.backbones import create_backbone
-    from trainer.data import load_split, normalize
-    from trainer.loops import AugmentedPixels, train_images_epoch
-    from trainer.transforms import train_preset
+    from trainer.data.pixels import load_split, normalize
+    from trainer.data.transforms import train_preset
+    from trainer.run.loops import AugmentedPixels, train_images_epoch
 
     backbone = create_backbone()
     backbone.replace_classifier(2)

@@ -1,7 +1,7 @@
 """int8 against fp32 on the CPU, end to end over HTTP, in one run.
 
 The bootstrapped ``imagenet`` model gets an int8 variant built the way jobs build it
-(``trainer/variants.py``: calibrated on 64 hymenoptera training photos, gated on the ImageNet sample
+(``trainer/publish/variants.py``: calibrated on 64 hymenoptera training photos, gated on the ImageNet sample
 photos split into val and test halves) and registered as a new version. Two real uvicorn processes
 serve it, one with ``TUNESERVE_VARIANT=fp32`` and one with the default ``auto`` (which must pick int8,
 checked through ``GET /v1/models/imagenet``). Load alternates between them (fp32, int8, fp32, int8)
@@ -39,8 +39,8 @@ log = logging.getLogger("bench.variant_http")
 def add_int8_version(home: Path) -> int:
     """Register the active imagenet model again with its gated int8 variant, active."""
     from models import Registry
-    from service.preprocess import preprocess
-    from trainer.variants import build_variants
+    from service.inference.preprocess import preprocess
+    from trainer.publish.variants import build_variants
 
     registry = Registry(home / "models")
     info = registry.get("imagenet")
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, setting in (("fp32", "fp32"), ("int8", "auto")):
             port = free_port()
             env = {"TUNESERVE_HOME": str(home), "TUNESERVE_DEVICE": "cpu", "TUNESERVE_VARIANT": setting}
-            servers[name] = Server(name, uvicorn_cmd("service.app:create_app", port, factory=True), env, port,
+            servers[name] = Server(name, uvicorn_cmd("service.http.app:create_app", port, factory=True), env, port,
                                    "/readyz")
             view = httpx.get(f"http://127.0.0.1:{port}/v1/models/imagenet").json()
             assert view["variant"] == name and view["serving_version"] == version, view

@@ -16,7 +16,7 @@ SLOW_TIMEOUT_S = 1200  # end-to-end tests train real models on a shared CPU; the
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from service.onnx_session import gpu_present
+    from service.inference.onnx_session import gpu_present
 
     trainer_tests = Path(__file__).parent / "trainer"
     for item in items:
@@ -52,7 +52,7 @@ def bootstrapped_home(tmp_path_factory: pytest.TempPathFactory, imagenet_samples
     """A home folder whose registry holds the real ImageNet model (exported once per session)."""
     from core.settings import Settings
     from models import Registry
-    from trainer.bootstrap import bootstrap
+    from trainer.publish.bootstrap import bootstrap
 
     home = tmp_path_factory.mktemp("home")
     bootstrap(Registry(home / "models"), Settings(home=home), check_images=imagenet_samples)
