@@ -96,7 +96,7 @@ def test_answers_say_what_to_send(server: tuple[str, list[tuple[str, str]]]) -> 
         scraped = http.get("/metrics", headers={"Authorization": f"Bearer {READ}"})
         assert scraped.status_code == 200 and "tuneserve_" in scraped.text
         assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200
-        photo = (Path(__file__).parents[1] / "data" / "imagenet" / "n02123045_tabby.JPEG").read_bytes()
+        photo = (Path(__file__).parents[2] / "data" / "imagenet" / "n02123045_tabby.JPEG").read_bytes()
         ok = http.post("/v1/models/imagenet/predict", content=photo,
                        headers={"Authorization": f"Bearer {FILE_PREDICT}", "Content-Type": "image/jpeg"})
         assert ok.status_code == 200 and ok.json()["results"][0]["predictions"][0]["label"]

@@ -17,7 +17,7 @@ from tests.service.live import live_server
 ALLOWED = "https://console.example"
 EVIL = "http://evil.example"
 ACTIVATE = "/v1/models/imagenet/versions/1/activate"
-PHOTO = Path(__file__).parents[1] / "data" / "imagenet" / "n02123045_tabby.JPEG"
+PHOTO = Path(__file__).parents[2] / "data" / "imagenet" / "n02123045_tabby.JPEG"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from service.http.http_protocol import GuardedHttpToolsProtocol
 from tests.integration.procs import Server, base_env, private_broker
 from tests.service.live import live_server
 
-TABBY = Path(__file__).parents[1] / "data" / "imagenet" / "n02123045_tabby.JPEG"
+TABBY = Path(__file__).parents[2] / "data" / "imagenet" / "n02123045_tabby.JPEG"
 HEADER_TIMEOUT = 1.0
 
 

@@ -24,7 +24,7 @@ from service.http.app import create_app
 from service.inference.explain import crop_box
 from tests.service.conftest import wait_ready
 
-BOXES = json.loads((Path(__file__).parents[1] / "data" / "imagenet" / "boxes.json").read_text())["boxes"]
+BOXES = json.loads((Path(__file__).parents[2] / "data" / "imagenet" / "boxes.json").read_text())["boxes"]
 
 
 def explain(client: TestClient, data: bytes, model: str = "imagenet") -> dict[str, Any]:

@@ -98,7 +98,7 @@ def test_serve_refuses_to_start_when_gpu_decoder_cannot_run(tmp_path: Path) -> N
     (shadow / "__init__.py").write_text("raise ImportError('libnvimgcodec.so.0: cannot open shared object file')\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
     env.update(TUNESERVE_HOME=str(tmp_path / "home"), TUNESERVE_DECODER="gpu",
-               PYTHONPATH=os.pathsep.join([str(tmp_path / "shadow"), str(Path(__file__).resolve().parents[2])]))
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "shadow"), str(Path(__file__).resolve().parents[3])]))
     proc = subprocess.run([sys.executable, "-m", "tuneserve.cli", "serve", "--no-worker", "--port", "1"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
