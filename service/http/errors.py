@@ -24,7 +24,7 @@ from models import ModelNotFound, RegistryError, VersionInUse, VersionNotFound
 from service.inference.batching import QueueFull
 from service.inference.explain import NoCamOutput
 from service.inference.lifecycle import JobNotDeletable
-from service.inference.manager import ModelUnavailable
+from service.inference.loaded import ModelUnavailable
 from service.inference.predictor import TooManyImages
 
 log = logging.getLogger(__name__)

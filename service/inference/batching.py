@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.settings import Settings
 from service import metrics
+from service.inference.batch_sizes import BatchSettings, bucket, powers
 from service.inference.onnx_session import CUDA, OnnxEngine
 
 log = logging.getLogger(__name__)
@@ -37,36 +37,6 @@ log = logging.getLogger(__name__)
 
 class QueueFull(Exception):
     """The batcher's queue holds ``max_queue`` images already: the caller should answer 503."""
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    max_batch_size: int
-    max_delay_ms: float
-    max_queue: int
-    # Fairness: a request of more than share * max_queue images is fed in pieces, that many queued at
-    # a time, and only while the queue keeps that much room for others; it waits up to wait_s for room.
-    share: float = 0.25
-    wait_s: float = 30.0
-
-    @classmethod
-    def for_provider(cls, provider: str, settings: Settings) -> BatchSettings:
-        # Defaults measured (docs/benchmarks.md "## Serving"): on CUDA big batches pay, so a short
-        # wait to fill them is worth it. On the CPU onnxruntime is fastest per image at batch 1
-        # (2 cores: 143 images/s at batch 1, 127 at 8, 96 at 32; bigger batches spill the caches),
-        # so by default we never wait and run one image at a time; the queue still serialises
-        # inference so the session's threads never fight each other.
-        if provider == CUDA:
-            size, delay = 256, 2.0
-        else:
-            size, delay = 1, 0.0
-        return cls(
-            max_batch_size=settings.max_batch_size or size,
-            max_delay_ms=delay if settings.max_delay_ms < 0 else settings.max_delay_ms,
-            max_queue=settings.max_queue,
-            share=settings.queue_share,
-            wait_s=settings.queue_wait_s,
-        )
 
 
 # A request's answer as a lane hands it back: its future, and its output rows (OnnxEngine.infer) or the error.
@@ -126,7 +96,7 @@ class Batcher:
         """Batch sizes to run once at load so the first real requests don't pay for them."""
         if not self.pad_to_buckets:
             return (1,) if self.settings.max_batch_size == 1 else (1, self.settings.max_batch_size)
-        return tuple(sorted({bucket(n, self.settings.max_batch_size) for n in _powers(self.settings.max_batch_size)}))
+        return tuple(sorted({bucket(n, self.settings.max_batch_size) for n in powers(self.settings.max_batch_size)}))
 
     @property
     def decodes_in_lanes(self) -> bool:
@@ -409,15 +379,6 @@ def _check_shapes(images: list[np.ndarray]) -> list[np.ndarray]:
     if len(shape) != 3 or any(img.shape != shape for img in images):
         raise ValueError(f"images must share one (3, H, W) shape, got {[img.shape for img in images]}")
     return images
-
-
-def _powers(limit: int) -> list[int]:
-    return [1 << i for i in range(limit.bit_length() + 1) if (1 << i) <= limit] + [limit]
-
-
-def bucket(n: int, limit: int) -> int:
-    """The smallest power of two >= n, capped at ``limit``."""
-    return min(1 << (n - 1).bit_length(), limit)
 
 
 def _deliver(fut: Future[np.ndarray], result: np.ndarray | None = None, exc: BaseException | None = None) -> None:

@@ -18,7 +18,8 @@ from core.images import ImageError
 from core.settings import Settings
 from models.manifest import Preprocessing
 from service.inference import preprocess_graph
-from service.inference.batching import Batcher, BatchRequest, BatchSettings, Outcome, bucket
+from service.inference.batch_sizes import BatchSettings, bucket
+from service.inference.batching import Batcher, BatchRequest, Outcome
 from service.inference.gpu_pipeline import GpuPipeline, nvimgcodec, warm_up_jpeg
 from service.inference.onnx_session import CUDA, OnnxEngine
 from service.inference.selection import choose_decoder

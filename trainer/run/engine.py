@@ -30,14 +30,8 @@ from models import Registry
 from trainer.data.features import cached_features
 from trainer.data.transforms import batch_mix
 from trainer.progress import eta_plan
-from trainer.progress.tracker import (
-    BatchClock,
-    EpochMetrics,
-    FeatureClock,
-    ProgressTracker,
-    progress_name,
-    remaining_seconds,
-)
+from trainer.progress.clocks import BatchClock, FeatureClock
+from trainer.progress.tracker import EpochMetrics, ProgressTracker, progress_name, remaining_seconds
 from trainer.run.budget import OverBudget
 from trainer.run.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
 from trainer.run.early_stopping import Best, end_stage, improved, maximize, patience, stage_start, stop_reason

@@ -38,7 +38,7 @@ from service.http.v2_tensors import (
     number_array,
     parse_request,
 )
-from service.inference.manager import LoadedModel
+from service.inference.loaded import LoadedModel
 from service.inference.predictor import Answer, Image, PredictOptions, TooManyImages
 from service.inference.selective import manifest_section
 

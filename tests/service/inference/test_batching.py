@@ -23,7 +23,8 @@ from core.settings import Settings
 from models import Registry
 from models.manifest import Preprocessing
 from service.http.app import create_app
-from service.inference.batching import Batcher, BatchSettings, QueueFull
+from service.inference.batch_sizes import BatchSettings
+from service.inference.batching import Batcher, QueueFull
 from service.inference.onnx_session import OnnxEngine, session_options
 from service.inference.preprocess import preprocess
 from tests.service.conftest import wait_ready

@@ -155,7 +155,7 @@ def test_a_lone_request_does_not_wait_for_companions(engine_and_pre: tuple[OnnxE
                                                      imagenet_samples: Path, in_flight: int, waits: bool) -> None:
     """With batches of several images, a request waits up to max_delay_ms for others; not when it is the
     only one its process holds (nothing can join it)."""
-    from service.inference.batching import BatchSettings
+    from service.inference.batch_sizes import BatchSettings
     from service.inference.gpu_batcher import GpuBatcher
 
     engine, settings, pre = engine_and_pre

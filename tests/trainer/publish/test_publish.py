@@ -160,7 +160,7 @@ def test_variants_are_built_gated_and_served_when_configured(
     """A job asked for variants registers them beside fp32 (they pass the gate on this easy set); the
     service's LoadedModel serves int8 when configured, and fp32 instead of fp16 on a CPU."""
     from core.settings import Settings
-    from service.inference.manager import LoadedModel
+    from service.inference.loaded import LoadedModel
 
     registry = Registry(tmp_path / "models")
     info = export_and_register(trained, registry, "colours", JobData(synthetic), {}, activate=True,

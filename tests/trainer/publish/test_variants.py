@@ -13,7 +13,7 @@ from core.fsutil import sha256_file
 from core.settings import Settings
 from models import Registry
 from models.manifest import Preprocessing
-from service.inference.manager import LoadedModel
+from service.inference.loaded import LoadedModel
 from service.inference.onnx_session import OnnxEngine
 from service.inference.preprocess import preprocess
 from tests.photos import imagenet_rows
