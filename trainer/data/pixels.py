@@ -92,7 +92,7 @@ def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return (batch.float() - mean) / std
 
 
-def _decode(path: Path, pre: Preprocessing, with_train: bool, max_pixels: int) -> tuple[Any, Any]:
+def decode_image(path: Path, pre: Preprocessing, with_train: bool, max_pixels: int) -> tuple[Any, Any]:
     # The same bounds as the service (pixels, aspect ratio, size after resize, checked from the header),
     # and the same reduced-scale JPEG decode, so a hostile photo in a dataset costs no more here.
     img = open_rgb(path, max_pixels=max_pixels, draft_to=pre.resize * DRAFT_MARGIN)
@@ -150,7 +150,7 @@ def _decode_all(dataset: DatasetLike, items: Sequence[tuple[Path, int]], pre: Pr
     max_pixels = get_settings().max_image_pixels
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        decoded = list(pool.map(lambda it: _decode(it[0], pre, with_train, max_pixels), items))
+        decoded = list(pool.map(lambda it: decode_image(it[0], pre, with_train, max_pixels), items))
     n = len(items)
     eval_t = torch.from_numpy(np.stack([d[0] for d in decoded])) if n else torch.zeros(0, 3, pre.crop, pre.crop,
                                                                                            dtype=torch.uint8)

@@ -62,18 +62,19 @@ def storage(settings: Settings, job_id: str) -> BaseStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-_RDB: dict[str, RDBStorage] = {}
+# One RDB storage (engine pool) per URL per process; public so that a test can drop them between schemas.
+STORAGES: dict[str, RDBStorage] = {}
 
 
 def _rdb(url: str) -> RDBStorage:
     """One RDB storage (engine pool) per URL per process."""
-    if url not in _RDB:
+    if url not in STORAGES:
         # Heartbeats are how a dead worker's trial gets failed: chosen knowingly, "experimental" or not.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            _RDB[url] = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            STORAGES[url] = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                    engine_kwargs={"pool_pre_ping": True})
-    return _RDB[url]
+    return STORAGES[url]
 
 
 # ---------------------------------------------------------------------------- space

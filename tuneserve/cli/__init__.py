@@ -1,4 +1,5 @@
-"""``tuneserve`` console script. Each package owns its subcommands; this only dispatches by name.
+"""``tuneserve`` console script: one module of this package per command (serve, bootstrap, worker, train,
+db, each with ``run(command, args)``); this only dispatches by name.
 
 It sits above service/ and trainer/, so it may import both; each command's module is imported only
 when that command runs, so ``tuneserve serve`` never imports torch and ``tuneserve train`` never
@@ -7,9 +8,10 @@ imports the web stack.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from core.extras import train_extra_message
 from core.logs import configure_logging
@@ -20,33 +22,21 @@ class CommandModule(Protocol):
     def run(self, command: str, args: list[str]) -> int | None: ...
 
 
-def _service() -> CommandModule:
-    from tuneserve.cli import serve as cli
-
-    return cli
-
-
-def _jobs() -> CommandModule:
-    from tuneserve.cli import db as cli
-
-    return cli
-
-
-def _trainer() -> CommandModule:
-    from tuneserve.cli import bootstrap as cli
-
-    return cli
+def _module(name: str) -> Callable[[], CommandModule]:
+    """The command's module, imported only when that command runs (lazy on purpose): the base install
+    has no torch (``train``, ``bootstrap``), and ``serve`` must not pay for the trainer's imports."""
+    return lambda: cast(CommandModule, importlib.import_module(f"tuneserve.cli.{name}"))
 
 
 # Commands that need the `train` extra (torch): refused with the install command when it is absent.
 NEEDS_TRAIN_EXTRA = frozenset({"bootstrap", "worker", "train"})
 
 COMMANDS: dict[str, tuple[Callable[[], CommandModule], str]] = {
-    "serve": (_service, "Serve the HTTP API (and one worker, and a private Redis when none is configured)"),
-    "bootstrap": (_trainer, "Register the ImageNet-pretrained default model if absent"),
-    "worker": (_trainer, "Run a training worker (how GPU machines join)"),
-    "train": (_trainer, "Fine-tune locally on a dataset folder or archive, with a progress bar"),
-    "db": (_jobs, "Upgrade the job database to this release's schema (`db upgrade`), or show it (`db status`)"),
+    "serve": (_module("serve"), "Serve the HTTP API (and one worker, and a private Redis when none is configured)"),
+    "bootstrap": (_module("bootstrap"), "Register the ImageNet-pretrained default model if absent"),
+    "worker": (_module("worker"), "Run a training worker (how GPU machines join)"),
+    "train": (_module("train"), "Fine-tune locally on a dataset folder or archive, with a progress bar"),
+    "db": (_module("db"), "Upgrade the job database to this release's schema (`db upgrade`), or show it (`db status`)"),
 }
 
 

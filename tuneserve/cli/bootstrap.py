@@ -1,7 +1,4 @@
-"""Trainer subcommands: bootstrap, worker, train. The settings are read here, at the edge.
-
-Each command's module is imported when it runs (``worker`` starts without importing torch).
-"""
+"""``tuneserve bootstrap``: register the ImageNet-pretrained default model. The settings are read here, at the edge."""
 
 from __future__ import annotations
 
@@ -32,14 +29,4 @@ def cmd_bootstrap(args: list[str]) -> int:
 
 
 def run(command: str, args: list[str]) -> int:
-    if command == "bootstrap":
-        return cmd_bootstrap(args)
-    if command == "worker":
-        from tuneserve.cli.worker import main as worker_main
-
-        return worker_main(args)
-    if command == "train":
-        from tuneserve.cli.train import cmd_train
-
-        return cmd_train(args, get_settings())
-    raise SystemExit(f"tuneserve {command}: not a trainer command (bootstrap, worker, train)")
+    return cmd_bootstrap(args)

@@ -15,7 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from core.datasets import IngestLimits
 from core.jobspec import TrainSpec
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from dataset_store import DatasetStore
 from models import Registry
 from models.meaning import LabelConflict, check_labels
@@ -131,3 +131,7 @@ def print_summary(metrics: dict[str, Any], out: dict[str, Any], path: Path) -> N
     lines.append(f"  report        {path / 'report.json'} "
                  "(+ confusion_matrix.png, reliability.png, curves.png, risk_coverage.png)")
     print("\n".join(lines))  # noqa: T201
+
+
+def run(command: str, args: list[str]) -> int:
+    return cmd_train(args, get_settings())  # the settings are read here, at the edge

@@ -53,3 +53,7 @@ def main(args: list[str]) -> int:
             "--without-gossip", "--without-mingle", *args]
     app.worker_main(argv)
     return 0
+
+
+def run(command: str, args: list[str]) -> int:
+    return main(args)

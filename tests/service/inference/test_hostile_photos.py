@@ -7,7 +7,6 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -79,17 +78,3 @@ def test_a_stripe_in_a_dataset_is_listed_as_a_problem(tmp_path: Path) -> None:
     fine = tmp_path / "fine.png"
     fine.write_bytes(png(400, 40))
     assert check_file(str(fine), 40_000_000, 32).problem is None
-
-
-def test_the_trainer_loader_applies_the_same_bounds(tmp_path: Path) -> None:
-    from trainer.data.pixels import _decode
-
-    stripe = tmp_path / "stripe.png"
-    stripe.write_bytes(png(20000, 1))
-    with pytest.raises(ImageError) as err:
-        _decode(stripe, PRE, False, 40_000_000)
-    assert err.value.kind == "aspect"
-    ok = tmp_path / "ok.png"
-    ok.write_bytes(png(300, 200))
-    eval_arr, _ = _decode(ok, PRE, False, 40_000_000)
-    assert np.asarray(eval_arr).shape == (3, PRE.crop, PRE.crop)

@@ -237,7 +237,7 @@ def test_postgresql_uses_rdb_storage_with_heartbeats(tmp_path: Path, pg_url: str
     assert not settings.optuna_journal("job2").exists()
     optuna_study.delete_study(settings, "job2")
     storage.engine.dispose()
-    optuna_study._RDB.clear()
+    optuna_study.STORAGES.clear()
 
 
 class Pruned(Exception):
