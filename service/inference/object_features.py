@@ -5,7 +5,7 @@ Upload validation runs in the API process, which already has onnxruntime and the
 as the output ``features`` (trainer/publish/cam.py), a (1,280, 7, 7) map. It is pooled with Gaussian weights
 centred on the frame (sigma CENTRE_SIGMA of the map's side) rather than a flat average: a photo's
 subject is mostly near its centre, and a flat average lets a shared floor or bedspread outweigh two
-different garments. On labelled pairs (bench/dedup.py --set tune --sweep) the centre-weighted cosine kept
+different garments. On labelled pairs (bench/datasets/dedup.py --set tune --sweep) the centre-weighted cosine kept
 98 % of true pairs at pair precision 0.997, the flat average 94 % at 0.995 (docs/benchmarks.md). An
 object far off-centre on a shared background is the case this weighting still misjudges. The session
 is opened on the first upload that needs it and reopened when the active version changes.

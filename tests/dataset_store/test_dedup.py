@@ -1,7 +1,7 @@
 """Duplicates: exact by sha256; near = a dHash/pHash candidate confirmed by thumbnail similarity.
 
 Real photos (tests/data) and generated ones; the thresholds themselves were measured on labelled
-pairs in bench/dedup.py (docs/benchmarks.md).
+pairs in bench/datasets/dedup.py (docs/benchmarks.md).
 """
 
 from __future__ import annotations

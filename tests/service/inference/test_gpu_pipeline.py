@@ -3,7 +3,7 @@ CPU provider, IO binding into host buffers; compared with the Pillow path and th
 through the real served model, on every committed photo.
 
 On a CUDA host the same tests run the same code on the GPU (the pipeline follows the engine's provider);
-the device's own parity figures come from ``bench/gpu_e2e.py``.
+the device's own parity figures come from ``bench/gpu/gpu_e2e.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.decoder_parity import committed_photos, large_jpegs, parity
+from bench.gpu.decoder_parity import committed_photos, large_jpegs, parity
 from core.images import ImageError, open_rgb
 from core.settings import Settings
 from models import Registry

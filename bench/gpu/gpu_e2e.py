@@ -2,11 +2,11 @@
 
 On the lent GPU machine, in the last of the carry calls (docs/gpu.md has the whole sequence):
 
-    source .gpu/unpack.sh && python3 -m bench.gpu_e2e --device cuda
+    source .gpu/unpack.sh && python3 -m bench.gpu.gpu_e2e --device cuda
 
 Rehearsal here, the same code on the CPU with tiny sizes (``make gpu-rehearsal``):
 
-    .venv/bin/python -m bench.gpu_e2e --device cpu --quick --out /tmp/gpu-e2e
+    .venv/bin/python -m bench.gpu.gpu_e2e --device cpu --quick --out /tmp/gpu-e2e
 
 Phases, each stopped at its deadline (the JSON is rewritten after every phase and every measurement,
 so whatever ran comes back even if the call is cut short):
@@ -41,10 +41,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-log = logging.getLogger("bench.gpu_e2e")
+log = logging.getLogger("bench.gpu.gpu_e2e")
 
 IMAGENET = REPO / "tests" / "data" / "imagenet"
 ANTS_BEES = REPO / "tests" / "data" / "ants_bees"
@@ -197,14 +197,14 @@ def bootstrap(rec: dict[str, Any], home: Path) -> None:
 
 
 def photos() -> list[bytes]:
-    from bench.decoder_parity import committed_photos
+    from bench.gpu.decoder_parity import committed_photos
 
     return committed_photos(IMAGENET, ANTS_BEES)
 
 
 def raw_engine(run: Run, rec: dict[str, Any], home: Path, device: str, seconds: float, batches: list[int],
                pipeline_batches: list[int]) -> None:
-    from bench.gpu_serve import bench_ort
+    from bench.gpu.gpu_serve import bench_ort
     from core.settings import Settings
     from models import Registry
     from service.inference.gpu_pipeline import GpuPipeline
@@ -271,7 +271,7 @@ ort.InferenceSession(g.build(Preprocessing()), opts, providers=["CUDAExecutionPr
 def graph_placement() -> list[str]:
     """Which provider runs each node of the preprocessing graph (onnxruntime's verbose log, in a child
     process): a Resize on the CPU provider would mean copies to the host and back for every image."""
-    from bench.e2e_http import cuda_library_path
+    from bench.gpu.e2e_http import cuda_library_path
 
     env = {**os.environ, "LD_LIBRARY_PATH": cuda_library_path()}
     proc = subprocess.run([sys.executable, "-c", PLACEMENT], capture_output=True, text=True, timeout=120, env=env,
@@ -285,7 +285,7 @@ def graph_placement() -> list[str]:
 
 
 def decoder_parity(rec: dict[str, Any], home: Path, device: str, limit: int | None) -> None:
-    from bench.decoder_parity import large_jpegs, parity
+    from bench.gpu.decoder_parity import large_jpegs, parity
     from core.settings import Settings
     from models import Registry
     from service.inference.gpu_pipeline import GpuPipeline
@@ -304,7 +304,7 @@ def decoder_parity(rec: dict[str, Any], home: Path, device: str, limit: int | No
 
 
 def service(run: Run, rec: dict[str, Any], home: Path, opts: argparse.Namespace) -> None:
-    from bench.e2e_http import keep_log, load, service_view, start_service
+    from bench.gpu.e2e_http import keep_log, load, service_view, start_service
 
     jpegs = photos()
     rec["configs"] = []
@@ -342,7 +342,15 @@ def service(run: Run, rec: dict[str, Any], home: Path, opts: argparse.Namespace)
 def finetune(run: Run, rec: dict[str, Any], home: Path, opts: argparse.Namespace) -> None:
     import httpx
 
-    from bench.e2e_http import cifar_archive, keep_log, run_job, served_accuracy, service_view, start_service, upload
+    from bench.gpu.e2e_http import (
+        cifar_archive,
+        keep_log,
+        run_job,
+        served_accuracy,
+        service_view,
+        start_service,
+        upload,
+    )
 
     root = opts.cifar or CARRIED_CIFAR
     if not (root / "train").is_dir():

@@ -15,7 +15,7 @@ distinct photos of the same class and of different classes. CIFAR-10 itself hold
 duplicates (the same photo twice, shifted or re-coloured); those found were checked by eye and are
 listed in SOURCE_DUPLICATES, counted as true pairs (precision without that list is printed too).
 
-Same background, different object (bench/dedup_scenes.py): scenes of several different real photos
+Same background, different object (bench/datasets/dedup_scenes.py): scenes of several different real photos
 cut out and laid on one textured backdrop (planks, tiles, a bedspread); two composites of one scene are
 a false pair, and some composites get the five copies too (true pairs). Their objects are photos the
 corpus does not hold (``--set tune``: CIFAR-10 train photos past ``--per-class`` and hymenoptera val;
@@ -30,7 +30,7 @@ scenes; ``--sweep`` prints the pair-level precision and recall of each cosine th
 documented numbers are ``--set test`` (CIFAR-10 test, hymenoptera val, ImageNet samples, test scenes),
 photos the thresholds never saw.
 
-Run: ``flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.dedup --write-docs``
+Run: ``flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.datasets.dedup --write-docs``
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bench.data import ROOT, shared_data
-from bench.dedup_scenes import scenes
+from bench.datasets.dedup_scenes import scenes
 from bench.docs import write_section
 from core.datasets.schemas import IngestLimits
 from core.images import open_rgb
@@ -72,13 +72,13 @@ from dataset_store.validate import check_files, fingerprint
 from models import Registry
 from service.inference.object_features import FeatureModel
 
-log = logging.getLogger("bench.dedup")
+log = logging.getLogger("bench.datasets.dedup")
 SECTION = "## Near-duplicate detection"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.dedup --write-docs"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.datasets.dedup --write-docs"
 COPY_KINDS = ("q50", "q95", "resize", "crop", "exif")
 OLD_DISTANCE = 5
 # Photos in CIFAR-10 that are the same picture (shifted, re-coloured or re-scanned), checked by eye
-# among the pairs of distinct originals that either rule flagged (bench.dedup --sheet shows those) or
+# among the pairs of distinct originals that either rule flagged (bench.datasets.dedup --sheet shows those) or
 # that a wider net caught (dHash within 12 or pHash within 14 bits and thumbnails >= 0.92 alike).
 # The ones neither rule finds count as misses.
 SOURCE_DUPLICATES: list[tuple[str, str]] = [
@@ -318,12 +318,12 @@ def markdown(which: str, photos: Sequence[Photo], results: dict, meta: dict) -> 
         f"{origs - meta['cifar']} {meta['others']}) and {composites} same-background composites "
         f"({meta['scenes']} scenes of {meta['per_scene']} different real photos, {meta['scene_objects']}, "
         "each cut out with a soft oval and laid near the centre of one textured backdrop: wooden planks, "
-        "tiles or a bedspread; bench/dedup_scenes.py), plus 5 copies each of "
+        "tiles or a bedspread; bench/datasets/dedup_scenes.py), plus 5 copies each of "
         f"{kinds['q50']} of them (JPEG quality 50 and 95, resized, 4% crop on every side, EXIF-rotated): "
         f"{len(photos)} files, {meta['true_pairs']} true pairs, {meta['false_pairs']:,} false pairs "
         f"(distinct photos, same class or not), {meta['backdrop_pairs']} of them same background, different "
         "object. Scored as the report groups them: every pair of files in one group counts. CIFAR-10 photos "
-        f"that are the same picture twice (checked by eye, listed in `bench/dedup.py`; {meta['listed_here']} "
+        f"that are the same picture twice (checked by eye, listed in `bench/datasets/dedup.py`; {meta['listed_here']} "
         "of them in this set) count as true pairs.", "",
         "| rule | precision | recall | false pairs (same class / other class) | same-background false pairs "
         "| recall by copy (q50, q95, resize, crop, EXIF) | recall, composites' copies |",

@@ -1,6 +1,6 @@
 """Where a lone request's time goes inside the service: decode, batcher + inference, the rest.
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.phases --home /tmp/perf-home
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.phases --home /tmp/perf-home
 
 Runs the real app under uvicorn in this process with timing wrappers around decoding (in the batcher's
 lane for a single image), the model's predict (queue + decode + inference) and the batcher's
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-log = logging.getLogger("bench.phases")
+REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger("bench.serving.phases")
 TIMES: dict[str, list[float]] = {"decode": [], "predict (queue + decode + inference)": [], "inference": []}
 
 
@@ -73,7 +73,7 @@ def main() -> int:
     import uvicorn
 
     instrument()
-    from bench.serve import free_port
+    from bench.serving.serve import free_port
     from service.http.app import create_app
 
     port = free_port()
@@ -88,7 +88,7 @@ def main() -> int:
             pass
         time.sleep(0.2)
     client = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-              "from bench.serve import load_jpegs\nfrom bench.loadgen import load_test, raw_request\n"
+              "from bench.serving.serve import load_jpegs\nfrom bench.loadgen import load_test, raw_request\n"
               "reqs = [raw_request('/v1/models/imagenet/predict?top_k=5', j, 'image/jpeg') for j in load_jpegs()]\n"
               f"print(load_test({port}, reqs, 1, duration_s={opts.duration}).summary())")
     out = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""Same-background, different-object photos for the near-duplicate benchmark (bench/dedup.py).
+"""Same-background, different-object photos for the near-duplicate benchmark (bench/datasets/dedup.py).
 
 The issue's false alarms were different garments shot on one floor or bedspread: the background fills
 most of an 8x8 thumbnail, so the thumbnails agree although the objects do not. This builds that case

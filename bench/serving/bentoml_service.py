@@ -1,7 +1,8 @@
 """The BentoML peer: the same ONNX file and the same preprocessing, with BentoML's adaptive batching on.
 
-Run: ``TUNESERVE_BENCH_MODEL=<home>/models/imagenet/1/model.onnx bentoml serve bench.bentoml_service:Classifier``
-(bench/serve.py starts it). Requests: multipart field ``image`` holding one JPEG. BentoML collects
+Run: ``TUNESERVE_BENCH_MODEL=<home>/models/imagenet/1/model.onnx \
+     bentoml serve bench.serving.bentoml_service:Classifier``
+(bench/serving/serve.py starts it). Requests: multipart field ``image`` holding one JPEG. BentoML collects
 concurrent requests into one call of ``predict`` (adaptive batching, up to ``max_batch_size``).
 """
 
@@ -23,7 +24,7 @@ MODEL = Path(os.environ.get("TUNESERVE_BENCH_MODEL", "var/models/imagenet/1/mode
 THREADS = int(os.environ.get("TUNESERVE_BENCH_THREADS", "0")) or (os.cpu_count() or 1)
 
 
-# Access logs off, as for every server in bench/serve.py (uvicorn runs with --no-access-log).
+# Access logs off, as for every server in bench/serving/serve.py (uvicorn runs with --no-access-log).
 @bentoml.service(workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}})
 class Classifier:
     def __init__(self) -> None:

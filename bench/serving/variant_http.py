@@ -8,7 +8,7 @@ checked through ``GET /v1/models/imagenet``). Load alternates between them (fp32
 at each concurrency so both see the same moments of a shared machine; top-1 agreement is measured over
 HTTP on the hymenoptera val photos (never seen by the calibration).
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.variant_http --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.variant_http --write-docs
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import numpy as np
 from bench.data import shared_data
 from bench.docs import write_section
 from bench.loadgen import load_test, raw_request
-from bench.serve import Server, ensure_home, free_port, load_jpegs, uvicorn_cmd
+from bench.serving.serve import Server, ensure_home, free_port, load_jpegs, uvicorn_cmd
 
 SECTION = "## int8 on CPU by default, end to end"
 PATH = "/v1/models/imagenet/predict?top_k=1"
-log = logging.getLogger("bench.variant_http")
+log = logging.getLogger("bench.serving.variant_http")
 
 
 def add_int8_version(home: Path) -> int:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             server.stop()
     args = sys.argv[1:] if argv is None else argv
-    command = " ".join(["flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.variant_http", *args])
+    command = " ".join(["flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.variant_http", *args])
     text = markdown(runs, levels, agreement, len(jpegs), command, opts.duration)
     print(json.dumps({"runs": runs, "agreement": agreement}, default=str))
     print(text)

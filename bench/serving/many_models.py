@@ -8,7 +8,7 @@ Each run: time to ready and RSS at ready; a pass asking every model once (cold u
 second pass over every model (still cold: 50 models through a budget of 8); a hot set of 4 models asked
 round-robin (warm); the API process's RSS after each pass. Latency is the client's, per request, over HTTP.
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.many_models [--write]
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.many_models [--write]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.docs import write_section  # noqa: E402
@@ -35,7 +35,7 @@ from models.manifest import Manifest, Preprocessing  # noqa: E402
 from tests.integration.procs import Server, base_env  # noqa: E402
 
 SECTION = "## Many models per process"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.many_models --write"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.many_models --write"
 MODELS = 50
 BUDGET = 8
 HOT = 4

@@ -4,11 +4,11 @@ On the H100 (see ../shared/GPU.md for carrying onnxruntime-gpu and the web stack
 
     ../shared/tools/gpu-pack fastapi uvicorn python-multipart pydantic-settings celery redis sqlalchemy
     # ... part calls, then in the last call:
-    source .gpu/unpack.sh && python3 -m bench.gpu_serve --device cuda
+    source .gpu/unpack.sh && python3 -m bench.gpu.gpu_serve --device cuda
 
 Here, end to end on the CPU in about a minute:
 
-    .venv/bin/python -m bench.gpu_serve --device cpu --quick
+    .venv/bin/python -m bench.gpu.gpu_serve --device cpu --quick
 
 It prints one JSON object. Targets: service >= 10,000 images/s end to end (500x375 JPEGs, several per
 request); onnxruntime fp16 (IO binding) >= 0.8x torch fp16 channels_last on the model alone.
@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from bench.data import shared_data  # noqa: E402  (after the path insert: run as a script on the device)
 
-log = logging.getLogger("bench.gpu_serve")
+log = logging.getLogger("bench.gpu.gpu_serve")
 
 
 # ------------------------------------------------------------------ model
@@ -174,7 +174,7 @@ def bench_decode(jpegs: list[bytes], threads: int, seconds: float) -> float:
 # ------------------------------------------------------------------ service
 def bench_service(home: Path, opts: argparse.Namespace, jpegs: list[bytes]) -> dict[str, Any]:
     from bench.loadgen import load_test
-    from bench.serve import Server, free_port
+    from bench.serving.serve import Server, free_port
 
     port = free_port()
     env = {

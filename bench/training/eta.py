@@ -1,6 +1,6 @@
 """Does a job's progress follow the clock? ``fraction`` and ``eta_s`` against the time actually left.
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.eta --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.eta --write-docs
 
 Runs real train jobs of different sizes and modes on real photos (hymenoptera and a CIFAR-10
 subset from ../shared/data), each in its own worker process (``run_train_job``, the Celery task's
@@ -32,9 +32,9 @@ from bench.data import shared_data
 from bench.docs import write_section
 
 SECTION = "## ETA and progress against the clock"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.eta --write-docs"
-REPO = Path(__file__).resolve().parents[1]
-log = logging.getLogger("bench.eta")
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.eta --write-docs"
+REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger("bench.training.eta")
 NOTE = ("Where the error comes from (read the samples with `--samples FILE`): the one-off stages. The export "
         "(ONNX export, checks, report, variants) is timed once per backbone and kept in `work/eta_costs.json`, but "
         "on a machine shared with other jobs its time swings several-fold from one job to the next with no "

@@ -1,7 +1,7 @@
 """What the console's data costs: job event sizes (whole job per event vs snapshot + deltas) and the
 price of ``predict?explain=true`` on the CPU (off vs on, alternating, same photos, same process).
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.console --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.console --write-docs
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bench.data import shared_data
 from bench.docs import write_section
 
 log = logging.getLogger(__name__)
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.console --write-docs"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.console --write-docs"
 
 
 def event_sizes(epochs: int = 30) -> dict[str, float]:

@@ -5,7 +5,7 @@ different ways (crop, scale, JPEG quality) so every file is distinct, then times
 ``DatasetStore.ingest`` end to end (unpack, full decode + sha256 + near-duplicate fingerprint of every file, duplicate
 grouping, the made split, placing files, index.json) with ``workers=1`` and ``workers=os.cpu_count()``.
 
-Run: ``flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.ingest --write-docs``
+Run: ``flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.datasets.ingest --write-docs``
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from bench.docs import write_section
 from core.datasets import IngestLimits
 from dataset_store import DatasetStore
 
-log = logging.getLogger("bench.ingest")
-REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("bench.datasets.ingest")
+REPO = Path(__file__).resolve().parents[2]
 SECTION = "## Dataset ingest"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.ingest --write-docs"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.datasets.ingest --write-docs"
 
 
 def variants(path: Path, count: int) -> list[bytes]:

@@ -16,7 +16,7 @@ Compared: the shipped k-NN score, the maximum softmax probability and the energy
 head (Liu et al., 2020), and a Mahalanobis distance with a shared covariance shrunk 10 % toward a scaled
 identity (Lee et al., 2018) on the ONNX pooled features, each thresholded at the same validation recall.
 
-    BENCH_DATA=../shared/data flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.honest \
+    BENCH_DATA=../shared/data flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.honest \
         --train 50 --val 30 --test 50 --out /tmp/honest.json
 """
 
@@ -44,7 +44,7 @@ from trainer.data.transforms import EvalPreset
 from trainer.publish.export import export_onnx
 from trainer.publish.onnx_cpu import cpu_session
 
-log = logging.getLogger("bench.honest")
+log = logging.getLogger("bench.serving.honest")
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 IMAGENET_OF_CIFAR = {  # ImageNet sample names (after the wnid) whose class is one of CIFAR-10's ten
     "hen", "ostrich", "bald_eagle", "king_penguin", "beagle", "golden_retriever", "Labrador_retriever",

@@ -6,7 +6,7 @@ hymenoptera, measures from the job's success (and from its promotion) to both AP
 the new version, then flips the active version 20 times (as a worker does: registry pointer +
 pub/sub announcement) with predictions in between, recording swap latency and API RSS.
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.swap [--write]
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.swap [--write]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.data import shared_data  # noqa: E402
@@ -36,7 +36,7 @@ from transport.embedded_redis import discover  # noqa: E402
 from transport.promotions import announce_promotion  # noqa: E402
 
 SECTION = "## Jobs and hot-swap"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.swap --write"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.swap --write"
 SWAPS = 20
 
 

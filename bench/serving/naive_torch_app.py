@@ -2,7 +2,7 @@
 
 What a first version of an image-classification endpoint usually looks like: decode with PIL,
 torchvision's eval transform, ``model(x)`` under ``no_grad`` in Starlette's thread pool, JSON out.
-Run: ``uvicorn bench.naive_torch_app:app`` (bench/serve.py starts it for the comparison).
+Run: ``uvicorn bench.serving.naive_torch_app:app`` (bench/serving/serve.py starts it for the comparison).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CPU figures behind the GPU decoder's choice (docs/gpu.md): nvImageCodec's CPU backend against Pillow.
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.decoders
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.gpu.decoders
 
 Decodes the committed photos (tests/data: 43 ImageNet + the ants/bees JPEGs) with Pillow (the service's
 ``core.images.open_rgb``, one thread) and with nvImageCodec's CPU backend (one batch call, one thread and
@@ -24,7 +24,7 @@ from service.inference import preprocess_graph as graph
 from service.inference.gpu_pipeline import nvimgcodec
 from service.inference.preprocess import preprocess
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 LIMIT = 40_000_000
 
 

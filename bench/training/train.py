@@ -1,11 +1,11 @@
 """Fine-tuning benchmark: each mode on hymenoptera (train -> val), plus loop vs bare-step throughput.
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.train --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.train --write-docs
 
 Every run starts cold (process caches cleared, no disk cache), so ``wall_s`` includes decoding and,
 for the probe, feature extraction. ``--spec`` adds a run with JSON overrides (e.g. to try defaults):
 
-    .venv/bin/python -m bench.train --modes none --spec '{"mode": "finetune", "backbone_lr_scale": 0.1}'
+    .venv/bin/python -m bench.training.train --modes none --spec '{"mode": "finetune", "backbone_lr_scale": 0.1}'
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.data import shared_data  # noqa: E402
@@ -36,8 +36,8 @@ from trainer import features as features_mod  # noqa: E402
 from trainer.run.engine import TrainingResult, fine_tune  # noqa: E402
 
 SECTION = "## Fine-tuning"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.train --write-docs"
-log = logging.getLogger("bench.train")
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.train --write-docs"
+log = logging.getLogger("bench.training.train")
 
 
 def run_mode(spec: TrainSpec, dataset: Any) -> tuple[TrainingResult, dict[str, Any]]:
@@ -155,7 +155,7 @@ def markdown(rows: dict[str, dict[str, Any]], bare: dict[str, float] | None, not
 
 
 RECIPE_SECTION = "## Fine-tuning recipe: few photos per class (issue 16)"
-RECIPE_COMMAND = ("BENCH_DATA=<data> flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.train --recipe "
+RECIPE_COMMAND = ("BENCH_DATA=<data> flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.train --recipe "
                   "--write-docs")
 RECIPE_CLASSES = {"cifar10": ["airplane", "automobile", "bird", "cat"], "hymenoptera": ["ants", "bees"]}
 

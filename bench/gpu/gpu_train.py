@@ -1,7 +1,7 @@
 """GPU fine-tuning benchmark: the engine's ``finetune`` loop vs a bare bf16 channels_last train step.
 
-    python3 bench/gpu_train.py --data /path/to/hymenoptera [--batch 128] [--epochs 6]
-    .venv/bin/python bench/gpu_train.py --data ../shared/data/hymenoptera --device cpu --limit 4 --epochs 1
+    python3 bench/gpu/gpu_train.py --data /path/to/hymenoptera [--batch 128] [--epochs 6]
+    .venv/bin/python bench/gpu/gpu_train.py --data ../shared/data/hymenoptera --device cpu --limit 4 --epochs 1
 
 Run from the repo root. Prints one JSON object: the training loop's images/s (per fine-tuning epoch,
 validation excluded), a bare train step's images/s on one batch already on the device (same model,
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402

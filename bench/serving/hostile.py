@@ -5,7 +5,7 @@ Cases: a 20000x1 PNG, a 1x20000 PNG, an 8000x1 PNG (each refused from its header
 decode budget's case). Peak RSS is read from ``/proc/<pid>/status`` after each case; it never goes down,
 so each line shows the peak so far and what that case added.
 
-    python -m bench.hostile [--home DIR] [--many]
+    python -m bench.serving.hostile [--home DIR] [--many]
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from bench.serve import Server, ensure_home, free_port, load_jpegs
+from bench.serving.serve import Server, ensure_home, free_port, load_jpegs
 
-log = logging.getLogger("bench.hostile")
+log = logging.getLogger("bench.serving.hostile")
 PREDICT = "/v1/models/imagenet/predict"
 
 

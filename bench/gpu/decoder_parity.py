@@ -1,7 +1,7 @@
 """Parity of the GPU decoder (``service/inference/gpu_pipeline.py``) with the Pillow path and the training transform.
 
 One function, used by the test suite (nvImageCodec's CPU backend, onnxruntime's CPU provider) and by
-``bench/gpu_e2e.py`` on the device: the same photos through the served model three ways, compared by
+``bench/gpu/gpu_e2e.py`` on the device: the same photos through the served model three ways, compared by
 top-1 agreement and the largest probability difference over all classes and photos.
 """
 

@@ -1,6 +1,6 @@
 """Hyper-parameter search benchmark: grid of 9, random of 9 and ASHA of 27 trials (fine-tuning).
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --workers 2 --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.search --workers 2 --write-docs
 
 searches ``lr``, ``weight_decay`` and ``augment`` for ``finetune`` EfficientNet-Lite0 on hymenoptera
 (train -> val) and reports, per method, the search epochs run (fine-tuning epochs: the linear probe
@@ -34,7 +34,7 @@ from typing import Any
 
 import optuna
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.data import shared_data  # noqa: E402
@@ -49,13 +49,14 @@ from trainer.run.engine import Pruned, fine_tune  # noqa: E402
 from trainer.search.job import trial_spec  # noqa: E402
 
 SECTION = "## Hyper-parameter search"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search --workers 2 --write-docs"
+RUN = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.search"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.search --workers 2 --write-docs"
 SPACE = {
     "lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2, "grid_points": 3},
     "weight_decay": {"distribution": "loguniform", "low": 1e-5, "high": 1e-2, "grid_points": 1},
     "augment": ["none", "light", "standard"],
 }
-log = logging.getLogger("bench.search")
+log = logging.getLogger("bench.training.search")
 
 
 def source_folder(args: argparse.Namespace, root: Path) -> Path:
@@ -193,7 +194,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     lines = [
         SECTION, "",
         f"Command: `{COMMAND}`", "",
-        f"Run here: `{' '.join(['flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.search', *first['argv']])}`",
+        f"Run here: `{' '.join([RUN, *first['argv']])}`",
         "",
         f"hymenoptera train ({counts['train']}) -> val ({counts['val']})"
         + (" (stratified subset: the first images of each class, by name)" if first["subset"] else "")

@@ -7,12 +7,12 @@ model (the bootstrapped ``imagenet`` EfficientNet-Lite0 ONNX file) and the same 
     we know (decode pool pipelined with inference; several pool/batch shapes, the best reported),
     plus sequential single-image latency;
 (b) this service: a real uvicorn process (``service.http.app:create_app``), concurrency 1, 8 and 32;
-(c) bench/naive_torch_app.py: FastAPI running the torch model per request;
-(d) bench/bentoml_service.py: BentoML with adaptive batching on the same ONNX file.
+(c) bench/serving/naive_torch_app.py: FastAPI running the torch model per request;
+(d) bench/serving/bentoml_service.py: BentoML with adaptive batching on the same ONNX file.
 
 Run it under the bench lock (it needs the 2 cores to itself):
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serve --home /tmp/perf-home --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.serve --home /tmp/perf-home --write-docs
 
 ``--home`` must hold a bootstrapped registry (``TUNESERVE_HOME=... tuneserve bootstrap``); without
 it a temporary one is bootstrapped first (~40 s).
@@ -45,10 +45,10 @@ from bench.data import shared_data
 from bench.docs import write_section
 from bench.loadgen import load_test, multipart_request, raw_request
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECTION = "## Serving"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serve --home /tmp/perf-home --write-docs"
-log = logging.getLogger("bench.serve")
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.serve --home /tmp/perf-home --write-docs"
+log = logging.getLogger("bench.serving.serve")
 NOTES = """Defaults chosen from back-to-back comparisons of service configurations (`--compare`, each
 configuration run twice, interleaved; c=1 images/s and p50 ms, then c=8 images/s, run 1/run 2).
 First comparison (4 s per level): CPU lanes on, batch 1 (the default) 58.6/57.7, 15.9/16.2 ms,
@@ -407,7 +407,7 @@ def compare_configs(home: Path, jpegs: list[bytes], configs: str, levels: list[i
 
 def run_naive(jpegs: list[bytes], levels: list[int], duration_s: float) -> dict[int, dict]:
     port = free_port()
-    server = Server("naive-torch", uvicorn_cmd("bench.naive_torch_app:app", port), {}, port, "/healthz")
+    server = Server("naive-torch", uvicorn_cmd("bench.serving.naive_torch_app:app", port), {}, port, "/healthz")
     try:
         reqs = [raw_request("/predict?top_k=5", j, "image/jpeg") for j in jpegs]
         return measure(server, reqs, levels, duration_s)
@@ -422,7 +422,7 @@ def run_bentoml(model_file: Path, jpegs: list[bytes], levels: list[int], duratio
     port = free_port()
     bento_home = tempfile.mkdtemp(prefix="bentoml-home-")
     env = {"TUNESERVE_BENCH_MODEL": str(model_file), "BENTOML_HOME": bento_home, "BENTOML_DO_NOT_TRACK": "True"}
-    cmd = [bentoml, "serve", "bench.bentoml_service:Classifier", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [bentoml, "serve", "bench.serving.bentoml_service:Classifier", "--host", "127.0.0.1", "--port", str(port)]
     server = Server("bentoml", cmd, env, port, "/readyz")
     try:
         reqs = [multipart_request("/predict", "image", f"{i}.jpg", j) for i, j in enumerate(jpegs)]
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     model_file = active_model(home)
     jpegs = load_jpegs()
     args = sys.argv[1:] if argv is None else argv
-    meta = {"command": " ".join(["flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serve", *args]),
+    meta = {"command": " ".join(["flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.serve", *args]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "images": len(jpegs),
             "duration_s": opts.duration, "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     res: dict[str, object] = {"raw": raw_engine(model_file, jpegs, opts.duration)}

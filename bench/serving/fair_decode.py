@@ -8,7 +8,8 @@ In-process (Starlette's TestClient, no port), on a bootstrapped home's ``imagene
 
 Run it against any checkout (``PYTHONPATH=<checkout>``), e.g. before and after a change:
 
-    flock /tmp/tuneserve-bench.lock env PYTHONPATH=$PWD .venv/bin/python bench/fair_decode.py --home /tmp/perf-home
+    flock /tmp/tuneserve-bench.lock env PYTHONPATH=$PWD .venv/bin/python bench/serving/fair_decode.py \
+        --home /tmp/perf-home
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, required=True, help="a bootstrapped TUNESERVE_HOME")
     parser.add_argument("--big", type=int, default=6, help="large photos in the request under the budget")
-    parser.add_argument("--photo", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "data"
+    parser.add_argument("--photo", type=Path, default=Path(__file__).resolve().parents[2] / "tests" / "data"
                         / "imagenet" / "n02123045_tabby.JPEG")
     opts = parser.parse_args()
     big, small = blank_png(6300), opts.photo.read_bytes()

@@ -1,4 +1,4 @@
-"""The HTTP phases of ``bench/gpu_e2e.py``: the real service under load, and fine-tuning jobs through the API."""
+"""The HTTP phases of ``bench/gpu/gpu_e2e.py``: the real service under load, and fine-tuning jobs through the API."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 
 from bench.loadgen import LoadResult, load_test, multipart_request
-from bench.serve import Server, free_port
+from bench.serving.serve import Server, free_port
 
 MODEL_URL = "/v1/models/{name}"
 PREDICT = "/v1/models/{name}/predict?top_k=1"
@@ -28,7 +28,7 @@ def start_service(home: Path, device: str, workers: int, extra_env: dict[str, st
     env = {"TUNESERVE_HOME": str(home), "TUNESERVE_DEVICE": "auto" if device == "cuda" else "cpu",
            "TUNESERVE_DECODER": "gpu", "TUNESERVE_VARIANT": "auto", "TUNESERVE_MAX_QUEUE": "100000",
            "TUNESERVE_BUILD_VARIANTS": "fp16" if device == "cuda" else "",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                        os.environ.get("PYTHONPATH")])), **extra_env}
     if device == "cuda":
         env["LD_LIBRARY_PATH"] = cuda_library_path()

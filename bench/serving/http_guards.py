@@ -1,6 +1,6 @@
 """Slow and greedy clients against a real `tuneserve serve` (default settings): the issue's probes, measured.
 
-    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.http_guards --write-docs
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.http_guards --write-docs
 
 Each probe reports how long the service took to cut the client, or what it cost; docs/benchmarks.md
 "## Slow and greedy clients" holds the numbers.
@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.docs import write_section  # noqa: E402
@@ -198,7 +198,7 @@ def markdown(r: dict[str, Any]) -> str:
     h, b, e, g = r["headers"], r["bodies"], r["entries"], r["greedy"]
     return "\n".join([
         SECTION, "",
-        "Command: `flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.http_guards --write-docs` (a real "
+        "Command: `flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.http_guards --write-docs` (a real "
         "`tuneserve serve --no-worker`, default settings: header 10 s, body idle 15 s, 1 KiB/s after 10 s, "
         "8 large bodies in flight, queue 256 with a share of 64).",
         f"Machine: x86_64, {os.cpu_count()} cores shared with other work; load average before/after: "
