@@ -68,6 +68,7 @@ docs-settings:
 
 lint: install
 	$(PY) scripts/check_tests_own_data.py
+	$(PY) scripts/check_rooms.py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy core models jobs dataset_store feedback transport service trainer tuneserve
 	$(VENV)/bin/lint-imports
