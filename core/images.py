@@ -5,7 +5,7 @@ with :func:`to_rgb` (EXIF orientation applied, palette/grey/CMYK/16-bit/alpha co
 service and the trainer agree on orientation and colour. Dataset ingest and training call both at
 once through :func:`open_rgb`; the service (``service/inference/preprocess.py``) calls them separately so that
 it can ask a big JPEG for a reduced-scale decode in between (``draft``), which stays within what
-``tests/service/inference/test_preprocess.py`` accepts against torchvision's full decode.
+``tests/integration/test_preprocess_twin.py`` accepts against torchvision's full decode.
 
 Every photo's cost is bounded from its header, before any pixel is decoded or resized: its pixel count
 (``max_pixels``) and its aspect ratio (``max_aspect``). The aspect bound is what keeps the resize cheap:

@@ -29,6 +29,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # `make test-fast` deselects these two kinds (pyproject.toml's markers say what they are)
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
+        # the real ImageNet model is exported with torch: such a test needs the train extra
+        if "bootstrapped_home" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
         if any(item.path.is_relative_to(path) for path in training):
             item.add_marker(pytest.mark.training)
     if gpu_present():

@@ -1,7 +1,7 @@
 """Numpy/PIL twin of torchvision's eval transform (Resize shorter side, CenterCrop, Normalize).
 
 Kept byte-for-byte compatible with what the trainer feeds the network: the same PIL resize call and
-the same crop arithmetic as torchvision; ``tests/service/inference/test_preprocess.py`` checks the two agree.
+the same crop arithmetic as torchvision; ``tests/integration/test_preprocess_twin.py`` checks the two agree.
 """
 
 from __future__ import annotations
