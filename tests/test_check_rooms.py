@@ -51,13 +51,13 @@ def test_a_package_without_its_tests_folder_fails(tmp_path: Path) -> None:
 
 def test_importing_a_private_name_fails_both_spellings(tmp_path: Path) -> None:
     out = run(house(tmp_path, {
-        "service/__init__.py": "", "tests/service/__init__.py": "",
-        "service/batching.py": "def _bucket(n: int) -> int:\n    return n\n",
-        "service/gpu.py": "from service.batching import _bucket\n",
-        "service/other.py": "from service import batching\n\nbatching._bucket(1)\n",
-        "service/own.py": "def _mine() -> None: ...\n\n\n_mine()\n",  # its own private names: fine
+        "core/__init__.py": "", "tests/core/__init__.py": "",
+        "core/queueing.py": "def _bucket(n: int) -> int:\n    return n\n",
+        "core/gpu.py": "from core.queueing import _bucket\n",
+        "core/other.py": "from core import queueing\n\nqueueing._bucket(1)\n",
+        "core/own.py": "def _mine() -> None: ...\n\n\n_mine()\n",  # its own private names: fine
     }))
     assert out.returncode == 1
-    assert "service/gpu.py:1: imports _bucket from service.batching (private)" in out.stdout
-    assert "service/other.py:3: uses service.batching._bucket (private)" in out.stdout
+    assert "core/gpu.py:1: imports _bucket from core.queueing (private)" in out.stdout
+    assert "core/other.py:3: uses core.queueing._bucket (private)" in out.stdout
     assert "own.py" not in out.stdout
