@@ -1,0 +1,120 @@
+"""The costs a run expects before it measures them, from the cost book or this run's measured rates.
+
+Every cost is expressed in measured units where one exists: a training step is ``TRAIN_STEP_FORWARDS``
+forward passes, validation and calibration are forward passes over their images, the promotion
+gate's evaluation is seconds per held-out image; all of them per image of the backbone's forward
+pass, which the run measures in its first seconds (the probe's feature extraction) or an earlier
+job on the backbone left in the book (trainer/progress/eta.py). After a run, :func:`learn` writes what it
+measured back to the book.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trainer.progress.eta import CostBook
+from trainer.progress.tracker import (
+    PRIOR_DECODE_S,
+    PRIOR_FORWARD_S,
+    PRIOR_STAGE_S,
+    TRAIN_STEP_FORWARDS,
+    ProgressTracker,
+    progress_name,
+)
+
+if TYPE_CHECKING:
+    from trainer.run.stages import Stage
+
+LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
+MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
+
+
+@dataclass
+class Workload:
+    train: int
+    val: int
+    test: int
+    batch_size: int
+    flip: bool  # the probe trains on mirrored features too
+    images_stages: bool  # fine-tuning stages (decoded training views, a full-model calibration)
+
+
+def workload(spec: Any, stages: list[Stage], dataset: Any) -> Workload:
+    return Workload(len(dataset.items("train")), len(dataset.items("val")), len(dataset.items("test")),
+                    spec.batch_size, spec.augment in ("standard", "strong"),
+                    any(not s.on_features for s in stages))
+
+
+def forward_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:
+    return tracker.forward_s or book.get(key, "forward_s") or PRIOR_FORWARD_S
+
+
+def plan_run(tracker: ProgressTracker, stages: list[Stage], spec: Any, work: Workload,
+             patience: dict[str, int]) -> None:
+    """The training stages (epochs, batches, early stopping) and calibration, before anything runs."""
+    epochs: dict[str, int] = {}
+    batches: dict[str, int] = {}
+    names: dict[str, int] = {}
+    for s in stages:
+        name = progress_name(s.name)
+        per_epoch = math.ceil(work.train * (2 if work.flip and s.on_features else 1) / work.batch_size)
+        epochs[name] = epochs.get(name, 0) + s.epochs
+        batches[name] = max(1, per_epoch)
+        names[name] = names.get(name, 0) + 1
+    for name in epochs:
+        # Several gradual steps share one progress stage: their early stopping is not modelled (worst case).
+        tracker.plan_training(name, epochs[name], batches[name], patience[name] if names[name] == 1 else 0)
+    tracker.plan([("calibrate", 1)])
+
+
+def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, phase: str) -> None:
+    """Expected costs of what is still to come; ``phase``: "start" (nothing decoded yet), "features"
+    (pixels decoded, features next) or "trained" (features done: only rates left to apply)."""
+    fwd = forward_s(tracker, book, key)
+    decode = book.get(key, "decode_s") or PRIOR_DECODE_S
+    features = (work.train * (2 if work.flip else 1) + work.val) * fwd
+    setup = {"start": (work.train * (2 if work.images_stages else 1) + work.val) * decode + features
+             + LR_RANGE_STEPS_S + MODEL_LOAD_S, "features": features + LR_RANGE_STEPS_S}.get(phase)
+    if "probe" in tracker.stages and setup is not None:
+        tracker.expect("probe", setup_s=setup)
+    if "finetune" in tracker.stages:
+        train_s = book.get(key, "train_s") or TRAIN_STEP_FORWARDS * fwd
+        tracker.expect("finetune", batch_s=train_s * work.batch_size, val_s=work.val * fwd)
+    # Calibration runs the final model on val and test: the head alone on cached val features when
+    # the probe wins (test features still to extract), the whole model after fine-tuning.
+    calibrate_images = work.test + (work.val if work.images_stages else 0)
+    tracker.expect("calibrate", seconds=calibrate_images * fwd + (work.test * decode if work.test else 0.0))
+    if "export" in tracker.stages:  # a worker's job publishes too
+        expect_publishing(tracker, work, book, key)
+
+
+def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
+    """Export, the promotion gate's evaluation and registration: measured on this backbone before
+    (scaled by how fast this machine runs now against then: the forward pass measured with them,
+    within [0.5, 2]; a shared machine's speed changes from job to job), or priors."""
+    fwd = forward_s(tracker, book, key)
+    then = book.get(key, "forward_s")
+    speed = min(2.0, max(0.5, fwd / then)) if tracker.forward_s is not None and then else 1.0
+    held_out = work.test or work.val
+    export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
+    tracker.expect("export", seconds=speed * export if export is not None else PRIOR_STAGE_S["export"])
+    # The gate scores the candidate (and the active version, when there is one) on the held-out photos
+    # with onnxruntime (faster than the training framework's forward pass; half of it as a prior).
+    tracker.expect("evaluate", seconds=held_out * (speed * evaluate if evaluate is not None else 0.5 * fwd))
+    tracker.expect("register", seconds=speed * register if register is not None else PRIOR_STAGE_S["register"])
+
+
+def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
+    """Write this run's measured costs to the book, for the next job on the backbone."""
+    if tracker.forward_s is not None:
+        book.record(key, "forward_s", tracker.forward_s)
+    ft = tracker.stages.get("finetune")
+    if ft is not None and ft.unit_s() is not None:
+        book.record(key, "train_s", ft.unit_s() / work.batch_size)  # type: ignore[operator]
+    held_out = work.test or work.val
+    for name, per in (("export", 1), ("evaluate", held_out), ("register", 1)):
+        cost = tracker.stages.get(name)
+        if cost is not None and cost.state == "done" and cost.timed:
+            book.record(key, f"{name}_s", cost.seconds / max(1, per))
