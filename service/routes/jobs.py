@@ -22,7 +22,7 @@ from core.jobspec import JOB_KEYS, JobRequest, JobSpec, TrainSpec
 from core.searchspec import SearchSpec, trial_summaries, validation_message
 from core.task_names import TASK_SEARCH, TASK_TRAIN
 from core.validation import error_message
-from dataset_store import DatasetStore
+from dataset_store import datasets_for
 from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
 from models.meaning import LabelConflict, check_labels
@@ -141,7 +141,7 @@ def _check_base(spec: TrainSpec, registry: Registry) -> None:
 
 def _check_dataset(settings: Any, dataset_id: str) -> Any:
     try:
-        return DatasetStore(settings.datasets_dir).get(dataset_id)
+        return datasets_for(settings).get(dataset_id)
     except DatasetNotFound as exc:
         raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
 
