@@ -197,6 +197,11 @@ class S3Registry(Registry):
         if self._manifest(name, version) is None:
             raise VersionNotFound(f"model {name!r} has no version {version}")
         self._flip_pointer(name, version)
+        if self._manifest(name, version) is None:  # deleted between the check and the flip: undo the flip
+            self._update_pointer(name, lambda active, history: (
+                (history[-1], history[:-1]) if active == version and history else
+                (None, history) if active == version else (active, history)))
+            raise VersionNotFound(f"model {name!r} has no version {version} (deleted meanwhile)")
         log.info("activated %s version %d", name, version)
         return self.get(name, version)
 
