@@ -17,12 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.fsutil import sha256_file
+from core.storage import StorageError
 
 log = logging.getLogger(__name__)
 
 
-class BlobCorrupt(Exception):
-    """A download whose size or SHA-256 is not what the writer recorded."""
+class BlobCorrupt(StorageError):
+    """A download whose size or SHA-256 is not what the writer recorded (the API answers 503, as for a
+    store that does not answer: the next try downloads again)."""
 
 
 class BlobCache:

@@ -33,7 +33,7 @@ from core.datasets.schemas import DATASET_FORMAT, INDEX_FILE, Dataset, IngestLim
 from core.formats import too_new
 from core.fsutil import sha256_file
 from core.settings import Settings
-from core.storage import PreconditionFailed, Storage
+from core.storage import PreconditionFailed, Storage, StorageError
 from dataset_store.dedup import ObjectFeatures
 from dataset_store.store import ID_RE, DatasetStore
 
@@ -43,7 +43,7 @@ FILES_FILE = ".files.json"
 PARTIAL_PREFIX = ".partial-"  # single images fetched for the API, beside whole downloaded datasets
 
 
-class DatasetDamaged(DatasetNotFound):
+class DatasetDamaged(StorageError):
     """A stored file that does not match its recorded SHA-256 (the bucket was changed behind our back)."""
 
 

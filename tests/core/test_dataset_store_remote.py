@@ -9,7 +9,7 @@ import pytest
 from core.datasets.errors import DatasetNotFound
 from core.datasets.schemas import IngestLimits
 from core.fsutil import sha256_file
-from core.storage import Storage
+from core.storage import Storage, StorageError
 from dataset_store import S3DatasetStore
 
 
@@ -38,7 +38,7 @@ def test_a_dataset_is_downloaded_checked_and_a_tampered_file_refused(
 
     third = S3DatasetStore(Storage(s3_url), tmp_path / "third")
     Storage(s3_url).put_bytes(f"datasets/{dataset.id}/{dataset.files[0].path}", b"tampered")
-    with pytest.raises(DatasetNotFound, match="does not match its recorded sha256"):
+    with pytest.raises(StorageError, match="does not match its recorded sha256"):  # 503, never served
         third.get_local(dataset.id)
     assert not (tmp_path / "third" / "datasets" / dataset.id).exists()  # nothing half-downloaded is kept
 
