@@ -15,7 +15,7 @@ import pytest
 
 from core.fsutil import sha256_file
 from core.settings import Settings
-from core.storage import PreconditionFailed, Storage, StorageError
+from core.storage import PreconditionFailed, Storage, StorageError, StorageUrlInvalid
 from models import Registry, S3Registry, VersionInUse, VersionNotFound, registry_for
 from models.registry import ModelNotFound
 from tests.models.test_registry import manifest, tiny_onnx
@@ -187,3 +187,5 @@ def test_the_factory_picks_the_store_from_the_settings(tmp_path: Path, s3_url: s
     assert type(registry_for(Settings(home=tmp_path))) is Registry
     remote = registry_for(Settings(home=tmp_path, storage_url=s3_url))
     assert isinstance(remote, S3Registry) and remote.root == tmp_path / "work" / "storage" / "models"
+    with pytest.raises(StorageUrlInvalid, match=r"s3://bucket/prefix .*AWS_\* variables"):
+        registry_for(Settings(home=tmp_path, storage_url="http://minio:9000/tuneserve"))
