@@ -32,6 +32,12 @@ class Settings(BaseSettings):
                                    "private embedded Redis that `serve` starts")
     database_url: str | None = Field(default=None, description="job store, e.g. `postgresql+psycopg://user@host/db`; "
                                      "unset = SQLite in home")
+    # Replicas and workers on hosts without a shared disk (core/storage.py).
+    storage_url: str | None = Field(default=None, description="object storage for the registry (versions, "
+                                    "manifests, active pointers), datasets and job artefacts: `s3://bucket/prefix`; "
+                                    "endpoint, region and credentials are boto3's (`AWS_ENDPOINT_URL`, `AWS_*`, "
+                                    "profiles, instance roles); unset = the home folder. Each process keeps a "
+                                    "checked copy of what it reads under `work/storage`")
     db_auto_upgrade: bool = Field(default=True, description="an older job database is upgraded (Alembic) when a "
                                   "process opens it; 0: it is refused instead, naming `tuneserve db upgrade` to run "
                                   "by hand after a backup (README, Upgrading)")
@@ -174,6 +180,11 @@ class Settings(BaseSettings):
         return self.home / "work"
 
     # The work dir's sub-paths: every module that writes scratch files asks here.
+    @property
+    def storage_cache_dir(self) -> Path:
+        """This process's verified copies of what it read from object storage (``TUNESERVE_STORAGE_URL``)."""
+        return self.work_dir / "storage"
+
     @property
     def uploads_dir(self) -> Path:
         return self.work_dir / "uploads"

@@ -79,6 +79,18 @@ def settings(home: Path) -> Settings:
     return Settings(home=home, refresh_interval_s=0.2)
 
 
+@pytest.fixture
+def s3_url(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<fresh bucket>/tuneserve`` on the suite's S3 API server (moto, tests/services.py), with boto3's
+    standard variables pointing at it for this test."""
+    from tests.services import new_bucket, s3_endpoint, s3_env
+
+    for key, value in s3_env(s3_endpoint()).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return f"s3://{new_bucket()}/tuneserve"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the private Redis and PostgreSQL this process started (tests/services.py)."""
     from tests.services import stop_all

@@ -24,7 +24,7 @@ from typing import Any
 
 from core.settings import Settings, get_settings
 from jobs import JobStore
-from models import Registry
+from models import registry_for
 from trainer.data.job_data import JobData
 from trainer.lease import ClaimedJob, claim, owner_id
 from trainer.progress.eta import COST_BOOK, CostBook
@@ -64,7 +64,7 @@ def run_train_job(job_id: str, settings: Settings | None = None) -> str:
 
 def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
-    from dataset_store import DatasetStore
+    from dataset_store import datasets_for
     from trainer.progress import eta_plan
     from trainer.publish.publisher import Request, Trained, publish
     from trainer.run.engine import fine_tune
@@ -73,7 +73,7 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     settings = job.settings
     spec = job.job.spec.train_spec()
     # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
-    data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
+    data = JobData(datasets_for(settings).get_local(job.job.dataset_id),
                    settings.pixel_cache_dir(job.job.dataset_id))
     # Progress: every stage to the end (publishing too), written at most once a second; a resumed
     # run continues the stored progress (fraction, run time, measured speeds).
@@ -84,7 +84,7 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     tracker.plan([(name, 1) for name in PUBLISH_STAGES])
     work = eta_plan.workload(spec, plan_stages(spec), data.dataset)
     eta_plan.expect_publishing(tracker, work, tracker.book, spec.base)
-    registry = Registry(settings.models_dir)
+    registry = registry_for(settings)
     with tracker.ticking():  # the stored progress follows the clock between batches too
         result = fine_tune(
             spec, data.dataset, on_progress=progress_writer(job, tracker), should_stop=job.should_stop,

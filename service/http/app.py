@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from core.settings import Settings, get_settings
-from dataset_store import DatasetStore
+from dataset_store import datasets_for
 from jobs import JobStore, reconcile_once
-from models import Registry
+from models import registry_for
 from service.http.auth import ApiKeyMiddleware, load_keys
 from service.http.docs import install_docs
 from service.http.errors import install_error_handlers
@@ -43,6 +43,13 @@ def reconcile_at_start(settings: Settings) -> None:
         log.exception("job reconciliation at start failed")
 
 
+def load_at_start(manager: ModelManager) -> None:
+    try:
+        manager.refresh()
+    except Exception:  # object storage down at start: /readyz says so, and the refresher tries again
+        log.exception("loading the active models at start failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -50,14 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         require_decoder(settings.decoder)  # TUNESERVE_DECODER=gpu without nvImageCodec: fail now, naming the fix
         settings.home.mkdir(parents=True, exist_ok=True)
-        registry = Registry(settings.models_dir)
+        registry = registry_for(settings)
         manager = ModelManager(registry, settings)
         app.state.settings = settings
         app.state.registry = registry
         app.state.manager = manager
         listener = PromotionListener(settings.broker_url, manager) if settings.broker_url else None
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
-        app.state.datasets = DatasetStore(settings.datasets_dir)
+        app.state.datasets = datasets_for(settings)
         app.state.feedback = FeedbackService(settings.feedback_dir)
         app.state.feature_model = FeatureModel(registry, settings)  # opened on the first upload that needs it
         datasets.sweep_stale_uploads(settings.uploads_dir)
@@ -68,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Jobs whose worker died while no worker was up are re-queued (or failed) now, off the loop.
         reconciling = asyncio.get_running_loop().run_in_executor(None, reconcile_at_start, settings)
         # Load the active models off the event loop; /readyz says 503 until this is done.
-        loading = asyncio.get_running_loop().run_in_executor(None, manager.refresh)
+        loading = asyncio.get_running_loop().run_in_executor(None, load_at_start, manager)
         manager.start()
         if listener:
             listener.start()

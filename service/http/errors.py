@@ -20,7 +20,8 @@ from core.datasets import (
     UnsupportedArchive,
 )
 from core.images import ImageError
-from models import ModelNotFound, RegistryError, VersionInUse, VersionNotFound
+from core.storage import PreconditionFailed, StorageError
+from models import ModelNotFound, PointerConflict, RegistryError, VersionInUse, VersionNotFound
 from service.inference.batching import QueueFull
 from service.inference.explain import NoCamOutput
 from service.inference.lifecycle import JobNotDeletable
@@ -39,6 +40,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, dict[str, str] | None]] = {
     VersionInUse: (409, None), JobNotDeletable: (409, None), NoCamOutput: (409, None),
     TooManyImages: (413, None), ModelUnavailable: (503, {"Retry-After": "2"}),
     QueueFull: (503, {"Retry-After": "1"}),
+    # Object storage unreachable or refusing (core/storage.py): the request may well work in a moment.
+    StorageError: (503, {"Retry-After": "5"}), PointerConflict: (409, None), PreconditionFailed: (409, None),
     **{cls: (code, None) for cls, code in DATASET_STATUS.items()},
 }
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

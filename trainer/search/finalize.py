@@ -94,18 +94,18 @@ def _publish_best(job: Job, settings: Settings, best: dict[str, Any], search_spe
     """The best trial's saved model -> ONNX, report, registry, promotion gate (as a train job)."""
     import torch
 
-    from dataset_store import DatasetStore
-    from models import Registry
+    from dataset_store import datasets_for
+    from models import registry_for
     from trainer.data.job_data import JobData
     from trainer.publish.publisher import Request, Trained, publish
 
     path = settings.search_dir(job.id) / f"trial-{best['number']}.pt"
     result = torch.load(path, map_location="cpu", weights_only=False)
-    data = JobData(DatasetStore(settings.datasets_dir).get(job.dataset_id), settings.pixel_cache_dir(job.dataset_id))
+    data = JobData(datasets_for(settings).get_local(job.dataset_id), settings.pixel_cache_dir(job.dataset_id))
     lineage = {"kind": "search", "search": {**search_spec.model_dump(mode="json"), "best_trial": best["number"],
                                             "params": best["params"]}}
     request = Request(job.model, "search", job_id=job.id, replace_labels=job.spec.replace_labels, lineage=lineage)
-    return publish(Trained(result, data), Registry(settings.models_dir), request, settings)
+    return publish(Trained(result, data), registry_for(settings), request, settings)
 
 
 # ------------------------------------------------------------------------------ trials without a worker

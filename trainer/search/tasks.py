@@ -27,7 +27,7 @@ from core.searchspec import Param
 from core.settings import Settings, get_settings
 from core.task_names import TASK_SEARCH, TASK_TRIAL
 from jobs import JobStore
-from models import Registry
+from models import registry_for
 from trainer.celery_app import app
 from trainer.data.job_data import JobData
 from trainer.lease import ClaimedJob, claim
@@ -73,12 +73,12 @@ def run_search_job(job_id: str, settings: Settings | None = None) -> str:
 
 def _prepare(job: ClaimedJob) -> list[int]:
     """Create (or, on a re-run, reopen) the study; returns the slots that still need a trial."""
-    from dataset_store import DatasetStore
+    from dataset_store import datasets_for
     from trainer.search import optuna_study
 
     settings = job.settings
     base_spec, search_spec = split_spec(job.job)
-    data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
+    data = JobData(datasets_for(settings).get_local(job.job.dataset_id),
                    settings.pixel_cache_dir(job.job.dataset_id))
     space = search_spec.effective_space()
     _warm_cache(base_spec, space, data)
@@ -100,7 +100,7 @@ def _auto_lr(base_spec: dict[str, Any], data: JobData, job: ClaimedJob) -> float
 
     spec = trial_spec(base_spec, {"lr": "auto", "mode": "linear", "ema": False}, 1)
     result = fine_tune(spec, data.dataset, should_stop=job.should_stop, cache_dir=data.cache_dir,
-                       registry=Registry(job.settings.models_dir))
+                       registry=registry_for(job.settings))
     lr = float(result.metrics["lr"])
     log.info("search: LR range test picked %.3g; lr is searched around it", lr)
     return lr

@@ -21,7 +21,7 @@ from core.fsutil import atomic_write
 from core.searchspec import SearchSpec
 from core.settings import Settings, get_settings
 from jobs import JobStore
-from models import Registry
+from models import registry_for
 from trainer.lease import ClaimedJob
 from trainer.search.finalize import maybe_finalize
 from trainer.search.job import QUEUE_GRACE_S, search_owner, split_spec, trial_spec, write_progress
@@ -76,7 +76,7 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        from dataset_store import DatasetStore
+        from dataset_store import datasets_for
         from trainer.run.engine import Pruned, fine_tune
         from trainer.search import optuna_study
 
@@ -88,14 +88,14 @@ class TrialRunner:
         log.info("search %s trial %d (slot %d): %s", self.job.id, trial.number, self.slot, params)
         self._progress()
         try:
-            dataset = DatasetStore(settings.datasets_dir).get(self.job.job.dataset_id)
+            dataset = datasets_for(settings).get_local(self.job.job.dataset_id)
             spec = trial_spec(self.base_spec, params, self.search_spec.max_epochs)
             reporter = optuna_study.EpochReporter(trial, spec.mode, self.search_spec.max_epochs, Pruned,
                                                   self._progress)
             result = fine_tune(
                 spec, dataset, should_stop=self.job.should_stop,
                 on_progress=reporter.on_progress, on_epoch_end=reporter.on_epoch_end,
-                cache_dir=settings.pixel_cache_dir(dataset.id), registry=Registry(settings.models_dir),
+                cache_dir=settings.pixel_cache_dir(dataset.id), registry=registry_for(settings),
             )
         except Pruned:
             raise optuna.TrialPruned() from None

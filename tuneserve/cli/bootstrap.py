@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from core.settings import get_settings
-from models import Registry
+from models import registry_for
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,9 @@ def cmd_bootstrap(args: list[str]) -> int:
     from trainer.publish.bootstrap import bootstrap
 
     settings = get_settings()
-    version = bootstrap(Registry(settings.models_dir), settings, opts.check_images, opts.force, opts.variants)
-    log.info("default model 'imagenet' version %d is active under %s", version, settings.models_dir)
+    version = bootstrap(registry_for(settings), settings, opts.check_images, opts.force, opts.variants)
+    log.info("default model 'imagenet' version %d is active in %s", version,
+             settings.storage_url or settings.models_dir)
     return 0
 
 

@@ -23,9 +23,10 @@ from core.formats import FormatTooNew
 from core.logs import logging_config
 from core.procs import die_with_parent
 from core.settings import Settings, get_settings
-from dataset_store import DatasetStore
+from core.storage import StorageUrlInvalid
+from dataset_store import datasets_for
 from jobs import JobStore, SchemaError
-from models import Registry
+from models import registry_for
 from service.http.auth import bind_refusal
 from service.http.http_protocol import GuardedHttpToolsProtocol
 from service.inference.gpu_pipeline import require_decoder
@@ -92,9 +93,9 @@ def open_stores(settings: Settings) -> str | None:
     worker start (they would each find the work done); the refusal, naming the fix, or None."""
     try:
         JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
-        DatasetStore(settings.datasets_dir)
-        Registry(settings.models_dir)
-    except (SchemaError, FormatTooNew) as exc:
+        datasets_for(settings)
+        registry_for(settings)
+    except (SchemaError, FormatTooNew, StorageUrlInvalid) as exc:
         return str(exc)
     return None
 

@@ -16,8 +16,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from core.datasets import IngestLimits
 from core.jobspec import TrainSpec
 from core.settings import Settings, get_settings
-from dataset_store import DatasetStore
-from models import Registry
+from dataset_store import datasets_for
+from models import registry_for
 from models.meaning import LabelConflict, check_labels
 from trainer.data.job_data import JobData
 from trainer.progress import eta_plan
@@ -53,7 +53,7 @@ def spec_from_args(opts: argparse.Namespace) -> TrainSpec:
 
 
 def ingest(path: Path, settings: Settings) -> Any:
-    store = DatasetStore(settings.datasets_dir)
+    store = datasets_for(settings)
     limits = IngestLimits.from_settings(settings)
     if path.is_dir():
         dataset, created = store.ingest_folder(path, None, limits)
@@ -72,7 +72,7 @@ def cmd_train(args: list[str], settings: Settings) -> int:
         spec = spec_from_args(opts)
     except (ValidationError, ValueError) as exc:
         raise SystemExit(f"invalid training options: {exc}") from exc
-    registry = Registry(settings.models_dir)
+    registry = registry_for(settings)
     dataset = ingest(opts.dataset, settings)
     request = Request(opts.model, "cli", replace_labels=opts.replace_labels, activate=not opts.no_activate)
     try:  # refused before training, as the API refuses the job (and again when publishing)

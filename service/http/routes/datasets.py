@@ -262,7 +262,7 @@ def get_image(dataset_id: str, path: str, request: Request, store: DatasetStoreD
     """A dataset image as stored, or a JPEG thumbnail fitting ``size`` x ``size``. Cached for good (ETag)."""
     dataset = store.get(dataset_id)
     entry = _stored_file(dataset, path)
-    stored = dataset.root / entry.path
+    stored = store.file(dataset, entry.path)
     if size is None:
         return serve_file(request, stored, etag=f'"{entry.sha256[:32]}"')
     etag = f'"{entry.sha256[:32]}-{size}"'  # datasets are immutable: content hash and size name the thumbnail

@@ -141,7 +141,7 @@ async def make_dataset(name: str, response: Response, store: StoreDep, registry:
         raise ApiError(409, f"version {info.manifest.version} of {name!r} was not trained on a stored dataset "
                             "(bootstrapped or imported): train a version on an uploaded dataset first, or "
                             "upload one holding the reviewed photos")
-    parent = datasets.get(parent_id)  # 404 when it was deleted since
+    parent = datasets.get_local(parent_id)  # 404 when it was deleted since; its photos here
 
     def build() -> tuple[Any, bool]:
         return build_feedback_dataset(datasets, parent, store, name, info.manifest.version,

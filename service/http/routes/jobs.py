@@ -26,7 +26,7 @@ from dataset_store import DatasetStore
 from jobs import STATES, Job, JobFinished, JobNotFound
 from models import Registry
 from models.meaning import LabelConflict, check_labels
-from service.http.deps import JobStoreDep, RegistryDep, SettingsDep
+from service.http.deps import DatasetStoreDep, JobStoreDep, RegistryDep, SettingsDep
 from service.http.errors import ApiError
 from service.http.reports import job_delta, version_report
 from service.http.schemas import JobCreated, errors
@@ -139,9 +139,9 @@ def _check_base(spec: TrainSpec, registry: Registry) -> None:
         registry.get(*base)  # ModelNotFound / VersionNotFound -> 404
 
 
-def _check_dataset(settings: Any, dataset_id: str) -> Any:
+def _check_dataset(datasets: DatasetStore, dataset_id: str) -> Any:
     try:
-        return DatasetStore(settings.datasets_dir).get(dataset_id)
+        return datasets.get(dataset_id)
     except DatasetNotFound as exc:
         raise ApiError(404, f"dataset {dataset_id!r} not found: upload it with POST /v1/datasets") from exc
 
@@ -149,14 +149,14 @@ def _check_dataset(settings: Any, dataset_id: str) -> Any:
 @router.post("", status_code=202, dependencies=[Depends(json_body)], response_model=JobCreated,
              responses=errors(400, 404, 413, 415, 422, 503))
 def create_job(
-    body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep
+    body: JobRequest, store: JobStoreDep, registry: RegistryDep, settings: SettingsDep, datasets: DatasetStoreDep
 ) -> dict[str, Any]:
     try:
         spec = body.spec()
     except ValidationError as exc:
         raise ApiError(422, _spec_errors(exc)) from exc
     search = _search_spec(body)
-    dataset = _check_dataset(settings, body.dataset_id)
+    dataset = _check_dataset(datasets, body.dataset_id)
     _check_base(spec, registry)
     try:  # 409: the job would change what the model answers (the message names the fix)
         check_labels(registry, body.model, list(dataset.classes), body.replace_labels)
