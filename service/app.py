@@ -16,6 +16,7 @@ from jobs import JobStore, reconcile_once
 from models import Registry
 from service.auth import ApiKeyMiddleware, load_keys
 from service.docs import install_docs
+from service.drift_history import DriftHistory
 from service.errors import install_error_handlers
 from service.feedback import FeedbackService
 from service.gpu_pipeline import require_decoder
@@ -28,7 +29,7 @@ from service.notify import PromotionListener
 from service.object_features import FeatureModel
 from service.origins import CrossSiteGuard, HostGuard, HostList, allowed_hosts, cors_options, parse_origins
 from service.requestlog import RequestLogMiddleware
-from service.routes import cards, console, datasets, feedback, health, jobs, models, v2
+from service.routes import cards, console, datasets, feedback, health, jobs, models, review, v2
 from service.routes import metrics as metrics_route
 from service.streams import EventStreamLimit
 from transport.broker import BrokerProbe
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = DatasetStore(settings.datasets_dir)
         app.state.feedback = FeedbackService(settings.feedback_dir)
+        app.state.drift_history = drift_history = DriftHistory(settings.feedback_dir)  # on disk per model
+        drift_history.start()
         app.state.feature_model = FeatureModel(registry, settings)  # opened on the first upload that needs it
         datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
             await reconciling
             manager.stop()
+            drift_history.close()  # the last counts reach the disk
             app.state.broker_probe.close()
             mark_exited()
 
@@ -111,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
     app.include_router(cards.router, prefix="/v1/models", tags=["models"])
     app.include_router(feedback.router, prefix="/v1/models", tags=["feedback"])
+    app.include_router(review.router, prefix="/v1/models", tags=["feedback"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])
     app.include_router(v2.router)  # the Open Inference Protocol (KServe/Triton clients)
