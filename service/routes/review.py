@@ -75,10 +75,11 @@ async def explain_capture(name: str, capture_id: CaptureId, store: StoreDep, man
 @router.get("/{name}/drift", response_model=DriftResponse, responses=errors(404, 422))
 def get_drift(
     name: str, registry: RegistryDep, history: DriftDep,
-    version: Annotated[int | None, Query(ge=1, le=2**62, description="one version's series (default: every "
-                                                                    "version with counts)")] = None,
-    since: Annotated[int | None, Query(ge=0, le=MAX_TIME, description="unix seconds (UTC): buckets from the "
-                                                                      "hour holding it on (default: 7 days ago)")] = None,
+    version: Annotated[int | None, Query(
+        ge=1, le=2**62, description="one version's series (default: every version with counts)")] = None,
+    since: Annotated[int | None, Query(
+        ge=0, le=MAX_TIME, description="unix seconds (UTC): buckets from the hour holding it on (default: 7 days "
+                                       "ago)")] = None,
 ) -> DriftResponse:
     """Per version and hour: predictions per class, the confidence histogram, the unknown share, and the
     reviews (live accuracy: reviewed photos labelled with the model's top class)."""
