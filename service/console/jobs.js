@@ -4,7 +4,7 @@
 (function () {
   const { h, fill } = window.Dom;
   const C = window.Console;
-  const { api, postJSON, showError, pct, num, seconds, main, datasetNames, datasetLink } = C;
+  const { api, postJSON, showError, authImg, streamEvents, pct, num, seconds, main, datasetNames, datasetLink } = C;
   const jobName = (j) => `${j.model} ${j.kind}`;
   const datasetLabel = (d) => `${d.name} · ${d.classes.length} classes · ${d.num_files} files · ${d.id.slice(0, 8)}`;
 

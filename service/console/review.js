@@ -18,7 +18,7 @@
     const status = h("p", { class: "muted", id: "review-status" });
     fill(main, h("h2", {}, `Review: ${model}`),
       h("p", {}, h("a", { href: `#/models/${name}` }, "← the model"), ` · capture policy ${policy.policy}`,
-        policy.policy === "off" ? " (nothing new is kept: set one with PUT /v1/models/{name}/feedback/policy)" : ""),
+        policy.policy === "off" ? ` (nothing new is kept: set a policy with PUT /v1/models/${model}/feedback/policy)` : ""),
       box, status);
 
     /* The next page after the ones skipped: labelled captures leave the server's queue, skipped ones stay in it. */
