@@ -69,7 +69,8 @@ def test_review_queue_by_keyboard_then_drift_panel(page: Any, stack: Stack, imag
     page.wait_for_selector("#review-empty")
     assert "2 labelled, 1 skipped" in clean(page, "review (done)")
 
-    labelled = {c["id"]: c for c in http.get("/v1/models/imagenet/feedback", params={"state": "labeled"}).json()["items"]}
+    done = http.get("/v1/models/imagenet/feedback", params={"state": "labeled"}).json()["items"]
+    labelled = {c["id"]: c for c in done}
     assert set(labelled) == set(ids[:2])
     assert labelled[ids[0]]["label"] == labels[1] and not labelled[ids[0]]["none_of_these"]
     assert labelled[ids[1]]["label"] is None and labelled[ids[1]]["none_of_these"]
