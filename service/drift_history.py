@@ -83,13 +83,13 @@ def counts(rows: list[Row]) -> DriftCounts:
 
 
 def series(model: str, since: int, rows: list[Row]) -> DriftResponse:
-    versions = []
-    for version in sorted({r.version for r in rows}):
-        mine = [r for r in rows if r.version == version]
-        hours = sorted({r.hour for r in mine})
-        buckets = [DriftBucket(start=hour, **counts([r for r in mine if r.hour == hour]).model_dump())
-                   for hour in hours]
-        versions.append(VersionDrift(version=version, totals=counts(mine), buckets=buckets))
+    grouped: dict[int, dict[int, list[Row]]] = defaultdict(lambda: defaultdict(list))  # version -> hour -> rows
+    for r in rows:
+        grouped[r.version][r.hour].append(r)
+    versions = [VersionDrift(version=version, totals=counts([r for hour in hours.values() for r in hour]),
+                             buckets=[DriftBucket(start=start, **counts(hours[start]).model_dump())
+                                      for start in sorted(hours)])
+                for version, hours in sorted(grouped.items())]
     return DriftResponse(model=model, since=bucket(since), bucket_seconds=BUCKET_S,
                          confidence_bins=[round(i / CONFIDENCE_BINS, 2) for i in range(CONFIDENCE_BINS + 1)],
                          versions=versions)
