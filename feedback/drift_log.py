@@ -69,7 +69,7 @@ class DriftLog:
         args = [(r.hour, r.version, r.kind, r.key, r.count) for r in rows if r.count]
         if not args:
             return
-        with self._db(write=True) as db:
+        with self._writing() as db:
             db.executemany(UPSERT, args)
 
     def rows(self, since: int, version: int | None = None) -> list[Row]:
@@ -79,20 +79,28 @@ class DriftLog:
         where, args = "hour >= ?", [bucket(since)]
         if version is not None:
             where, args = where + " AND version = ?", [*args, version]
-        with self._db(write=False) as db:
+        # A read takes no write lock (no pragma, no schema): it never waits behind a writer's transaction.
+        db = sqlite3.connect(self.folder / DRIFT_FILE, timeout=30, isolation_level=None)
+        try:
             found = db.execute(f"SELECT hour, version, kind, key, count FROM drift WHERE {where} "
                                "ORDER BY version, hour, kind, key", args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):  # a file made by a writer that stopped before its schema
+                raise
+            found = []
+        finally:
+            db.close()
         return [Row(int(h), int(v), k, str(key), int(n)) for h, v, k, key, n in found]
 
     @contextmanager
-    def _db(self, write: bool) -> Iterator[sqlite3.Connection]:
+    def _writing(self) -> Iterator[sqlite3.Connection]:
         self.folder.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.folder / DRIFT_FILE, timeout=30, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer, writers queue
             db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a crash loses at most the last flush
             db.executescript(SCHEMA)
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            db.execute("BEGIN IMMEDIATE")  # upserts only: no read-then-write, so any order of writers adds up
             try:
                 yield db
             except BaseException:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from feedback.drift_log import BUCKET_S, DriftLog, Row, bucket, confidence_bin
+from feedback.drift_log import BUCKET_S, DRIFT_FILE, DriftLog, Row, bucket, confidence_bin
 from service.drift_history import DriftHistory
 from service.predictor import Answer, ImageAnswer
 
@@ -37,6 +37,10 @@ def test_processes_writing_at_once_lose_no_count(tmp_path: Path) -> None:
     assert count[(HOUR, 2, "review", "agree")] == count[(HOUR + BUCKET_S, 2, "review", "agree")] == 30 * (1 + 2 + 3 + 4)
     assert DriftLog(tmp_path).rows(HOUR + BUCKET_S, version=2) == [Row(HOUR + BUCKET_S, 2, "review", "agree", 300)]
     assert DriftLog(tmp_path / "none").rows(0) == []  # no history yet: nothing, and no file made
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / DRIFT_FILE).write_bytes(b"")  # a writer stopped before its schema: still no rows
+    assert DriftLog(tmp_path / "empty").rows(0) == []
 
 
 def test_bins_and_buckets() -> None:
