@@ -14,6 +14,7 @@ from core.settings import Settings, get_settings
 from dataset_store import datasets_for
 from jobs import JobStore, reconcile_once
 from models import registry_for
+from service.drift_history import DriftHistory
 from service.http.auth import ApiKeyMiddleware, load_keys
 from service.http.docs import install_docs
 from service.http.errors import install_error_handlers
@@ -22,7 +23,7 @@ from service.http.head import HeadAsGet
 from service.http.limits import BodyLimitMiddleware
 from service.http.origins import CrossSiteGuard, HostGuard, HostList, allowed_hosts, cors_options, parse_origins
 from service.http.requestlog import RequestLogMiddleware
-from service.http.routes import cards, console, datasets, feedback, health, jobs, models, v2
+from service.http.routes import cards, console, datasets, feedback, health, jobs, models, review, v2
 from service.http.routes import metrics as metrics_route
 from service.http.streams import EventStreamLimit
 from service.inference.capture import FeedbackService
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker_probe = BrokerProbe(settings)  # /readyz: is the job queue's Redis answering?
         app.state.datasets = datasets_for(settings)
         app.state.feedback = FeedbackService(settings.feedback_dir)
+        app.state.drift_history = drift_history = DriftHistory(settings.feedback_dir)  # on disk per model
+        drift_history.start()
         app.state.feature_model = FeatureModel(registry, settings)  # opened on the first upload that needs it
         datasets.sweep_stale_uploads(settings.uploads_dir)
         job_store = JobStore(settings.resolved_database_url, settings.db_auto_upgrade)
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
             await reconciling
             manager.stop()
+            drift_history.close()  # the last counts reach the disk
             app.state.broker_probe.close()
             mark_exited()
 
@@ -118,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, prefix="/v1/models", tags=["models"])
     app.include_router(cards.router, prefix="/v1/models", tags=["models"])
     app.include_router(feedback.router, prefix="/v1/models", tags=["feedback"])
+    app.include_router(review.router, prefix="/v1/models", tags=["feedback"])
     app.include_router(datasets.router, prefix="/v1/datasets", tags=["datasets"])
     app.include_router(jobs.router, prefix="/v1/jobs", tags=["jobs"])
     app.include_router(v2.router)  # the Open Inference Protocol (KServe/Triton clients)

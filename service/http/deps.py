@@ -16,6 +16,7 @@ from core.settings import Settings
 from dataset_store import DatasetStore
 from jobs import JobStore
 from models import Registry
+from service.drift_history import DriftHistory
 from service.inference.capture import FeedbackService
 from service.inference.manager import ModelManager
 from service.inference.object_features import FeatureModel
@@ -40,6 +41,7 @@ get_job_store = _from_state("job_store", JobStore)
 get_dataset_store = _from_state("datasets", DatasetStore)
 get_feature_model = _from_state("feature_model", FeatureModel)
 get_feedback = _from_state("feedback", FeedbackService)
+get_drift_history = _from_state("drift_history", DriftHistory)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -49,3 +51,4 @@ JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
 FeatureModelDep = Annotated[FeatureModel, Depends(get_feature_model)]
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
+DriftDep = Annotated[DriftHistory, Depends(get_drift_history)]

@@ -1,8 +1,8 @@
 """The web console: static files shipped in the package (service/console/), served at ``/``.
 
-No build step and nothing fetched from elsewhere: plain HTML, CSS and two scripts. Every console
-response carries a strict Content-Security-Policy (scripts, styles and requests from this origin only,
-no inline scripts), which the page is written to satisfy.
+No build step and nothing fetched from elsewhere: plain HTML, CSS and a script per page
+(docs/architecture.md). Every console response carries a strict Content-Security-Policy (scripts, styles
+and requests from this origin only, no inline scripts), which the page is written to satisfy.
 """
 
 from __future__ import annotations

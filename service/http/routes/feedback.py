@@ -21,7 +21,7 @@ from core.images import open_image
 from feedback import CapturePolicy, FeedbackFull, FeedbackNotFound, FeedbackStore
 from feedback.dataset import build_feedback_dataset
 from feedback.store import LabelInvalid, check_label
-from service.http.deps import DatasetStoreDep, FeatureModelDep, FeedbackDep, RegistryDep, SettingsDep
+from service.http.deps import DatasetStoreDep, DriftDep, FeatureModelDep, FeedbackDep, RegistryDep, SettingsDep
 from service.http.errors import ApiError
 from service.http.schemas import errors
 from service.inference import drift
@@ -174,7 +174,8 @@ def get_capture_image(capture_id: CaptureId, store: StoreDep) -> FileResponse:
 
 
 @router.post("/{name}/feedback/{capture_id:capture}", responses=errors(400, 404, 422))
-def label_capture(name: str, capture_id: CaptureId, body: LabelBody, store: StoreDep) -> dict[str, Any]:
+def label_capture(name: str, capture_id: CaptureId, body: LabelBody, store: StoreDep,
+                  history: DriftDep) -> dict[str, Any]:
     """Label a capture: ``{"label": "<class>"}`` (known or new) or ``{"label": null}`` for "none of these"."""
     try:
         before = store.get(capture_id)
@@ -186,4 +187,6 @@ def label_capture(name: str, capture_id: CaptureId, body: LabelBody, store: Stor
     if not before.labeled and before.answer is not None:  # the first review of a prediction: live accuracy
         top = before.answer["predictions"][0]["label"] if before.answer["predictions"] else None
         drift.observe_review(name, before.version, after.label, top)
+        if before.version is not None:
+            history.review(name, before.version, drift.review_outcome(after.label, top))
     return after.view(name)

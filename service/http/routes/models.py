@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from models import VersionInfo
 from models.manifest import MANIFEST_FILE, MODEL_FILE
 from service.http.artefacts import IMMUTABLE, REVALIDATE, content_type, serve_file
-from service.http.deps import FeedbackDep, JobStoreDep, ManagerDep, RegistryDep, SettingsDep
+from service.http.deps import DriftDep, FeedbackDep, JobStoreDep, ManagerDep, RegistryDep, SettingsDep
 from service.http.errors import ApiError
 from service.http.schemas import PREDICT_BODY, PredictResponse, errors
 from service.inference import drift, lifecycle
@@ -179,6 +179,7 @@ async def predict(
     manager: ManagerDep,
     settings: SettingsDep,
     feedback: FeedbackDep,
+    history: DriftDep,
     top_k_: Annotated[int | None, Query(alias="top_k", ge=1)] = None,
     explain: Annotated[bool, Query(description=f"add a class activation heatmap of the top class per image; "
                                    f"at most {MAX_EXPLAIN_IMAGES} images per request then (413 past it)")] = False,
@@ -200,6 +201,7 @@ async def predict(
     finally:
         loaded.release()
     drift.observe(answer)
+    history.observe(answer)  # the persisted series of GET .../drift
     capture_ids = await feedback.capture(answer, payloads)  # the policy's choice (none while it is off)
     # Hot path: build the JSON directly. Returning a Response skips FastAPI's pydantic validation and
     # re-serialisation of the response_model (which stays above for the OpenAPI schema only).

@@ -5,6 +5,7 @@ see the top 5 and the heatmap. Screenshots of each page go under the test's tmp 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ def test_console_is_served_with_a_strict_policy(stack: Stack) -> None:
     csp = index.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert "<script>" not in index.text and " on" not in index.text.split("<body>")[1].split("=")[0]
-    for asset in ("/console/app.js", "/console/charts.js", "/console/style.css"):
+    scripts = re.findall(r'<script src="([^"]+)"', index.text)  # every page's script, each checked below
+    assert {"/console/core.js", "/console/review.js", "/console/drift.js", "/console/app.js"} <= set(scripts)
+    for asset in (*scripts, "/console/style.css"):
         resp = http.get(asset)
         assert resp.status_code == 200 and resp.headers["content-security-policy"] == csp, asset
         text = resp.text.replace('"http://www.w3.org/2000/svg"', "")  # a namespace name, never fetched
