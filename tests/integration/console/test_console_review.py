@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Stack
-from tests.integration.test_console_pages import clean
+from tests.integration.console.test_console_pages import clean
 
 pytestmark = pytest.mark.slow
 

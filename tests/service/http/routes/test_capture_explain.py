@@ -13,9 +13,9 @@ from core.settings import Settings
 from models import Registry
 from service.http.app import create_app
 from tests.service.conftest import wait_ready
-from tests.service.http.test_feedback_api import predict, put_policy
+from tests.service.http.routes.test_drift_api import ADMIN, READ, USER, settings_for
+from tests.service.http.routes.test_feedback_api import predict, put_policy
 from tests.service.inference.test_selective_answers import GREY, OOD, register
-from tests.service.test_drift_api import ADMIN, READ, USER, settings_for
 
 GOLDFISH = "n01443537_goldfish.JPEG"
 

@@ -17,7 +17,7 @@ from core.settings import Settings
 from feedback.drift_log import DRIFT_FILE, bucket
 from service.http.app import create_app
 from tests.service.conftest import wait_ready
-from tests.service.http.test_feedback_api import noise_png, predict, put_policy
+from tests.service.http.routes.test_feedback_api import noise_png, predict, put_policy
 from tests.service.inference.test_selective_answers import BLACK, GREY, OOD, RED, png, register
 
 ADMIN, READ, USER = "admin-key-drift", "read-key-drift", "predict-key-drift"
