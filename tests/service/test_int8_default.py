@@ -50,6 +50,9 @@ def test_auto_on_cpu_serves_a_gated_int8_and_says_why(settings: Settings, imagen
         assert "int8 passed its gate" in view["variant_reason"] and "test" in view["variant_reason"]
         stored = client.get(f"/v1/models/imagenet/versions/{v2}/files/manifest.json").json()
         assert stored["variants"]["int8"]["gate"]["splits"]["val"]["images"] == 12
+        recipe = stored["variants"]["int8"]["recipe"]  # and how the file was made (trainer/int8_recipe.py)
+        assert recipe["bias_correction"] is True and recipe["calibration_images"] == 16
+        assert recipe["fp32_nodes"] and recipe["format"] == "QDQ"
         photo = (imagenet_samples / TABBY).read_bytes()
         answer = client.post("/v1/models/imagenet/predict?top_k=1", content=photo,
                              headers={"content-type": "image/jpeg"})

@@ -77,11 +77,23 @@ def test_fp16_variant_loads_and_agrees(fp32_model: Path, labelled: tuple[np.ndar
     assert path.stat().st_size - bank_bytes < 0.6 * (fp32_model.stat().st_size - bank_bytes)
 
 
+def decided(model: Path, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photos fp32 itself decides (top-2 probability margin >= 0.1). Among the first 16 samples the
+    tiger cat is tabby or tiger cat by 0.01: any approximation of the network (int8, a re-export) flips
+    it either way, so with it the 99 % gate on 16 photos tested the coin, not the recipe."""
+    logits = OnnxEngine(model, Settings(device="cpu")).run(images)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    top2 = np.sort(probs / probs.sum(1, keepdims=True), 1)[:, -2:]
+    keep = top2[:, 1] - top2[:, 0] >= 0.1
+    assert keep.sum() >= len(images) - 2  # a check on real photos, not on a handful
+    return images[keep], labels[keep]
+
+
 def test_int8_calibrated_on_real_images_is_registered_and_served(
     fp32_model: Path, labelled: tuple[np.ndarray, np.ndarray], calibration: np.ndarray, tmp_path: Path,
     bootstrapped_home: Path,
 ) -> None:
-    images, labels = labelled
+    images, labels = decided(fp32_model, *labelled)
     out = tmp_path / "variants"
     variants = build_variants(fp32_model, out, calibration, images, labels, kinds=("int8",))
     assert set(variants) == {"int8"}
