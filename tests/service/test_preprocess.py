@@ -47,7 +47,8 @@ def test_matches_torchvision_on_large_jpeg_decoded_in_draft_mode(imagenet_sample
 
 def test_cropped_resize_matches_resize_then_crop(imagenet_samples: Path, hymenoptera: Path) -> None:
     """decode() computes only the crop's columns; against the full resize then crop (what torchvision
-    does) it may differ by one grey level where Pillow rounds a filter weight the other way, no more."""
+    does) it may differ where Pillow rounds a filter weight the other way: one grey level after the
+    horizontal pass, which the vertical bicubic pass (negative lobes) can make two, on few pixels."""
     differing = total = 0
     for path in real_photos(imagenet_samples, hymenoptera):
         img = open_rgb(path, LIMIT)
@@ -55,7 +56,7 @@ def test_cropped_resize_matches_resize_then_crop(imagenet_samples: Path, hymenop
         full = img.resize(size, Image.Resampling.BICUBIC).crop(center_crop_box(*size, PRE.crop))
         ours = np.asarray(decode(path.read_bytes(), PRE, LIMIT, use_draft=False), dtype=np.int16)
         diff = np.abs(ours - np.asarray(full, dtype=np.int16))
-        assert diff.max() <= 1, path.name
+        assert diff.max() <= 2, path.name
         differing += int((diff > 0).sum())
         total += diff.size
     assert differing < 0.001 * total
