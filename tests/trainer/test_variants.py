@@ -16,7 +16,7 @@ from models.manifest import Preprocessing
 from service.manager import LoadedModel
 from service.onnx_session import OnnxEngine
 from service.preprocess import preprocess
-from tests.photos import imagenet_rows
+from tests.photos import fp32_decided, imagenet_rows
 from trainer.variants import build_variants, passes_gate, predict_top1
 
 PRE = Preprocessing()
@@ -78,13 +78,7 @@ def test_fp16_variant_loads_and_agrees(fp32_model: Path, labelled: tuple[np.ndar
 
 
 def decided(model: Path, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The photos fp32 itself decides (top-2 probability margin >= 0.1). Among the first 16 samples the
-    tiger cat is tabby or tiger cat by 0.01: any approximation of the network (int8, a re-export) flips
-    it either way, so with it the 99 % gate on 16 photos tested the coin, not the recipe."""
-    logits = OnnxEngine(model, Settings(device="cpu")).run(images)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    top2 = np.sort(probs / probs.sum(1, keepdims=True), 1)[:, -2:]
-    keep = top2[:, 1] - top2[:, 0] >= 0.1
+    keep = fp32_decided(model, images)  # the coin-flip photo out (tests/photos.py says why)
     assert keep.sum() >= len(images) - 2  # a check on real photos, not on a handful
     return images[keep], labels[keep]
 
