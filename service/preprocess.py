@@ -64,10 +64,10 @@ def _resize_cropped(rgb: Image.Image, new_w: int, new_h: int, pre: Preprocessing
     alone (``box``: same scale and filter centres, so the same pixels up to a rounding of the filter
     weights), and the vertical pass then runs on ``crop`` columns instead of ``new_w``: resize and crop
     took 3.18 instead of 5.36 ms a photo (196 ImageNet-sample and hymenoptera val photos, min of 5
-    interleaved passes on a loaded machine; about 2.4 ms before on a quiet one). The result differs from resize-then-crop on a few pixels: one grey
-    level after the horizontal pass, up to two after the vertical one (2,109 of 29.5 million values
-    over the 196 ImageNet-sample and hymenoptera val photos as served, none by more than one; fp32
-    top-1 unchanged on all 196, largest logit change 0.008). A box on the vertical pass too was tried
+    interleaved passes on a loaded machine; about 2.4 ms before on a quiet one). The result differs
+    from resize-then-crop on a few pixels: one grey level after the horizontal pass, up to two after
+    the vertical one (2,109 of 29.5 million values over those 196 photos as served, none by more than
+    one; fp32 top-1 unchanged on all 196, largest logit change 0.008). A box on the vertical pass too
     and rejected: Pillow's two-box path differed by up to 13 grey levels.
     """
     resample = _RESAMPLE[pre.interpolation]
