@@ -68,7 +68,7 @@ def _resize_cropped(rgb: Image.Image, new_w: int, new_h: int, pre: Preprocessing
     from resize-then-crop on a few pixels: one grey level after the horizontal pass, up to two after
     the vertical one (2,109 of 29.5 million values over those 196 photos as served, none by more than
     one; fp32 top-1 unchanged on all 196, largest logit change 0.008). A box on the vertical pass too
-    and rejected: Pillow's two-box path differed by up to 13 grey levels.
+    was tried and rejected: Pillow's two-box path differed by up to 13 grey levels.
     """
     resample = _RESAMPLE[pre.interpolation]
     left, top, right, bottom = center_crop_box(new_w, new_h, pre.crop)
