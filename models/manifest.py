@@ -38,6 +38,9 @@ class Variant(BaseModel):
     # The accuracy gate it passed: {"rule": str, "splits": {"val"|"test": {"images", "top1_agreement",
     # "accuracy_delta"}}} (trainer/publish/variants.py). None: built before the gate was recorded.
     gate: dict[str, Any] | None = None
+    # How the file was made (int8: trainer/publish/int8_recipe.py's description: calibration images, bias
+    # correction, nodes kept fp32). None: fp16, or built before recipes were recorded.
+    recipe: dict[str, Any] | None = None
 
 
 class CamOutput(BaseModel):

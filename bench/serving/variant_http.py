@@ -1,7 +1,7 @@
 """int8 against fp32 on the CPU, end to end over HTTP, in one run.
 
 The bootstrapped ``imagenet`` model gets an int8 variant built the way jobs build it
-(``trainer/publish/variants.py``: calibrated on 64 hymenoptera training photos, gated on the ImageNet sample
+(``trainer/publish/variants.py``: calibrated on 64 hymenoptera training photos, 32 a class, gated on the ImageNet sample
 photos split into val and test halves) and registered as a new version. Two real uvicorn processes
 serve it, one with ``TUNESERVE_VARIANT=fp32`` and one with the default ``auto`` (which must pick int8,
 checked through ``GET /v1/models/imagenet``). Load alternates between them (fp32, int8, fp32, int8)
@@ -53,7 +53,8 @@ def add_int8_version(home: Path) -> int:
 
     samples = sorted(shared_data("imagenet_samples").glob("*.JPEG"))
     half = len(samples) // 2
-    calib = batch(sorted((shared_data("hymenoptera") / "train").rglob("*.jpg"))[:64])
+    train = shared_data("hymenoptera") / "train"  # 32 photos a class: the first 64 sorted are all ants
+    calib = batch([f for cls in ("ants", "bees") for f in sorted((train / cls).glob("*.jpg"))[:32]])
     with tempfile.TemporaryDirectory() as tmp:
         built = build_variants(info.model_path, Path(tmp), calib, batch(samples[:half]), None, kinds=("int8",),
                                test=(batch(samples[half:]), None))

@@ -1,7 +1,9 @@
 """Numpy/PIL twin of torchvision's eval transform (Resize shorter side, CenterCrop, Normalize).
 
-Kept byte-for-byte compatible with what the trainer feeds the network: the same PIL resize call and
-the same crop arithmetic as torchvision; ``tests/integration/test_preprocess_twin.py`` checks the two agree.
+Kept compatible with what the trainer feeds the network: the same PIL bicubic filter and the same crop
+arithmetic as torchvision, within two grey levels on a few pixels (the resize computes only the columns
+the crop keeps, see ``_resize_cropped``); ``tests/integration/test_preprocess_twin.py`` checks the two
+agree, ``tests/service/inference/test_preprocess.py`` the cropped resize against a full one.
 """
 
 from __future__ import annotations
@@ -48,11 +50,36 @@ def decode(source: Source | Path, pre: Preprocessing, max_pixels: int, use_draft
         draft(img, pre.resize * DRAFT_MARGIN)
     rgb = to_rgb(img)
     new_w, new_h = check_resized(rgb.width, rgb.height, pre.resize, max_aspect)
-    if (new_w, new_h) != rgb.size:
-        rgb = rgb.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
     if pre.crop > min(new_w, new_h):  # torchvision pads in this case; we keep it simple and exact
+        if (new_w, new_h) != rgb.size:
+            rgb = rgb.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
         rgb = rgb.resize((max(new_w, pre.crop), max(new_h, pre.crop)), _RESAMPLE[pre.interpolation])
-    return rgb.crop(center_crop_box(rgb.width, rgb.height, pre.crop))
+        return rgb.crop(center_crop_box(rgb.width, rgb.height, pre.crop))
+    return _resize_cropped(rgb, new_w, new_h, pre)
+
+
+def _resize_cropped(rgb: Image.Image, new_w: int, new_h: int, pre: Preprocessing) -> Image.Image:
+    """Resize to ``new_w`` x ``new_h`` and centre-crop, computing only the columns the crop keeps.
+
+    Pillow resizes horizontally, then vertically. The horizontal pass is asked for the crop's columns
+    alone (``box``: same scale and filter centres, so the same pixels up to a rounding of the filter
+    weights), and the vertical pass then runs on ``crop`` columns instead of ``new_w``: resize and crop
+    took 3.18 instead of 5.36 ms a photo (196 ImageNet-sample and hymenoptera val photos, min of 5
+    interleaved passes on a loaded machine; about 2.4 ms before on a quiet one). The result differs
+    from resize-then-crop on a few pixels: one grey level after the horizontal pass, up to two after
+    the vertical one (2,109 of 29.5 million values over those 196 photos as served, none by more than
+    one; fp32 top-1 unchanged on all 196, largest logit change 0.008). A box on the vertical pass too
+    was tried and rejected: Pillow's two-box path differed by up to 13 grey levels.
+    """
+    resample = _RESAMPLE[pre.interpolation]
+    left, top, right, bottom = center_crop_box(new_w, new_h, pre.crop)
+    if new_w != rgb.width:
+        scale = rgb.width / new_w
+        rgb = rgb.resize((right - left, rgb.height), resample, box=(left * scale, 0, right * scale, rgb.height))
+        left, right = 0, right - left
+    if new_h != rgb.height:
+        rgb = rgb.resize((rgb.width, new_h), resample)
+    return rgb.crop((left, top, right, bottom))
 
 
 @lru_cache(maxsize=32)

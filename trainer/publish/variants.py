@@ -30,6 +30,7 @@ from onnxruntime.quantization import (
 
 from core.fsutil import atomic_write, sha256_file
 from models.manifest import Variant
+from trainer.publish.int8_recipe import DEFAULT_RECIPE, Int8Recipe, build_int8
 from trainer.publish.onnx_cpu import cpu_session, run_batch
 
 log = logging.getLogger(__name__)
@@ -101,20 +102,25 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> Path:
-    """Static QDQ quantisation (per-channel int8 weights, uint8 activations) calibrated on real images."""
+def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
+                  recipe: Int8Recipe = DEFAULT_RECIPE) -> dict[str, Any]:
+    """Static QDQ quantisation (per-channel int8 weights, uint8 activations) calibrated on real images,
+    made the way ``recipe`` says (trainer/publish/int8_recipe.py); returns the recipe's description."""
     input_name = cpu_session(fp32_path).get_inputs()[0].name
-    exclude = score_only_nodes(onnx.load(str(fp32_path)))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_out = Path(tmp) / "int8.onnx"
-        quantize_static(
-            str(fp32_path), str(tmp_out), ArrayCalibrationReader(input_name, calib_images),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"CalibTensorRangeSymmetric": False}, nodes_to_exclude=exclude,
-        )
-        _save(onnx.load(str(tmp_out)), out_path)
-    return out_path
+
+    def quantise(src: Path, dst: Path, exclude: list[str]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_out = Path(tmp) / "int8.onnx"
+            quantize_static(
+                str(src), str(tmp_out), ArrayCalibrationReader(input_name, calib_images),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"CalibTensorRangeSymmetric": False}, nodes_to_exclude=exclude,
+            )
+            _save(onnx.load(str(tmp_out)), dst)
+
+    return build_int8(fp32_path, out_path, calib_images, score_only_nodes(onnx.load(str(fp32_path))), quantise,
+                      recipe)
 
 
 def _drop_duplicate_casts(model: onnx.ModelProto) -> None:
@@ -160,6 +166,7 @@ def build_variants(
     val_labels: np.ndarray | None,
     kinds: tuple[str, ...] = ("fp16", "int8"),
     test: tuple[np.ndarray, np.ndarray | None] | None = None,
+    int8_recipe: Int8Recipe = DEFAULT_RECIPE,
 ) -> dict[str, Variant]:
     """Build, check and describe the variants of ``fp32_path``; files land in ``out_dir``.
 
@@ -178,12 +185,13 @@ def build_variants(
     variants: dict[str, Variant] = {}
     for kind in kinds:
         path = out_dir / (FP16_FILE if kind == "fp16" else INT8_FILE)
+        recipe: dict[str, Any] | None = None
         if kind == "fp16":
             convert_fp16(fp32_path, path)
         elif kind == "int8":
             if len(calib_images) == 0:
                 raise ValueError("int8 needs calibration images")
-            quantize_int8(fp32_path, path, calib_images)
+            recipe = quantize_int8(fp32_path, path, calib_images, int8_recipe)
         else:
             raise ValueError(f"unknown variant {kind!r} (fp16 or int8)")
         checks: dict[str, dict[str, Any]] = {}
@@ -199,5 +207,5 @@ def build_variants(
             continue
         log.info("%s variant kept: %s", kind, checks)
         variants[kind] = Variant(file=path.name, sha256=sha256_file(path), accuracy_delta=delta,
-                                 top1_agreement=agreement, gate={"rule": GATE_RULE, "splits": checks})
+                                 top1_agreement=agreement, gate={"rule": GATE_RULE, "splits": checks}, recipe=recipe)
     return variants

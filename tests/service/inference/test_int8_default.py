@@ -12,6 +12,7 @@ from core.settings import Settings
 from models import Registry
 from service.http.app import create_app
 from service.inference.selection import variant_and_reason
+from tests.photos import fp32_decided
 from tests.service.conftest import wait_ready
 
 TABBY = "n02123045_tabby.JPEG"
@@ -29,12 +30,13 @@ def test_auto_on_cpu_serves_a_gated_int8_and_says_why(settings: Settings, imagen
     def batch(files: list[Path]) -> np.ndarray:
         return np.stack([preprocess(f.read_bytes(), pre, 10**8) for f in files])
 
-    photos = sorted(imagenet_samples.glob("*.JPEG"))
+    samples = sorted(imagenet_samples.glob("*.JPEG"))
+    images = batch(samples)[fp32_decided(info.model_path, batch(samples))]  # tests/photos.py says why
     calib = batch(sorted(hymenoptera.rglob("*.jpg"))[:16])
     out = tmp_path / "variants"
     out.mkdir()
-    built = build_variants(info.model_path, out, calib, batch(photos[:12]), None, kinds=("int8",),
-                           test=(batch(photos[12:24]), None))
+    built = build_variants(info.model_path, out, calib, images[:12], None, kinds=("int8",),
+                           test=(images[12:24], None))
     gate = built["int8"].gate
     assert gate is not None and gate["rule"] == GATE_RULE  # the manifest states the gate it passed
     assert set(gate["splits"]) == {"val", "test"} and gate["splits"]["test"]["images"] == 12
@@ -50,6 +52,9 @@ def test_auto_on_cpu_serves_a_gated_int8_and_says_why(settings: Settings, imagen
         assert "int8 passed its gate" in view["variant_reason"] and "test" in view["variant_reason"]
         stored = client.get(f"/v1/models/imagenet/versions/{v2}/files/manifest.json").json()
         assert stored["variants"]["int8"]["gate"]["splits"]["val"]["images"] == 12
+        recipe = stored["variants"]["int8"]["recipe"]  # and how the file was made (trainer/publish/int8_recipe.py)
+        assert recipe["bias_correction"] is True and recipe["calibration_images"] == 16
+        assert recipe["fp32_nodes"] and recipe["format"] == "QDQ"
         photo = (imagenet_samples / TABBY).read_bytes()
         answer = client.post("/v1/models/imagenet/predict?top_k=1", content=photo,
                              headers={"content-type": "image/jpeg"})

@@ -1,4 +1,5 @@
-"""The service's numpy/PIL preprocessing matches torchvision's eval transform used in training."""
+"""The service's numpy/PIL preprocessing: the cropped resize, EXIF, modes and errors (the comparison with the
+trainer's torchvision transform needs torch: tests/integration/test_preprocess_twin.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,31 @@ from PIL import Image
 
 from core.images import ImageError, open_rgb
 from models.manifest import Preprocessing
-from service.inference.preprocess import preprocess
+from service.inference.preprocess import center_crop_box, decode, preprocess, resized_size
 
 PRE = Preprocessing()
 LIMIT = 40_000_000
+
+
+def real_photos(imagenet_samples: Path, hymenoptera: Path) -> list[Path]:
+    return sorted(imagenet_samples.glob("*.JPEG")) + sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:10]
+
+
+def test_cropped_resize_matches_resize_then_crop(imagenet_samples: Path, hymenoptera: Path) -> None:
+    """decode() computes only the crop's columns; against the full resize then crop (what torchvision
+    does) it may differ where Pillow rounds a filter weight the other way: one grey level after the
+    horizontal pass, which the vertical bicubic pass (negative lobes) can make two, on few pixels."""
+    differing = total = 0
+    for path in real_photos(imagenet_samples, hymenoptera):
+        img = open_rgb(path, LIMIT)
+        size = resized_size(img.width, img.height, PRE.resize)
+        full = img.resize(size, Image.Resampling.BICUBIC).crop(center_crop_box(*size, PRE.crop))
+        ours = np.asarray(decode(path.read_bytes(), PRE, LIMIT, use_draft=False), dtype=np.int16)
+        diff = np.abs(ours - np.asarray(full, dtype=np.int16))
+        assert diff.max() <= 2, path.name
+        differing += int((diff > 0).sum())
+        total += diff.size
+    assert differing < 0.001 * total
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:

@@ -16,7 +16,7 @@ from models.manifest import Preprocessing
 from service.inference.loaded import LoadedModel
 from service.inference.onnx_session import OnnxEngine
 from service.inference.preprocess import preprocess
-from tests.photos import imagenet_rows
+from tests.photos import fp32_decided, imagenet_rows
 from trainer.publish.variants import build_variants, passes_gate, predict_top1
 
 PRE = Preprocessing()
@@ -77,11 +77,17 @@ def test_fp16_variant_loads_and_agrees(fp32_model: Path, labelled: tuple[np.ndar
     assert path.stat().st_size - bank_bytes < 0.6 * (fp32_model.stat().st_size - bank_bytes)
 
 
+def decided(model: Path, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = fp32_decided(model, images)  # the coin-flip photo out (tests/photos.py says why)
+    assert keep.sum() >= len(images) - 2  # a check on real photos, not on a handful
+    return images[keep], labels[keep]
+
+
 def test_int8_calibrated_on_real_images_is_registered_and_served(
     fp32_model: Path, labelled: tuple[np.ndarray, np.ndarray], calibration: np.ndarray, tmp_path: Path,
     bootstrapped_home: Path,
 ) -> None:
-    images, labels = labelled
+    images, labels = decided(fp32_model, *labelled)
     out = tmp_path / "variants"
     variants = build_variants(fp32_model, out, calibration, images, labels, kinds=("int8",))
     assert set(variants) == {"int8"}
