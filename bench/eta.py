@@ -104,7 +104,8 @@ def run_job(home: Path, folder: Path, spec: dict[str, Any], model: str, interval
         progress = view["progress"]
         samples.append({"t": now, "state": current.state, "fraction": progress.get("fraction"),
                         "eta_s": progress.get("eta_s"), "eta_max_s": progress.get("eta_max_s"),
-                        "stage": progress.get("stage")})
+                        "stage": progress.get("stage"),
+                        "left": {r["name"]: r.get("left_s") for r in progress.get("stages") or []}})
         if current.finished:
             break
         if proc.poll() is not None and not store.get(job.id).finished:
@@ -153,6 +154,7 @@ def score(run: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--only", type=int, nargs="+", help="run only these jobs (0-based indexes into JOBS)")
     parser.add_argument("--samples", type=Path, help="write every sample of every job here (JSON)")
     parser.add_argument("--rescore", type=Path, nargs="+",
                         help="score the samples runs wrote with --samples (no jobs run)")
@@ -175,6 +177,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         for i, (name, data, spec) in enumerate(JOBS):
+            if args.only and i not in args.only:
+                continue
             folder = build_folder(Path(tmp) / f"data{i}", **data)
             run = run_job(home, folder, spec, f"eta{i}")
             row = {"job": name, "spec": spec, **score(run)}

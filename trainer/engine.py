@@ -84,7 +84,7 @@ def fine_tune(spec: TrainSpec, dataset: DatasetLike,
     """
     stages = plan_stages(spec)
     tracker = progress if progress is not None else ProgressTracker()
-    book, key = tracker.book, spec.base
+    book, key = tracker.book, eta_plan.book_key(spec)
     work = eta_plan.workload(spec, stages, dataset)
     eta_plan.plan_run(tracker, stages, spec, work, {progress_name(s.name): patience(spec, s) for s in stages})
     eta_plan.expect(tracker, work, book, key, "start")
@@ -353,7 +353,8 @@ class Run(RunState):
         head.to("cpu")
         self.tracker.forward_s = clock.forward_s(time.perf_counter() - started) or self.tracker.forward_s
         if self.work is not None:
-            eta_plan.expect(self.tracker, self.work, self.tracker.book, key, "trained")  # measured rates from here
+            eta_plan.expect(self.tracker, self.work, self.tracker.book, eta_plan.book_key(self.spec),
+                            "trained")  # measured rates from here
         self.features = Features(train, torch.cat([split.labels] * (2 if flip else 1)), val)
         return self.features
 

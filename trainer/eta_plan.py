@@ -23,6 +23,7 @@ from trainer.progress import (
     ProgressTracker,
     progress_name,
 )
+from trainer.stage_cost import EXPORT_STEPS
 
 if TYPE_CHECKING:
     from trainer.stages import Stage
@@ -45,6 +46,13 @@ def workload(spec: Any, stages: list[Stage], dataset: Any) -> Workload:
     return Workload(len(dataset.items("train")), len(dataset.items("val")), len(dataset.items("test")),
                     spec.batch_size, spec.augment in ("standard", "strong"),
                     any(not s.on_features for s in stages))
+
+
+def book_key(spec: Any) -> str:
+    """The cost book's key of a run: the backbone and the device kind (a GPU's costs are not a CPU's)."""
+    from trainer.result import resolve_device  # torch: imported by whoever trains anyway
+
+    return f"{spec.base}@{resolve_device(spec.device).type}"
 
 
 def forward_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:
@@ -80,7 +88,11 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     if "probe" in tracker.stages and setup is not None:
         tracker.expect("probe", setup_s=setup)
     if "finetune" in tracker.stages:
-        train_s = book.get(key, "train_s") or TRAIN_STEP_FORWARDS * fwd
+        # A training step costs a measured multiple of a forward pass (backward, update, augmentation):
+        # the ratio, measured by an earlier job on the backbone and device, times this run's forward pass,
+        # so a machine slower today predicts slower steps. Replaced by the stage's own batches once timed.
+        ratio = book.get(key, "train_ratio")
+        train_s = ratio * fwd if ratio is not None else book.get(key, "train_s") or TRAIN_STEP_FORWARDS * fwd
         tracker.expect("finetune", batch_s=train_s * work.batch_size, val_s=work.val * fwd)
     # Calibration runs the final model on val and test: the head alone on cached val features when
     # the probe wins (test features still to extract), the whole model after fine-tuning.
@@ -99,7 +111,13 @@ def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, 
     speed = min(2.0, max(0.5, fwd / then)) if tracker.forward_s is not None and then else 1.0
     held_out = work.test or work.val
     export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
-    tracker.expect("export", seconds=speed * export if export is not None else PRIOR_STAGE_S["export"])
+    # The export's steps: each as measured on the backbone before, else the total's prior split; the
+    # steps that end in this run set the pace of the rest (trainer/stage_cost.py).
+    total = speed * export if export is not None else PRIOR_STAGE_S["export"]
+    measured = [book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS]
+    steps = ([(name, speed * (s or 0.0)) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
+             if any(s is not None for s in measured) else [(name, share * total) for name, share in EXPORT_STEPS])
+    tracker.expect("export", steps=steps)
     # The gate scores the candidate (and the active version, when there is one) on the held-out photos
     # with onnxruntime (faster than the training framework's forward pass; half of it as a prior).
     tracker.expect("evaluate", seconds=held_out * (speed * evaluate if evaluate is not None else 0.5 * fwd))
@@ -111,8 +129,15 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
     if tracker.forward_s is not None:
         book.record(key, "forward_s", tracker.forward_s)
     ft = tracker.stages.get("finetune")
-    if ft is not None and ft.unit_s() is not None:
-        book.record(key, "train_s", ft.unit_s() / work.batch_size)  # type: ignore[operator]
+    train_s = ft.unit_s() if ft is not None else None
+    if train_s is not None:
+        book.record(key, "train_s", train_s / work.batch_size)
+        if tracker.forward_s is not None:  # both measured in this run, under the same load
+            book.record(key, "train_ratio", train_s / work.batch_size / tracker.forward_s)
+    export = tracker.stages.get("export")
+    if export is not None and export.state == "done":
+        for name, seconds in export.steps_done.items():
+            book.record(key, f"export_{name}_s", seconds)
     held_out = work.test or work.val
     for name, per in (("export", 1), ("evaluate", held_out), ("register", 1)):
         cost = tracker.stages.get(name)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainer.eta import CostBook, expected_epochs_left, improve_probability
+from trainer.stage_cost import RecentRate, steps_left
 
 if TYPE_CHECKING:
     from trainer.stages import Stage
@@ -96,9 +97,13 @@ class StageCost:
     setup_left_s: float = 0.0  # expected one-off work still to come (feature extraction)
     started_at: float | None = None  # perf_counter when it started running
     last_tick: float | None = None  # perf_counter of its last measured step (batch, feature batch, validation)
+    rate: RecentRate = field(default_factory=RecentRate)  # this run's recent seconds per unit (trainer/stage_cost.py)
+    steps: list[tuple[str, float]] = field(default_factory=list)  # a one-off stage's steps: expected seconds
+    steps_done: dict[str, float] = field(default_factory=dict)  # ... and the measured ones of those ended
 
     def unit_s(self) -> float | None:
-        return self.seconds / self.timed if self.timed else None
+        """Seconds per unit: the recent units of this run, else every unit timed (a resumed run's)."""
+        return self.rate.per_unit() or (self.seconds / self.timed if self.timed else None)
 
     def _epochs_left(self, expected: bool) -> float:
         left = max(0, self.epochs - self.epochs_done)
@@ -114,6 +119,9 @@ class StageCost:
         if self.epochs == 0:
             prior = self.prior_s if self.prior_s is not None else PRIOR_STAGE_S.get(self.name, 1.0)
             running = now - self.started_at if self.state == "running" and self.started_at is not None else 0.0
+            if self.steps and self.state == "running":  # the steps ended so far set the pace of the rest
+                since = now - self.last_tick if self.last_tick is not None else running
+                return steps_left(self.steps, self.steps_done, since)
             # Near or past its estimate: a quarter of its time so far (it ends soon, not never).
             return max(prior - running, 0.25 * running)
         batch_s = self.unit_s() or self.prior_batch_s or PRIOR_PROBE_BATCH_S
@@ -178,9 +186,13 @@ class ProgressTracker:
             cost.units = max(cost.done, max(1, epochs * batches))
 
     def expect(self, name: str, seconds: float | None = None, batch_s: float | None = None,
-               val_s: float | None = None, setup_s: float | None = None) -> None:
-        """Expected costs not yet measured in this run (from the cost book or measured rates)."""
+               val_s: float | None = None, setup_s: float | None = None,
+               steps: list[tuple[str, float]] | None = None) -> None:
+        """Expected costs not yet measured in this run (from the cost book or measured rates);
+        ``steps``: a one-off stage's steps in order with their expected seconds (``seconds``: their sum)."""
         cost = self.stages.setdefault(name, StageCost(name, 1))
+        if steps is not None and cost.state == "pending":
+            cost.steps, seconds = list(steps), sum(s for _, s in steps)
         if seconds is not None:
             cost.prior_s = seconds
         if batch_s is not None:
@@ -231,11 +243,24 @@ class ProgressTracker:
         cost.extra_n += 1
         cost.last_tick = time.perf_counter()
 
+    def step_done(self, name: str) -> None:
+        """A step of the current one-off stage ended (trainer/steps.py): its time since the last one."""
+        with self.lock:
+            cost = self.stages[self.current]
+            now = time.perf_counter()
+            cost.steps_done[name] = cost.steps_done.get(name, 0.0) + now - (cost.last_tick or now)
+            cost.last_tick = now
+            self.measured = True
+            self.push()
+
     def unit_done(self, seconds: float, force: bool = False) -> None:
         cost = self.stages[self.current]
+        if cost.steps:  # what ran after the last reported step
+            self.step_done("rest")
         cost.done += 1
         cost.timed += 1
         cost.seconds += seconds
+        cost.rate.add(seconds)
         cost.units = max(cost.units, cost.done)
         cost.setup_left_s = 0.0
         cost.last_tick = time.perf_counter()
@@ -288,6 +313,7 @@ class ProgressTracker:
         return self.remaining() if self.measured else None  # before anything is timed: no guess shown
 
     def snapshot(self) -> dict[str, Any]:
+        now = time.perf_counter()
         elapsed = self.elapsed()
         left = self.remaining()
         if self.current != "done" and elapsed + left > 0:
@@ -300,6 +326,7 @@ class ProgressTracker:
             "epoch": self.epoch, "epochs": self.epochs, "epochs_stage": self.epochs_stage,
             "batch": self.batch, "batches": self.batches, "elapsed_s": round(elapsed, 3),
             "stages": [{"name": c.name, "state": c.state, "done": c.done, "units": c.units, "timed": c.timed,
+                        "left_s": round(c.remaining_s(now), 1),
                         "seconds": round(c.seconds, 3), "setup_s": round(c.setup_s, 3),
                         "epochs_done": c.epochs_done, "epoch_extra_s": round(c.epoch_extra_s, 3), "extra_n": c.extra_n}
                        for c in self.stages.values()],
@@ -390,22 +417,43 @@ class BatchClock:
 
 
 class FeatureClock:
-    """The feature extraction's per-batch ``should_stop``: cancels, and times the images done so far."""
+    """The feature extraction's per-batch ``should_stop``: cancels, and times the images done so far.
+
+    The rate is read off the recent batches, the first left out (it carries the warm-up) once there
+    are others: on a shared machine the speed changes while the extraction runs.
+    """
+
+    RECENT = 4  # batches the time left is read off
 
     def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int, batch: int = 64) -> None:
         self.tracker, self.check, self.images, self.batch = tracker, check, images, batch
-        self.first: float | None = None
+        self.marks: list[tuple[float, int]] = []  # (perf_counter, images done) at each batch boundary
         self.done = 0
 
     def __call__(self) -> None:
         self.check()
         now = time.perf_counter()
-        if self.first is None:
-            self.first = now
-            return
-        self.done = min(self.images, self.done + self.batch)  # a batch ended (the next starts now)
-        self.tracker.setup_progress(self.done, self.images, now - self.first)
+        if self.marks:  # a batch ended (the next starts now)
+            self.done = min(self.images, self.done + self.batch)
+        self.marks.append((now, self.done))
+        rate = self.rate(recent=True)
+        if rate is not None:
+            self.tracker.setup_progress(self.done, self.images, rate * self.done)
+
+    def rate(self, recent: bool = False) -> float | None:
+        """Seconds per image: over the batches after the first (the last ``RECENT`` when ``recent``), or
+        the first alone while it is the only one; None before one ended."""
+        if len(self.marks) < 2:
+            return None
+        start = max(1, len(self.marks) - 1 - self.RECENT) if recent else 1
+        if len(self.marks) == 2:
+            start = 0
+        (t0, d0), (t1, d1) = self.marks[start], self.marks[-1]
+        return (t1 - t0) / (d1 - d0) if d1 > d0 else None
 
     def forward_s(self, seconds: float) -> float | None:
-        """Seconds per image of the whole extraction (None when it came from a cache: nothing timed)."""
-        return seconds / self.images if self.first is not None and self.images else None
+        """Seconds per image of the backbone's forward pass, measured after the first batch (None when
+        the features came from a cache or fewer than two batches followed the first: too few to say)."""
+        if len(self.marks) < 4:
+            return None
+        return self.rate()

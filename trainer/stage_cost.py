@@ -1,0 +1,76 @@
+"""How much a stage's remaining work costs, from what this job measured most recently.
+
+Two cost models the progress tracker (trainer/progress.py) applies per stage:
+
+* :class:`RecentRate` - seconds per unit (a batch, a feature batch) over the last ``WINDOW`` units,
+  the stage's first unit left out. Not the mean since the start: the first batches of a stage carry
+  one-off warm-up (allocations, kernel selection, loader workers starting; a 2 ms step of the probe's
+  head measured 0.1 s in its first batches, which made 60 epochs look like minutes), and a machine
+  shared with other jobs changes speed while a stage runs; what the last batches cost is the best
+  guess of what the next ones cost.
+* :func:`steps_left` - a one-off stage made of named steps (the export: ONNX trace, checks, report,
+  weights, registry copy). Each step's expected seconds come from an earlier job on the backbone
+  (the cost book, trainer/eta.py) or a prior split; once a step has run, the steps still to come are
+  scaled by how this run's steps compared with their expectation (``pace``): a loaded machine that
+  made the trace twice as slow makes the report slower too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+WINDOW = 32  # units the rate is read off (a few epochs of a small stage, part of one of a large one)
+PACE_MIN, PACE_MAX = 0.33, 3.0  # how far this run's steps may move the expected ones
+# The export's steps in the order they run (trainer/export.py, trainer/publish.py) and each one's
+# share of the export before one has been timed on the backbone (EfficientNet-Lite0 on a 2-core CPU:
+# the dynamo trace most of it; the report's plots next).
+EXPORT_STEPS: tuple[tuple[str, float], ...] = (
+    ("trace", 0.55), ("check", 0.12), ("report", 0.2), ("weights", 0.03), ("variants", 0.0), ("rest", 0.1))
+
+
+@dataclass
+class RecentRate:
+    """Seconds per unit over the last ``WINDOW`` units of a stage (its first unit, the warm-up, left out
+    once there is another)."""
+
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    first: float | None = None  # the stage's first unit: used only until a second one is timed
+
+    def add(self, seconds: float) -> None:
+        if self.first is None and not self.window:
+            self.first = seconds
+            return
+        self.window.append(seconds)
+
+    def per_unit(self) -> float | None:
+        if self.window:
+            return sum(self.window) / len(self.window)
+        return self.first
+
+    def __len__(self) -> int:
+        return len(self.window) + (self.first is not None)
+
+
+def pace(expected: list[tuple[str, float]], measured: dict[str, float]) -> float:
+    """This run's steps so far against their expectation (1 before any step with an expectation ended)."""
+    want = sum(s for name, s in expected if name in measured and s > 0)
+    have = sum(measured[name] for name, s in expected if name in measured and s > 0)
+    if want <= 0:
+        return 1.0
+    return min(PACE_MAX, max(PACE_MIN, have / want))
+
+
+def steps_left(expected: list[tuple[str, float]], measured: dict[str, float], running_s: float) -> float:
+    """Seconds left of a stage of steps: the steps not yet ended at their expected cost times the
+    run's pace, less the time the step under way has run (at most 90 % of its own expectation; past
+    it, a quarter of its running time: it ends soon, not never)."""
+    factor = pace(expected, measured)
+    left = [factor * s for name, s in expected if name not in measured]
+    if not left:
+        return 0.25 * running_s
+    # The step under way: the first not yet ended that costs anything (zero-cost steps may never run).
+    current = next((cost for cost in left if cost > 0), 0.0)
+    rest = sum(left) - current
+    under_way = current - running_s if running_s < 0.9 * current else max(0.1 * current, 0.25 * running_s)
+    return rest + under_way
