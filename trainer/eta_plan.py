@@ -135,7 +135,7 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
         if tracker.forward_s is not None:  # both measured in this run, under the same load
             book.record(key, "train_ratio", train_s / work.batch_size / tracker.forward_s)
     export = tracker.stages.get("export")
-    if export is not None and export.state == "done":
+    if export is not None and export.timed:  # ended (not an attempt cut short)
         for name, seconds in export.steps_done.items():
             book.record(key, f"export_{name}_s", seconds)
     held_out = work.test or work.val

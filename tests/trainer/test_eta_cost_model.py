@@ -1,0 +1,173 @@
+"""The per-stage cost model behind the ETA (trainer/stage_cost.py) on a fake clock: recent rates with
+the warm-up left out, the export's steps paced by this run, the fine-tune step predicted from the
+forward pass, and a whole job's progress that is never null after its first measured batch and
+never moves back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer import eta_plan
+from trainer.eta import CostBook
+from trainer.progress import FeatureClock, ProgressTracker
+from trainer.stage_cost import RecentRate, pace, steps_left
+from trainer.steps import reporting, step
+
+
+class FakeClock:
+    """``time.perf_counter`` that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", fake)
+    return fake
+
+
+def test_the_rate_leaves_out_the_warm_up_and_follows_the_recent_units() -> None:
+    rate = RecentRate()
+    assert rate.per_unit() is None
+    rate.add(1.0)  # the first unit: warm-up, used only while it is the only one
+    assert rate.per_unit() == 1.0
+    rate.add(0.01)
+    rate.add(0.03)
+    assert rate.per_unit() == pytest.approx(0.02)
+    for _ in range(40):  # the machine got slower: the window forgets the fast units
+        rate.add(0.1)
+    assert rate.per_unit() == pytest.approx(0.1)
+
+
+def test_the_steps_still_to_come_are_scaled_by_the_pace_of_those_done() -> None:
+    expected = [("trace", 6.0), ("check", 2.0), ("variants", 0.0), ("rest", 2.0)]
+    assert steps_left(expected, {}, 0.0) == pytest.approx(10.0)
+    assert steps_left(expected, {}, 4.0) == pytest.approx(6.0)  # the trace under way counts down
+    done = {"trace": 12.0}  # twice as slow as expected: so are the rest
+    assert pace(expected, done) == pytest.approx(2.0)
+    assert steps_left(expected, done, 0.0) == pytest.approx(8.0)
+    assert steps_left(expected, {"trace": 600.0}, 0.0) == pytest.approx(3.0 * 4.0)  # the pace is bounded
+    # A step past its estimate: a quarter of its running time, never zero.
+    assert steps_left([("trace", 4.0)], {}, 20.0) == pytest.approx(5.0)
+
+
+def test_the_export_reports_its_steps_and_the_eta_follows_them(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan([("export", 1)])
+    tracker.expect("export", steps=[("trace", 6.0), ("check", 2.0), ("rest", 2.0)])
+    assert tracker.remaining() == pytest.approx(10.0)
+    tracker.start("export")
+    with reporting(tracker.step_done):
+        clock.advance(12.0)
+        step("trace")
+        assert tracker.remaining() == pytest.approx(8.0)  # the trace took twice its time: so will the rest
+        clock.advance(4.0)
+        step("check")
+        assert tracker.remaining() == pytest.approx(4.0)
+        clock.advance(3.0)
+    step("outside")  # nobody listens outside ``reporting``: nothing happens
+    tracker.unit_done(19.0)
+    cost = tracker.stages["export"]
+    assert cost.steps_done == {"trace": 12.0, "check": 4.0, "rest": 3.0} and tracker.remaining() == 0.0
+
+
+def test_a_probe_with_a_slow_first_batch_is_not_predicted_at_its_warm_up(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan_training("probe", epochs=50, batches=20, patience=0)
+    tracker.start("probe", 1000)
+    tracker.unit_done(0.5)  # the first batch: allocation and kernel selection
+    clock.advance(0.5)
+    for _ in range(10):
+        clock.advance(0.01)
+        tracker.unit_done(0.01)
+    assert tracker.remaining() == pytest.approx(989 * 0.01, rel=0.05)  # not 989 x the mean with the warm-up
+
+
+def test_the_feature_rate_is_read_off_the_batches_after_the_first(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan_training("probe", epochs=1, batches=1, patience=0)
+    tracker.start("probe")
+    feature_clock = FeatureClock(tracker, lambda: None, images=640, batch=64)
+    feature_clock()  # the first batch starts
+    clock.advance(6.4)  # warm-up: 0.1 s an image
+    feature_clock()
+    assert feature_clock.forward_s(0.0) is None  # one batch: too few to say
+    for _ in range(3):
+        clock.advance(1.28)  # 0.02 s an image
+        feature_clock()
+    assert feature_clock.forward_s(0.0) == pytest.approx(0.02)
+    # The time left of the extraction: 384 images at the recent rate.
+    assert tracker.stages["probe"].setup_left_s == pytest.approx(384 * 0.02)
+    assert tracker.measured
+
+
+def test_the_fine_tune_step_is_the_books_ratio_times_this_runs_forward_pass(tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "book.json")
+    work = eta_plan.Workload(train=100, val=20, test=0, batch_size=10, flip=False, images_stages=True)
+    tracker = ProgressTracker()
+    tracker.plan_training("finetune", epochs=3, batches=10, patience=0)
+    tracker.forward_s = 0.05  # this run's measured forward pass
+    book.record("b@cpu", "train_ratio", 3.0)
+    eta_plan.expect(tracker, work, book, "b@cpu", "trained")
+    assert tracker.stages["finetune"].prior_batch_s == pytest.approx(3.0 * 0.05 * 10)
+    assert tracker.stages["finetune"].prior_val_s == pytest.approx(20 * 0.05)
+    # What a run measured goes back to the book: the ratio and the export's steps.
+    tracker.start("finetune")
+    for _ in range(3):
+        tracker.unit_done(2.0)
+    tracker.plan([("export", 1)])
+    tracker.expect("export", steps=[("trace", 1.0), ("rest", 1.0)])
+    tracker.start("export")
+    tracker.stages["export"].steps_done = {"trace": 4.0}
+    tracker.unit_done(5.0)
+    eta_plan.learn(tracker, work, book, "b@cpu")
+    assert book.get("b@cpu", "train_ratio") == pytest.approx(0.5 * 3.0 + 0.5 * (2.0 / 10 / 0.05))
+    assert book.get("b@cpu", "export_trace_s") == 4.0 and CostBook(tmp_path / "book.json").get("b@cpu", "train_s")
+
+
+def test_a_whole_job_is_never_null_after_its_first_batch_and_never_moves_back(clock: FakeClock) -> None:
+    snaps: list[dict[str, Any]] = []
+    tracker = ProgressTracker(snaps.append, min_interval_s=0.0)
+    tracker.plan([("export", 1), ("evaluate", 1), ("register", 1)])
+    tracker.plan_training("probe", epochs=10, batches=5, patience=3)
+    tracker.plan_training("finetune", epochs=4, batches=5, patience=2)
+    tracker.plan([("calibrate", 1)])
+    tracker.expect("finetune", batch_s=4.0, val_s=1.0)  # a prior four times too slow
+    tracker.expect("export", steps=[("trace", 5.0), ("rest", 1.0)])
+    tracker.start("probe", 50)
+    assert snaps[-1]["eta_s"] is None  # nothing timed yet: no guess
+    for name, epochs, batch_s in (("probe", 10, 0.02), ("finetune", 3, 1.0)):
+        tracker.start(name, epochs * 5)
+        for epoch in range(epochs):
+            for _ in range(5):
+                clock.advance(batch_s)
+                tracker.unit_done(batch_s)
+            clock.advance(0.5)
+            tracker.add_time(0.5)
+            tracker.epoch_end(improved=epoch < 2, bad=max(0, epoch - 1))
+    for name, seconds in (("calibrate", 2.0), ("export", 8.0), ("evaluate", 1.0), ("register", 0.5)):
+        tracker.start(name)
+        for _ in range(int(seconds * 2)):
+            clock.advance(0.5)
+            tracker.push(force=True)
+        tracker.unit_done(seconds)
+    tracker.finish()
+    first = next(i for i, s in enumerate(snaps) if any(row["timed"] for row in s["stages"]))
+    after = snaps[first:]
+    assert len(after) > 40
+    assert all(s["eta_s"] is not None and s["eta_max_s"] >= s["eta_s"] for s in after)
+    fractions = [s["fraction"] for s in snaps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert snaps[-1]["eta_s"] == 0.0
