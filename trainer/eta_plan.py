@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainer.eta import CostBook
+from trainer.ood import MAX_BANK
 from trainer.progress import (
     PRIOR_DECODE_S,
     PRIOR_FORWARD_S,
@@ -97,7 +98,11 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     # Calibration runs the final model on val and test: the head alone on cached val features when
     # the probe wins (test features still to extract), the whole model after fine-tuning.
     calibrate_images = work.test + (work.val if work.images_stages else 0)
-    tracker.expect("calibrate", seconds=calibrate_images * fwd + (work.test * decode if work.test else 0.0))
+    # It also fits the out-of-distribution scorer and may cross-fit the temperature: per image it
+    # touches, as an earlier job of the same kind measured it, else the forward passes alone.
+    per_image = book.get(key, calibrate_key(work))
+    tracker.expect("calibrate", seconds=per_image * calibrate_touched(work) if per_image is not None
+                   else calibrate_images * fwd + (work.test * decode if work.test else 0.0))
     if "export" in tracker.stages:  # a worker's job publishes too
         expect_publishing(tracker, work, book, key)
 
@@ -108,12 +113,14 @@ def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, 
     within [0.5, 2]; a shared machine's speed changes from job to job), or priors."""
     fwd = forward_s(tracker, book, key)
     then = book.get(key, "forward_s")
-    speed = min(2.0, max(0.5, fwd / then)) if tracker.forward_s is not None and then else 1.0
+    # How fast this machine runs now: against the book's forward pass (measured with its costs), or,
+    # with no book, against the prior's (a first job's export on a busy machine is slower too).
+    speed = min(2.0, max(0.5, fwd / (then or PRIOR_FORWARD_S))) if tracker.forward_s is not None else 1.0
     held_out = work.test or work.val
     export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
     # The export's steps: each as measured on the backbone before, else the total's prior split; the
     # steps that end in this run set the pace of the rest (trainer/stage_cost.py).
-    total = speed * export if export is not None else PRIOR_STAGE_S["export"]
+    total = speed * (export if export is not None else PRIOR_STAGE_S["export"])
     measured = [book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS]
     steps = ([(name, speed * (s or 0.0)) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
              if any(s is not None for s in measured) else [(name, share * total) for name, share in EXPORT_STEPS])
@@ -122,6 +129,15 @@ def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, 
     # with onnxruntime (faster than the training framework's forward pass; half of it as a prior).
     tracker.expect("evaluate", seconds=held_out * (speed * evaluate if evaluate is not None else 0.5 * fwd))
     tracker.expect("register", seconds=speed * register if register is not None else PRIOR_STAGE_S["register"])
+
+
+def calibrate_key(work: Workload) -> str:
+    return "calibrate_images_s" if work.images_stages else "calibrate_features_s"
+
+
+def calibrate_touched(work: Workload) -> int:
+    """Images the end of a run goes over: val, test and the scorer's bank of training photos."""
+    return max(1, work.val + work.test + min(work.train, MAX_BANK))
 
 
 def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
@@ -134,6 +150,9 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
         book.record(key, "train_s", train_s / work.batch_size)
         if tracker.forward_s is not None:  # both measured in this run, under the same load
             book.record(key, "train_ratio", train_s / work.batch_size / tracker.forward_s)
+    calibrate = tracker.stages.get("calibrate")
+    if calibrate is not None and calibrate.timed:
+        book.record(key, calibrate_key(work), calibrate.seconds / calibrate_touched(work))
     export = tracker.stages.get("export")
     if export is not None and export.timed:  # ended (not an attempt cut short)
         for name, seconds in export.steps_done.items():

@@ -2,17 +2,19 @@
 
 Two cost models the progress tracker (trainer/progress.py) applies per stage:
 
-* :class:`RecentRate` - seconds per unit (a batch, a feature batch) over the last ``WINDOW`` units,
-  the stage's first unit left out. Not the mean since the start: the first batches of a stage carry
+* :class:`RecentRate` - seconds per unit (a batch, a feature batch) over the stage's recent units
+  (at least ``MIN_UNITS`` and ``MIN_SPAN_S`` seconds of them), the stage's first unit left out. Not
+  the mean since the start: the first batches of a stage carry
   one-off warm-up (allocations, kernel selection, loader workers starting; a 2 ms step of the probe's
   head measured 0.1 s in its first batches, which made 60 epochs look like minutes), and a machine
   shared with other jobs changes speed while a stage runs; what the last batches cost is the best
-  guess of what the next ones cost.
+  guess of what the next ones cost. The span keeps the rate of tiny units (a 5 ms head step, which a
+  busy machine's scheduler stretches ten-fold now and then) from jumping with every one.
 * :func:`steps_left` - a one-off stage made of named steps (the export: ONNX trace, checks, report,
   weights, registry copy). Each step's expected seconds come from an earlier job on the backbone
   (the cost book, trainer/eta.py) or a prior split; once a step has run, the steps still to come are
-  scaled by how this run's steps compared with their expectation (``pace``): a loaded machine that
-  made the trace twice as slow makes the report slower too.
+  scaled by how this run's steps compared with their expectation (``pace``, damped: a loaded machine
+  that made the trace four times as slow made the report slower too, but measured only about twice).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-WINDOW = 32  # units the rate is read off (a few epochs of a small stage, part of one of a large one)
-PACE_MIN, PACE_MAX = 0.33, 3.0  # how far this run's steps may move the expected ones
+MIN_UNITS, MIN_SPAN_S = 8, 5.0  # the rate is read off at least this many recent units and seconds
+KEEP = 4096  # units kept (a span of tiny units needs many)
+PACE_MIN, PACE_MAX = 0.5, 2.0  # how far this run's steps may move the expected ones
 # The export's steps in the order they run (trainer/export.py, trainer/publish.py) and each one's
 # share of the export before one has been timed on the backbone (EfficientNet-Lite0 on a 2-core CPU:
 # the dynamo trace most of it; the report's plots next).
@@ -31,10 +34,10 @@ EXPORT_STEPS: tuple[tuple[str, float], ...] = (
 
 @dataclass
 class RecentRate:
-    """Seconds per unit over the last ``WINDOW`` units of a stage (its first unit, the warm-up, left out
+    """Seconds per unit over a stage's recent units (its first unit, the warm-up, left out
     once there is another)."""
 
-    window: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
     first: float | None = None  # the stage's first unit: used only until a second one is timed
 
     def add(self, seconds: float) -> None:
@@ -44,9 +47,14 @@ class RecentRate:
         self.window.append(seconds)
 
     def per_unit(self) -> float | None:
-        if self.window:
-            return sum(self.window) / len(self.window)
-        return self.first
+        if not self.window:
+            return self.first
+        total, count = 0.0, 0
+        for seconds in reversed(self.window):
+            total, count = total + seconds, count + 1
+            if count >= MIN_UNITS and total >= MIN_SPAN_S:
+                break
+        return total / count
 
     def __len__(self) -> int:
         return len(self.window) + (self.first is not None)
@@ -56,9 +64,9 @@ def pace(expected: list[tuple[str, float]], measured: dict[str, float]) -> float
     """This run's steps so far against their expectation (1 before any step with an expectation ended)."""
     want = sum(s for name, s in expected if name in measured and s > 0)
     have = sum(measured[name] for name, s in expected if name in measured and s > 0)
-    if want <= 0:
+    if want <= 0 or have <= 0:
         return 1.0
-    return min(PACE_MAX, max(PACE_MIN, have / want))
+    return min(PACE_MAX, max(PACE_MIN, (have / want) ** 0.5))
 
 
 def steps_left(expected: list[tuple[str, float]], measured: dict[str, float], running_s: float) -> float:

@@ -46,19 +46,23 @@ def test_the_rate_leaves_out_the_warm_up_and_follows_the_recent_units() -> None:
     rate.add(0.01)
     rate.add(0.03)
     assert rate.per_unit() == pytest.approx(0.02)
-    for _ in range(40):  # the machine got slower: the window forgets the fast units
+    for _ in range(60):  # the machine got slower: the rate forgets the fast units (5 s of recent ones)
         rate.add(0.1)
     assert rate.per_unit() == pytest.approx(0.1)
+    for _ in range(8):  # slow units: the rate follows the last MIN_UNITS of them
+        rate.add(2.0)
+    assert rate.per_unit() == pytest.approx(2.0)
 
 
 def test_the_steps_still_to_come_are_scaled_by_the_pace_of_those_done() -> None:
     expected = [("trace", 6.0), ("check", 2.0), ("variants", 0.0), ("rest", 2.0)]
     assert steps_left(expected, {}, 0.0) == pytest.approx(10.0)
     assert steps_left(expected, {}, 4.0) == pytest.approx(6.0)  # the trace under way counts down
-    done = {"trace": 12.0}  # twice as slow as expected: so are the rest
+    done = {"trace": 24.0}  # four times as slow as expected: the rest about twice (damped)
     assert pace(expected, done) == pytest.approx(2.0)
     assert steps_left(expected, done, 0.0) == pytest.approx(8.0)
-    assert steps_left(expected, {"trace": 600.0}, 0.0) == pytest.approx(3.0 * 4.0)  # the pace is bounded
+    assert steps_left(expected, {"trace": 600.0}, 0.0) == pytest.approx(2.0 * 4.0)  # the pace is bounded
+    assert pace(expected, {"trace": 1.5}) == pytest.approx(0.5)
     # A step past its estimate: a quarter of its running time, never zero.
     assert steps_left([("trace", 4.0)], {}, 20.0) == pytest.approx(5.0)
 
@@ -70,17 +74,17 @@ def test_the_export_reports_its_steps_and_the_eta_follows_them(clock: FakeClock)
     assert tracker.remaining() == pytest.approx(10.0)
     tracker.start("export")
     with reporting(tracker.step_done):
-        clock.advance(12.0)
+        clock.advance(24.0)
         step("trace")
-        assert tracker.remaining() == pytest.approx(8.0)  # the trace took twice its time: so will the rest
-        clock.advance(4.0)
+        assert tracker.remaining() == pytest.approx(8.0)  # the trace took four times its time: the rest twice
+        clock.advance(8.0)
         step("check")
-        assert tracker.remaining() == pytest.approx(4.0)
+        assert tracker.remaining() == pytest.approx(2.0 * (32 / 8) ** 0.5)
         clock.advance(3.0)
     step("outside")  # nobody listens outside ``reporting``: nothing happens
-    tracker.unit_done(19.0)
+    tracker.unit_done(35.0)
     cost = tracker.stages["export"]
-    assert cost.steps_done == {"trace": 12.0, "check": 4.0, "rest": 3.0} and tracker.remaining() == 0.0
+    assert cost.steps_done == {"trace": 24.0, "check": 8.0, "rest": 3.0} and tracker.remaining() == 0.0
 
 
 def test_a_probe_with_a_slow_first_batch_is_not_predicted_at_its_warm_up(clock: FakeClock) -> None:
