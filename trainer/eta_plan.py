@@ -24,7 +24,7 @@ from trainer.progress import (
     ProgressTracker,
     progress_name,
 )
-from trainer.stage_cost import EXPORT_STEPS
+from trainer.stage_cost import EXPORT_FORWARDS, EXPORT_STEPS
 
 if TYPE_CHECKING:
     from trainer.stages import Stage
@@ -87,7 +87,10 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     setup = {"start": (work.train * (2 if work.images_stages else 1) + work.val) * decode + features
              + LR_RANGE_STEPS_S + MODEL_LOAD_S, "features": features + LR_RANGE_STEPS_S}.get(phase)
     if "probe" in tracker.stages and setup is not None:
-        tracker.expect("probe", setup_s=setup)
+        tracker.expect("probe", setup_s=setup, batch_s=book.get(key, "probe_batch_s"))
+    for name in ("probe", "finetune"):  # how long early stopping let the stage run in earlier jobs
+        if name in tracker.stages and book.get(key, f"{name}_epochs") is not None:
+            tracker.stages[name].prior_epochs = book.get(key, f"{name}_epochs")
     if "finetune" in tracker.stages:
         # A training step costs a measured multiple of a forward pass (backward, update, augmentation):
         # the ratio, measured by an earlier job on the backbone and device, times this run's forward pass,
@@ -113,14 +116,13 @@ def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, 
     within [0.5, 2]; a shared machine's speed changes from job to job), or priors."""
     fwd = forward_s(tracker, book, key)
     then = book.get(key, "forward_s")
-    # How fast this machine runs now: against the book's forward pass (measured with its costs), or,
-    # with no book, against the prior's (a first job's export on a busy machine is slower too).
-    speed = min(2.0, max(0.5, fwd / (then or PRIOR_FORWARD_S))) if tracker.forward_s is not None else 1.0
+    speed = min(2.0, max(0.5, fwd / then)) if tracker.forward_s is not None and then else 1.0
     held_out = work.test or work.val
     export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
     # The export's steps: each as measured on the backbone before, else the total's prior split; the
     # steps that end in this run set the pace of the rest (trainer/stage_cost.py).
-    total = speed * (export if export is not None else PRIOR_STAGE_S["export"])
+    total = speed * export if export is not None else (
+        EXPORT_FORWARDS * fwd if tracker.forward_s is not None else PRIOR_STAGE_S["export"])
     measured = [book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS]
     steps = ([(name, speed * (s or 0.0)) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
              if any(s is not None for s in measured) else [(name, share * total) for name, share in EXPORT_STEPS])
@@ -144,6 +146,13 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
     """Write this run's measured costs to the book, for the next job on the backbone."""
     if tracker.forward_s is not None:
         book.record(key, "forward_s", tracker.forward_s)
+    for name in ("probe", "finetune"):
+        stage = tracker.stages.get(name)
+        if stage is not None and stage.patience and stage.epochs_done:  # early stopping's, run to its end
+            book.record(key, f"{name}_epochs", float(stage.epochs_done))
+    probe = tracker.stages.get("probe")
+    if probe is not None and probe.unit_s() is not None:  # a head step on cached features: mostly overhead
+        book.record(key, "probe_batch_s", probe.unit_s())  # type: ignore[arg-type]
     ft = tracker.stages.get("finetune")
     train_s = ft.unit_s() if ft is not None else None
     if train_s is not None:

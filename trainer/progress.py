@@ -94,6 +94,7 @@ class StageCost:
     prior_s: float | None = None  # expected seconds of a one-unit stage (cost book or rates)
     prior_batch_s: float | None = None  # expected seconds of a batch before one is timed
     prior_val_s: float = 0.0  # expected validation seconds per epoch before one is timed
+    prior_epochs: float | None = None  # epochs earlier jobs' stage of this name ran before early stopping
     setup_left_s: float = 0.0  # expected one-off work still to come (feature extraction)
     started_at: float | None = None  # perf_counter when it started running
     last_tick: float | None = None  # perf_counter of its last measured step (batch, feature batch, validation)
@@ -110,7 +111,12 @@ class StageCost:
         if not expected or self.patience <= 0:
             return float(left)
         q = improve_probability(self.improved)
-        return expected_epochs_left(q, self.patience, self.bad, left)
+        model = expected_epochs_left(q, self.patience, self.bad, left)
+        if self.prior_epochs is None:
+            return model
+        # Earlier jobs' stages ran about ``prior_epochs``: expect that many, but never fewer than the
+        # epochs this one needs to stop (patience left), nor more than the run-length model says.
+        return min(model, max(self.prior_epochs - self.epochs_done, float(self.patience - self.bad)))
 
     def remaining_s(self, now: float, expected: bool = True) -> float:
         """Seconds still to run: expected (early stopping modelled) or worst case (every planned epoch)."""

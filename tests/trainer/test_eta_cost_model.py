@@ -175,3 +175,17 @@ def test_a_whole_job_is_never_null_after_its_first_batch_and_never_moves_back(cl
     fractions = [s["fraction"] for s in snaps]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert snaps[-1]["eta_s"] == 0.0
+
+
+def test_earlier_jobs_epochs_bound_the_expected_epochs_but_never_below_the_patience_left() -> None:
+    tracker = ProgressTracker()
+    tracker.plan_training("probe", epochs=60, batches=10, patience=5)
+    cost = tracker.stages["probe"]
+    cost.prior_batch_s = 0.1
+    worst = tracker.remaining(expected=False)
+    assert worst == pytest.approx(60 * 10 * 0.1)
+    no_book = tracker.remaining()
+    cost.prior_epochs = 12.0  # earlier jobs' probes stopped after about 12 epochs
+    assert tracker.remaining() == pytest.approx(12 * 10 * 0.1) and no_book > 3 * tracker.remaining()
+    cost.epochs_done, cost.done, cost.improved, cost.bad = 11, 110, [True] * 11, 0
+    assert tracker.remaining() == pytest.approx(5 * 10 * 0.1, rel=0.01)  # still improving: patience 5 to go
