@@ -262,7 +262,10 @@ class Run(RunState):
                     self._budget_check(stage, clock)
                 val_logits = predict(ema.module if ema is not None else self.model, self.val_split.eval,
                                      self.pre, self.device, check=self.check)
-            self.tracker.add_time(clock.since_last())  # validation: part of what an epoch costs
+            validation = clock.since_last()
+            self.tracker.add_time(validation)  # validation: part of what an epoch costs
+            if not stage.on_features and len(self.val_split):  # a forward pass, measured under today's load
+                self.tracker.live_forward_s = validation / len(self.val_split)
             val_loss, val_acc = val_loss_acc(val_logits, self.val_split.labels)
             if is_per_epoch(scheduler):
                 scheduler.step(val_acc if maximize(spec) else val_loss)

@@ -111,26 +111,29 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
 
 
 def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
-    """Export, the promotion gate's evaluation and registration: measured on this backbone before
-    (scaled by how fast this machine runs now against then: the forward pass measured with them,
-    within [0.5, 2]; a shared machine's speed changes from job to job), or priors."""
-    fwd = forward_s(tracker, book, key)
+    """Export, the promotion gate's evaluation and registration: measured on this backbone before,
+    or priors in forward passes. Both assume a forward pass (``tracker.speed_ref``: the book's, or this
+    run's); the tracker scales them by the latest measured one (``ProgressTracker.speed``), so a machine
+    that got busier since then expects a slower export."""
     then = book.get(key, "forward_s")
-    speed = min(2.0, max(0.5, fwd / then)) if tracker.forward_s is not None and then else 1.0
+    ref = then or forward_s(tracker, book, key)
+    tracker.speed_ref = ref
     held_out = work.test or work.val
     export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
     # The export's steps: each as measured on the backbone before, else the total's prior split; the
     # steps that end in this run set the pace of the rest (trainer/stage_cost.py).
-    total = speed * export if export is not None else (
-        EXPORT_FORWARDS * fwd if tracker.forward_s is not None else PRIOR_STAGE_S["export"])
+    total = export if export is not None else (
+        EXPORT_FORWARDS * ref if tracker.forward_s is not None or then else PRIOR_STAGE_S["export"])
     measured = [book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS]
-    steps = ([(name, speed * (s or 0.0)) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
+    steps = ([(name, s or 0.0) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
              if any(s is not None for s in measured) else [(name, share * total) for name, share in EXPORT_STEPS])
     tracker.expect("export", steps=steps)
     # The gate scores the candidate (and the active version, when there is one) on the held-out photos
     # with onnxruntime (faster than the training framework's forward pass; half of it as a prior).
-    tracker.expect("evaluate", seconds=held_out * (speed * evaluate if evaluate is not None else 0.5 * fwd))
-    tracker.expect("register", seconds=speed * register if register is not None else PRIOR_STAGE_S["register"])
+    tracker.expect("evaluate", seconds=held_out * (evaluate if evaluate is not None else 0.5 * ref))
+    tracker.expect("register", seconds=register if register is not None else PRIOR_STAGE_S["register"])
+    for name in ("export", "evaluate", "register"):
+        tracker.stages[name].follows_speed = True
 
 
 def calibrate_key(work: Workload) -> str:

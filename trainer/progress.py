@@ -95,6 +95,7 @@ class StageCost:
     prior_batch_s: float | None = None  # expected seconds of a batch before one is timed
     prior_val_s: float = 0.0  # expected validation seconds per epoch before one is timed
     prior_epochs: float | None = None  # epochs earlier jobs' stage of this name ran before early stopping
+    follows_speed: bool = False  # its expected cost scales with the machine's speed now (ProgressTracker.speed)
     setup_left_s: float = 0.0  # expected one-off work still to come (feature extraction)
     started_at: float | None = None  # perf_counter when it started running
     last_tick: float | None = None  # perf_counter of its last measured step (batch, feature batch, validation)
@@ -118,16 +119,18 @@ class StageCost:
         # epochs this one needs to stop (patience left), nor more than the run-length model says.
         return min(model, max(self.prior_epochs - self.epochs_done, float(self.patience - self.bad)))
 
-    def remaining_s(self, now: float, expected: bool = True) -> float:
-        """Seconds still to run: expected (early stopping modelled) or worst case (every planned epoch)."""
+    def remaining_s(self, now: float, expected: bool = True, speed: float = 1.0) -> float:
+        """Seconds still to run: expected (early stopping modelled) or worst case (every planned epoch).
+        ``speed``: how much slower the machine runs now than when the one-off costs were measured."""
         if self.state == "done":
             return 0.0
         if self.epochs == 0:
-            prior = self.prior_s if self.prior_s is not None else PRIOR_STAGE_S.get(self.name, 1.0)
+            scale = speed if self.follows_speed else 1.0
+            prior = scale * (self.prior_s if self.prior_s is not None else PRIOR_STAGE_S.get(self.name, 1.0))
             running = now - self.started_at if self.state == "running" and self.started_at is not None else 0.0
             if self.steps and self.state == "running":  # the steps ended so far set the pace of the rest
                 since = now - self.last_tick if self.last_tick is not None else running
-                return steps_left(self.steps, self.steps_done, since)
+                return steps_left([(n, scale * s) for n, s in self.steps], self.steps_done, since)
             # Near or past its estimate: a quarter of its time so far (it ends soon, not never).
             return max(prior - running, 0.25 * running)
         batch_s = self.unit_s() or self.prior_batch_s or PRIOR_PROBE_BATCH_S
@@ -168,6 +171,8 @@ class ProgressTracker:
         self.elapsed_before = 0.0  # run time of earlier attempts (a resumed job)
         self.measured = False  # a batch (or feature batch) has been timed in this job
         self.forward_s: float | None = None  # measured seconds per image of the backbone's forward pass
+        self.live_forward_s: float | None = None  # the same, measured most recently (a fine-tuning epoch's validation)
+        self.speed_ref: float | None = None  # the forward pass the one-off stages' expected costs assume
         self.book = CostBook(None)  # costs measured by earlier jobs (the worker and the CLI keep one on disk)
         self.snapshots: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -309,9 +314,18 @@ class ProgressTracker:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
+    def speed(self) -> float:
+        """How much slower the machine runs now than the one-off costs assume: the latest measured
+        forward pass against theirs, within [0.5, 2] (1 until both are known). A machine shared with
+        other jobs changes speed within a job; the export and evaluation to come slow down with it."""
+        live = self.live_forward_s or self.forward_s
+        if live is None or not self.speed_ref:
+            return 1.0
+        return min(2.0, max(0.5, live / self.speed_ref))
+
     def remaining(self, expected: bool = True) -> float:
-        now = time.perf_counter()
-        return sum(c.remaining_s(now, expected) for c in self.stages.values())
+        now, speed = time.perf_counter(), self.speed()
+        return sum(c.remaining_s(now, expected, speed) for c in self.stages.values())
 
     def eta_s(self) -> float | None:
         if self.current == "done":
@@ -332,7 +346,7 @@ class ProgressTracker:
             "epoch": self.epoch, "epochs": self.epochs, "epochs_stage": self.epochs_stage,
             "batch": self.batch, "batches": self.batches, "elapsed_s": round(elapsed, 3),
             "stages": [{"name": c.name, "state": c.state, "done": c.done, "units": c.units, "timed": c.timed,
-                        "left_s": round(c.remaining_s(now), 1),
+                        "left_s": round(c.remaining_s(now, speed=self.speed()), 1),
                         "seconds": round(c.seconds, 3), "setup_s": round(c.setup_s, 3),
                         "epochs_done": c.epochs_done, "epoch_extra_s": round(c.epoch_extra_s, 3), "extra_n": c.extra_n}
                        for c in self.stages.values()],

@@ -189,3 +189,19 @@ def test_earlier_jobs_epochs_bound_the_expected_epochs_but_never_below_the_patie
     assert tracker.remaining() == pytest.approx(12 * 10 * 0.1) and no_book > 3 * tracker.remaining()
     cost.epochs_done, cost.done, cost.improved, cost.bad = 11, 110, [True] * 11, 0
     assert tracker.remaining() == pytest.approx(5 * 10 * 0.1, rel=0.01)  # still improving: patience 5 to go
+
+
+def test_the_stages_to_come_slow_down_with_the_latest_measured_forward_pass(tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "book.json")
+    book.record("b@cpu", "forward_s", 0.04)  # measured beside the export's steps, on a quieter machine
+    book.record("b@cpu", "export_trace_s", 8.0)
+    book.record("b@cpu", "export_rest_s", 2.0)
+    work = eta_plan.Workload(train=100, val=20, test=0, batch_size=10, flip=False, images_stages=True)
+    tracker = ProgressTracker()
+    tracker.plan([("export", 1)])
+    eta_plan.expect_publishing(tracker, work, book, "b@cpu")
+    assert tracker.remaining() == pytest.approx(10.0 + 20 * 0.5 * 0.04 + 1.0)  # export, evaluate, register
+    tracker.live_forward_s = 0.06  # a fine-tuning epoch's validation: the machine is 1.5 times slower now
+    assert tracker.speed() == pytest.approx(1.5) and tracker.remaining() == pytest.approx(1.5 * 11.4)
+    tracker.live_forward_s = 1.0  # bounded: one slow measurement does not make the export ten times longer
+    assert tracker.remaining() == pytest.approx(2.0 * 11.4)
