@@ -5,11 +5,14 @@
 Runs real train jobs of different sizes and modes on real photos (hymenoptera and a CIFAR-10
 subset from ../shared/data), each in its own worker process (``run_train_job``, the Celery task's
 body) against a fresh SQLite job store, and samples the job as the API shows it (``job_view``)
-every half second. The job's wall time runs from its claim (``started_at``) to ``finished_at``.
-After the first 20 % of each job it reports the largest |fraction - elapsed/total| and the largest
-|eta_s - left| / left (left: the time actually left), plus the worst-case ``eta_max_s`` against
-``left``. The jobs share one home, like a user's jobs, so the second and later jobs find the
-backbone's export and registration costs measured by the first (trainer/eta_costs.py).
+every second. The job's wall time runs from its claim (``started_at``) to ``finished_at``.
+After the first 20 % of each job it reports the largest and median |fraction - elapsed/total|, the
+median and 90th percentile of |eta_s - left| / left (left: the time actually left), the worst-case
+``eta_max_s`` against ``left``, the samples with ``eta_s`` null after the job's first measured
+batch, and the machine's load (``uptime``; other work shares the cores). The jobs share one home,
+like a user's jobs, so the second and later jobs find the costs the first measured in the cost book
+(trainer/eta.py). ``--samples FILE`` keeps every sample (with each stage's expected time left) and
+``--rescore FILE... --write-docs`` scores and writes them without running jobs again.
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ NOTE = ("Where the error comes from (read the samples with `--samples FILE`): th
         "measured. Within a training stage the ETA follows measured batches and counts down between them. "
         "The relative error always grows in the last seconds of a job (a few seconds off when less than one is "
         "left), hence the column with at least 10 s left.")
-# main before issue 24's items 4 and 5, measured by this script's first version (other jobs: linear on
-# hymenoptera 60/class, fine-tuning on 40/class; the third was cut short): kept to compare against.
-BEFORE = ("Before (main at f63e34c, the stage-weighted tracker): linear, hymenoptera 60/class: 99 s, max "
-          "abs(fraction - elapsed/total) 0.485, `eta_s` null in 119 of 154 samples; finetune, hymenoptera "
-          "40/class (4 epochs): 746 s on a loaded machine, fraction error 0.156, ETA error 0.597, null in 202 "
-          "of 1142 samples.")
+# main before this change (89a37ef), these jobs, scored by this script (its samples every 0.5 s then;
+# one run at the start of the session, load average 0.5 rising to 2.8): kept to compare against.
+BEFORE = ("Before (main at 89a37ef: mean rates since a stage's start, the export one prior or one cached total "
+          "scaled by a forward pass timed with its warm-up; same three jobs, same scoring, load 0.5 to 2.8): "
+          "linear cifar10 43 s: fraction error max 0.224 (median 0.116), ETA error median 0.87 (p90 1.23); "
+          "finetune 64 s: 0.131 (0.037), 0.26 (0.48); auto 60 s: 0.204 (0.134), 1.00 (3.03). The table that "
+          "stood here then (two runs under load): fraction within 0.15 on 2 of 6 jobs, ETA error medians "
+          "0.22 to 1.63.")
 SKIP_FIRST = 0.2  # the targets hold after the first 20 % of a job's wall time
 LONG_LEFT_S = 10.0  # the relative error is also reported over the samples with at least this long left
 

@@ -24,7 +24,7 @@ from trainer.progress import (
     ProgressTracker,
     progress_name,
 )
-from trainer.stage_cost import EXPORT_FORWARDS, EXPORT_STEPS
+from trainer.stage_cost import EXPORT_PRIOR_FORWARD_S, EXPORT_PRIOR_S, EXPORT_STEPS, speed_factor
 
 if TYPE_CHECKING:
     from trainer.stages import Stage
@@ -122,8 +122,7 @@ def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, 
     export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
     # The export's steps: each as measured on the backbone before, else the total's prior split; the
     # steps that end in this run set the pace of the rest (trainer/stage_cost.py).
-    total = export if export is not None else (
-        EXPORT_FORWARDS * ref if tracker.forward_s is not None or then else PRIOR_STAGE_S["export"])
+    total = export if export is not None else EXPORT_PRIOR_S * speed_factor(ref, EXPORT_PRIOR_FORWARD_S)
     measured = [book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS]
     steps = ([(name, s or 0.0) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
              if any(s is not None for s in measured) else [(name, share * total) for name, share in EXPORT_STEPS])

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainer.eta import CostBook, expected_epochs_left, improve_probability
-from trainer.stage_cost import RecentRate, steps_left
+from trainer.stage_cost import RecentRate, speed_factor, steps_left
 
 if TYPE_CHECKING:
     from trainer.stages import Stage
@@ -316,12 +316,10 @@ class ProgressTracker:
 
     def speed(self) -> float:
         """How much slower the machine runs now than the one-off costs assume: the latest measured
-        forward pass against theirs, within [0.5, 2] (1 until both are known). A machine shared with
-        other jobs changes speed within a job; the export and evaluation to come slow down with it."""
+        forward pass against theirs, damped (trainer/stage_cost.py's speed_factor; 1 until both are
+        known). A shared machine changes speed within a job; the export to come slows down with it."""
         live = self.live_forward_s or self.forward_s
-        if live is None or not self.speed_ref:
-            return 1.0
-        return min(2.0, max(0.5, live / self.speed_ref))
+        return speed_factor(live, self.speed_ref) if live is not None and self.speed_ref else 1.0
 
     def remaining(self, expected: bool = True) -> float:
         now, speed = time.perf_counter(), self.speed()

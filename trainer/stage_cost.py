@@ -31,10 +31,21 @@ PACE_MIN, PACE_MAX = 0.5, 2.0  # how far this run's steps may move the expected 
 # CPU: trace 24 s, check 4.5 s, report 2.4 s, the rest under 0.3 s).
 EXPORT_STEPS: tuple[tuple[str, float], ...] = (
     ("trace", 0.76), ("check", 0.14), ("report", 0.08), ("weights", 0.01), ("variants", 0.0), ("rest", 0.01))
-# Before the export was ever timed on a backbone: its cost in forward passes of one image, times this
-# run's (the export traces and checks the whole graph; same machine, same load: 31 s at 0.082 s a
-# forward pass on a busy 2-core CPU, 10-11 s on a quiet one).
-EXPORT_FORWARDS = 350.0
+# Before the export was ever timed on a backbone: EXPORT_PRIOR_S at a forward pass of
+# EXPORT_PRIOR_FORWARD_S a photo, scaled by the square root of this run's forward pass against it
+# (see speed_factor). Measured on a shared 2-core CPU, EfficientNet-Lite0: 11 s quiet, 31 s at
+# 0.082 s a forward pass (load 7), 30 s at 0.18 s (load 10.5).
+EXPORT_PRIOR_S, EXPORT_PRIOR_FORWARD_S = 25.0, 0.08
+
+
+def speed_factor(now_s: float, then_s: float) -> float:
+    """How much longer a one-off stage takes now than when it was measured, from the forward pass
+    measured now and then: the square root of their ratio, within [0.5, 2]. Not the ratio itself: the
+    forward pass runs on every core and suffers most when others take them, while the export's trace is
+    one thread of Python (a forward pass 2.2 times slower came with the same export time)."""
+    if now_s <= 0 or then_s <= 0:
+        return 1.0
+    return min(PACE_MAX, max(PACE_MIN, math.sqrt(now_s / then_s)))
 
 
 @dataclass
