@@ -35,17 +35,21 @@ from bench.data import shared_data
 from bench.docs import write_section
 
 SECTION = "## ETA and progress against the clock"
-COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.eta --write-docs"
+COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.eta --samples eta-samples.json --write-docs"
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.eta")
-NOTE = ("Where the error comes from (read the samples with `--samples FILE`): the one-off stages. The export "
-        "(ONNX export, checks, report, variants) is timed once per backbone and kept in `work/eta_costs.json`, but "
-        "on a machine shared with other jobs its time swings several-fold from one job to the next with no "
-        "measurable sign beforehand (70 s in one job, 12 s in the next, same backbone); a first job has only a "
-        "prior; and feature extraction slows down or speeds up with the machine's load after its rate was "
-        "measured. Within a training stage the ETA follows measured batches and counts down between them. "
-        "The relative error always grows in the last seconds of a job (a few seconds off when less than one is "
-        "left), hence the column with at least 10 s left.")
+NOTE = ("How the ETA is made (trainer/stage_cost.py, trainer/eta_plan.py): each stage's remaining units (batches, "
+        "feature batches, the export's steps) at the cost of its recent units (the warm-up unit left out); stages not "
+        "yet run from what earlier jobs on the backbone and device measured (`work/eta_costs.json`: a training step "
+        "in forward passes, the export's steps, the probe's batch cost and the epochs early stopping left), scaled "
+        "by how fast the machine runs now (the latest measured forward pass, a fine-tuning epoch's validation "
+        "included, damped); the export's remaining steps paced by its first ones. Where the error still comes "
+        "from (read the samples with `--samples FILE`, each with every stage's expected time left): the machine's "
+        "load changing under a job (other helpers' work on the same 2 cores; a job's batches got 2x slower or "
+        "faster within a minute, which no measurement made before can tell), a first job's export with only a "
+        "prior, and the small jobs' coarse units (a hymenoptera fine-tuning epoch is 3 batches of 5-20 s, so the "
+        "ETA moves in steps). The relative error always grows in the last seconds of a job (a few seconds off "
+        "when less than one is left), hence the column with at least 10 s left.")
 # main before this change (89a37ef), these jobs, scored by this script (its samples every 0.5 s then;
 # one run at the start of the session, load average 0.5 rising to 2.8): kept to compare against.
 BEFORE = ("Before (main at 89a37ef: mean rates since a stage's start, the export one prior or one cached total "
@@ -222,6 +226,8 @@ def uptime() -> str:
 
 def render(rows: list[dict[str, Any]]) -> str:
     lines = [SECTION, "", f"    {COMMAND}", "",
+             "(`BENCH_DATA=/path/to/shared/data` in front when the data sets are not in `../shared/data`; several "
+             "runs' samples go into one table with `--rescore RUN1.json RUN2.json --write-docs`.)", "",
              "Real jobs, one after another in one home (each in its own worker process, `run_train_job`), sampled "
              "every second as `GET /v1/jobs/{id}` shows them; errors are over the samples after the first 20 % of "
              "each job's wall time (claim to finish). Targets (issue 24): fraction within 0.15 of elapsed/total, "
