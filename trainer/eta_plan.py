@@ -29,6 +29,11 @@ from trainer.stage_cost import EXPORT_PRIOR_FORWARD_S, EXPORT_PRIOR_S, EXPORT_ST
 if TYPE_CHECKING:
     from trainer.stages import Stage
 
+# Before a job on the backbone measured them: a head step on cached features in forward passes of one
+# image (measured 0.03-0.06 s a step at 0.08-0.18 s a forward pass on a busy 2-core CPU), and the
+# epochs the probe runs before early stopping (13 of 60 in each of this bench's CIFAR-10 jobs).
+PROBE_STEP_FORWARDS = 0.3
+PRIOR_PROBE_EPOCHS = 15.0
 LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
 MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
 
@@ -87,10 +92,12 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     setup = {"start": (work.train * (2 if work.images_stages else 1) + work.val) * decode + features
              + LR_RANGE_STEPS_S + MODEL_LOAD_S, "features": features + LR_RANGE_STEPS_S}.get(phase)
     if "probe" in tracker.stages and setup is not None:
-        tracker.expect("probe", setup_s=setup, batch_s=book.get(key, "probe_batch_s"))
+        # A head step on cached features: as an earlier job measured it, else a share of a forward pass.
+        tracker.expect("probe", setup_s=setup, batch_s=book.get(key, "probe_batch_s") or PROBE_STEP_FORWARDS * fwd)
     for name in ("probe", "finetune"):  # how long early stopping let the stage run in earlier jobs
-        if name in tracker.stages and book.get(key, f"{name}_epochs") is not None:
-            tracker.stages[name].prior_epochs = book.get(key, f"{name}_epochs")
+        if name in tracker.stages:
+            tracker.stages[name].prior_epochs = book.get(key, f"{name}_epochs") or (
+                PRIOR_PROBE_EPOCHS if name == "probe" else None)
     if "finetune" in tracker.stages:
         # A training step costs a measured multiple of a forward pass (backward, update, augmentation):
         # the ratio, measured by an earlier job on the backbone and device, times this run's forward pass,

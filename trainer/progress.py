@@ -456,6 +456,8 @@ class FeatureClock:
         self.marks.append((now, self.done))
         rate = self.rate(recent=True)
         if rate is not None:
+            if len(self.marks) > 2:  # past the warm-up: the machine's speed now (ProgressTracker.speed)
+                self.tracker.live_forward_s = rate
             self.tracker.setup_progress(self.done, self.images, rate * self.done)
 
     def rate(self, recent: bool = False) -> float | None:
