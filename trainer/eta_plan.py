@@ -91,7 +91,7 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     features = (work.train * (2 if work.flip else 1) + work.val) * fwd
     setup = {"start": (work.train * (2 if work.images_stages else 1) + work.val) * decode + features
              + LR_RANGE_STEPS_S + MODEL_LOAD_S, "features": features + LR_RANGE_STEPS_S}.get(phase)
-    if "probe" in tracker.stages and setup is not None:
+    if "probe" in tracker.stages:
         # A head step on cached features: as an earlier job measured it, else a share of a forward pass.
         tracker.expect("probe", setup_s=setup, batch_s=book.get(key, "probe_batch_s") or PROBE_STEP_FORWARDS * fwd)
     for name in ("probe", "finetune"):  # how long early stopping let the stage run in earlier jobs

@@ -205,3 +205,15 @@ def test_the_stages_to_come_slow_down_with_the_latest_measured_forward_pass(tmp_
     assert tracker.speed() == pytest.approx(1.5) and tracker.remaining() == pytest.approx(1.5 * 11.4)  # damped
     tracker.live_forward_s = 1.0  # bounded: one slow measurement does not make the export five times longer
     assert tracker.remaining() == pytest.approx(2.0 * 11.4)
+
+
+def test_a_first_jobs_probe_expects_a_probes_usual_epochs_at_a_share_of_its_forward_pass() -> None:
+    work = eta_plan.Workload(train=240, val=60, test=0, batch_size=10, flip=False, images_stages=False)
+    tracker = ProgressTracker()
+    tracker.plan_training("probe", epochs=60, batches=24, patience=5)
+    tracker.forward_s = 0.02
+    eta_plan.expect(tracker, work, CostBook(None), "b@cpu", "trained")  # no earlier job on the backbone
+    probe = tracker.stages["probe"]
+    assert probe.prior_epochs == eta_plan.PRIOR_PROBE_EPOCHS
+    assert probe.prior_batch_s == pytest.approx(eta_plan.PROBE_STEP_FORWARDS * 0.02)
+    assert tracker.remaining() < 0.5 * tracker.remaining(expected=False)  # not all 60 planned epochs
