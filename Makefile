@@ -49,18 +49,18 @@ example:
 bench-serve: install
 	$(PY) -m pip install -q -c $(LOCK) -e '.[bench]'
 	TUNESERVE_HOME=/tmp/perf-home $(VENV)/bin/tuneserve bootstrap
-	flock /tmp/tuneserve-bench.lock $(PY) -m bench.serve --home /tmp/perf-home --write-docs
+	flock /tmp/tuneserve-bench.lock $(PY) -m bench.serving.serve --home /tmp/perf-home --write-docs
 
 bench-search: install
-	flock /tmp/tuneserve-bench.lock $(PY) -m bench.search --workers 2 --write-docs
+	flock /tmp/tuneserve-bench.lock $(PY) -m bench.training.search --workers 2 --write-docs
 
 # The GPU proof (docs/gpu.md): pack what the device lacks, rehearse the device run here on the CPU.
 gpu-pack:
 	bash scripts/gpu_pack.sh
 
 gpu-rehearsal: install
-	flock /tmp/tuneserve-bench.lock $(PY) -m bench.gpu_e2e --device cpu --quick --out /tmp/gpu-e2e-rehearsal
-	$(PY) -m bench.gpu_e2e --check /tmp/gpu-e2e-rehearsal/gpu_e2e.json
+	flock /tmp/tuneserve-bench.lock $(PY) -m bench.gpu.gpu_e2e --device cpu --quick --out /tmp/gpu-e2e-rehearsal
+	$(PY) -m bench.gpu.gpu_e2e --check /tmp/gpu-e2e-rehearsal/gpu_e2e.json
 
 # The README's settings table, from core/settings.py's field descriptions (a test checks they agree).
 docs-settings:
@@ -68,6 +68,7 @@ docs-settings:
 
 lint: install
 	$(PY) scripts/check_tests_own_data.py
+	$(PY) scripts/check_rooms.py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy core models jobs dataset_store feedback transport service trainer tuneserve
 	$(VENV)/bin/lint-imports

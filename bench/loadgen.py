@@ -2,7 +2,7 @@
 
 It runs on the same machine as the servers it measures, so it has to be cheap: raw sockets and
 pre-built request bytes (httpx would spend more CPU per request than the server's routing does).
-Only for 127.0.0.1 benchmarks; it speaks just enough HTTP for the servers in bench/serve.py.
+Only for 127.0.0.1 benchmarks; it speaks just enough HTTP for the servers in bench/serving/serve.py.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Every path that turns bytes into pixels opens with :func:`open_image` (our pixel limit) and converts
 with :func:`to_rgb` (EXIF orientation applied, palette/grey/CMYK/16-bit/alpha converted), so the
 service and the trainer agree on orientation and colour. Dataset ingest and training call both at
-once through :func:`open_rgb`; the service (``service/preprocess.py``) calls them separately so that
+once through :func:`open_rgb`; the service (``service/inference/preprocess.py``) calls them separately so that
 it can ask a big JPEG for a reduced-scale decode in between (``draft``), which stays within what
-``tests/service/test_preprocess.py`` accepts against torchvision's full decode.
+``tests/integration/test_preprocess_twin.py`` accepts against torchvision's full decode.
 
 Every photo's cost is bounded from its header, before any pixel is decoded or resized: its pixel count
 (``max_pixels``) and its aspect ratio (``max_aspect``). The aspect bound is what keeps the resize cheap:
@@ -37,7 +37,7 @@ class ImageError(ValueError):
 MAX_ASPECT = 30.0
 # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling). We let it shrink to no less than
 # DRAFT_MARGIN x the resize target so the final resize still sees enough detail to match a full decode
-# (service/preprocess.py has the measurements).
+# (service/inference/preprocess.py has the measurements).
 DRAFT_MARGIN = 4
 
 

@@ -100,15 +100,15 @@ class TrainSpec(BaseModel):
     gradual_stages: int = Field(default=3, ge=1, le=20, description="unfreezing steps of gradual mode after the "
                                 "probe (top block group first)")
     device: Device = "auto"
-    # trainer/budget.py.
+    # trainer/run/budget.py.
     time_budget_s: float | None = Field(default=None, gt=0.0, le=7 * 86400.0, description=(
         "seconds the training may take (setup, probe, fine-tuning); fine-tuning that would not fit is shortened "
         "or skipped for the probe's result, and the job says so. Unset: no limit"))
-    # trainer/selective.py.
+    # trainer/calibrate/selective.py.
     target_accuracy: float | None = Field(default=None, gt=0.0, le=1.0, description=(
         "selective answers: the validation accuracy wanted when the model answers only above a confidence; the "
         "version's default confidence floor is the one that reaches it. Unset: no floor"))
-    # trainer/ood.py.
+    # trainer/calibrate/ood.py.
     ood_recall: float = Field(default=0.95, ge=0.5, le=1.0, description="'none of these': the share of validation "
                               "photos the out-of-distribution threshold keeps")
 

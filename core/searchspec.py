@@ -13,7 +13,7 @@ names a searchable hyper-parameter and its distribution, in any of these spellin
 
 Bounds and choices are checked against the job spec (``core.jobspec.TrainSpec``), so a searched
 value is always one a single job would accept. The worker turns a space into Optuna suggestions
-(``trainer/optuna_study.py``); this module only validates and describes.
+(``trainer/search/optuna_study.py``); this module only validates and describes.
 """
 
 from __future__ import annotations

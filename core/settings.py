@@ -32,6 +32,12 @@ class Settings(BaseSettings):
                                    "private embedded Redis that `serve` starts")
     database_url: str | None = Field(default=None, description="job store, e.g. `postgresql+psycopg://user@host/db`; "
                                      "unset = SQLite in home")
+    # Replicas and workers on hosts without a shared disk (core/storage.py).
+    storage_url: str | None = Field(default=None, description="object storage for the registry (versions, "
+                                    "manifests, active pointers), datasets and job artefacts: `s3://bucket/prefix`; "
+                                    "endpoint, region and credentials are boto3's (`AWS_ENDPOINT_URL`, `AWS_*`, "
+                                    "profiles, instance roles); unset = the home folder. Each process keeps a "
+                                    "checked copy of what it reads under `work/storage`")
     db_auto_upgrade: bool = Field(default=True, description="an older job database is upgraded (Alembic) when a "
                                   "process opens it; 0: it is refused instead, naming `tuneserve db upgrade` to run "
                                   "by hand after a backup (README, Upgrading)")
@@ -60,7 +66,7 @@ class Settings(BaseSettings):
         default="auto", description="which ONNX variant to serve: `auto` = fp16 on CUDA, int8 on CPU, when the "
         "version has that variant and it passed its accuracy gate (top-1 agreement with fp32 on val and test photos, "
         "stated in the manifest's `variants.<kind>.gate`), else fp32; `GET /v1/models/{name}` shows `variant` and "
-        "`variant_reason` (service/selection.py)")
+        "`variant_reason` (service/inference/selection.py)")
     decoder: Literal["auto", "pil", "gpu"] = Field(
         default="auto", description="image decoding: `pil` (CPU), `gpu` (nvImageCodec + preprocessing graph, the "
         "`gpu` extra; docs/gpu.md), `auto` = gpu when CUDA serves and nvImageCodec is installed")
@@ -81,7 +87,7 @@ class Settings(BaseSettings):
                                       "versions (hot-swap)")
     activate_wait_s: float = Field(default=10.0, description="how long `POST .../activate` waits for this process to "
                                    "serve the new version before answering `\"pending\"`")
-    # Many models per process (service/manager.py; Triton's explicit model control, ModelMesh's LRU).
+    # Many models per process (service/inference/manager.py; Triton's explicit model control, ModelMesh's LRU).
     max_loaded_models: int = Field(default=0, ge=0, description="at most this many model versions loaded per API "
                                    "process; past it the least recently used one is unloaded (after its in-flight "
                                    "requests) and loaded again on its next request; 0 = no budget: every active model "
@@ -125,12 +131,12 @@ class Settings(BaseSettings):
                                       "(when keys are configured); 0 = open like the probes")
     allowed_origins: str = Field(default="", description="comma-separated `scheme://host[:port]` whose pages may call "
                                  "the API cross-site (CORS); others' mutating requests get 403")
-    # The guard against DNS rebinding (service/origins.py).
+    # The guard against DNS rebinding (service/http/origins.py).
     allowed_hosts: str = Field(default="", description="comma-separated names a request's `Host` may give (`name`, "
                                "`name:port`, `*.domain`, `*`); others get 400 before routing. Empty = the loopback "
                                "names and the bind address (for 0.0.0.0: this machine's names and addresses)")
 
-    # Slow and greedy clients (service/guards.py, service/http_protocol.py).
+    # Slow and greedy clients (service/http/guards.py, service/http/http_protocol.py).
     header_timeout_s: float = Field(default=10.0, description="a connection must send a request's headers within "
                                     "this, else 408 and closed")
     body_idle_timeout_s: float = Field(default=15.0, description="a request body that stalls this long gets 408 and "
@@ -174,6 +180,11 @@ class Settings(BaseSettings):
         return self.home / "work"
 
     # The work dir's sub-paths: every module that writes scratch files asks here.
+    @property
+    def storage_cache_dir(self) -> Path:
+        """This process's verified copies of what it read from object storage (``TUNESERVE_STORAGE_URL``)."""
+        return self.work_dir / "storage"
+
     @property
     def uploads_dir(self) -> Path:
         return self.work_dir / "uploads"

@@ -3,6 +3,7 @@
 Its contracts (the ``index.json`` schemas, the ingest limits, the errors) live in ``core.datasets``.
 """
 
+from dataset_store.remote import S3DatasetStore, datasets_for
 from dataset_store.store import DatasetStore
 
-__all__ = ["DatasetStore"]
+__all__ = ["DatasetStore", "S3DatasetStore", "datasets_for"]

@@ -6,7 +6,7 @@ is not a verdict: small low-detail photos (a dark blob on a pale sky) share hash
 ones. **Confirmation**: the two files' 8x8 colour thumbnails must agree, pixel by pixel, to at least
 ``min_similarity`` (1 - mean absolute difference / 255); that number is the pair's similarity in
 the report. Both thresholds and the precision and recall they give were measured on labelled pairs
-(``bench/dedup.py``, docs/benchmarks.md "Near-duplicate detection").
+(``bench/datasets/dedup.py``, docs/benchmarks.md "Near-duplicate detection").
 
 **On the object**: a thumbnail cannot tell a hat from shorts shot on one wooden floor (the floor is most
 of the 64 pixels). When the caller passes :class:`ObjectFeatures` (the API passes the ImageNet model's

@@ -63,6 +63,14 @@ class DatasetStore:
         self._cache[dataset_id] = dataset  # immutable once stored, so caching is safe
         return dataset
 
+    def get_local(self, dataset_id: str) -> Dataset:
+        """The dataset with its files on this machine (a worker about to train; object storage downloads)."""
+        return self.get(dataset_id)
+
+    def file(self, dataset: Dataset, rel: str) -> Path:
+        """Where one stored file of ``dataset`` is on this machine (``rel`` from its listing)."""
+        return dataset.root / rel
+
     def list(self) -> list[Dataset]:
         found = []
         for child in sorted(self.root.iterdir()):

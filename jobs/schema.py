@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Not Alembic's default `alembic_version`: Optuna keeps its own version table of that name in the
-# same PostgreSQL database (trainer/optuna_study.py).
+# same PostgreSQL database (trainer/search/optuna_study.py).
 VERSION_TABLE = "tuneserve_alembic_version"
 BASELINE = "0001"  # the schema `create_all` made before migrations existed
 UPGRADE_COMMAND = "tuneserve db upgrade"

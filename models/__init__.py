@@ -10,15 +10,19 @@ from models.registry import (
     VersionNotFound,
     VersionTooNew,
 )
+from models.remote import PointerConflict, S3Registry, registry_for
 
 __all__ = [
     "Manifest",
     "ModelNotFound",
+    "PointerConflict",
     "Preprocessing",
     "Registry",
     "RegistryError",
+    "S3Registry",
     "VersionInUse",
     "VersionInfo",
     "VersionNotFound",
     "VersionTooNew",
+    "registry_for",
 ]

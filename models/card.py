@@ -35,7 +35,7 @@ def model_card(manifest: Manifest, report: Mapping[str, Any] | None, dataset: Ma
     card = {
         "card_format": CARD_FORMAT,
         # version and sha256 are None in a card written before the registry numbered the version
-        # (trainer/publish.py); the API fills them from the stored manifest (with_version)
+        # (trainer/publish/publisher.py); the API fills them from the stored manifest (with_version)
         "model": {"name": manifest.name, "version": manifest.version or None, "created_at": manifest.created_at,
                   "backbone": manifest.backbone, "labels": len(manifest.labels), "sha256": manifest.sha256 or None,
                   "kind": manifest.source.get("kind", "")},

@@ -36,13 +36,13 @@ class Variant(BaseModel):
     accuracy_delta: float | None = None  # the worst split's
     top1_agreement: float | None = None  # the worst split's; set only for a variant that passed its gate
     # The accuracy gate it passed: {"rule": str, "splits": {"val"|"test": {"images", "top1_agreement",
-    # "accuracy_delta"}}} (trainer/variants.py). None: built before the gate was recorded.
+    # "accuracy_delta"}}} (trainer/publish/variants.py). None: built before the gate was recorded.
     gate: dict[str, Any] | None = None
 
 
 class CamOutput(BaseModel):
     """Where a version's class activation maps come from: the ONNX output holding the last feature map
-    and the file (beside the model) with its linear head's ``weight`` and ``bias`` (trainer/cam.py)."""
+    and the file (beside the model) with its linear head's ``weight`` and ``bias`` (trainer/publish/cam.py)."""
 
     output: str = "features"
     weights: str = "cam.npz"
@@ -66,9 +66,9 @@ class Manifest(BaseModel):
     variants: dict[str, Variant] = Field(default_factory=dict)
     cam: CamOutput | None = None  # None: exported before CAM outputs existed, or a head without GAP + linear
     # "None of these": the ONNX output ``ood_score`` and its threshold ({"method", "threshold", "target_recall",
-    # "val_recall", ...}; trainer/ood.py). None: the model has no score.
+    # "val_recall", ...}; trainer/calibrate/ood.py). None: the model has no score.
     ood: dict[str, Any] | None = None
     # Selective answers: {"risk_coverage": [[coverage, accuracy, confidence], ...], "target_accuracy",
-    # "min_confidence", ...} measured on validation (trainer/selective.py). None: not measured.
+    # "min_confidence", ...} measured on validation (trainer/calibrate/selective.py). None: not measured.
     selective: dict[str, Any] | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from models.registry import Registry
 
-PRETRAINED_MODEL = "imagenet"  # registered by trainer/bootstrap.py; jobs may not publish under it
+PRETRAINED_MODEL = "imagenet"  # registered by trainer/publish/bootstrap.py; jobs may not publish under it
 
 
 class LabelConflict(Exception):

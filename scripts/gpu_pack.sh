@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make gpu-pack: everything bench/gpu_e2e.py needs on the bare GPU machine, in parts that each fit one
+# make gpu-pack: everything bench/gpu/gpu_e2e.py needs on the bare GPU machine, in parts that each fit one
 # device call (64 MiB with the checkout), then the calls to make. docs/gpu.md explains the sequence.
 #
 #   .gpu/ort.part.NN, .gpu/zstd, .gpu/wheels/, .gpu/unpack.sh   onnxruntime-gpu and the web stack (shared gpu-pack)
@@ -14,7 +14,7 @@ shared=${SHARED:-$root/../shared}
 [ -d "$shared" ] || shared=/work/shared
 pack=${GPU_PACK:-$shared/tools/gpu-pack}
 data=${BENCH_DATA:-$shared/data}
-train=${CIFAR_TRAIN_PER_CLASS:-250}  # bench/gpu_e2e.py takes 200 train + 50 val of these
+train=${CIFAR_TRAIN_PER_CLASS:-250}  # bench/gpu/gpu_e2e.py takes 200 train + 50 val of these
 test=${CIFAR_TEST_PER_CLASS:-100}
 limit=$((64 * 1024 * 1024))
 
@@ -55,7 +55,7 @@ for p in "${parts[@]:0:${#parts[@]}-1}"; do
   calls+=("$((checkout + $(size "$p")))|[\"$p\"]|mkdir -p /tmp/gpu-parts && cp $p /tmp/gpu-parts/")
 done
 calls+=("$((checkout + $(size .gpu/extra)))|[\".gpu/extra\"]|mkdir -p /tmp/gpu-extra && cp .gpu/extra/*.whl /tmp/gpu-extra/")
-final="source .gpu/unpack.sh && python3 -m bench.gpu_e2e --device cuda"
+final="source .gpu/unpack.sh && python3 -m bench.gpu.gpu_e2e --device cuda"
 calls+=("$((checkout + $(size "$last" .gpu/zstd .gpu/wheels .gpu/unpack.sh .gpudata)))|[\"$last\", \".gpu/zstd\", \".gpu/wheels\", \".gpu/unpack.sh\", \".gpudata\"]|$final")
 echo
 echo "checkout: $((checkout / 1024 / 1024)) MiB per call. Device calls, back to back (the machine keeps /tmp only while warm):"
@@ -68,5 +68,5 @@ for c in "${calls[@]}"; do
   if ((bytes > limit)); then mark="  <-- OVER 64 MiB"; status=1; fi
   printf '  %d: %3d MiB  carry %s  command: %s%s\n' "$i" $((bytes / 1024 / 1024)) "$carry" "$cmd" "$mark"
 done
-echo "  (last call: timeout_s 540; bench/gpu_e2e.py stops itself after 465 s and writes \$OUT/gpu_e2e.json)"
+echo "  (last call: timeout_s 540; bench/gpu/gpu_e2e.py stops itself after 465 s and writes \$OUT/gpu_e2e.json)"
 exit $status

@@ -1,1 +1,2 @@
-"""The HTTP service: routes, onnxruntime predictor, batching, hot-swap. Never imports torch or trainer."""
+"""The HTTP service, in two rooms: http/ (the FastAPI app, middlewares, routes) over inference/ (loaded models,
+the predictor, batching, onnxruntime). Never imports torch or trainer."""

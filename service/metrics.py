@@ -54,7 +54,7 @@ INFERENCE_SECONDS = Histogram("tuneserve_inference_duration_seconds", "Inference
                               buckets=_LATENCY_BUCKETS)
 DECODE_SECONDS = Histogram("tuneserve_decode_duration_seconds", "Decoding and preprocessing of one image",
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
-# One observation per request and stage (service/predictor.py): preprocess = header checks and decoding,
+# One observation per request and stage (service/inference/predictor.py): preprocess = header checks and decoding,
 # wherever it runs (the fair decode pool, a CPU lane, the GPU pipeline); infer = the batcher's queue and
 # the session run; postprocess = probabilities, top-k, the unknown decision and heatmaps. A Histogram
 # needs no multiprocess_mode: under --workers each process writes its own file and a scrape sums them.

@@ -16,16 +16,23 @@ SLOW_TIMEOUT_S = 1200  # end-to-end tests train real models on a shared CPU; the
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from service.onnx_session import gpu_present
+    from service.inference.onnx_session import gpu_present
 
-    trainer_tests = Path(__file__).parent / "trainer"
+    tests = Path(__file__).parent
+    # Tests that run the trainer (and so need the `train` extra and minutes of CPU): the trainer's own
+    # tests and the `tuneserve train`/`worker` commands' (tests/tuneserve/cli/test_train*.py, test_worker*.py).
+    training = [tests / "trainer", *(tests / "tuneserve" / "cli").glob("test_train*.py"),
+                *(tests / "tuneserve" / "cli").glob("test_worker*.py")]
     for item in items:
         if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
         # `make test-fast` deselects these two kinds (pyproject.toml's markers say what they are)
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
-        if item.path.is_relative_to(trainer_tests):
+        # the real ImageNet model is exported with torch: such a test needs the train extra
+        if "bootstrapped_home" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
+        if any(item.path.is_relative_to(path) for path in training):
             item.add_marker(pytest.mark.training)
     if gpu_present():
         return
@@ -52,7 +59,7 @@ def bootstrapped_home(tmp_path_factory: pytest.TempPathFactory, imagenet_samples
     """A home folder whose registry holds the real ImageNet model (exported once per session)."""
     from core.settings import Settings
     from models import Registry
-    from trainer.bootstrap import bootstrap
+    from trainer.publish.bootstrap import bootstrap
 
     home = tmp_path_factory.mktemp("home")
     bootstrap(Registry(home / "models"), Settings(home=home), check_images=imagenet_samples)
@@ -70,6 +77,18 @@ def home(tmp_path: Path, bootstrapped_home: Path) -> Iterator[Path]:
 @pytest.fixture
 def settings(home: Path) -> Settings:
     return Settings(home=home, refresh_interval_s=0.2)
+
+
+@pytest.fixture
+def s3_url(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<fresh bucket>/tuneserve`` on the suite's S3 API server (moto, tests/services.py), with boto3's
+    standard variables pointing at it for this test."""
+    from tests.services import new_bucket, s3_endpoint, s3_env
+
+    for key, value in s3_env(s3_endpoint()).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return f"s3://{new_bucket()}/tuneserve"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

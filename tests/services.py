@@ -9,6 +9,9 @@ the same time never share a queue, a database or a port.
 An external server is used only when the user names it: ``TUNESERVE_TEST_REDIS_URL`` (a Redis whose numbered
 databases 1-15 the tests may write to) and ``TUNESERVE_TEST_DATABASE_URL`` (a PostgreSQL database in which the
 tests may create and drop schemas).
+
+Object storage is moto's server mode (``moto.server``, the ``moto[server]`` dev extra) on a free loopback port:
+a real S3 API over HTTP that the code under test reaches through unpatched boto3, one bucket per test.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,7 @@ DATABASE_ENV = "TUNESERVE_TEST_DATABASE_URL"
 _lock = threading.Lock()
 _redis: _PrivateRedis | None = None
 _postgres: _PrivatePostgres | None = None
+_s3: _PrivateS3 | None = None
 
 
 def free_port() -> int:
@@ -117,6 +124,82 @@ class _PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class _PrivateS3:
+    """moto's server mode: a real S3 API over HTTP on a free loopback port (conditional puts, checksums,
+    listings), in memory, dying with this process. The code under test talks to it through plain boto3."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="tuneserve-test-s3-"))
+        orphan_guard = die_with_parent() if threading.current_thread() is threading.main_thread() else None
+        self.process: subprocess.Popen[bytes] | None = None
+        for _ in range(5):
+            port = free_port()
+            with (self.dir / "moto.log").open("ab") as logfile:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                    stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, preexec_fn=orphan_guard)
+            self.endpoint = f"http://127.0.0.1:{port}"
+            if self._wait_ready(30.0):
+                log.info("private S3 API (moto, pid %d) on %s", self.process.pid, self.endpoint)
+                return
+            self.stop(keep_dir=True)
+        raise RuntimeError(f"the tests' moto server did not start; see {self.dir / 'moto.log'}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def stop(self, keep_dir: bool = False) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def s3_endpoint() -> str:
+    """``http://127.0.0.1:<port>`` of this process's private S3 API server (moto), started on first use."""
+    global _s3
+    with _lock:
+        if _s3 is None:
+            _s3 = _PrivateS3()
+        return _s3.endpoint
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """boto3's standard variables for the test server: what a user sets for a MinIO (nothing of ours)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def new_bucket() -> str:
+    """A fresh, empty bucket on the private S3 server; returns its name."""
+    import boto3
+
+    name = f"tuneserve-test-{uuid.uuid4().hex[:12]}"
+    endpoint = s3_endpoint()
+    env = s3_env(endpoint)
+    client = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                   aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                   region_name=env["AWS_DEFAULT_REGION"]).client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=name)
+    return name
+
+
 def redis_url() -> str:
     """Base URL (no database number) of the tests' Redis: the one named by the user, else a private one."""
     global _redis
@@ -141,8 +224,11 @@ def postgres_url() -> str:
 
 def stop_all() -> None:
     """Stop what this process started (pytest_sessionfinish); the next use would start them again."""
-    global _redis, _postgres
+    global _redis, _postgres, _s3
     with _lock:
+        if _s3 is not None:
+            _s3.stop()
+            _s3 = None
         if _redis is not None:
             _redis.stop()
             _redis = None

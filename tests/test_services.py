@@ -38,6 +38,24 @@ def test_private_postgres_listens_on_no_port(monkeypatch: pytest.MonkeyPatch) ->
         engine.dispose()
 
 
+def test_private_s3_is_a_real_server_on_loopback_with_conditional_writes() -> None:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    endpoint = services.s3_endpoint()
+    assert endpoint.startswith("http://127.0.0.1:") and services.s3_endpoint() == endpoint  # started once
+    env = services.s3_env(endpoint)
+    bucket = services.new_bucket()
+    client = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                   aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                   region_name="us-east-1").client("s3", endpoint_url=endpoint)
+    client.put_object(Bucket=bucket, Key="k", Body=b"1", IfNoneMatch="*")
+    with pytest.raises(ClientError) as info:  # what tuneserve's create-only writes rely on
+        client.put_object(Bucket=bucket, Key="k", Body=b"2", IfNoneMatch="*")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert services.new_bucket() != bucket
+
+
 def test_named_services_are_used_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(services.REDIS_ENV, "redis://cache.example:6380/")
     monkeypatch.setenv(services.DATABASE_ENV, "postgresql+psycopg://u@db.example/t")

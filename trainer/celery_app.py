@@ -29,7 +29,7 @@ def _config() -> dict[str, Any]:
 
 
 def make_app() -> Celery:
-    app = Celery("tuneserve", include=["trainer.tasks", "trainer.search_tasks"])
+    app = Celery("tuneserve", include=["trainer.tasks", "trainer.search.tasks"])
     # Read when Celery first needs its configuration (sending or starting a worker), not at import.
     app.add_defaults(_config)
     return app

@@ -8,9 +8,9 @@ test split and **calibrates** the temperature on val) → **export** the checked
 **promote** and **announce** it to the API processes, or keep it as a candidate → finish the job.
 
 A search job runs the same story with **search** in place of train: its claim prepares the shared
-pixels and queues one trial task per slot (trainer/search_tasks.py, search_trial.py); the last trial
-to end finalizes (trainer/search_finalize.py), publishing the best trial's model with
-trainer/publish.py's ``publish`` exactly as a train job (and ``tuneserve train``, and ``bootstrap``) does.
+pixels and queues one trial task per slot (trainer/search/tasks.py, search_trial.py); the last trial
+to end finalizes (trainer/search/finalize.py), publishing the best trial's model with
+trainer/publish/publisher.py's ``publish`` exactly as a train job (and ``tuneserve train``, and ``bootstrap``) does.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 
 from core.settings import Settings, get_settings
 from jobs import JobStore
-from models import Registry
-from trainer.eta import COST_BOOK, CostBook
-from trainer.job_data import JobData
+from models import registry_for
+from trainer.data.job_data import JobData
 from trainer.lease import ClaimedJob, claim, owner_id
-from trainer.progress import PUBLISH_STAGES, ProgressTracker
+from trainer.progress.eta import COST_BOOK, CostBook
+from trainer.progress.tracker import PUBLISH_STAGES, ProgressTracker
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,16 @@ def run_train_job(job_id: str, settings: Settings | None = None) -> str:
 
 def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     # Imported here: the worker process starts (and reconciles) without paying for torch.
-    from dataset_store import DatasetStore
-    from trainer import eta_plan
-    from trainer.engine import fine_tune
-    from trainer.publish import Request, Trained, publish
-    from trainer.stages import plan_stages
+    from dataset_store import datasets_for
+    from trainer.progress import eta_plan
+    from trainer.publish.publisher import Request, Trained, publish
+    from trainer.run.engine import fine_tune
+    from trainer.run.stages import plan_stages
 
     settings = job.settings
     spec = job.job.spec.train_spec()
     # Decoded pixels are shared by every job on the dataset (the search jobs use the same folder).
-    data = JobData(DatasetStore(settings.datasets_dir).get(job.job.dataset_id),
+    data = JobData(datasets_for(settings).get_local(job.job.dataset_id),
                    settings.pixel_cache_dir(job.job.dataset_id))
     # Progress: every stage to the end (publishing too), written at most once a second; a resumed
     # run continues the stored progress (fraction, run time, measured speeds).
@@ -84,7 +84,7 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     tracker.plan([(name, 1) for name in PUBLISH_STAGES])
     work = eta_plan.workload(spec, plan_stages(spec), data.dataset)
     eta_plan.expect_publishing(tracker, work, tracker.book, eta_plan.book_key(spec))
-    registry = Registry(settings.models_dir)
+    registry = registry_for(settings)
     with tracker.ticking():  # the stored progress follows the clock between batches too
         result = fine_tune(
             spec, data.dataset, on_progress=progress_writer(job, tracker), should_stop=job.should_stop,

@@ -1,5 +1,5 @@
 """Promotion announcements over Redis pub/sub: the trainer (or a manual activate) publishes, every API
-process listens (``service/notify.py``). At-most-once, so only a hint: the API processes also poll."""
+process listens (``service/inference/notify.py``). At-most-once, so only a hint: the API processes also poll."""
 
 from __future__ import annotations
 

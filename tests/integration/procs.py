@@ -156,7 +156,7 @@ def sse_events(http: httpx.Client, path: str, timeout: float) -> list[tuple[str,
     """
     import json
 
-    from service.reports import apply_delta
+    from service.http.reports import apply_delta
 
     events: list[tuple[str, dict[str, Any]]] = []
     name = "message"

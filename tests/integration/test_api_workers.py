@@ -16,7 +16,7 @@ import pytest
 
 from models import Registry
 from tests.integration.procs import Server, base_env, private_broker, wait_for
-from tests.service.test_hotswap import TABBY, add_versions
+from tests.service.inference.test_hotswap import TABBY, add_versions
 from transport.promotions import announce_promotion
 
 WORKERS = 2

@@ -14,10 +14,10 @@ import pytest
 
 from jobs import FINISHED
 from models import Registry
-from service.onnx_session import gpu_present
+from service.inference.onnx_session import gpu_present
 from tests.integration.conftest import Stack
 from tests.integration.procs import sse_events, upload, wait_for, wait_job
-from trainer.checkpoint import load_checkpoint
+from trainer.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.core.datasets_kit import class_files, make_zip
+from tests.dataset_store.datasets_kit import class_files, make_zip
 from tests.integration.procs import Server, base_env, private_broker
 from tests.photos import IMAGENET_SAMPLES
 
@@ -46,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, bootstrapped_home: Path) ->
 @pytest.mark.timeout(900)
 def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "tiny.zip", class_files({"ants": 5, "bees": 5}, seed=3))  # ingests in a moment
-    # Every phase, the stateful one included: it follows the OpenAPI links (service/links.py) from uploads
+    # Every phase, the stateful one included: it follows the OpenAPI links (service/http/links.py) from uploads
     # that the hooks make real archives (tests/integration/schemathesis_hooks.py). The event stream stays
     # open until its job ends (no worker here): fuzzing it would only wait.
     args = [str(BIN / "st"), "--config-file", str(CONFIG), "run", f"{server.url}/openapi.json", "--checks", "all",

@@ -196,15 +196,15 @@ def test_requeued_search_fails_orphaned_trials_and_runs_only_the_missing_slots(
 
     from sqlalchemy import update
 
-    import trainer.search_tasks as st
+    import trainer.search.tasks as st
     from core.searchspec import SearchSpec
     from core.settings import Settings
     from jobs import JobStore
     from jobs.tables import JobRow
     from tests.trainer.dataset_helpers import make_dataset, subset_folder
-    from trainer import optuna_study
-    from trainer.search_finalize import maybe_finalize
-    from trainer.search_trial import run_trial
+    from trainer.search import optuna_study
+    from trainer.search.finalize import maybe_finalize
+    from trainer.search.trial import run_trial
 
     settings = Settings(home=tmp_path / "home")
     folder = subset_folder(hymenoptera, tmp_path / "tiny", {"train": 6, "val": 8})  # 16 val: enough for a first version

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
-from service.app import create_app
+from service.http.app import create_app
 
 
 def wait_ready(client: TestClient, timeout: float = 30.0) -> None:

@@ -12,7 +12,7 @@ def test_service_import_and_app_creation_leave_torch_and_trainer_out(tmp_path: P
 import importlib, pkgutil, sys
 import service
 from core.settings import Settings
-from service.app import create_app
+from service.http.app import create_app
 for m in pkgutil.walk_packages(service.__path__, "service."):
     importlib.import_module(m.name)
 create_app(Settings(home={str(tmp_path)!r}))
@@ -28,7 +28,8 @@ def test_console_command_loads_only_the_module_of_the_command_it_runs() -> None:
 import sys
 from tuneserve import cli
 cli.COMMANDS["serve"][0]()
-print(sorted(n for n in ("torch", "trainer", "timm", "torchvision") if n in sys.modules), "service.cli" in sys.modules)
+heavy = ("torch", "trainer", "timm", "torchvision")
+print(sorted(n for n in heavy if n in sys.modules), "tuneserve.cli.serve" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])

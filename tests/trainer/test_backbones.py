@@ -19,7 +19,7 @@ from trainer.backbones import (
     lukemelas_to_timm,
     torchvision_weights_file,
 )
-from trainer.transforms import EvalPreset
+from trainer.data.transforms import EvalPreset
 
 
 @pytest.fixture(scope="module")

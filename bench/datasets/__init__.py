@@ -1,0 +1,1 @@
+"""Dataset benchmarks: ingest throughput and near-duplicate detection."""

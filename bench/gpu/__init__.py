@@ -1,0 +1,1 @@
+"""The GPU device runs: serving, fine-tuning and the decoder, end to end."""

@@ -1,0 +1,1 @@
+"""Serving benchmarks: the API under load, its peers, swaps, hostile and slow clients."""

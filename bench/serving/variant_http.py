@@ -1,0 +1,151 @@
+"""int8 against fp32 on the CPU, end to end over HTTP, in one run.
+
+The bootstrapped ``imagenet`` model gets an int8 variant built the way jobs build it
+(``trainer/publish/variants.py``: calibrated on 64 hymenoptera training photos, gated on the ImageNet sample
+photos split into val and test halves) and registered as a new version. Two real uvicorn processes
+serve it, one with ``TUNESERVE_VARIANT=fp32`` and one with the default ``auto`` (which must pick int8,
+checked through ``GET /v1/models/imagenet``). Load alternates between them (fp32, int8, fp32, int8)
+at each concurrency so both see the same moments of a shared machine; top-1 agreement is measured over
+HTTP on the hymenoptera val photos (never seen by the calibration).
+
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.variant_http --write-docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.data import shared_data
+from bench.docs import write_section
+from bench.loadgen import load_test, raw_request
+from bench.serving.serve import Server, ensure_home, free_port, load_jpegs, uvicorn_cmd
+
+SECTION = "## int8 on CPU by default, end to end"
+PATH = "/v1/models/imagenet/predict?top_k=1"
+log = logging.getLogger("bench.serving.variant_http")
+
+
+def add_int8_version(home: Path) -> int:
+    """Register the active imagenet model again with its gated int8 variant, active."""
+    from models import Registry
+    from service.inference.preprocess import preprocess
+    from trainer.publish.variants import build_variants
+
+    registry = Registry(home / "models")
+    info = registry.get("imagenet")
+    if "int8" in info.manifest.variants:
+        return info.version
+    pre = info.manifest.preprocessing
+
+    def batch(files: list[Path]) -> np.ndarray:
+        return np.stack([preprocess(f.read_bytes(), pre, 10**8) for f in files])
+
+    samples = sorted(shared_data("imagenet_samples").glob("*.JPEG"))
+    half = len(samples) // 2
+    calib = batch(sorted((shared_data("hymenoptera") / "train").rglob("*.jpg"))[:64])
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build_variants(info.model_path, Path(tmp), calib, batch(samples[:half]), None, kinds=("int8",),
+                               test=(batch(samples[half:]), None))
+        if "int8" not in built:
+            raise SystemExit("the int8 variant failed its gate; nothing to compare")
+        extra = {**{v.file: Path(tmp) / v.file for v in built.values()},
+                 **{f: info.path / f for f in info.manifest.files}}
+        return registry.register(info.manifest.model_copy(update={"variants": built}), info.model_path,
+                                 extra_files=extra, activate=True).version
+
+
+def top1(port: int, jpegs: list[bytes]) -> list[str]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        return [http.post(PATH, content=j, headers={"content-type": "image/jpeg"}).json()["results"][0]
+                ["predictions"][0]["label"] for j in jpegs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=None, help="bootstrapped TUNESERVE_HOME (else a temp one)")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
+    parser.add_argument("--levels", default="1,8")
+    parser.add_argument("--write-docs", action="store_true")
+    opts = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    levels = [int(x) for x in opts.levels.split(",")]
+    home = ensure_home(opts.home)
+    version = add_int8_version(home)
+    jpegs = load_jpegs()
+    reqs = [raw_request(PATH, j, "image/jpeg") for j in jpegs]
+    servers: dict[str, Server] = {}
+    try:
+        for name, setting in (("fp32", "fp32"), ("int8", "auto")):
+            port = free_port()
+            env = {"TUNESERVE_HOME": str(home), "TUNESERVE_DEVICE": "cpu", "TUNESERVE_VARIANT": setting}
+            servers[name] = Server(name, uvicorn_cmd("service.http.app:create_app", port, factory=True), env, port,
+                                   "/readyz")
+            view = httpx.get(f"http://127.0.0.1:{port}/v1/models/imagenet").json()
+            assert view["variant"] == name and view["serving_version"] == version, view
+            log.info("%s serves %s: %s", name, view["variant"], view["variant_reason"])
+        labels = {name: top1(s.port, jpegs) for name, s in servers.items()}
+        agreement = float(np.mean([a == b for a, b in zip(labels["fp32"], labels["int8"], strict=True)]))
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {n: {c: [] for c in levels} for n in servers}
+        for c in levels:
+            for _ in range(2):
+                for name, server in servers.items():
+                    res = load_test(server.port, reqs, c, duration_s=opts.duration, max_requests=20_000).summary()
+                    runs[name][c].append(res)
+                    log.info("%s c=%d: %s", name, c, res)
+    finally:
+        for server in servers.values():
+            server.stop()
+    args = sys.argv[1:] if argv is None else argv
+    command = " ".join(["flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.variant_http", *args])
+    text = markdown(runs, levels, agreement, len(jpegs), command, opts.duration)
+    print(json.dumps({"runs": runs, "agreement": agreement}, default=str))
+    print(text)
+    if opts.write_docs:
+        write_section(SECTION, text)
+    return 0
+
+
+def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int], agreement: float, n: int,
+             command: str, duration: float) -> str:
+    def mean(name: str, c: int, key: str) -> float:
+        return float(np.mean([float(r[key]) for r in runs[name][c]]))
+
+    lines = [SECTION, "", f"Command: `{command}`", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores; {n} hymenoptera val JPEGs (~500x375), "
+             f"one image per request, {duration:g} s per measurement, fp32 and int8 servers alternating "
+             "(two rounds each; the cells show round 1/round 2, the ratio uses their means).", "",
+             "| concurrency | fp32 images/s | int8 images/s | int8/fp32 | fp32 p50 ms | int8 p50 ms |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for c in levels:
+        f_ips = "/".join(str(r["images_per_s"]) for r in runs["fp32"][c])
+        i_ips = "/".join(str(r["images_per_s"]) for r in runs["int8"][c])
+        f_p50 = "/".join(str(r["p50_ms"]) for r in runs["fp32"][c])
+        i_p50 = "/".join(str(r["p50_ms"]) for r in runs["int8"][c])
+        ratio = mean("int8", c, "images_per_s") / mean("fp32", c, "images_per_s")
+        lines.append(f"| {c} | {f_ips} | {i_ips} | {ratio:.2f}x | {f_p50} | {i_p50} |")
+    if 8 in levels:
+        c8 = mean("int8", 8, "images_per_s") / mean("fp32", 8, "images_per_s")
+        met = c8 >= 1.5 and agreement >= 0.99
+        lines += ["", f"Target (issue 21: >= 1.5x images/s at concurrency 8 with top-1 agreement >= 0.99): "
+                  f"{'met' if met else 'NOT met'} ({c8:.2f}x, agreement {agreement:.4f}); load average "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end of the run."]
+    lines += ["", f"Top-1 agreement int8 vs fp32 over HTTP on the {n} photos: {agreement:.4f}. The int8 server ran "
+              "with the default `TUNESERVE_VARIANT=auto`, which chose int8 because the variant passed its gate "
+              "(val and test halves of the ImageNet sample photos); a version whose int8 failed the gate, or has "
+              "none, is served in fp32 and `GET /v1/models/{name}` says why (`variant_reason`)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Fine-tuning benchmarks: modes, search, and whether the ETA follows the clock."""

@@ -1,0 +1,265 @@
+"""Does a job's progress follow the clock? ``fraction`` and ``eta_s`` against the time actually left.
+
+    flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.eta --samples eta-samples.json --write-docs
+
+Runs real train jobs of different sizes and modes on real photos (hymenoptera and a CIFAR-10
+subset from ../shared/data), each in its own worker process (``run_train_job``, the Celery task's
+body) against a fresh SQLite job store, and samples the job as the API shows it (``job_view``)
+every second. The job's wall time runs from its claim (``started_at``) to ``finished_at``.
+After the first 20 % of each job it reports the largest and median |fraction - elapsed/total|, the
+median and 90th percentile of |eta_s - left| / left (left: the time actually left), the worst-case
+``eta_max_s`` against ``left``, the samples with ``eta_s`` null after the job's first measured
+batch, and the machine's load (``uptime``; other work shares the cores). The jobs share one home,
+like a user's jobs, so the second and later jobs find the costs the first measured in the cost book
+(trainer/eta.py). ``--samples FILE`` keeps every sample (with each stage's expected time left) and
+``--rescore FILE... --write-docs`` scores and writes them without running jobs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.data import shared_data
+from bench.docs import write_section
+
+SECTION = "## ETA and progress against the clock"
+COMMAND = ("flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.eta --samples eta-samples.json "
+           "--write-docs")
+REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger("bench.training.eta")
+NOTE = ("How the ETA is made (trainer/stage_cost.py, trainer/eta_plan.py): each stage's remaining units (batches, "
+        "feature batches, the export's steps) at the cost of its recent units (the warm-up unit left out); stages not "
+        "yet run from what earlier jobs on the backbone and device measured (`work/eta_costs.json`: a training step "
+        "in forward passes, the export's steps, the probe's batch cost and the epochs early stopping left), scaled "
+        "by how fast the machine runs now (the latest measured forward pass, a fine-tuning epoch's validation "
+        "included, damped); the export's remaining steps paced by its first ones. Where the error still comes "
+        "from (read the samples with `--samples FILE`, each with every stage's expected time left): the machine's "
+        "load changing under a job (other helpers' work on the same 2 cores; a job's batches got 2x slower or "
+        "faster within a minute, which no measurement made before can tell), a first job's export with only a "
+        "prior, and the small jobs' coarse units (a hymenoptera fine-tuning epoch is 3 batches of 5-20 s, so the "
+        "ETA moves in steps). The relative error always grows in the last seconds of a job (a few seconds off "
+        "when less than one is left), hence the column with at least 10 s left.")
+# main before this change (89a37ef), these jobs, scored by this script (its samples every 0.5 s then;
+# one run at the start of the session, load average 0.5 rising to 2.8): kept to compare against.
+BEFORE = ("Before (main at 89a37ef: mean rates since a stage's start, the export one prior or one cached total "
+          "scaled by a forward pass timed with its warm-up; same three jobs, same scoring, load 0.5 to 2.8): "
+          "linear cifar10 43 s: fraction error max 0.224 (median 0.116), ETA error median 0.87 (p90 1.23); "
+          "finetune 64 s: 0.131 (0.037), 0.26 (0.48); auto 60 s: 0.204 (0.134), 1.00 (3.03). The table that "
+          "stood here then (two runs under load): fraction within 0.15 on 2 of 6 jobs, ETA error medians "
+          "0.22 to 1.63.")
+# The same bench on the commit before the last two ETA changes (0df0d23: no probe prior for a first
+# job, the machine's speed not yet read off the feature extraction), two runs under other load.
+EARLIER = ("Verdict (the table's run, final code, load 4-9 on 2 cores): fraction within 0.15 on all three jobs "
+           "(0.082, 0.15, 0.104; medians 0.04-0.10); `eta_s` never null after the first measured batch; the ETA "
+           "error median within 30 % on two of three (linear 0.25, auto 0.22) but not fine-tuning (0.69), and the "
+           "90th percentiles (0.53-1.20) miss it: the target is not met under this load. Earlier runs of the "
+           "commit before the last two changes (0df0d23): load 5-9: fraction max 0.119 / 0.102 / 0.201, ETA "
+           "median 0.45 / 0.30 / 0.59; load 3-4 (the quietest this session got): fraction max 0.377 / 0.119 / "
+           "0.16, ETA median 2.02 / 0.33 / 0.21 (the first job's probe counted all 60 planned epochs at a "
+           "slow prior step and its export at a 25 s prior: the two last changes address those).")
+SKIP_FIRST = 0.2  # the targets hold after the first 20 % of a job's wall time
+LONG_LEFT_S = 10.0  # the relative error is also reported over the samples with at least this long left
+
+# (name, data set builder args, spec): different sizes and modes; small enough for ~10 min on 2 cores.
+JOBS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("linear, cifar10 10 classes x 60", {"source": "cifar10", "per_class": 60, "classes": 10},
+     {"mode": "linear", "augment": "light"}),
+    ("finetune, hymenoptera 20/class", {"source": "hymenoptera", "per_class": 20},
+     {"mode": "finetune", "max_epochs": 3, "batch_size": 16, "augment": "light"}),
+    ("auto (default), hymenoptera 30/class", {"source": "hymenoptera", "per_class": 30},
+     {"max_epochs": 4}),
+]
+
+
+def build_folder(out: Path, source: str, per_class: int, classes: int | None = None) -> Path:
+    """A train/val folder of real photos: ``per_class`` train photos a class, a quarter as many for val."""
+    root = shared_data(source)
+    rng = random.Random(0)
+    names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())[:classes]
+    for label in names:
+        train = sorted((root / "train" / label).iterdir())
+        val_dir = root / ("val" if (root / "val").is_dir() else "test") / label
+        val = sorted(val_dir.iterdir())
+        for split, files, n in (("train", train, per_class), ("val", val, max(8, per_class // 4))):
+            dest = out / split / label
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in rng.sample(files, min(n, len(files))):
+                shutil.copy(f, dest / f.name)
+    return out
+
+
+def run_job(home: Path, folder: Path, spec: dict[str, Any], model: str, interval: float = 1.0) -> dict[str, Any]:
+    """One job in a worker process; the samples (wall time, fraction, eta_s, eta_max_s, stage) as the API shows them."""
+    from core.datasets import IngestLimits
+    from core.settings import Settings
+    from dataset_store import DatasetStore
+    from jobs import JobStore
+    from service.http.routes.jobs import job_view
+
+    settings = Settings(home=home)
+    dataset, _ = DatasetStore(settings.datasets_dir).ingest_folder(folder, None, IngestLimits.from_settings(settings))
+    store = JobStore(settings.resolved_database_url)
+    job = store.create(model, dataset.id, spec)
+    env = {**os.environ, "TUNESERVE_HOME": str(home), "PYTHONPATH": str(REPO)}
+    code = "import sys, logging; logging.basicConfig(level=logging.WARNING); " \
+           "from trainer.pipeline import run_train_job; print(run_train_job(sys.argv[1]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, job.id], env=env, cwd=REPO)
+    samples: list[dict[str, Any]] = []
+    while True:
+        now = time.time()
+        current = store.get(job.id)
+        view = job_view(current, settings.lease_seconds)
+        progress = view["progress"]
+        samples.append({"t": now, "state": current.state, "fraction": progress.get("fraction"),
+                        "eta_s": progress.get("eta_s"), "eta_max_s": progress.get("eta_max_s"),
+                        "stage": progress.get("stage"), "load": os.getloadavg()[0],
+                        "measured": any(r.get("timed") for r in progress.get("stages") or []),
+                        "left": {r["name"]: r.get("left_s") for r in progress.get("stages") or []}})
+        if current.finished:
+            break
+        if proc.poll() is not None and not store.get(job.id).finished:
+            raise SystemExit(f"worker exited ({proc.returncode}) before the job finished")
+        time.sleep(interval)
+    proc.wait(timeout=60)
+    done = store.get(job.id)
+    if done.state != "succeeded":
+        raise SystemExit(f"job {model} ended {done.state}: {done.error}")
+    assert done.started_at is not None and done.finished_at is not None
+    return {"samples": samples, "started": done.started_at, "finished": done.finished_at}
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def score(run: dict[str, Any]) -> dict[str, Any]:
+    """The errors after the first 20 % of the job: fraction vs elapsed/total, ETA vs the time left;
+    and whether ``eta_s`` was ever null after the job's first measured batch."""
+    start, end = run["started"], run["finished"]
+    total = end - start
+    frac: list[float] = []
+    max_err, nulls, measured = 0.0, 0, False
+    rel: list[tuple[float, float, dict[str, Any]]] = []  # (relative error, time left, sample)
+    for s in run["samples"]:
+        measured = measured or bool(s.get("measured"))
+        if s["state"] == "running" and measured and s["eta_s"] is None:
+            nulls += 1
+        elapsed = s["t"] - start
+        if s["state"] != "running" or elapsed < SKIP_FIRST * total:
+            continue
+        left = end - s["t"]
+        if left <= 0.5:  # the last half second: the relative error of a 0.5 s wait says nothing
+            continue
+        frac.append(abs(s["fraction"] - elapsed / total))
+        if s["eta_s"] is None:
+            continue
+        rel.append((abs(s["eta_s"] - left) / left, left, {"at_s": round(elapsed, 1), "eta_s": s["eta_s"],
+                                                           "left_s": round(left, 1), "stage": s["stage"]}))
+        if s["eta_max_s"] is not None:
+            max_err = max(max_err, 0.0 if s["eta_max_s"] >= left else (left - s["eta_max_s"]) / left)
+    errors = [r[0] for r in rel]
+    loads = [s["load"] for s in run["samples"] if s.get("load") is not None]
+
+    def rounded(x: float | None) -> float | None:
+        return None if x is None else round(x, 3)
+
+    return {"uptime": run.get("uptime"), "total_s": round(total, 1), "samples": len(frac),
+            "max_fraction_error": rounded(max(frac, default=0.0)),
+            "median_fraction_error": rounded(quantile(frac, 0.5)),
+            "median_eta_relative_error": rounded(quantile(errors, 0.5)),
+            "p90_eta_relative_error": rounded(quantile(errors, 0.9)),
+            "max_eta_relative_error_long": rounded(max((r[0] for r in rel if r[1] >= LONG_LEFT_S), default=0.0)),
+            "eta_null_after_first_batch": nulls, "eta_max_short_by": round(max_err, 3),
+            "load_1min": round(statistics.mean(loads), 1) if loads else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--only", type=int, nargs="+", help="run only these jobs (0-based indexes into JOBS)")
+    parser.add_argument("--samples", type=Path, help="write every sample of every job here (JSON)")
+    parser.add_argument("--rescore", type=Path, nargs="+",
+                        help="score the samples runs wrote with --samples (no jobs run)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.rescore:
+        specs = {name: spec for name, _, spec in JOBS}
+        runs: dict[str, Any] = {}
+        for i, path in enumerate(args.rescore):  # several runs: their jobs named "job [run 2]"...
+            runs.update({(f"{name} [run {i + 1}]" if len(args.rescore) > 1 else name): run
+                         for name, run in json.loads(path.read_text()).items()})
+        rows = [{"job": name, "spec": specs.get(name.split(" [run")[0], {}), **score(run)}
+                for name, run in runs.items()]
+        print(json.dumps(rows, indent=2))
+        if args.write_docs:
+            write_section(SECTION, render(rows))
+        return
+    rows = []
+    raw: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        for i, (name, data, spec) in enumerate(JOBS):
+            if args.only and i not in args.only:
+                continue
+            folder = build_folder(Path(tmp) / f"data{i}", **data)
+            before = uptime()
+            run = run_job(home, folder, spec, f"eta{i}")
+            run["uptime"] = [before, uptime()]
+            row = {"job": name, "spec": spec, **score(run)}
+            log.info("%s", json.dumps(row))
+            rows.append(row)
+            raw[name] = run
+            if args.samples:  # after every job: a long run can be looked at while it goes on
+                args.samples.write_text(json.dumps(raw, indent=1))
+    print(json.dumps(rows, indent=2))
+    if args.write_docs:
+        write_section(SECTION, render(rows))
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    lines = [SECTION, "", f"    {COMMAND}", "",
+             "(`BENCH_DATA=/path/to/shared/data` in front when the data sets are not in `../shared/data`; several "
+             "runs' samples go into one table with `--rescore RUN1.json RUN2.json --write-docs`.)", "",
+             "Real jobs, one after another in one home (each in its own worker process, `run_train_job`), sampled "
+             "every second as `GET /v1/jobs/{id}` shows them; errors are over the samples after the first 20 % of "
+             "each job's wall time (claim to finish). Targets (issue 24): fraction within 0.15 of elapsed/total, "
+             "`eta_s` within 30 % of the time actually left. ETA error = abs(eta_s - left) / left over the samples "
+             f"with more than 0.5 s left (and the largest over those with at least {LONG_LEFT_S:g} s left). "
+             "`null`: samples with `eta_s` null after the job's first measured batch. `eta_max_s short by`: how far "
+             "the worst case fell below the time actually left (0 = never). Load: the 1-minute load average "
+             "(2 cores, shared with other work) over the job's samples.", ""]
+    lines += ["| job | spec | wall s | samples | fraction error max | median | ETA error median | p90 "
+              f"| max, >= {LONG_LEFT_S:g} s left | null | eta_max_s short by | load |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['job']} | `{json.dumps(r['spec'])}` | {r['total_s']} | {r['samples']} | "
+                     f"{r['max_fraction_error']} | {r['median_fraction_error']} | {r['median_eta_relative_error']} | "
+                     f"{r['p90_eta_relative_error']} | {r['max_eta_relative_error_long']} | "
+                     f"{r['eta_null_after_first_batch']} | {r['eta_max_short_by']} | {r.get('load_1min')} |")
+    lines += ["", "`uptime` before and after each job:", ""]
+    lines += [f"- {r['job']}: `{r['uptime'][0]}` / `{r['uptime'][1]}`" for r in rows if r.get("uptime")]
+    lines += ["", EARLIER, "", NOTE, "", BEFORE]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

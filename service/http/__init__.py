@@ -1,0 +1,1 @@
+"""The HTTP side of the service: the FastAPI app, middlewares, schemas, errors and routes."""

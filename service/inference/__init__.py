@@ -1,0 +1,1 @@
+"""Serving predictions: loaded models, the predictor, batching, decoding, preprocessing, onnxruntime."""

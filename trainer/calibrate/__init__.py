@@ -1,0 +1,1 @@
+"""After a run: temperature calibration, the out-of-distribution score, selective answers."""

@@ -1,0 +1,1 @@
+"""What a running job reports: progress events, the ETA and its plan."""

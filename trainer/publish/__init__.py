@@ -1,0 +1,1 @@
+"""Turning a run into a served version: evaluation, report, ONNX export, variants, the gate, registration."""

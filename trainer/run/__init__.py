@@ -1,0 +1,1 @@
+"""One training run: engine, loops, stages, optimiser and schedules, checkpoints, budget, finish."""

@@ -1,0 +1,1 @@
+"""Hyper-parameter search jobs: the Optuna study, its trials and the finalising run."""
