@@ -83,7 +83,7 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
     tracker.book = CostBook(settings.work_dir / COST_BOOK)
     tracker.plan([(name, 1) for name in PUBLISH_STAGES])
     work = eta_plan.workload(spec, plan_stages(spec), data.dataset)
-    eta_plan.expect_publishing(tracker, work, tracker.book, spec.base)
+    eta_plan.expect_publishing(tracker, work, tracker.book, eta_plan.book_key(spec))
     registry = registry_for(settings)
     with tracker.ticking():  # the stored progress follows the clock between batches too
         result = fine_tune(
@@ -95,7 +95,7 @@ def train_and_publish(job: ClaimedJob) -> dict[str, Any]:
             raise Stopped("stopped before publishing")
         request = Request(job.job.model, "job", job_id=job.id, replace_labels=job.job.spec.replace_labels)
         out = publish(Trained(result, data), registry, request, settings, tracker=tracker)
-        eta_plan.learn(tracker, work, tracker.book, spec.base)
+        eta_plan.learn(tracker, work, tracker.book, eta_plan.book_key(spec))
     tracker.finish()
     return out
 

@@ -44,22 +44,45 @@ class BatchClock:
 
 
 class FeatureClock:
-    """The feature extraction's per-batch ``should_stop``: cancels, and times the images done so far."""
+    """The feature extraction's per-batch ``should_stop``: cancels, and times the images done so far.
+
+    The rate is read off the recent batches, the first left out (it carries the warm-up) once there
+    are others: on a shared machine the speed changes while the extraction runs.
+    """
+
+    RECENT = 4  # batches the time left is read off
 
     def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int, batch: int = 64) -> None:
         self.tracker, self.check, self.images, self.batch = tracker, check, images, batch
-        self.first: float | None = None
+        self.marks: list[tuple[float, int]] = []  # (perf_counter, images done) at each batch boundary
         self.done = 0
 
     def __call__(self) -> None:
         self.check()
         now = time.perf_counter()
-        if self.first is None:
-            self.first = now
-            return
-        self.done = min(self.images, self.done + self.batch)  # a batch ended (the next starts now)
-        self.tracker.setup_progress(self.done, self.images, now - self.first)
+        if self.marks:  # a batch ended (the next starts now)
+            self.done = min(self.images, self.done + self.batch)
+        self.marks.append((now, self.done))
+        rate = self.rate(recent=True)
+        if rate is not None:
+            if len(self.marks) > 2:  # past the warm-up: the machine's speed now (ProgressTracker.speed)
+                self.tracker.live_forward_s = rate
+            self.tracker.setup_progress(self.done, self.images, rate * self.done)
+
+    def rate(self, recent: bool = False) -> float | None:
+        """Seconds per image: over the batches after the first (the last ``RECENT`` when ``recent``), or
+        the first alone while it is the only one; None before one ended."""
+        if len(self.marks) < 2:
+            return None
+        start = max(1, len(self.marks) - 1 - self.RECENT) if recent else 1
+        if len(self.marks) == 2:
+            start = 0
+        (t0, d0), (t1, d1) = self.marks[start], self.marks[-1]
+        return (t1 - t0) / (d1 - d0) if d1 > d0 else None
 
     def forward_s(self, seconds: float) -> float | None:
-        """Seconds per image of the whole extraction (None when it came from a cache: nothing timed)."""
-        return seconds / self.images if self.first is not None and self.images else None
+        """Seconds per image of the backbone's forward pass, measured after the first batch (None when
+        the features came from a cache or fewer than two batches followed the first: too few to say)."""
+        if len(self.marks) < 4:
+            return None
+        return self.rate()

@@ -14,7 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trainer.calibrate.ood import MAX_BANK
 from trainer.progress.eta import CostBook
+from trainer.progress.stage_cost import EXPORT_PRIOR_FORWARD_S, EXPORT_PRIOR_S, EXPORT_STEPS, speed_factor
 from trainer.progress.tracker import (
     PRIOR_DECODE_S,
     PRIOR_FORWARD_S,
@@ -27,6 +29,11 @@ from trainer.progress.tracker import (
 if TYPE_CHECKING:
     from trainer.run.stages import Stage
 
+# Before a job on the backbone measured them: a head step on cached features in forward passes of one
+# image (measured 0.03-0.06 s a step at 0.08-0.18 s a forward pass on a busy 2-core CPU), and the
+# epochs the probe runs before early stopping (13 of 60 in each of this bench's CIFAR-10 jobs).
+PROBE_STEP_FORWARDS = 0.3
+PRIOR_PROBE_EPOCHS = 15.0
 LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
 MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
 
@@ -45,6 +52,13 @@ def workload(spec: Any, stages: list[Stage], dataset: Any) -> Workload:
     return Workload(len(dataset.items("train")), len(dataset.items("val")), len(dataset.items("test")),
                     spec.batch_size, spec.augment in ("standard", "strong"),
                     any(not s.on_features for s in stages))
+
+
+def book_key(spec: Any) -> str:
+    """The cost book's key of a run: the backbone and the device kind (a GPU's costs are not a CPU's)."""
+    from trainer.run.result import resolve_device  # torch: imported by whoever trains anyway
+
+    return f"{spec.base}@{resolve_device(spec.device).type}"
 
 
 def forward_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:
@@ -77,42 +91,90 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     features = (work.train * (2 if work.flip else 1) + work.val) * fwd
     setup = {"start": (work.train * (2 if work.images_stages else 1) + work.val) * decode + features
              + LR_RANGE_STEPS_S + MODEL_LOAD_S, "features": features + LR_RANGE_STEPS_S}.get(phase)
-    if "probe" in tracker.stages and setup is not None:
-        tracker.expect("probe", setup_s=setup)
+    if "probe" in tracker.stages:
+        # A head step on cached features: as an earlier job measured it, else a share of a forward pass.
+        tracker.expect("probe", setup_s=setup, batch_s=book.get(key, "probe_batch_s") or PROBE_STEP_FORWARDS * fwd)
+    for name in ("probe", "finetune"):  # how long early stopping let the stage run in earlier jobs
+        if name in tracker.stages:
+            tracker.stages[name].prior_epochs = book.get(key, f"{name}_epochs") or (
+                PRIOR_PROBE_EPOCHS if name == "probe" else None)
     if "finetune" in tracker.stages:
-        train_s = book.get(key, "train_s") or TRAIN_STEP_FORWARDS * fwd
+        # A training step costs a measured multiple of a forward pass (backward, update, augmentation):
+        # the ratio, measured by an earlier job on the backbone and device, times this run's forward pass,
+        # so a machine slower today predicts slower steps. Replaced by the stage's own batches once timed.
+        ratio = book.get(key, "train_ratio")
+        train_s = ratio * fwd if ratio is not None else book.get(key, "train_s") or TRAIN_STEP_FORWARDS * fwd
         tracker.expect("finetune", batch_s=train_s * work.batch_size, val_s=work.val * fwd)
     # Calibration runs the final model on val and test: the head alone on cached val features when
     # the probe wins (test features still to extract), the whole model after fine-tuning.
     calibrate_images = work.test + (work.val if work.images_stages else 0)
-    tracker.expect("calibrate", seconds=calibrate_images * fwd + (work.test * decode if work.test else 0.0))
+    # It also fits the out-of-distribution scorer and may cross-fit the temperature: per image it
+    # touches, as an earlier job of the same kind measured it, else the forward passes alone.
+    per_image = book.get(key, calibrate_key(work))
+    tracker.expect("calibrate", seconds=per_image * calibrate_touched(work) if per_image is not None
+                   else calibrate_images * fwd + (work.test * decode if work.test else 0.0))
     if "export" in tracker.stages:  # a worker's job publishes too
         expect_publishing(tracker, work, book, key)
 
 
 def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
-    """Export, the promotion gate's evaluation and registration: measured on this backbone before
-    (scaled by how fast this machine runs now against then: the forward pass measured with them,
-    within [0.5, 2]; a shared machine's speed changes from job to job), or priors."""
-    fwd = forward_s(tracker, book, key)
+    """Export, the promotion gate's evaluation and registration: measured on this backbone before,
+    or priors in forward passes. Both assume a forward pass (``tracker.speed_ref``: the book's, or this
+    run's); the tracker scales them by the latest measured one (``ProgressTracker.speed``), so a machine
+    that got busier since then expects a slower export."""
     then = book.get(key, "forward_s")
-    speed = min(2.0, max(0.5, fwd / then)) if tracker.forward_s is not None and then else 1.0
+    ref = then or forward_s(tracker, book, key)
+    tracker.speed_ref = ref
     held_out = work.test or work.val
     export, evaluate, register = (book.get(key, f"{name}_s") for name in ("export", "evaluate", "register"))
-    tracker.expect("export", seconds=speed * export if export is not None else PRIOR_STAGE_S["export"])
+    # The export's steps: each as measured on the backbone before, else the total's prior split; the
+    # steps that end in this run set the pace of the rest (trainer/progress/stage_cost.py).
+    total = export if export is not None else EXPORT_PRIOR_S * speed_factor(ref, EXPORT_PRIOR_FORWARD_S)
+    measured = [book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS]
+    steps = ([(name, s or 0.0) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
+             if any(s is not None for s in measured) else [(name, share * total) for name, share in EXPORT_STEPS])
+    tracker.expect("export", steps=steps)
     # The gate scores the candidate (and the active version, when there is one) on the held-out photos
     # with onnxruntime (faster than the training framework's forward pass; half of it as a prior).
-    tracker.expect("evaluate", seconds=held_out * (speed * evaluate if evaluate is not None else 0.5 * fwd))
-    tracker.expect("register", seconds=speed * register if register is not None else PRIOR_STAGE_S["register"])
+    tracker.expect("evaluate", seconds=held_out * (evaluate if evaluate is not None else 0.5 * ref))
+    tracker.expect("register", seconds=register if register is not None else PRIOR_STAGE_S["register"])
+    for name in ("export", "evaluate", "register"):
+        tracker.stages[name].follows_speed = True
+
+
+def calibrate_key(work: Workload) -> str:
+    return "calibrate_images_s" if work.images_stages else "calibrate_features_s"
+
+
+def calibrate_touched(work: Workload) -> int:
+    """Images the end of a run goes over: val, test and the scorer's bank of training photos."""
+    return max(1, work.val + work.test + min(work.train, MAX_BANK))
 
 
 def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
     """Write this run's measured costs to the book, for the next job on the backbone."""
     if tracker.forward_s is not None:
         book.record(key, "forward_s", tracker.forward_s)
+    for name in ("probe", "finetune"):
+        stage = tracker.stages.get(name)
+        if stage is not None and stage.patience and stage.epochs_done:  # early stopping's, run to its end
+            book.record(key, f"{name}_epochs", float(stage.epochs_done))
+    probe = tracker.stages.get("probe")
+    if probe is not None and probe.unit_s() is not None:  # a head step on cached features: mostly overhead
+        book.record(key, "probe_batch_s", probe.unit_s())  # type: ignore[arg-type]
     ft = tracker.stages.get("finetune")
-    if ft is not None and ft.unit_s() is not None:
-        book.record(key, "train_s", ft.unit_s() / work.batch_size)  # type: ignore[operator]
+    train_s = ft.unit_s() if ft is not None else None
+    if train_s is not None:
+        book.record(key, "train_s", train_s / work.batch_size)
+        if tracker.forward_s is not None:  # both measured in this run, under the same load
+            book.record(key, "train_ratio", train_s / work.batch_size / tracker.forward_s)
+    calibrate = tracker.stages.get("calibrate")
+    if calibrate is not None and calibrate.timed:
+        book.record(key, calibrate_key(work), calibrate.seconds / calibrate_touched(work))
+    export = tracker.stages.get("export")
+    if export is not None and export.timed:  # ended (not an attempt cut short)
+        for name, seconds in export.steps_done.items():
+            book.record(key, f"export_{name}_s", seconds)
     held_out = work.test or work.val
     for name, per in (("export", 1), ("evaluate", held_out), ("register", 1)):
         cost = tracker.stages.get(name)

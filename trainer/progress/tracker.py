@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainer.progress.eta import CostBook, expected_epochs_left, improve_probability
+from trainer.progress.stage_cost import RecentRate, speed_factor, steps_left
 
 if TYPE_CHECKING:
     from trainer.run.stages import Stage
@@ -93,27 +94,43 @@ class StageCost:
     prior_s: float | None = None  # expected seconds of a one-unit stage (cost book or rates)
     prior_batch_s: float | None = None  # expected seconds of a batch before one is timed
     prior_val_s: float = 0.0  # expected validation seconds per epoch before one is timed
+    prior_epochs: float | None = None  # epochs earlier jobs' stage of this name ran before early stopping
+    follows_speed: bool = False  # its expected cost scales with the machine's speed now (ProgressTracker.speed)
     setup_left_s: float = 0.0  # expected one-off work still to come (feature extraction)
     started_at: float | None = None  # perf_counter when it started running
     last_tick: float | None = None  # perf_counter of its last measured step (batch, feature batch, validation)
+    rate: RecentRate = field(default_factory=RecentRate)  # recent seconds per unit (stage_cost.py)
+    steps: list[tuple[str, float]] = field(default_factory=list)  # a one-off stage's steps: expected seconds
+    steps_done: dict[str, float] = field(default_factory=dict)  # ... and the measured ones of those ended
 
     def unit_s(self) -> float | None:
-        return self.seconds / self.timed if self.timed else None
+        """Seconds per unit: the recent units of this run, else every unit timed (a resumed run's)."""
+        return self.rate.per_unit() or (self.seconds / self.timed if self.timed else None)
 
     def _epochs_left(self, expected: bool) -> float:
         left = max(0, self.epochs - self.epochs_done)
         if not expected or self.patience <= 0:
             return float(left)
         q = improve_probability(self.improved)
-        return expected_epochs_left(q, self.patience, self.bad, left)
+        model = expected_epochs_left(q, self.patience, self.bad, left)
+        if self.prior_epochs is None:
+            return model
+        # Earlier jobs' stages ran about ``prior_epochs``: expect that many, but never fewer than the
+        # epochs this one needs to stop (patience left), nor more than the run-length model says.
+        return min(model, max(self.prior_epochs - self.epochs_done, float(self.patience - self.bad)))
 
-    def remaining_s(self, now: float, expected: bool = True) -> float:
-        """Seconds still to run: expected (early stopping modelled) or worst case (every planned epoch)."""
+    def remaining_s(self, now: float, expected: bool = True, speed: float = 1.0) -> float:
+        """Seconds still to run: expected (early stopping modelled) or worst case (every planned epoch).
+        ``speed``: how much slower the machine runs now than when the one-off costs were measured."""
         if self.state == "done":
             return 0.0
         if self.epochs == 0:
-            prior = self.prior_s if self.prior_s is not None else PRIOR_STAGE_S.get(self.name, 1.0)
+            scale = speed if self.follows_speed else 1.0
+            prior = scale * (self.prior_s if self.prior_s is not None else PRIOR_STAGE_S.get(self.name, 1.0))
             running = now - self.started_at if self.state == "running" and self.started_at is not None else 0.0
+            if self.steps and self.state == "running":  # the steps ended so far set the pace of the rest
+                since = now - self.last_tick if self.last_tick is not None else running
+                return steps_left([(n, scale * s) for n, s in self.steps], self.steps_done, since)
             # Near or past its estimate: a quarter of its time so far (it ends soon, not never).
             return max(prior - running, 0.25 * running)
         batch_s = self.unit_s() or self.prior_batch_s or PRIOR_PROBE_BATCH_S
@@ -154,6 +171,8 @@ class ProgressTracker:
         self.elapsed_before = 0.0  # run time of earlier attempts (a resumed job)
         self.measured = False  # a batch (or feature batch) has been timed in this job
         self.forward_s: float | None = None  # measured seconds per image of the backbone's forward pass
+        self.live_forward_s: float | None = None  # the same, measured most recently (a fine-tuning epoch's validation)
+        self.speed_ref: float | None = None  # the forward pass the one-off stages' expected costs assume
         self.book = CostBook(None)  # costs measured by earlier jobs (the worker and the CLI keep one on disk)
         self.snapshots: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -178,9 +197,13 @@ class ProgressTracker:
             cost.units = max(cost.done, max(1, epochs * batches))
 
     def expect(self, name: str, seconds: float | None = None, batch_s: float | None = None,
-               val_s: float | None = None, setup_s: float | None = None) -> None:
-        """Expected costs not yet measured in this run (from the cost book or measured rates)."""
+               val_s: float | None = None, setup_s: float | None = None,
+               steps: list[tuple[str, float]] | None = None) -> None:
+        """Expected costs not yet measured in this run (from the cost book or measured rates);
+        ``steps``: a one-off stage's steps in order with their expected seconds (``seconds``: their sum)."""
         cost = self.stages.setdefault(name, StageCost(name, 1))
+        if steps is not None and cost.state == "pending":
+            cost.steps, seconds = list(steps), sum(s for _, s in steps)
         if seconds is not None:
             cost.prior_s = seconds
         if batch_s is not None:
@@ -231,11 +254,24 @@ class ProgressTracker:
         cost.extra_n += 1
         cost.last_tick = time.perf_counter()
 
+    def step_done(self, name: str) -> None:
+        """A step of the current one-off stage ended (trainer/progress/steps.py): its time since the last one."""
+        with self.lock:
+            cost = self.stages[self.current]
+            now = time.perf_counter()
+            cost.steps_done[name] = cost.steps_done.get(name, 0.0) + now - (cost.last_tick or now)
+            cost.last_tick = now
+            self.measured = True
+            self.push()
+
     def unit_done(self, seconds: float, force: bool = False) -> None:
         cost = self.stages[self.current]
+        if cost.steps:  # what ran after the last reported step
+            self.step_done("rest")
         cost.done += 1
         cost.timed += 1
         cost.seconds += seconds
+        cost.rate.add(seconds)
         cost.units = max(cost.units, cost.done)
         cost.setup_left_s = 0.0
         cost.last_tick = time.perf_counter()
@@ -278,9 +314,16 @@ class ProgressTracker:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
+    def speed(self) -> float:
+        """How much slower the machine runs now than the one-off costs assume: the latest measured
+        forward pass against theirs, damped (trainer/progress/stage_cost.py's speed_factor; 1 until both are
+        known). A shared machine changes speed within a job; the export to come slows down with it."""
+        live = self.live_forward_s or self.forward_s
+        return speed_factor(live, self.speed_ref) if live is not None and self.speed_ref else 1.0
+
     def remaining(self, expected: bool = True) -> float:
-        now = time.perf_counter()
-        return sum(c.remaining_s(now, expected) for c in self.stages.values())
+        now, speed = time.perf_counter(), self.speed()
+        return sum(c.remaining_s(now, expected, speed) for c in self.stages.values())
 
     def eta_s(self) -> float | None:
         if self.current == "done":
@@ -288,6 +331,7 @@ class ProgressTracker:
         return self.remaining() if self.measured else None  # before anything is timed: no guess shown
 
     def snapshot(self) -> dict[str, Any]:
+        now = time.perf_counter()
         elapsed = self.elapsed()
         left = self.remaining()
         if self.current != "done" and elapsed + left > 0:
@@ -300,6 +344,7 @@ class ProgressTracker:
             "epoch": self.epoch, "epochs": self.epochs, "epochs_stage": self.epochs_stage,
             "batch": self.batch, "batches": self.batches, "elapsed_s": round(elapsed, 3),
             "stages": [{"name": c.name, "state": c.state, "done": c.done, "units": c.units, "timed": c.timed,
+                        "left_s": round(c.remaining_s(now, speed=self.speed()), 1),
                         "seconds": round(c.seconds, 3), "setup_s": round(c.setup_s, 3),
                         "epochs_done": c.epochs_done, "epoch_extra_s": round(c.epoch_extra_s, 3), "extra_n": c.extra_n}
                        for c in self.stages.values()],

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from trainer.calibrate.ood import OOD_FILE, OOD_OUTPUT, OodScorer, WithScore
+from trainer.progress.steps import step
 from trainer.publish.cam import CAM_FILE, FEATURES_OUTPUT, WithFeatures, save_head, with_features
 from trainer.publish.onnx_cpu import cpu_session
 
@@ -69,7 +70,9 @@ def export_onnx(model: nn.Module, crop: int, out_path: Path, check_batch: torch.
     tmp = Path(tmp_name)
     try:
         _export(network, crop, tmp)
+        step("trace")  # the progress tracker's export steps (trainer/progress/steps.py)
         report = check_export(network, tmp, check_batch)
+        step("check")
         os.replace(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from trainer.backbones import Backbone
 from trainer.data.job_data import JobData
 from trainer.data.pixels import normalize
 from trainer.model_source import TORCH_FILE, torch_payload
+from trainer.progress.steps import reporting, step
 from trainer.progress.tracker import ProgressTracker
 from trainer.publish.export import export_onnx
 from trainer.publish.promotion import Decision, Verdict, judge
@@ -64,12 +65,15 @@ def export_and_register(result: TrainingResult, registry: Registry, model_name: 
         tmp = Path(tmp_name)
         export = export_onnx(result.model, pre.crop, tmp / "model.onnx", check_batch, ood=result.ood)
         report_files = write_report(result, tmp / "report")
+        step("report")  # the progress tracker's export steps (trainer/progress/steps.py)
         torch.save(torch_payload_from(result), tmp / TORCH_FILE)
+        step("weights")
         extra = {name: tmp / "report" / name for name in report_files}
         extra[TORCH_FILE] = tmp / TORCH_FILE
         cam_files = [f.name for f in (export.cam_file, export.ood_file) if f is not None]
         extra.update({name: tmp / name for name in cam_files})
         built = _build_variants(tmp / "model.onnx", tmp, data, pre, variants, result.labels) if variants else {}
+        step("variants")
         extra.update({v.file: tmp / v.file for v in built.values()})
         metrics = dict(result.metrics)
         metrics.update({"export_max_abs_logit_diff": export.max_abs_diff, "export_check_images": export.images_checked})
@@ -278,8 +282,10 @@ def _judge(registry: Registry, info: VersionInfo, candidate: Candidate, settings
 def timed(tracker: ProgressTracker | None, stage: str) -> Iterator[None]:
     """A publishing stage, timed into the tracker when there is one."""
     started = time.perf_counter()
-    if tracker is not None:
-        tracker.start(stage, 1)
-    yield
-    if tracker is not None:
-        tracker.unit_done(time.perf_counter() - started, force=True)
+    if tracker is None:
+        yield
+        return
+    tracker.start(stage, 1)
+    with reporting(tracker.step_done):  # the steps inside (the export's), so its progress moves inside
+        yield
+    tracker.unit_done(time.perf_counter() - started, force=True)

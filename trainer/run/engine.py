@@ -85,7 +85,7 @@ def fine_tune(spec: TrainSpec, dataset: DatasetLike,
     """
     stages = plan_stages(spec)
     tracker = progress if progress is not None else ProgressTracker()
-    book, key = tracker.book, spec.base
+    book, key = tracker.book, eta_plan.book_key(spec)
     work = eta_plan.workload(spec, stages, dataset)
     eta_plan.plan_run(tracker, stages, spec, work, {progress_name(s.name): patience(spec, s) for s in stages})
     eta_plan.expect(tracker, work, book, key, "start")
@@ -263,7 +263,10 @@ class Run(RunState):
                     self._budget_check(stage, clock)
                 val_logits = predict(ema.module if ema is not None else self.model, self.val_split.eval,
                                      self.pre, self.device, check=self.check)
-            self.tracker.add_time(clock.since_last())  # validation: part of what an epoch costs
+            validation = clock.since_last()
+            self.tracker.add_time(validation)  # validation: part of what an epoch costs
+            if not stage.on_features and len(self.val_split):  # a forward pass, measured under today's load
+                self.tracker.live_forward_s = validation / len(self.val_split)
             val_loss, val_acc = val_loss_acc(val_logits, self.val_split.labels)
             if is_per_epoch(scheduler):
                 scheduler.step(val_acc if maximize(spec) else val_loss)
@@ -354,7 +357,8 @@ class Run(RunState):
         head.to("cpu")
         self.tracker.forward_s = clock.forward_s(time.perf_counter() - started) or self.tracker.forward_s
         if self.work is not None:
-            eta_plan.expect(self.tracker, self.work, self.tracker.book, key, "trained")  # measured rates from here
+            eta_plan.expect(self.tracker, self.work, self.tracker.book, eta_plan.book_key(self.spec),
+                            "trained")  # measured rates from here
         self.features = Features(train, torch.cat([split.labels] * (2 if flip else 1)), val)
         return self.features
 

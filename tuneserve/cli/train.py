@@ -84,7 +84,7 @@ def cmd_train(args: list[str], settings: Settings) -> int:
     tracker.book = CostBook(settings.work_dir / COST_BOOK)  # measured costs of earlier runs on the backbone
     tracker.plan([(name, 1) for name in PUBLISH_STAGES])
     work = eta_plan.workload(spec, plan_stages(spec), dataset)
-    eta_plan.expect_publishing(tracker, work, tracker.book, spec.base)
+    eta_plan.expect_publishing(tracker, work, tracker.book, eta_plan.book_key(spec))
     data = JobData(dataset, settings.cli_cache_dir(dataset.id))
     with logging_redirect_tqdm():  # log lines print above the bar instead of breaking it
         result = fine_tune(spec, dataset, registry=registry, cache_dir=data.cache_dir, progress=tracker)
@@ -92,7 +92,7 @@ def cmd_train(args: list[str], settings: Settings) -> int:
             out = publish(Trained(result, data), registry, request, settings, tracker=tracker)
         except LabelConflict as exc:  # the served labels changed while this trained
             raise SystemExit(_for_cli(exc)) from exc
-        eta_plan.learn(tracker, work, tracker.book, spec.base)
+        eta_plan.learn(tracker, work, tracker.book, eta_plan.book_key(spec))
         tracker.finish()
     bar.close()
     print_summary(result.metrics, out, registry.get(opts.model, out["version"]).path)

@@ -1,0 +1,220 @@
+"""The per-stage cost model behind the ETA (trainer/stage_cost.py) on a fake clock: recent rates with
+the warm-up left out, the export's steps paced by this run, the fine-tune step predicted from the
+forward pass, and a whole job's progress that is never null after its first measured batch and
+never moves back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer.progress import eta_plan
+from trainer.progress.clocks import FeatureClock
+from trainer.progress.eta import CostBook
+from trainer.progress.stage_cost import RecentRate, pace, steps_left
+from trainer.progress.steps import reporting, step
+from trainer.progress.tracker import ProgressTracker
+
+
+class FakeClock:
+    """``time.perf_counter`` that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", fake)
+    return fake
+
+
+def test_the_rate_leaves_out_the_warm_up_and_follows_the_recent_units() -> None:
+    rate = RecentRate()
+    assert rate.per_unit() is None
+    rate.add(1.0)  # the first unit: warm-up, used only while it is the only one
+    assert rate.per_unit() == 1.0
+    rate.add(0.01)
+    rate.add(0.03)
+    assert rate.per_unit() == pytest.approx(0.02)
+    for _ in range(60):  # the machine got slower: the rate forgets the fast units (5 s of recent ones)
+        rate.add(0.1)
+    assert rate.per_unit() == pytest.approx(0.1)
+    for _ in range(8):  # slow units: the rate follows the last MIN_UNITS of them
+        rate.add(2.0)
+    assert rate.per_unit() == pytest.approx(2.0)
+
+
+def test_the_steps_still_to_come_are_scaled_by_the_pace_of_those_done() -> None:
+    expected = [("trace", 6.0), ("check", 2.0), ("variants", 0.0), ("rest", 2.0)]
+    assert steps_left(expected, {}, 0.0) == pytest.approx(10.0)
+    assert steps_left(expected, {}, 4.0) == pytest.approx(6.0)  # the trace under way counts down
+    done = {"trace": 24.0}  # four times as slow as expected: the rest about twice (damped)
+    assert pace(expected, done) == pytest.approx(2.0)
+    assert steps_left(expected, done, 0.0) == pytest.approx(8.0)
+    assert steps_left(expected, {"trace": 600.0}, 0.0) == pytest.approx(2.0 * 4.0)  # the pace is bounded
+    assert pace(expected, {"trace": 1.5}) == pytest.approx(0.5)
+    # A step past its estimate: a quarter of its running time, never zero.
+    assert steps_left([("trace", 4.0)], {}, 20.0) == pytest.approx(5.0)
+
+
+def test_the_export_reports_its_steps_and_the_eta_follows_them(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan([("export", 1)])
+    tracker.expect("export", steps=[("trace", 6.0), ("check", 2.0), ("rest", 2.0)])
+    assert tracker.remaining() == pytest.approx(10.0)
+    tracker.start("export")
+    with reporting(tracker.step_done):
+        clock.advance(24.0)
+        step("trace")
+        assert tracker.remaining() == pytest.approx(8.0)  # the trace took four times its time: the rest twice
+        clock.advance(8.0)
+        step("check")
+        assert tracker.remaining() == pytest.approx(2.0 * (32 / 8) ** 0.5)
+        clock.advance(3.0)
+    step("outside")  # nobody listens outside ``reporting``: nothing happens
+    tracker.unit_done(35.0)
+    cost = tracker.stages["export"]
+    assert cost.steps_done == {"trace": 24.0, "check": 8.0, "rest": 3.0} and tracker.remaining() == 0.0
+
+
+def test_a_probe_with_a_slow_first_batch_is_not_predicted_at_its_warm_up(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan_training("probe", epochs=50, batches=20, patience=0)
+    tracker.start("probe", 1000)
+    tracker.unit_done(0.5)  # the first batch: allocation and kernel selection
+    clock.advance(0.5)
+    for _ in range(10):
+        clock.advance(0.01)
+        tracker.unit_done(0.01)
+    assert tracker.remaining() == pytest.approx(989 * 0.01, rel=0.05)  # not 989 x the mean with the warm-up
+
+
+def test_the_feature_rate_is_read_off_the_batches_after_the_first(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan_training("probe", epochs=1, batches=1, patience=0)
+    tracker.start("probe")
+    feature_clock = FeatureClock(tracker, lambda: None, images=640, batch=64)
+    feature_clock()  # the first batch starts
+    clock.advance(6.4)  # warm-up: 0.1 s an image
+    feature_clock()
+    assert feature_clock.forward_s(0.0) is None  # one batch: too few to say
+    for _ in range(3):
+        clock.advance(1.28)  # 0.02 s an image
+        feature_clock()
+    assert feature_clock.forward_s(0.0) == pytest.approx(0.02)
+    # The time left of the extraction: 384 images at the recent rate.
+    assert tracker.stages["probe"].setup_left_s == pytest.approx(384 * 0.02)
+    assert tracker.measured
+
+
+def test_the_fine_tune_step_is_the_books_ratio_times_this_runs_forward_pass(tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "book.json")
+    work = eta_plan.Workload(train=100, val=20, test=0, batch_size=10, flip=False, images_stages=True)
+    tracker = ProgressTracker()
+    tracker.plan_training("finetune", epochs=3, batches=10, patience=0)
+    tracker.forward_s = 0.05  # this run's measured forward pass
+    book.record("b@cpu", "train_ratio", 3.0)
+    eta_plan.expect(tracker, work, book, "b@cpu", "trained")
+    assert tracker.stages["finetune"].prior_batch_s == pytest.approx(3.0 * 0.05 * 10)
+    assert tracker.stages["finetune"].prior_val_s == pytest.approx(20 * 0.05)
+    # What a run measured goes back to the book: the ratio and the export's steps.
+    tracker.start("finetune")
+    for _ in range(3):
+        tracker.unit_done(2.0)
+    tracker.plan([("export", 1)])
+    tracker.expect("export", steps=[("trace", 1.0), ("rest", 1.0)])
+    tracker.start("export")
+    tracker.stages["export"].steps_done = {"trace": 4.0}
+    tracker.unit_done(5.0)
+    eta_plan.learn(tracker, work, book, "b@cpu")
+    assert book.get("b@cpu", "train_ratio") == pytest.approx(0.5 * 3.0 + 0.5 * (2.0 / 10 / 0.05))
+    assert book.get("b@cpu", "export_trace_s") == 4.0 and CostBook(tmp_path / "book.json").get("b@cpu", "train_s")
+
+
+def test_a_whole_job_is_never_null_after_its_first_batch_and_never_moves_back(clock: FakeClock) -> None:
+    snaps: list[dict[str, Any]] = []
+    tracker = ProgressTracker(snaps.append, min_interval_s=0.0)
+    tracker.plan([("export", 1), ("evaluate", 1), ("register", 1)])
+    tracker.plan_training("probe", epochs=10, batches=5, patience=3)
+    tracker.plan_training("finetune", epochs=4, batches=5, patience=2)
+    tracker.plan([("calibrate", 1)])
+    tracker.expect("finetune", batch_s=4.0, val_s=1.0)  # a prior four times too slow
+    tracker.expect("export", steps=[("trace", 5.0), ("rest", 1.0)])
+    tracker.start("probe", 50)
+    assert snaps[-1]["eta_s"] is None  # nothing timed yet: no guess
+    for name, epochs, batch_s in (("probe", 10, 0.02), ("finetune", 3, 1.0)):
+        tracker.start(name, epochs * 5)
+        for epoch in range(epochs):
+            for _ in range(5):
+                clock.advance(batch_s)
+                tracker.unit_done(batch_s)
+            clock.advance(0.5)
+            tracker.add_time(0.5)
+            tracker.epoch_end(improved=epoch < 2, bad=max(0, epoch - 1))
+    for name, seconds in (("calibrate", 2.0), ("export", 8.0), ("evaluate", 1.0), ("register", 0.5)):
+        tracker.start(name)
+        for _ in range(int(seconds * 2)):
+            clock.advance(0.5)
+            tracker.push(force=True)
+        tracker.unit_done(seconds)
+    tracker.finish()
+    first = next(i for i, s in enumerate(snaps) if any(row["timed"] for row in s["stages"]))
+    after = snaps[first:]
+    assert len(after) > 40
+    assert all(s["eta_s"] is not None and s["eta_max_s"] >= s["eta_s"] for s in after)
+    fractions = [s["fraction"] for s in snaps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert snaps[-1]["eta_s"] == 0.0
+
+
+def test_earlier_jobs_epochs_bound_the_expected_epochs_but_never_below_the_patience_left() -> None:
+    tracker = ProgressTracker()
+    tracker.plan_training("probe", epochs=60, batches=10, patience=5)
+    cost = tracker.stages["probe"]
+    cost.prior_batch_s = 0.1
+    worst = tracker.remaining(expected=False)
+    assert worst == pytest.approx(60 * 10 * 0.1)
+    no_book = tracker.remaining()
+    cost.prior_epochs = 12.0  # earlier jobs' probes stopped after about 12 epochs
+    assert tracker.remaining() == pytest.approx(12 * 10 * 0.1) and no_book > 3 * tracker.remaining()
+    cost.epochs_done, cost.done, cost.improved, cost.bad = 11, 110, [True] * 11, 0
+    assert tracker.remaining() == pytest.approx(5 * 10 * 0.1, rel=0.01)  # still improving: patience 5 to go
+
+
+def test_the_stages_to_come_slow_down_with_the_latest_measured_forward_pass(tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "book.json")
+    book.record("b@cpu", "forward_s", 0.04)  # measured beside the export's steps, on a quieter machine
+    book.record("b@cpu", "export_trace_s", 8.0)
+    book.record("b@cpu", "export_rest_s", 2.0)
+    work = eta_plan.Workload(train=100, val=20, test=0, batch_size=10, flip=False, images_stages=True)
+    tracker = ProgressTracker()
+    tracker.plan([("export", 1)])
+    eta_plan.expect_publishing(tracker, work, book, "b@cpu")
+    assert tracker.remaining() == pytest.approx(10.0 + 20 * 0.5 * 0.04 + 1.0)  # export, evaluate, register
+    tracker.live_forward_s = 0.09  # a fine-tuning epoch's validation: the forward pass 2.25 times slower now
+    assert tracker.speed() == pytest.approx(1.5) and tracker.remaining() == pytest.approx(1.5 * 11.4)  # damped
+    tracker.live_forward_s = 1.0  # bounded: one slow measurement does not make the export five times longer
+    assert tracker.remaining() == pytest.approx(2.0 * 11.4)
+
+
+def test_a_first_jobs_probe_expects_a_probes_usual_epochs_at_a_share_of_its_forward_pass() -> None:
+    work = eta_plan.Workload(train=240, val=60, test=0, batch_size=10, flip=False, images_stages=False)
+    tracker = ProgressTracker()
+    tracker.plan_training("probe", epochs=60, batches=24, patience=5)
+    tracker.forward_s = 0.02
+    eta_plan.expect(tracker, work, CostBook(None), "b@cpu", "trained")  # no earlier job on the backbone
+    probe = tracker.stages["probe"]
+    assert probe.prior_epochs == eta_plan.PRIOR_PROBE_EPOCHS
+    assert probe.prior_batch_s == pytest.approx(eta_plan.PROBE_STEP_FORWARDS * 0.02)
+    assert tracker.remaining() < 0.5 * tracker.remaining(expected=False)  # not all 60 planned epochs
