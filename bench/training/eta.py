@@ -11,7 +11,7 @@ median and 90th percentile of |eta_s - left| / left (left: the time actually lef
 ``eta_max_s`` against ``left``, the samples with ``eta_s`` null after the job's first measured
 batch, and the machine's load (``uptime``; other work shares the cores). The jobs share one home,
 like a user's jobs, so the second and later jobs find the costs the first measured in the cost book
-(trainer/eta.py). ``--samples FILE`` keeps every sample (with each stage's expected time left) and
+(trainer/progress/eta.py). ``--samples FILE`` keeps every sample (with each stage's expected time left) and
 ``--rescore FILE... --write-docs`` scores and writes them without running jobs again.
 """
 
@@ -39,7 +39,8 @@ COMMAND = ("flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.e
            "--write-docs")
 REPO = Path(__file__).resolve().parents[2]
 log = logging.getLogger("bench.training.eta")
-NOTE = ("How the ETA is made (trainer/stage_cost.py, trainer/eta_plan.py): each stage's remaining units (batches, "
+NOTE = ("How the ETA is made (trainer/progress/stage_cost.py, trainer/progress/eta_plan.py): "
+        "each stage's remaining units (batches, "
         "feature batches, the export's steps) at the cost of its recent units (the warm-up unit left out); stages not "
         "yet run from what earlier jobs on the backbone and device measured (`work/eta_costs.json`: a training step "
         "in forward passes, the export's steps, the probe's batch cost and the epochs early stopping left), scaled "

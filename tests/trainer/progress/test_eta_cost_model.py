@@ -1,4 +1,4 @@
-"""The per-stage cost model behind the ETA (trainer/stage_cost.py) on a fake clock: recent rates with
+"""The per-stage cost model behind the ETA (trainer/progress/stage_cost.py) on a fake clock: recent rates with
 the warm-up left out, the export's steps paced by this run, the fine-tune step predicted from the
 forward pass, and a whole job's progress that is never null after its first measured batch and
 never moves back."""
