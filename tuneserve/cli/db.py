@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
 
 from core.settings import get_settings
 from jobs.schema import SchemaError, read_state, upgrade
@@ -25,6 +28,13 @@ def run(command: str, args: list[str]) -> int:
     settings = get_settings()
     engine = engine_for(settings.resolved_database_url)
     url = engine.url.render_as_string(hide_password=True)
+    local = Path(engine.url.database) if engine.url.get_backend_name() == "sqlite" and engine.url.database else None
+    if local and not local.exists():
+        if opts.action == "status":  # opening would create the file (or fail on a missing folder)
+            sys.stdout.write(f"{url}: no job database yet (this home was never served); "
+                             "`tuneserve db upgrade` or `tuneserve serve` creates it\n")
+            return 1
+        local.parent.mkdir(parents=True, exist_ok=True)
     try:
         if opts.action == "status":
             with engine.connect() as conn:
@@ -35,6 +45,10 @@ def run(command: str, args: list[str]) -> int:
         found = upgrade(engine)
     except SchemaError as exc:
         log.error("%s", exc)
+        return 2
+    except DBAPIError as exc:  # unreachable server, wrong credentials, unreadable file: name it, no traceback
+        log.error("cannot open the job database %s: %s; check TUNESERVE_DATABASE_URL (or TUNESERVE_HOME)",
+                  url, exc.orig)
         return 2
     finally:
         engine.dispose()
