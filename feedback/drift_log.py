@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from feedback.sqlite_tx import write_transaction
+
 DRIFT_FILE = "drift.sqlite"
 BUCKET_S = 3600  # one row set per hour: a week of one version is 168 buckets
 CONFIDENCE_BINS = 10  # top probability in [0, 0.1), [0.1, 0.2), ... [0.9, 1.0]
@@ -94,18 +96,6 @@ class DriftLog:
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.folder / DRIFT_FILE, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer, writers queue
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a crash loses at most the last flush
-            db.executescript(SCHEMA)
-            db.execute("BEGIN IMMEDIATE")  # upserts only: no read-then-write, so any order of writers adds up
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        # upserts only: no read-then-write, so any order of writers adds up
+        with write_transaction(self.folder / DRIFT_FILE, SCHEMA, durable=False) as db:
+            yield db

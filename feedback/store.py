@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from core.fsutil import atomic_write_text
 from feedback.policy import CapturePolicy
+from feedback.sqlite_tx import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -206,21 +207,9 @@ class FeedbackStore:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.folder / INDEX_FILE, timeout=30, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            db.execute("BEGIN IMMEDIATE")  # one writer at a time: the cap check and the insert stay together
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        # one writer at a time: the cap check and the insert stay together
+        with write_transaction(self.folder / INDEX_FILE, SCHEMA, row_factory=True) as db:
+            yield db
 
     @staticmethod
     def _full(db: sqlite3.Connection, policy: CapturePolicy, incoming: int) -> bool:

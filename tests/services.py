@@ -53,6 +53,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a private server stops even when it hangs."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class _PrivateRedis:
     """A throw-away redis-server: no persistence, dies with this process (even on SIGKILL)."""
 
@@ -93,13 +104,7 @@ class _PrivateRedis:
 
     def stop(self, keep_dir: bool = False) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate(proc)
         if not keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -159,13 +164,7 @@ class _PrivateS3:
 
     def stop(self, keep_dir: bool = False) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate(proc)
         if not keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
