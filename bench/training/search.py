@@ -44,8 +44,8 @@ from core.settings import Settings  # noqa: E402
 from jobs import FINISHED  # noqa: E402
 from models import Registry  # noqa: E402
 from tests.trainer.dataset_helpers import make_dataset, subset_folder  # noqa: E402
-from trainer import optuna_study  # noqa: E402
 from trainer.run.engine import Pruned, fine_tune  # noqa: E402
+from trainer.search import optuna_study  # noqa: E402
 from trainer.search.job import trial_spec  # noqa: E402
 
 SECTION = "## Hyper-parameter search"

@@ -31,8 +31,8 @@ from bench.docs import write_section  # noqa: E402
 from core.datasets import IngestLimits  # noqa: E402
 from core.jobspec import TrainSpec  # noqa: E402
 from dataset_store import DatasetStore  # noqa: E402
-from trainer import data as data_mod  # noqa: E402
-from trainer import features as features_mod  # noqa: E402
+from trainer.data import features as features_mod  # noqa: E402
+from trainer.data import pixels as data_mod  # noqa: E402
 from trainer.run.engine import TrainingResult, fine_tune  # noqa: E402
 
 SECTION = "## Fine-tuning"

@@ -49,12 +49,14 @@ def all_on(http: httpx.Client, version: int) -> bool:
 def predict_loop(url: str, image: bytes, stop: threading.Event, out: list[tuple[float, int, int | None]]) -> None:
     with fresh_client(url) as http:
         while not stop.is_set():
+            # Stamped when sent: a request in flight across a swap may rightly finish on the old version.
+            sent = time.monotonic()
             try:
                 resp = http.post("/v1/models/imagenet/predict?top_k=1", content=image,
                                  headers={"content-type": "image/jpeg"})
-                out.append((time.monotonic(), resp.status_code, resp.json().get("version")))
+                out.append((sent, resp.status_code, resp.json().get("version")))
             except httpx.HTTPError:
-                out.append((time.monotonic(), -1, None))
+                out.append((sent, -1, None))
 
 
 @pytest.mark.slow

@@ -52,8 +52,10 @@ class FeatureClock:
 
     RECENT = 4  # batches the time left is read off
 
-    def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int, batch: int = 64) -> None:
+    def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int, batch: int = 64,
+                 on_rate: Callable[[], None] | None = None) -> None:
         self.tracker, self.check, self.images, self.batch = tracker, check, images, batch
+        self.on_rate = on_rate  # told when the machine's speed is measured anew (the stages to come follow it)
         self.marks: list[tuple[float, int]] = []  # (perf_counter, images done) at each batch boundary
         self.done = 0
 
@@ -66,7 +68,9 @@ class FeatureClock:
         rate = self.rate(recent=True)
         if rate is not None:
             if len(self.marks) > 2:  # past the warm-up: the machine's speed now (ProgressTracker.speed)
-                self.tracker.live_forward_s = rate
+                self.tracker.observe_speed("features", rate)
+                if self.on_rate is not None:
+                    self.on_rate()
             self.tracker.setup_progress(self.done, self.images, rate * self.done)
 
     def rate(self, recent: bool = False) -> float | None:

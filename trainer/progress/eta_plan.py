@@ -36,6 +36,7 @@ PROBE_STEP_FORWARDS = 0.3
 PRIOR_PROBE_EPOCHS = 15.0
 LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
 MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
+PRIOR_FEATURE_RATIO = 1.5  # a feature-extraction image against the yardstick's (measured 1.3-1.6, 2-core CPU)
 
 
 @dataclass
@@ -62,7 +63,9 @@ def book_key(spec: Any) -> str:
 
 
 def forward_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:
-    return tracker.forward_s or book.get(key, "forward_s") or PRIOR_FORWARD_S
+    """The yardstick forward pass per image (trainer/progress/unit_cost.py): this run's as it would time
+    now, else an earlier job's on the backbone, else the prior."""
+    return tracker.speed_now() or book.get(key, "forward_s") or PRIOR_FORWARD_S
 
 
 def plan_run(tracker: ProgressTracker, stages: list[Stage], spec: Any, work: Workload,
@@ -84,16 +87,22 @@ def plan_run(tracker: ProgressTracker, stages: list[Stage], spec: Any, work: Wor
 
 
 def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, phase: str) -> None:
-    """Expected costs of what is still to come; ``phase``: "start" (nothing decoded yet), "features"
-    (pixels decoded, features next) or "trained" (features done: only rates left to apply)."""
+    """Expected costs of what is still to come; ``phase``: "start" (nothing built yet), "model" (the
+    model built, nothing decoded yet), "features" (pixels decoded, features next) or "trained" (only
+    rates left to apply: the features under way or done)."""
     fwd = forward_s(tracker, book, key)
     decode = book.get(key, "decode_s") or PRIOR_DECODE_S
-    features = (work.train * (2 if work.flip else 1) + work.val) * fwd
-    setup = {"start": (work.train * (2 if work.images_stages else 1) + work.val) * decode + features
-             + LR_RANGE_STEPS_S + MODEL_LOAD_S, "features": features + LR_RANGE_STEPS_S}.get(phase)
+    # The extraction's batches of 64 cost more per image than the yardstick's few (memory traffic).
+    feature_s = fwd * (book.get(key, "feature_ratio") or PRIOR_FEATURE_RATIO)
+    features = (work.train * (2 if work.flip else 1) + work.val) * feature_s
+    decoding = (work.train * (2 if work.images_stages else 1) + work.val) * decode
+    setup = {"start": decoding + features + LR_RANGE_STEPS_S + MODEL_LOAD_S,
+             "model": decoding + features + LR_RANGE_STEPS_S, "features": features + LR_RANGE_STEPS_S}.get(phase)
     if "probe" in tracker.stages:
-        # A head step on cached features: as an earlier job measured it, else a share of a forward pass.
-        tracker.expect("probe", setup_s=setup, batch_s=book.get(key, "probe_batch_s") or PROBE_STEP_FORWARDS * fwd)
+        # A head step on cached features: as timed on this machine before the probe (trainer/progress/unit_cost.py),
+        # else as an earlier job measured it, else a share of a forward pass.
+        tracker.expect("probe", setup_s=setup, batch_s=tracker.head_step_s or book.get(key, "probe_batch_s")
+                       or PROBE_STEP_FORWARDS * fwd)
     for name in ("probe", "finetune"):  # how long early stopping let the stage run in earlier jobs
         if name in tracker.stages:
             tracker.stages[name].prior_epochs = book.get(key, f"{name}_epochs") or (
@@ -153,8 +162,11 @@ def calibrate_touched(work: Workload) -> int:
 
 def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) -> None:
     """Write this run's measured costs to the book, for the next job on the backbone."""
-    if tracker.forward_s is not None:
-        book.record(key, "forward_s", tracker.forward_s)
+    yardstick = tracker.speed_now()
+    if yardstick is not None:
+        book.record(key, "forward_s", yardstick)
+    if "features" in tracker.drift and tracker.yardstick_s:  # both timed before the run's first stage
+        book.record(key, "feature_ratio", tracker.drift["features"][0] / tracker.yardstick_s)
     for name in ("probe", "finetune"):
         stage = tracker.stages.get(name)
         if stage is not None and stage.patience and stage.epochs_done:  # early stopping's, run to its end
@@ -166,8 +178,8 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
     train_s = ft.unit_s() if ft is not None else None
     if train_s is not None:
         book.record(key, "train_s", train_s / work.batch_size)
-        if tracker.forward_s is not None:  # both measured in this run, under the same load
-            book.record(key, "train_ratio", train_s / work.batch_size / tracker.forward_s)
+        if yardstick is not None:  # both measured in this run, under the same load
+            book.record(key, "train_ratio", train_s / work.batch_size / yardstick)
     calibrate = tracker.stages.get("calibrate")
     if calibrate is not None and calibrate.timed:
         book.record(key, calibrate_key(work), calibrate.seconds / calibrate_touched(work))
@@ -178,5 +190,7 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
     held_out = work.test or work.val
     for name, per in (("export", 1), ("evaluate", held_out), ("register", 1)):
         cost = tracker.stages.get(name)
-        if cost is not None and cost.state == "done" and cost.timed:
+        # Ran in this attempt (not a resumed run's stored row) and ended: the last one, registration, is
+        # still the current stage here (the tracker closes it at finish()).
+        if cost is not None and cost.state != "pending" and cost.timed:
             book.record(key, f"{name}_s", cost.seconds / max(1, per))

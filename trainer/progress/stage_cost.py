@@ -31,11 +31,12 @@ PACE_MIN, PACE_MAX = 0.5, 2.0  # how far this run's steps may move the expected 
 # CPU: trace 24 s, check 4.5 s, report 2.4 s, the rest under 0.3 s).
 EXPORT_STEPS: tuple[tuple[str, float], ...] = (
     ("trace", 0.76), ("check", 0.14), ("report", 0.08), ("weights", 0.01), ("variants", 0.0), ("rest", 0.01))
-# Before the export was ever timed on a backbone: EXPORT_PRIOR_S at a forward pass of
-# EXPORT_PRIOR_FORWARD_S a photo, scaled by the square root of this run's forward pass against it
-# (see speed_factor). Measured on a shared 2-core CPU, EfficientNet-Lite0: 11 s quiet, 31 s at
-# 0.082 s a forward pass (load 7), 30 s at 0.18 s (load 10.5).
-EXPORT_PRIOR_S, EXPORT_PRIOR_FORWARD_S = 25.0, 0.08
+# Before the export was ever timed on a backbone: EXPORT_PRIOR_S at a yardstick forward pass
+# (trainer/progress/unit_cost.py) of EXPORT_PRIOR_FORWARD_S a photo, scaled by the square root of this
+# run's against it (see speed_factor). Measured on a shared 2-core CPU, EfficientNet-Lite0: 11 s quiet,
+# 31 s at 0.082 s a feature-extraction forward pass (load 7), 30 s at 0.18 s (load 10.5); 14-16 s at
+# 0.028-0.046 (load 1-2). A feature-extraction image costs about 1.5 yardstick images.
+EXPORT_PRIOR_S, EXPORT_PRIOR_FORWARD_S = 25.0, 0.055
 
 
 def speed_factor(now_s: float, then_s: float) -> float:

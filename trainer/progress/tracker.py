@@ -170,9 +170,16 @@ class ProgressTracker:
         self.started = time.perf_counter()
         self.elapsed_before = 0.0  # run time of earlier attempts (a resumed job)
         self.measured = False  # a batch (or feature batch) has been timed in this job
-        self.forward_s: float | None = None  # measured seconds per image of the backbone's forward pass
-        self.live_forward_s: float | None = None  # the same, measured most recently (a fine-tuning epoch's validation)
+        self.forward_s: float | None = None  # seconds per image of the feature extraction (a resumed run keeps it)
+        # The machine's speed, in one unit throughout: the yardstick forward pass timed when the model is
+        # built (trainer/progress/unit_cost.py), moved since by how this run's later measurements of one
+        # kind (feature batches, a fine-tuning epoch's validation) changed against their first.
+        self.yardstick_s: float | None = None
+        self.drift: dict[str, tuple[float, float]] = {}  # kind -> (first, latest) seconds per image
+        self.drift_kind: str | None = None  # the kind measured most recently
+        self.warmed: set[str] = set()  # kinds measured once (the first is left out)
         self.speed_ref: float | None = None  # the forward pass the one-off stages' expected costs assume
+        self.head_step_s: float | None = None  # a probe step as timed before the probe (trainer/progress/unit_cost.py)
         self.book = CostBook(None)  # costs measured by earlier jobs (the worker and the CLI keep one on disk)
         self.snapshots: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -212,6 +219,8 @@ class ProgressTracker:
             cost.prior_val_s = val_s
         if setup_s is not None:
             cost.setup_left_s = setup_s
+            if cost.state == "running":  # expected from now: not counted down by the time already spent
+                cost.last_tick = time.perf_counter()
 
     # ------------------------------------------------------------------ events
     def start(self, name: str, units: int = 1) -> None:
@@ -314,12 +323,33 @@ class ProgressTracker:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
+    def observe_speed(self, kind: str, seconds_per_image: float) -> None:
+        """A forward pass measured again (``kind``: "features", "validation"): compared only with the
+        first of its kind in this run after its warm-up (batch sizes differ between kinds, and so does
+        the cost per image; a first validation ran 1.5x slower than the next on a quiet machine)."""
+        if seconds_per_image <= 0:
+            return
+        if kind not in self.warmed:  # the first of a kind carries one-off warm-up: it is no baseline
+            self.warmed.add(kind)
+            return
+        first = self.drift[kind][0] if kind in self.drift else seconds_per_image
+        self.drift[kind], self.drift_kind = (first, seconds_per_image), kind
+
+    def speed_now(self) -> float | None:
+        """The yardstick forward pass as it would time now (None before it was timed)."""
+        if self.yardstick_s is None:
+            return None
+        if self.drift_kind is None:
+            return self.yardstick_s
+        first, latest = self.drift[self.drift_kind]
+        return self.yardstick_s * latest / first
+
     def speed(self) -> float:
-        """How much slower the machine runs now than the one-off costs assume: the latest measured
-        forward pass against theirs, damped (trainer/progress/stage_cost.py's speed_factor; 1 until both are
-        known). A shared machine changes speed within a job; the export to come slows down with it."""
-        live = self.live_forward_s or self.forward_s
-        return speed_factor(live, self.speed_ref) if live is not None and self.speed_ref else 1.0
+        """How much slower the machine runs now than the one-off costs assume: the yardstick now against
+        theirs, damped (trainer/progress/stage_cost.py's speed_factor; 1 until both are known). A shared
+        machine changes speed within a job; the export to come slows down with it."""
+        now = self.speed_now()
+        return speed_factor(now, self.speed_ref) if now is not None and self.speed_ref else 1.0
 
     def remaining(self, expected: bool = True) -> float:
         now, speed = time.perf_counter(), self.speed()

@@ -29,7 +29,7 @@ from core.jobspec import TrainSpec
 from models import Registry
 from trainer.data.features import cached_features
 from trainer.data.transforms import batch_mix
-from trainer.progress import eta_plan
+from trainer.progress import eta_plan, unit_cost
 from trainer.progress.clocks import BatchClock, FeatureClock
 from trainer.progress.tracker import EpochMetrics, ProgressTracker, progress_name, remaining_seconds
 from trainer.run.budget import OverBudget
@@ -93,13 +93,30 @@ def fine_tune(spec: TrainSpec, dataset: DatasetLike,
     started = time.perf_counter()
     device = resolve_device(spec.device)
     cache_dir = cache_dir if cache_dir is not None else (checkpoint_dir / "cache" if checkpoint_dir else None)
-    setup = prepare(spec, dataset, stages, registry, device, cache_dir)
+    setup = prepare(spec, dataset, stages, registry, device, cache_dir,
+                    on_model=lambda backbone: time_units(tracker, spec, stages, work, backbone, device))
     tracker.add_setup(time.perf_counter() - started)
     eta_plan.expect(tracker, work, book, key, "features")
     run = Run(**{f.name: getattr(setup, f.name) for f in fields(Setup)}, spec=spec, dataset=dataset, stages=stages,
               device=device, tracker=tracker, registry=registry, checkpoint_dir=checkpoint_dir, cache_dir=cache_dir,
               on_progress=on_progress, should_stop=should_stop, on_epoch_end=on_epoch_end, work=work)
     return run.execute()
+
+
+def time_units(tracker: ProgressTracker, spec: TrainSpec, stages: list[Stage], work: eta_plan.Workload,
+               backbone: Any, device: torch.device) -> None:
+    """The forward pass and the probe's head step at today's cost (trainer/progress/unit_cost.py), before
+    the photos are decoded: what is still to come is expected at them from here, not at priors."""
+    tracker.yardstick_s = unit_cost.forward_s(backbone.model, backbone.preprocessing.crop, device)
+    tracker.drift.clear()  # a resumed run: its earlier attempt's measurements were against another yardstick
+    tracker.warmed.clear()
+    tracker.drift_kind = None
+    if any(s.on_features for s in stages):
+        head = backbone.classifier()
+        tracker.head_step_s = unit_cost.head_step_s(
+            head.in_features, head.out_features, spec.batch_size,
+            lambda params: make_optimizer(spec, [{"params": params, "lr": 1e-3}])) or tracker.head_step_s
+    eta_plan.expect(tracker, work, tracker.book, eta_plan.book_key(spec), "model")
 
 
 class Run(RunState):
@@ -266,7 +283,7 @@ class Run(RunState):
             validation = clock.since_last()
             self.tracker.add_time(validation)  # validation: part of what an epoch costs
             if not stage.on_features and len(self.val_split):  # a forward pass, measured under today's load
-                self.tracker.live_forward_s = validation / len(self.val_split)
+                self.tracker.observe_speed("validation", validation / len(self.val_split))
             val_loss, val_acc = val_loss_acc(val_logits, self.val_split.labels)
             if is_per_epoch(scheduler):
                 scheduler.step(val_acc if maximize(spec) else val_loss)
@@ -348,7 +365,8 @@ class Run(RunState):
         key = self.spec.base
         flip = self.spec.augment in ("standard", "strong")  # frozen features: the mirror is the one cheap view
         split, pre, device = self.train_split, self.pre, self.device
-        clock = FeatureClock(self.tracker, self.check, len(split) * (2 if flip else 1) + len(self.val_split))
+        clock = FeatureClock(self.tracker, self.check, len(split) * (2 if flip else 1) + len(self.val_split),
+                             on_rate=self._expect_rates)
         started = time.perf_counter()
         center = cached_features(key, self.model, head, split, pre, device, should_stop=clock)
         train = torch.cat([center, cached_features(key, self.model, head, split, pre, device, flip=True,
@@ -361,6 +379,11 @@ class Run(RunState):
                             "trained")  # measured rates from here
         self.features = Features(train, torch.cat([split.labels] * (2 if flip else 1)), val)
         return self.features
+
+    def _expect_rates(self) -> None:
+        """The stages still to come at the forward pass measured so far (the feature extraction's batches)."""
+        if self.work is not None:
+            eta_plan.expect(self.tracker, self.work, self.tracker.book, eta_plan.book_key(self.spec), "trained")
 
     def _eval_head(self) -> torch.Tensor:
         head = self._head()

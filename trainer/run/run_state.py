@@ -55,8 +55,10 @@ class Features:
 
 
 def prepare(spec: TrainSpec, dataset: DatasetLike, stages: list[Stage], registry: Registry | None,
-            device: torch.device, cache_dir: Path | None) -> Setup:
-    """Load the base (a new head unless a registered version's head fits) and the splits; refuse empty ones."""
+            device: torch.device, cache_dir: Path | None,
+            on_model: Callable[[Backbone], None] | None = None) -> Setup:
+    """Load the base (a new head unless a registered version's head fits) and the splits; refuse empty ones.
+    ``on_model`` gets the built backbone before the photos are decoded (the ETA times it there)."""
     labels = list(dataset.classes)
     if len(labels) < 2:
         raise TrainingError(f"need at least 2 classes to train a classifier, got {labels}")
@@ -68,6 +70,8 @@ def prepare(spec: TrainSpec, dataset: DatasetLike, stages: list[Stage], registry
     model = backbone.model.to(device).to(memory_format=torch.channels_last)
     pre = backbone.preprocessing
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if on_model is not None:
+        on_model(backbone)
     needs_images = any(not s.on_features for s in stages)
     train_split = load_split(dataset, "train", pre, with_train=needs_images, cache_dir=cache_dir)
     val_split = load_split(dataset, "val", pre, cache_dir=cache_dir)

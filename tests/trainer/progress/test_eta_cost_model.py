@@ -123,7 +123,7 @@ def test_the_fine_tune_step_is_the_books_ratio_times_this_runs_forward_pass(tmp_
     work = eta_plan.Workload(train=100, val=20, test=0, batch_size=10, flip=False, images_stages=True)
     tracker = ProgressTracker()
     tracker.plan_training("finetune", epochs=3, batches=10, patience=0)
-    tracker.forward_s = 0.05  # this run's measured forward pass
+    tracker.yardstick_s = 0.05  # this run's timed forward pass (trainer/progress/unit_cost.py)
     book.record("b@cpu", "train_ratio", 3.0)
     eta_plan.expect(tracker, work, book, "b@cpu", "trained")
     assert tracker.stages["finetune"].prior_batch_s == pytest.approx(3.0 * 0.05 * 10)
@@ -202,9 +202,17 @@ def test_the_stages_to_come_slow_down_with_the_latest_measured_forward_pass(tmp_
     tracker.plan([("export", 1)])
     eta_plan.expect_publishing(tracker, work, book, "b@cpu")
     assert tracker.remaining() == pytest.approx(10.0 + 20 * 0.5 * 0.04 + 1.0)  # export, evaluate, register
-    tracker.live_forward_s = 0.09  # a fine-tuning epoch's validation: the forward pass 2.25 times slower now
+    tracker.yardstick_s = 0.04  # timed as fast as the book's at the start of the run
+    tracker.observe_speed("validation", 0.05)  # the first validation: warm-up, left out
+    tracker.observe_speed("validation", 0.1)  # the next one is the kind's baseline ...
+    assert tracker.speed() == pytest.approx(1.0)
+    tracker.observe_speed("features", 0.3)  # ... a first of another kind (another batch size) moves nothing
+    tracker.observe_speed("features", 0.3)
+    assert tracker.speed() == pytest.approx(1.0)
+    tracker.observe_speed("validation", 0.225)  # the next validation: the forward pass 2.25 times slower now
+    assert tracker.speed_now() == pytest.approx(0.09)
     assert tracker.speed() == pytest.approx(1.5) and tracker.remaining() == pytest.approx(1.5 * 11.4)  # damped
-    tracker.live_forward_s = 1.0  # bounded: one slow measurement does not make the export five times longer
+    tracker.observe_speed("validation", 2.5)  # bounded: one slow measurement does not make the export 5x longer
     assert tracker.remaining() == pytest.approx(2.0 * 11.4)
 
 
@@ -212,7 +220,7 @@ def test_a_first_jobs_probe_expects_a_probes_usual_epochs_at_a_share_of_its_forw
     work = eta_plan.Workload(train=240, val=60, test=0, batch_size=10, flip=False, images_stages=False)
     tracker = ProgressTracker()
     tracker.plan_training("probe", epochs=60, batches=24, patience=5)
-    tracker.forward_s = 0.02
+    tracker.yardstick_s = 0.02
     eta_plan.expect(tracker, work, CostBook(None), "b@cpu", "trained")  # no earlier job on the backbone
     probe = tracker.stages["probe"]
     assert probe.prior_epochs == eta_plan.PRIOR_PROBE_EPOCHS
