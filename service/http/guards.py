@@ -99,7 +99,8 @@ class BodyGuardMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), timeout)
             except TimeoutError:
-                stalled = time.monotonic() - now >= lim.idle_timeout_s
+                # Which limit bound the wait, not the clock after it: a timer may fire a hair early.
+                stalled = timeout >= lim.idle_timeout_s
                 raise BodyTooSlow(f"no body data for {lim.idle_timeout_s:g}s" if stalled else
                                   f"the body arrived at under {lim.min_rate:,.0f} bytes/s") from None
             if message["type"] == "http.request":
