@@ -61,8 +61,9 @@ def resolved_spec(job: Job) -> dict[str, Any]:
 
 def job_view(job: Job, lease_s: float, now: float | None = None) -> dict[str, Any]:
     """The job as the API shows it; ``lease_s`` (the settings' lease) tells a live worker from a stalled job."""
-    progress = job.progress or {
-        "stage": "queued", "fraction": 0.0, "eta_s": None, "epoch": 0, "epochs": None, "epochs_stage": None,
+    progress = job.progress or {  # claimed, nothing measured yet: the worker is loading its libraries
+        "stage": "queued" if job.state == "queued" else "starting", "fraction": 0.0, "eta_s": None, "epoch": 0,
+        "epochs": None, "epochs_stage": None,
     }
     if job.state == "succeeded":
         progress = {**progress, "fraction": 1.0, "eta_s": 0.0, "eta_max_s": 0.0}

@@ -109,7 +109,10 @@ def test_a_job_without_a_live_worker_says_so(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     job = store.create("m", "d", {"mode": "linear"})
     lease = 60.0
+    assert job_view(store.get(job.id), lease)["progress"]["stage"] == "queued"
     assert store.claim(job.id, "worker-1", lease, 3) is not None
+    # Claimed, before the run's first progress (the worker imports torch for seconds): not "queued".
+    assert job_view(store.get(job.id), lease)["progress"]["stage"] == "starting"
     store.record_progress(job.id, "worker-1", {"stage": "finetune", "fraction": 0.4, "eta_s": 30.0})
     now = time.time()
     live = job_view(store.get(job.id), lease, now)["progress"]
