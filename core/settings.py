@@ -65,8 +65,13 @@ class Settings(BaseSettings):
     variant: Literal["auto", "fp32", "fp16", "int8"] = Field(
         default="auto", description="which ONNX variant to serve: `auto` = fp16 on CUDA, int8 on CPU, when the "
         "version has that variant and it passed its accuracy gate (top-1 agreement with fp32 on val and test photos, "
-        "stated in the manifest's `variants.<kind>.gate`), else fp32; `GET /v1/models/{name}` shows `variant` and "
+        "stated in the manifest's `variants.<kind>.gate`) and, for int8, it ran at least `TUNESERVE_INT8_MIN_SPEEDUP` "
+        "times fp32's speed on this CPU, else fp32; `GET /v1/models/{name}` shows `variant` and "
         "`variant_reason` (service/inference/selection.py)")
+    int8_min_speedup: float = Field(
+        default=1.1, ge=0.0, description="`auto` on the CPU serves a version's int8 variant only when, timed on this "
+        "machine as the version loads, it ran at least this many times fp32's speed (int8 is 2x faster on CPUs with "
+        "VNNI, slower than fp32 on some AVX2-only CPUs); 0 = skip the timing (service/inference/selection.py)")
     decoder: Literal["auto", "pil", "gpu"] = Field(
         default="auto", description="image decoding: `pil` (CPU), `gpu` (nvImageCodec + preprocessing graph, the "
         "`gpu` extra; docs/gpu.md), `auto` = gpu when CUDA serves and nvImageCodec is installed")

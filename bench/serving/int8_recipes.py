@@ -32,10 +32,11 @@ from trainer.publish.int8_recipe import Int8Recipe
 
 SECTION = "## int8 recipes: agreement against speed"
 RECIPES = {
-    "plain (onnxruntime static QDQ)": Int8Recipe(bias_correction=False, fp32_stem=False),
-    "fp32 stem": Int8Recipe(bias_correction=False, fp32_stem=True),
-    "bias correction": Int8Recipe(bias_correction=True, fp32_stem=False),
-    "bias correction + fp32 stem (default)": Int8Recipe(),
+    "plain (onnxruntime static QDQ)": Int8Recipe(bias_correction=False, fp32_stem=False, reduce_range=False),
+    "fp32 stem": Int8Recipe(bias_correction=False, fp32_stem=True, reduce_range=False),
+    "bias correction": Int8Recipe(bias_correction=True, fp32_stem=False, reduce_range=False),
+    "bias correction + fp32 stem, 8-bit weights": Int8Recipe(reduce_range=False),
+    "bias correction + fp32 stem + 7-bit weights (default)": Int8Recipe(),
 }
 DECIDED = 0.1
 log = logging.getLogger("bench.serving.int8_recipes")

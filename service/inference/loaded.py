@@ -15,7 +15,7 @@ from service.inference.decoding import FairDecoder
 from service.inference.gpu_batcher import build_batcher, warm_up
 from service.inference.onnx_session import CUDA, OnnxEngine, choose_providers, cpu_cores
 from service.inference.predictor import Predictor
-from service.inference.selection import variant_and_reason
+from service.inference.selection import int8_speedup, variant_and_reason
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ class LoadedModel:
         self.labels = info.manifest.labels
         self.preprocessing = info.manifest.preprocessing
         self.temperature = info.manifest.temperature
-        variant, reason = variant_and_reason(settings.variant, info.manifest.variants,
-                                             choose_providers(settings.device))
+        variant, reason = variant_and_reason(
+            settings.variant, info.manifest.variants, choose_providers(settings.device),
+            int8_speedup=lambda: int8_speedup(info.file("fp32"), info.file("int8"), self.preprocessing.crop),
+            min_speedup=settings.int8_min_speedup)
         self.engine = OnnxEngine(info.file(variant), settings)
         if variant == "fp16" and self.engine.provider != CUDA:
             # fp16 has no fast CPU kernels (onnxruntime inserts casts around every op): serve fp32.

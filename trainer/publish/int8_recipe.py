@@ -39,6 +39,7 @@ MEAN_BATCH = 16
 class Int8Recipe:
     bias_correction: bool = True
     fp32_stem: bool = True  # the first convolution and its activation stay fp32
+    reduce_range: bool = True  # 7-bit weights: no int16 saturation in AVX2's u8s8 kernels (CPUs without VNNI)
 
     def describe(self, calibration_images: int, fp32_nodes: list[str]) -> dict[str, Any]:
         """What goes into ``Variant.recipe``: enough to rebuild the file and to compare files."""

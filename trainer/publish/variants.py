@@ -116,6 +116,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
                 quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"CalibTensorRangeSymmetric": False}, nodes_to_exclude=exclude,
+                reduce_range=recipe.reduce_range,
             )
             _save(onnx.load(str(tmp_out)), dst)
 
