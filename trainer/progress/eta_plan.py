@@ -37,6 +37,10 @@ PRIOR_PROBE_EPOCHS = 15.0
 LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
 MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
 PRIOR_FEATURE_RATIO = 1.5  # a feature-extraction image against the yardstick's (measured 1.3-1.6, 2-core CPU)
+# A fine-tuning stage's first batch against its later ones (the first backward pass sets up its
+# kernels and buffers): measured 1.9-2.0 at batch 16 and 32 on a 2-core CPU. Taken at face value, the
+# first batch alone made the stage look twice as long until the second was timed.
+PRIOR_FIRST_BATCH_RATIO = 1.8
 
 
 @dataclass
@@ -114,6 +118,7 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
         ratio = book.get(key, "train_ratio")
         train_s = ratio * fwd if ratio is not None else book.get(key, "train_s") or TRAIN_STEP_FORWARDS * fwd
         tracker.expect("finetune", batch_s=train_s * work.batch_size, val_s=work.val * fwd)
+        tracker.stages["finetune"].rate.first_ratio = book.get(key, "finetune_first_ratio") or PRIOR_FIRST_BATCH_RATIO
     # Calibration runs the final model on val and test: the head alone on cached val features when
     # the probe wins (test features still to extract), the whole model after fine-tuning.
     calibrate_images = work.test + (work.val if work.images_stages else 0)
@@ -139,16 +144,26 @@ def expect_publishing(tracker: ProgressTracker, work: Workload, book: CostBook, 
     # The export's steps: each as measured on the backbone before, else the total's prior split; the
     # steps that end in this run set the pace of the rest (trainer/progress/stage_cost.py).
     total = export if export is not None else EXPORT_PRIOR_S * speed_factor(ref, EXPORT_PRIOR_FORWARD_S)
-    measured = [book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS]
-    steps = ([(name, s or 0.0) for (name, _), s in zip(EXPORT_STEPS, measured, strict=True)]
-             if any(s is not None for s in measured) else [(name, share * total) for name, share in EXPORT_STEPS])
-    tracker.expect("export", steps=steps)
+    tracker.expect("export", steps=export_steps(book, key, total))
     # The gate scores the candidate (and the active version, when there is one) on the held-out photos
     # with onnxruntime (faster than the training framework's forward pass; half of it as a prior).
     tracker.expect("evaluate", seconds=held_out * (evaluate if evaluate is not None else 0.5 * ref))
     tracker.expect("register", seconds=register if register is not None else PRIOR_STAGE_S["register"])
     for name in ("export", "evaluate", "register"):
         tracker.stages[name].follows_speed = True
+
+
+def export_steps(book: CostBook, key: str, total: float) -> list[tuple[str, float]]:
+    """The export's steps at their measured cost; a step never measured on the backbone (bootstrap's
+    export has no report or weights) at its prior share of what the measured ones imply; none
+    measured: the prior split of ``total``."""
+    measured = {name: book.get(key, f"export_{name}_s") for name, _ in EXPORT_STEPS}
+    known = {name: s for name, s in measured.items() if s is not None}
+    shares = sum(share for name, share in EXPORT_STEPS if name in known)
+    if not known or shares <= 0:
+        return [(name, share * total) for name, share in EXPORT_STEPS]
+    implied = sum(known.values()) / shares
+    return [(name, known.get(name, share * implied)) for name, share in EXPORT_STEPS]
 
 
 def calibrate_key(work: Workload) -> str:
@@ -176,6 +191,9 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
         book.record(key, "probe_batch_s", probe.unit_s())  # type: ignore[arg-type]
     ft = tracker.stages.get("finetune")
     train_s = ft.unit_s() if ft is not None else None
+    warmup = ft.rate.warmup_ratio() if ft is not None else None
+    if warmup is not None:
+        book.record(key, "finetune_first_ratio", min(5.0, max(1.0, warmup)))
     if train_s is not None:
         book.record(key, "train_s", train_s / work.batch_size)
         if yardstick is not None:  # both measured in this run, under the same load
@@ -183,14 +201,20 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
     calibrate = tracker.stages.get("calibrate")
     if calibrate is not None and calibrate.timed:
         book.record(key, calibrate_key(work), calibrate.seconds / calibrate_touched(work))
+    learn_publishing(tracker, book, key, work.test or work.val)
+
+
+def learn_publishing(tracker: ProgressTracker, book: CostBook, key: str, held_out: int) -> None:
+    """Write what publishing cost (the export's steps, the gate per held-out image, registration) to
+    the book: after a job, and after bootstrap, which exports the same backbone before any job runs
+    (``held_out`` 0: no gate ran, nothing to learn of it)."""
     export = tracker.stages.get("export")
     if export is not None and export.timed:  # ended (not an attempt cut short)
         for name, seconds in export.steps_done.items():
             book.record(key, f"export_{name}_s", seconds)
-    held_out = work.test or work.val
     for name, per in (("export", 1), ("evaluate", held_out), ("register", 1)):
         cost = tracker.stages.get(name)
         # Ran in this attempt (not a resumed run's stored row) and ended: the last one, registration, is
         # still the current stage here (the tracker closes it at finish()).
-        if cost is not None and cost.state != "pending" and cost.timed:
-            book.record(key, f"{name}_s", cost.seconds / max(1, per))
+        if cost is not None and cost.state != "pending" and cost.timed and per > 0:
+            book.record(key, f"{name}_s", cost.seconds / per)

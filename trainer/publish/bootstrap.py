@@ -27,6 +27,9 @@ from models.meaning import PRETRAINED_MODEL
 from trainer.backbones import DEFAULT_BACKBONE, create_backbone, imagenet_labels
 from trainer.calibrate.ood import DEFAULT_RECALL, OodScorer, WithScore, normalise, threshold_at_recall
 from trainer.data.transforms import EvalPreset
+from trainer.progress.eta import COST_BOOK, CostBook
+from trainer.progress.eta_plan import learn_publishing
+from trainer.progress.tracker import PUBLISH_STAGES, ProgressTracker
 from trainer.publish.export import export_onnx
 from trainer.publish.publisher import Request, publish
 from trainer.publish.variants import build_variants
@@ -151,5 +154,19 @@ def bootstrap(registry: Registry, settings: Settings, check_images: Path | None 
     if not force and active is not None:
         log.info("default model %s version %s already present", DEFAULT_MODEL, active)
         return active
-    out = publish(Pretrained(check_images, variants), registry, Request(DEFAULT_MODEL, "bootstrap"), settings)
+    tracker = ProgressTracker()  # publishing timed as a job's is: the first job's ETA starts from it
+    tracker.plan([(name, 1) for name in PUBLISH_STAGES])
+    out = publish(Pretrained(check_images, variants), registry, Request(DEFAULT_MODEL, "bootstrap"), settings,
+                  tracker=tracker)
+    learn_costs(tracker, settings)
     return int(out["version"])
+
+
+def learn_costs(tracker: ProgressTracker, settings: Settings) -> None:
+    """Put what bootstrap's publishing cost into the ETA's cost book (trainer/progress/eta.py): its export
+    is the one a job on the default backbone runs at its end. Without it a first job expects the export
+    at a prior, which on a fast CPU was twice the time it took (docs/benchmarks.md, "ETA and progress
+    against the clock"). No forward pass is recorded beside it: bootstrap's yardstick read 0.012 s where
+    the jobs after it read 0.016-0.022 s on the same machine, and the export would have been expected
+    slower by the square root of that (trainer/progress/stage_cost.py, speed_factor)."""
+    learn_publishing(tracker, CostBook(settings.work_dir / COST_BOOK), f"{DEFAULT_BACKBONE}@cpu", held_out=0)

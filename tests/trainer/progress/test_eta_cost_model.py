@@ -64,8 +64,12 @@ def test_the_steps_still_to_come_are_scaled_by_the_pace_of_those_done() -> None:
     assert steps_left(expected, done, 0.0) == pytest.approx(8.0)
     assert steps_left(expected, {"trace": 600.0}, 0.0) == pytest.approx(2.0 * 4.0)  # the pace is bounded
     assert pace(expected, {"trace": 1.5}) == pytest.approx(0.5)
-    # A step past its estimate: a quarter of its running time, never zero.
-    assert steps_left([("trace", 4.0)], {}, 20.0) == pytest.approx(5.0)
+    # A step near or past its estimate: a tenth of it, then a quarter of the overrun; never zero, never a jump.
+    assert steps_left([("trace", 4.0)], {}, 3.6) == pytest.approx(0.4)
+    assert steps_left([("trace", 4.0)], {}, 4.2) == pytest.approx(0.4)
+    assert steps_left([("trace", 4.0)], {}, 20.0) == pytest.approx(4.0)
+    for running in (3.0, 3.59, 3.61, 5.59, 5.61, 8.0):  # continuous across both bends (3.6 and 5.6 s)
+        assert abs(steps_left([("trace", 4.0)], {}, running) - steps_left([("trace", 4.0)], {}, running + 0.01)) < 0.011
 
 
 def test_the_export_reports_its_steps_and_the_eta_follows_them(clock: FakeClock) -> None:
@@ -201,7 +205,10 @@ def test_the_stages_to_come_slow_down_with_the_latest_measured_forward_pass(tmp_
     tracker = ProgressTracker()
     tracker.plan([("export", 1)])
     eta_plan.expect_publishing(tracker, work, book, "b@cpu")
-    assert tracker.remaining() == pytest.approx(10.0 + 20 * 0.5 * 0.04 + 1.0)  # export, evaluate, register
+    export = sum(s for _, s in eta_plan.export_steps(book, "b@cpu", 0.0))  # the steps never timed at their share
+    assert 10.0 < export < 10.0 / 0.77 + 1e-9
+    at_book_speed = export + 20 * 0.5 * 0.04 + 1.0  # export, evaluate, register
+    assert tracker.remaining() == pytest.approx(at_book_speed)
     tracker.yardstick_s = 0.04  # timed as fast as the book's at the start of the run
     tracker.observe_speed("validation", 0.05)  # the first validation: warm-up, left out
     tracker.observe_speed("validation", 0.1)  # the next one is the kind's baseline ...
@@ -211,9 +218,9 @@ def test_the_stages_to_come_slow_down_with_the_latest_measured_forward_pass(tmp_
     assert tracker.speed() == pytest.approx(1.0)
     tracker.observe_speed("validation", 0.225)  # the next validation: the forward pass 2.25 times slower now
     assert tracker.speed_now() == pytest.approx(0.09)
-    assert tracker.speed() == pytest.approx(1.5) and tracker.remaining() == pytest.approx(1.5 * 11.4)  # damped
+    assert tracker.speed() == pytest.approx(1.5) and tracker.remaining() == pytest.approx(1.5 * at_book_speed)
     tracker.observe_speed("validation", 2.5)  # bounded: one slow measurement does not make the export 5x longer
-    assert tracker.remaining() == pytest.approx(2.0 * 11.4)
+    assert tracker.remaining() == pytest.approx(2.0 * at_book_speed)
 
 
 def test_a_first_jobs_probe_expects_a_probes_usual_epochs_at_a_share_of_its_forward_pass() -> None:
@@ -226,3 +233,41 @@ def test_a_first_jobs_probe_expects_a_probes_usual_epochs_at_a_share_of_its_forw
     assert probe.prior_epochs == eta_plan.PRIOR_PROBE_EPOCHS
     assert probe.prior_batch_s == pytest.approx(eta_plan.PROBE_STEP_FORWARDS * 0.02)
     assert tracker.remaining() < 0.5 * tracker.remaining(expected=False)  # not all 60 planned epochs
+
+
+def test_a_fine_tuning_stages_first_batch_stands_for_the_later_ones_at_the_books_warm_up_ratio(
+        tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "book.json")
+    work = eta_plan.Workload(train=40, val=10, test=0, batch_size=10, flip=False, images_stages=True)
+
+    def first_batch_alone(book: CostBook) -> ProgressTracker:
+        tracker = ProgressTracker()
+        tracker.plan_training("finetune", epochs=3, batches=4, patience=0)
+        tracker.yardstick_s = 0.05
+        eta_plan.expect(tracker, work, book, "b@cpu", "trained")
+        tracker.start("finetune")
+        tracker.unit_done(3.6)  # the first batch: its backward pass sets up kernels and buffers
+        return tracker
+
+    tracker = first_batch_alone(book)  # no earlier job: the prior ratio
+    assert tracker.stages["finetune"].unit_s() == pytest.approx(3.6 / eta_plan.PRIOR_FIRST_BATCH_RATIO)
+    for _ in range(3):
+        tracker.unit_done(1.2)
+    assert tracker.stages["finetune"].unit_s() == pytest.approx(1.2)  # measured: the warm-up left out
+    eta_plan.learn(tracker, work, book, "b@cpu")
+    assert book.get("b@cpu", "finetune_first_ratio") == pytest.approx(3.0)
+    assert first_batch_alone(book).stages["finetune"].unit_s() == pytest.approx(1.2)  # the next job's
+
+
+def test_export_steps_never_timed_take_their_prior_share_of_those_that_were(tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "book.json")
+    shares = dict(eta_plan.EXPORT_STEPS)
+    assert dict(eta_plan.export_steps(book, "b@cpu", 20.0)) == pytest.approx(
+        {name: share * 20.0 for name, share in shares.items()})  # nothing measured: the prior split
+    book.record("b@cpu", "export_trace_s", 7.6)  # bootstrap's export: the trace and the check, no report
+    book.record("b@cpu", "export_check_s", 1.4)
+    steps = dict(eta_plan.export_steps(book, "b@cpu", 20.0))
+    implied = 9.0 / (shares["trace"] + shares["check"])
+    assert steps["trace"] == 7.6 and steps["check"] == 1.4
+    assert steps["report"] == pytest.approx(shares["report"] * implied) and steps["variants"] == 0.0
+    assert sum(steps.values()) == pytest.approx(implied)
