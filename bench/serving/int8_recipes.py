@@ -35,8 +35,8 @@ RECIPES = {
     "plain (onnxruntime static QDQ)": Int8Recipe(bias_correction=False, fp32_stem=False, reduce_range=False),
     "fp32 stem": Int8Recipe(bias_correction=False, fp32_stem=True, reduce_range=False),
     "bias correction": Int8Recipe(bias_correction=True, fp32_stem=False, reduce_range=False),
-    "bias correction + fp32 stem, 8-bit weights": Int8Recipe(reduce_range=False),
-    "bias correction + fp32 stem + 7-bit weights (default)": Int8Recipe(),
+    "bias correction + fp32 stem, 8-bit weights (default with VNNI)": Int8Recipe(reduce_range=False),
+    "bias correction + fp32 stem + 7-bit weights (default without VNNI)": Int8Recipe(reduce_range=True),
 }
 DECIDED = 0.1
 log = logging.getLogger("bench.serving.int8_recipes")

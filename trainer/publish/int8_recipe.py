@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,50 @@ ACTIVATIONS = ("Clip", "Relu")
 MEAN_BATCH = 16
 
 
+# CPU features whose int8 dot products accumulate u8 x s8 straight into int32 (x86 VNNI and AMX, Arm's
+# dot-product instructions): full 8-bit weights cannot saturate there.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``); empty where they cannot be read."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def has_int8_dot(flags: set[str] | None = None) -> bool:
+    return bool(INT8_DOT_FLAGS & (cpu_flags() if flags is None else flags))
+
+
 @dataclass(frozen=True)
 class Int8Recipe:
     bias_correction: bool = True
     fp32_stem: bool = True  # the first convolution and its activation stay fp32
-    reduce_range: bool = True  # 7-bit weights: no int16 saturation in AVX2's u8s8 kernels (CPUs without VNNI)
+    # 7-bit weights (onnxruntime's reduce_range). None: decided by the CPU that builds and gates the file.
+    # Without VNNI, AVX2's u8s8 kernels sum pairs of products in int16, which full 8-bit weights saturate
+    # (logit MSE against fp32 0.115, the gate refused every 8-bit file there); with VNNI, 7 bits only
+    # cost precision (MSE 0.0112 against 0.0054, HTTP agreement 0.980 against 0.994, same speed:
+    # docs/benchmarks.md, "int8 recipes"). A CPU without VNNI runs int8 slower than fp32, so `auto`
+    # serves fp32 there anyway (service/inference/selection.py).
+    reduce_range: bool | None = None
+
+    def resolved(self, flags: set[str] | None = None) -> Int8Recipe:
+        """This recipe with ``reduce_range`` decided for this CPU when it was left open."""
+        if self.reduce_range is not None:
+            return self
+        return replace(self, reduce_range=not has_int8_dot(flags))
 
     def describe(self, calibration_images: int, fp32_nodes: list[str]) -> dict[str, Any]:
         """What goes into ``Variant.recipe``: enough to rebuild the file and to compare files."""
         return {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8, MinMax ranges",
-                "calibration_images": calibration_images, **asdict(self), "fp32_nodes": fp32_nodes}
+                "calibration_images": calibration_images, **asdict(self.resolved()), "fp32_nodes": fp32_nodes}
 
 
 DEFAULT_RECIPE = Int8Recipe()

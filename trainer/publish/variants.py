@@ -107,6 +107,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
     """Static QDQ quantisation (per-channel int8 weights, uint8 activations) calibrated on real images,
     made the way ``recipe`` says (trainer/publish/int8_recipe.py); returns the recipe's description."""
     input_name = cpu_session(fp32_path).get_inputs()[0].name
+    recipe = recipe.resolved()  # 7-bit weights or 8, for the CPU that gates the file (int8_recipe.py)
 
     def quantise(src: Path, dst: Path, exclude: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +117,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
                 quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"CalibTensorRangeSymmetric": False}, nodes_to_exclude=exclude,
-                reduce_range=recipe.reduce_range,
+                reduce_range=bool(recipe.reduce_range),
             )
             _save(onnx.load(str(tmp_out)), dst)
 

@@ -79,8 +79,9 @@ def test_recipe_is_stated_and_bias_correction_brings_int8_closer_to_fp32(
     calib, check = photos
     reference = run_batch(cpu_session(fp32_model), check)
     errors = {}
-    for name, recipe in (("plain", Int8Recipe(bias_correction=False, fp32_stem=False)), ("default", Int8Recipe()),
-                         ("8-bit", Int8Recipe(bias_correction=False, fp32_stem=False, reduce_range=False))):
+    for name, recipe in (("plain", Int8Recipe(bias_correction=False, fp32_stem=False, reduce_range=False)),
+                         ("default", Int8Recipe()),  # 7-bit weights or 8: this CPU's choice
+                         ("7-bit", Int8Recipe(bias_correction=False, fp32_stem=False, reduce_range=True))):
         path = tmp_path / f"{name}.onnx"
         stated = quantize_int8(fp32_model, path, calib, recipe)
         assert stated["bias_correction"] is recipe.bias_correction and stated["calibration_images"] == len(calib)
@@ -92,7 +93,24 @@ def test_recipe_is_stated_and_bias_correction_brings_int8_closer_to_fp32(
         # by AVX2's VPMADDUBSW cannot saturate int16 on CPUs without VNNI.
         widest = max(int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
                      for i in onnx.load(str(path)).graph.initializer if i.data_type == TensorProto.INT8)
-        assert stated["reduce_range"] is recipe.reduce_range and (widest <= 64) is recipe.reduce_range, widest
+        assert stated["reduce_range"] is recipe.resolved().reduce_range and (widest <= 64) is stated["reduce_range"]
         errors[name] = float(((run_batch(cpu_session(path), check) - reference) ** 2).mean())
     # Measured 0.0130 plain and 0.0046 default on these photos (docs/benchmarks.md, "int8 recipes").
     assert errors["default"] < 0.6 * errors["plain"], errors
+
+
+def test_weights_are_7_bit_only_where_the_cpu_sums_int8_products_in_int16(tmp_path: Path) -> None:
+    from trainer.publish.int8_recipe import cpu_flags, has_int8_dot
+
+    zen2 = tmp_path / "zen2"  # an AVX2-only EPYC (docs/benchmarks.md, "int8 on a CPU without VNNI")
+    zen2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    zen4 = tmp_path / "zen4"
+    zen4.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n")
+    graviton = tmp_path / "arm"
+    graviton.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
+    assert Int8Recipe().resolved(cpu_flags(zen2)).reduce_range is True
+    assert Int8Recipe().resolved(cpu_flags(zen4)).reduce_range is False
+    assert Int8Recipe().resolved(cpu_flags(graviton)).reduce_range is False
+    assert Int8Recipe().resolved(cpu_flags(tmp_path / "absent")).reduce_range is True  # unknown: the safe choice
+    assert Int8Recipe(reduce_range=False).resolved(cpu_flags(zen2)).reduce_range is False  # a stated choice stands
+    assert Int8Recipe().resolved().reduce_range is not has_int8_dot()
