@@ -34,6 +34,7 @@ from typing import Any
 
 from bench.data import shared_data
 from bench.docs import write_section
+from bench.serving.serve import ensure_home
 
 SECTION = "## ETA and progress against the clock"
 COMMAND = ("flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.training.eta --samples eta-samples.json "
@@ -244,8 +245,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         # As `make run` does before a user's first job: bootstrap's export seeds the cost book.
-        subprocess.run([sys.executable, "-m", "tuneserve.cli", "bootstrap"], cwd=REPO, check=True,
-                       env={**os.environ, "TUNESERVE_HOME": str(home)}, stdout=subprocess.DEVNULL)
+        ensure_home(home)
         for i, (name, data, spec) in enumerate(JOBS):
             if args.only and i not in args.only:
                 continue
