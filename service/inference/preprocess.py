@@ -1,7 +1,7 @@
 """Numpy/PIL twin of torchvision's eval transform (Resize shorter side, CenterCrop, Normalize).
 
 Kept compatible with what the trainer feeds the network: the same PIL bicubic filter and the same crop
-arithmetic as torchvision, within two grey levels on a few pixels (the resize computes only the columns
+arithmetic as torchvision, within two grey levels on a few pixels (the resize computes only the pixels
 the crop keeps, see ``_resize_cropped``); ``tests/integration/test_preprocess_twin.py`` checks the two
 agree, ``tests/service/inference/test_preprocess.py`` the cropped resize against a full one.
 """
@@ -59,17 +59,17 @@ def decode(source: Source | Path, pre: Preprocessing, max_pixels: int, use_draft
 
 
 def _resize_cropped(rgb: Image.Image, new_w: int, new_h: int, pre: Preprocessing) -> Image.Image:
-    """Resize to ``new_w`` x ``new_h`` and centre-crop, computing only the columns the crop keeps.
+    """Resize to ``new_w`` x ``new_h`` and centre-crop, computing only the pixels the crop keeps.
 
-    Pillow resizes horizontally, then vertically. The horizontal pass is asked for the crop's columns
-    alone (``box``: same scale and filter centres, so the same pixels up to a rounding of the filter
-    weights), and the vertical pass then runs on ``crop`` columns instead of ``new_w``: resize and crop
-    took 3.18 instead of 5.36 ms a photo (196 ImageNet-sample and hymenoptera val photos, min of 5
-    interleaved passes on a loaded machine; about 2.4 ms before on a quiet one). The result differs
-    from resize-then-crop on a few pixels: one grey level after the horizontal pass, up to two after
-    the vertical one (2,109 of 29.5 million values over those 196 photos as served, none by more than
-    one; fp32 top-1 unchanged on all 196, largest logit change 0.008). A box on the vertical pass too
-    was tried and rejected: Pillow's two-box path differed by up to 13 grey levels.
+    Pillow resizes horizontally, then vertically. Each pass is its own call, asked for the crop's
+    columns (then rows) alone (``box``: same scale and filter centres, so the same pixels up to a
+    rounding of the filter weights), so the vertical pass runs on ``crop`` columns instead of ``new_w``
+    and writes ``crop`` rows instead of ``new_h``. Columns alone took resize and crop from 5.36 to 3.18 ms
+    a photo (196 ImageNet-sample and hymenoptera val photos, min of 5 interleaved passes on a loaded
+    machine); rows too, 1.68 to 1.58 ms on the 153 hymenoptera val photos (quiet VNNI EPYC). The result
+    differs from resize-then-crop by one grey level on a few pixels (1,926 of 23 million values over
+    those 153 photos, 1,676 with the columns alone; none by more than one; fp32 top-1 unchanged). Both
+    boxes in one call was tried and rejected: Pillow's two-box path differed by up to 13 grey levels.
     """
     resample = _RESAMPLE[pre.interpolation]
     left, top, right, bottom = center_crop_box(new_w, new_h, pre.crop)
@@ -78,7 +78,9 @@ def _resize_cropped(rgb: Image.Image, new_w: int, new_h: int, pre: Preprocessing
         rgb = rgb.resize((right - left, rgb.height), resample, box=(left * scale, 0, right * scale, rgb.height))
         left, right = 0, right - left
     if new_h != rgb.height:
-        rgb = rgb.resize((rgb.width, new_h), resample)
+        scale = rgb.height / new_h
+        rgb = rgb.resize((rgb.width, bottom - top), resample, box=(0, top * scale, rgb.width, bottom * scale))
+        top, bottom = 0, bottom - top
     return rgb.crop((left, top, right, bottom))
 
 

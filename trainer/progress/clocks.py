@@ -47,14 +47,27 @@ class FeatureClock:
     """The feature extraction's per-batch ``should_stop``: cancels, and times the images done so far.
 
     The rate is read off the recent batches, the first left out (it carries the warm-up) once there
-    are others: on a shared machine the speed changes while the extraction runs.
+    are others: on a shared machine the speed changes while the extraction runs. The time left is
+    read at that rate with the plan's (``expected_s``, seconds per image before any was timed) counted
+    as ``PLAN_IMAGES`` more images: single batches of one job varied 1.4-2.9 s where the extraction
+    averaged 2.3 s, and the first two alone had made its time left jump from 16 s to 46 s and back.
     """
 
     RECENT = 4  # batches the time left is read off
+    PLAN_IMAGES = 64  # the plan's rate weighs as much as this many measured images
 
-    def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int, batch: int = 64,
-                 on_rate: Callable[[], None] | None = None) -> None:
-        self.tracker, self.check, self.images, self.batch = tracker, check, images, batch
+    def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int | list[int],
+                 batch: int = 64, on_rate: Callable[[], None] | None = None,
+                 expected_s: float | None = None) -> None:
+        """``images``: the extraction's size, or the sizes of its passes in order (train, mirrored train,
+        val): then a pass's last, partial batch counts its own images, not a full batch's (counted full,
+        a 24-image batch read as a third of its time per image and made the extraction's last rate, and
+        the forward pass the next job expects, 30 % too fast)."""
+        passes = images if isinstance(images, list) else None
+        self.tracker, self.check, self.batch = tracker, check, batch
+        self.images = sum(passes) if passes is not None else int(images)  # type: ignore[arg-type]
+        self.sizes = [min(batch, n - at) for n in passes for at in range(0, n, batch)] if passes else []
+        self.expected_s = expected_s
         self.on_rate = on_rate  # told when the machine's speed is measured anew (the stages to come follow it)
         self.marks: list[tuple[float, int]] = []  # (perf_counter, images done) at each batch boundary
         self.done = 0
@@ -63,7 +76,9 @@ class FeatureClock:
         self.check()
         now = time.perf_counter()
         if self.marks:  # a batch ended (the next starts now)
-            self.done = min(self.images, self.done + self.batch)
+            ended = len(self.marks) - 1
+            size = self.sizes[ended] if ended < len(self.sizes) else self.batch
+            self.done = min(self.images, self.done + size)
         self.marks.append((now, self.done))
         rate = self.rate(recent=True)
         if rate is not None:
@@ -71,7 +86,7 @@ class FeatureClock:
                 self.tracker.observe_speed("features", rate)
                 if self.on_rate is not None:
                     self.on_rate()
-            self.tracker.setup_progress(self.done, self.images, rate * self.done)
+            self.tracker.setup_progress(self.done, self.images, self.expected_rate(rate) * self.done)
 
     def rate(self, recent: bool = False) -> float | None:
         """Seconds per image: over the batches after the first (the last ``RECENT`` when ``recent``), or
@@ -83,6 +98,15 @@ class FeatureClock:
             start = 0
         (t0, d0), (t1, d1) = self.marks[start], self.marks[-1]
         return (t1 - t0) / (d1 - d0) if d1 > d0 else None
+
+    def expected_rate(self, measured: float) -> float:
+        """Seconds per image for the images left: the recent ``measured`` rate, with the plan's counted
+        as ``PLAN_IMAGES`` more images (its weight fades as the extraction measures more)."""
+        if self.expected_s is None or self.expected_s <= 0:
+            return measured
+        timed = self.marks[-1][1] - self.marks[min(1, len(self.marks) - 2)][1]  # images after the first batch
+        timed = max(timed, self.batch)  # the first batch alone still counts once
+        return (self.expected_s * self.PLAN_IMAGES + measured * timed) / (self.PLAN_IMAGES + timed)
 
     def forward_s(self, seconds: float) -> float | None:
         """Seconds per image of the backbone's forward pass, measured after the first batch (None when

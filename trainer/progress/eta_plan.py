@@ -1,8 +1,8 @@
 """The costs a run expects before it measures them, from the cost book or this run's measured rates.
 
-Every cost is expressed in measured units where one exists: a training step is ``TRAIN_STEP_FORWARDS``
-forward passes, validation and calibration are forward passes over their images, the promotion
-gate's evaluation is seconds per held-out image; all of them per image of the backbone's forward
+Every cost is expressed in measured units where one exists: a training step is a number of forward
+passes per image that depends on the batch size (``PRIOR_TRAIN_RATIO``), validation and calibration
+are forward passes over their images, the promotion gate's evaluation is seconds per held-out image; all of them per image of the backbone's forward
 pass, which the run measures in its first seconds (the probe's feature extraction) or an earlier
 job on the backbone left in the book (trainer/progress/eta.py). After a run, :func:`learn` writes what it
 measured back to the book.
@@ -21,7 +21,6 @@ from trainer.progress.tracker import (
     PRIOR_DECODE_S,
     PRIOR_FORWARD_S,
     PRIOR_STAGE_S,
-    TRAIN_STEP_FORWARDS,
     ProgressTracker,
     progress_name,
 )
@@ -36,11 +35,20 @@ PROBE_STEP_FORWARDS = 0.3
 PRIOR_PROBE_EPOCHS = 15.0
 LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
 MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
-PRIOR_FEATURE_RATIO = 1.5  # a feature-extraction image against the yardstick's (measured 1.3-1.6, 2-core CPU)
+PRIOR_FEATURE_RATIO = 1.9  # a feature-extraction image against the yardstick's: 1.3-1.6 on a busy AVX2 2-core EPYC, 2.3-2.5 on a quiet VNNI one
 # A fine-tuning stage's first batch against its later ones (the first backward pass sets up its
-# kernels and buffers): measured 1.9-2.0 at batch 16 and 32 on a 2-core CPU. Taken at face value, the
-# first batch alone made the stage look twice as long until the second was timed.
-PRIOR_FIRST_BATCH_RATIO = 1.8
+# kernels and buffers): measured 1.9-2.0 at batch 16 and 32 on one 2-core CPU, 2.0-2.6 on the random
+# batches of a timing script and 3.5-3.6 in jobs on another. Taken at face value, the first batch alone
+# made the stage look twice as long until the second was timed; it only bounds the later ones from
+# above (StageCost.unit_s), and the plan counts it as that many batches.
+PRIOR_FIRST_BATCH_RATIO = 2.5
+# A fine-tuning step per image, in yardstick forward passes (4 images), by batch size: forward,
+# backward and update cost more per image in bigger batches (memory traffic; the forward pass alone
+# measured 1.0, 1.22, 1.57, 1.79 yardsticks at 4, 16, 32, 64 images). Measured on a 2-core EPYC
+# (EfficientNet-Lite0, 224 px, a timing script): 3.43 at 16, 4.52 at 32; jobs there 3.4-3.5 at 16 and
+# 4.5-4.9 at 32 once partial batches were counted at their images; the ends are 2.85 forward passes
+# of a batch that size. Between them: interpolated on log2 of the batch size.
+PRIOR_TRAIN_RATIO = ((4, 2.85), (16, 3.45), (32, 4.5), (64, 5.1))
 
 
 @dataclass
@@ -51,12 +59,54 @@ class Workload:
     batch_size: int
     flip: bool  # the probe trains on mirrored features too
     images_stages: bool  # fine-tuning stages (decoded training views, a full-model calibration)
+    drop_last: bool = False  # an epoch leaves out its partial batch (trainer/run/loops.py)
+
+    def batch_images(self) -> float:
+        """Images in a fine-tuning batch on average: 40 photos at batch 16 are batches of 16, 16 and 8,
+        which planned as three full batches had made the stage look 20 % longer."""
+        if self.drop_last or self.train <= self.batch_size:
+            return float(min(self.train, self.batch_size) or self.batch_size)
+        return self.train / math.ceil(self.train / self.batch_size)
 
 
 def workload(spec: Any, stages: list[Stage], dataset: Any) -> Workload:
-    return Workload(len(dataset.items("train")), len(dataset.items("val")), len(dataset.items("test")),
+    from trainer.run.loops import drops_last_batch  # torch: imported by whoever trains anyway
+
+    train = len(dataset.items("train"))
+    return Workload(train, len(dataset.items("val")), len(dataset.items("test")),
                     spec.batch_size, spec.augment in ("standard", "strong"),
-                    any(not s.on_features for s in stages))
+                    any(not s.on_features for s in stages), drops_last_batch(train, spec))
+
+
+def prior_train_ratio(batch_size: int) -> float:
+    """PRIOR_TRAIN_RATIO at ``batch_size``: log-linear between the measured sizes, flat past the ends."""
+    points = PRIOR_TRAIN_RATIO
+    if batch_size <= points[0][0]:
+        return points[0][1]
+    for (b0, r0), (b1, r1) in zip(points, points[1:], strict=False):
+        if batch_size <= b1:
+            t = math.log2(batch_size / b0) / math.log2(b1 / b0)
+            return r0 + t * (r1 - r0)
+    return points[-1][1]
+
+
+def train_ratio(book: CostBook, key: str, batch_size: int) -> float:
+    """A fine-tuning step per image in yardstick forward passes at ``batch_size``: as an earlier job on the
+    backbone measured it at that size; else at the nearest size measured, moved along the prior's shape
+    (this machine's level, the prior's dependence on the batch size); else the prior."""
+    measured = book.get(key, train_ratio_key(batch_size))
+    if measured is not None:
+        return measured
+    sizes = [int(name.removeprefix("train_ratio_b")) for name in book.costs.get(key, {})
+             if name.startswith("train_ratio_b") and name.removeprefix("train_ratio_b").isdigit()]
+    if not sizes:
+        return prior_train_ratio(batch_size)
+    near = min(sizes, key=lambda b: (abs(math.log2(b / batch_size)), b))
+    return book.get(key, train_ratio_key(near)) * prior_train_ratio(batch_size) / prior_train_ratio(near)  # type: ignore[operator]
+
+
+def train_ratio_key(batch_size: int) -> str:
+    return f"train_ratio_b{batch_size}"
 
 
 def book_key(spec: Any) -> str:
@@ -70,6 +120,12 @@ def forward_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:
     """The yardstick forward pass per image (trainer/progress/unit_cost.py): this run's as it would time
     now, else an earlier job's on the backbone, else the prior."""
     return tracker.speed_now() or book.get(key, "forward_s") or PRIOR_FORWARD_S
+
+
+def feature_image_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:
+    """Expected seconds per image of the feature extraction: its batches of 64 cost more per image than
+    the yardstick's few (memory traffic), by the ratio an earlier job measured, else the prior."""
+    return forward_s(tracker, book, key) * (book.get(key, "feature_ratio") or PRIOR_FEATURE_RATIO)
 
 
 def plan_run(tracker: ProgressTracker, stages: list[Stage], spec: Any, work: Workload,
@@ -96,8 +152,7 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
     rates left to apply: the features under way or done)."""
     fwd = forward_s(tracker, book, key)
     decode = book.get(key, "decode_s") or PRIOR_DECODE_S
-    # The extraction's batches of 64 cost more per image than the yardstick's few (memory traffic).
-    feature_s = fwd * (book.get(key, "feature_ratio") or PRIOR_FEATURE_RATIO)
+    feature_s = feature_image_s(tracker, book, key)
     features = (work.train * (2 if work.flip else 1) + work.val) * feature_s
     decoding = (work.train * (2 if work.images_stages else 1) + work.val) * decode
     setup = {"start": decoding + features + LR_RANGE_STEPS_S + MODEL_LOAD_S,
@@ -113,11 +168,11 @@ def expect(tracker: ProgressTracker, work: Workload, book: CostBook, key: str, p
                 PRIOR_PROBE_EPOCHS if name == "probe" else None)
     if "finetune" in tracker.stages:
         # A training step costs a measured multiple of a forward pass (backward, update, augmentation):
-        # the ratio, measured by an earlier job on the backbone and device, times this run's forward pass,
-        # so a machine slower today predicts slower steps. Replaced by the stage's own batches once timed.
-        ratio = book.get(key, "train_ratio")
-        train_s = ratio * fwd if ratio is not None else book.get(key, "train_s") or TRAIN_STEP_FORWARDS * fwd
-        tracker.expect("finetune", batch_s=train_s * work.batch_size, val_s=work.val * fwd)
+        # the ratio at the run's batch size, measured by an earlier job on the backbone and device, times
+        # this run's forward pass, so a machine slower today predicts slower steps. Replaced by the
+        # stage's own batches once timed.
+        train_s = train_ratio(book, key, work.batch_size) * fwd
+        tracker.expect("finetune", batch_s=train_s * work.batch_images(), val_s=work.val * fwd)
         tracker.stages["finetune"].rate.first_ratio = book.get(key, "finetune_first_ratio") or PRIOR_FIRST_BATCH_RATIO
     # Calibration runs the final model on val and test: the head alone on cached val features when
     # the probe wins (test features still to extract), the whole model after fine-tuning.
@@ -187,17 +242,16 @@ def learn(tracker: ProgressTracker, work: Workload, book: CostBook, key: str) ->
         if stage is not None and stage.patience and stage.epochs_done:  # early stopping's, run to its end
             book.record(key, f"{name}_epochs", float(stage.epochs_done))
     probe = tracker.stages.get("probe")
-    if probe is not None and probe.unit_s() is not None:  # a head step on cached features: mostly overhead
-        book.record(key, "probe_batch_s", probe.unit_s())  # type: ignore[arg-type]
+    probe_s = probe.measured_unit_s() if probe is not None else None
+    if probe_s is not None:  # a head step on cached features: mostly overhead
+        book.record(key, "probe_batch_s", probe_s)
     ft = tracker.stages.get("finetune")
-    train_s = ft.unit_s() if ft is not None else None
+    train_s = ft.measured_unit_s() if ft is not None else None
     warmup = ft.rate.warmup_ratio() if ft is not None else None
     if warmup is not None:
         book.record(key, "finetune_first_ratio", min(5.0, max(1.0, warmup)))
-    if train_s is not None:
-        book.record(key, "train_s", train_s / work.batch_size)
-        if yardstick is not None:  # both measured in this run, under the same load
-            book.record(key, "train_ratio", train_s / work.batch_size / yardstick)
+    if train_s is not None and yardstick is not None:  # both measured in this run, under the same load
+        book.record(key, train_ratio_key(work.batch_size), train_s / work.batch_images() / yardstick)
     calibrate = tracker.stages.get("calibrate")
     if calibrate is not None and calibrate.timed:
         book.record(key, calibrate_key(work), calibrate.seconds / calibrate_touched(work))

@@ -27,10 +27,11 @@ MIN_UNITS, MIN_SPAN_S = 8, 5.0  # the rate is read off at least this many recent
 KEEP = 4096  # units kept (a span of tiny units needs many)
 PACE_MIN, PACE_MAX = 0.5, 2.0  # how far this run's steps may move the expected ones
 # The export's steps in the order they run (trainer/publish/export.py, trainer/publish/publisher.py) and each one's
-# share of the export before one has been timed on the backbone (EfficientNet-Lite0 on a busy 2-core
-# CPU: trace 24 s, check 4.5 s, report 2.4 s, the rest under 0.3 s).
+# share of the export before one has been timed on the backbone: the mean of two 2-core CPUs'
+# (EfficientNet-Lite0; a busy AVX2 EPYC: trace 24 s, check 4.5 s, report 2.4 s, the rest under 0.3 s;
+# a quiet VNNI EPYC: trace 7.2 s, check 0.39 s, report 0.34 s, weights 0.017 s, the rest 0.04 s).
 EXPORT_STEPS: tuple[tuple[str, float], ...] = (
-    ("trace", 0.76), ("check", 0.14), ("report", 0.08), ("weights", 0.01), ("variants", 0.0), ("rest", 0.01))
+    ("trace", 0.83), ("check", 0.095), ("report", 0.06), ("weights", 0.006), ("variants", 0.0), ("rest", 0.009))
 # Before the export was ever timed on a backbone: EXPORT_PRIOR_S at a yardstick forward pass
 # (trainer/progress/unit_cost.py) of EXPORT_PRIOR_FORWARD_S a photo, scaled by the square root of this
 # run's against it (see speed_factor). Measured on a shared 2-core CPU, EfficientNet-Lite0: 11 s quiet,

@@ -53,9 +53,9 @@ def remaining_seconds(stages: list[Stage], done: int, epoch_seconds: dict[str, l
 # image there, the export 10 s): the fraction never moves back, so a prior that is too fast would
 # leave it ahead of the clock for good, while one too slow is caught up once measured.
 PRIOR_FORWARD_S = 0.08
-TRAIN_STEP_FORWARDS = 4.0  # forward + backward + update, in forward passes
 PRIOR_DECODE_S = 0.01  # decoding and resizing one photo
 PRIOR_PROBE_BATCH_S = 0.02  # a step of the head on cached features
+PLAN_UNITS = 2  # a stage's planned unit cost weighs as much as this many measured units (StageCost.unit_s)
 PRIOR_STAGE_S = {"probe": 1.0, "finetune": 30.0, "calibrate": 2.0, "evaluate": 5.0, "export": 15.0,
                  "register": 1.0}
 PUBLISH_STAGES = ("export", "evaluate", "register")  # in the order the worker runs them
@@ -103,9 +103,22 @@ class StageCost:
     steps: list[tuple[str, float]] = field(default_factory=list)  # a one-off stage's steps: expected seconds
     steps_done: dict[str, float] = field(default_factory=dict)  # ... and the measured ones of those ended
 
-    def unit_s(self) -> float | None:
-        """Seconds per unit: the recent units of this run, else every unit timed (a resumed run's)."""
+    def measured_unit_s(self) -> float | None:
+        """Seconds per unit as measured: the recent units of this run, else every unit timed (a resumed run's)."""
         return self.rate.per_unit() or (self.seconds / self.timed if self.timed else None)
+
+    def unit_s(self) -> float | None:
+        """Seconds per unit the ETA expects: the units measured in this run with the plan
+        (``prior_batch_s``) counted as ``PLAN_UNITS`` more, so that one odd batch among a stage's first
+        few does not swing it (a second fine-tuning batch ran 1.5x the later ones); the first unit alone
+        carries the warm-up and only bounds the later ones from above."""
+        measured = self.measured_unit_s()
+        if measured is None or not self.prior_batch_s or not self.rate:
+            return measured
+        if not self.rate.window:
+            return min(measured, self.prior_batch_s)
+        n = len(self.rate.window)
+        return (self.prior_batch_s * PLAN_UNITS + measured * n) / (PLAN_UNITS + n)
 
     def _epochs_left(self, expected: bool) -> float:
         left = max(0, self.epochs - self.epochs_done)
@@ -137,12 +150,14 @@ class StageCost:
         val_s = self.epoch_extra_s / self.extra_n if self.extra_n else self.prior_val_s
         epochs = self._epochs_left(expected)
         partial = max(0, self.done - self.epochs_done * self.batches)  # batches of the epoch under way
-        total = self.setup_left_s + max(0.0, epochs * self.batches - partial) * batch_s + epochs * val_s
+        # Before its first batch: the warm-up that batch will carry (first_ratio batches in one).
+        warm_up = (self.rate.first_ratio - 1.0) * batch_s if not self.rate and epochs > 0 else 0.0
+        total = self.setup_left_s + warm_up + max(0.0, epochs * self.batches - partial) * batch_s + epochs * val_s
         if self.state != "running" or self.last_tick is None:
             return total
         # The step under way since the last tick (a batch, a validation, feature extraction) counts
         # down with the clock, up to most of what it is expected to take.
-        step = self.setup_left_s if self.setup_left_s > 0 else max(batch_s, val_s)
+        step = self.setup_left_s if self.setup_left_s > 0 else max(batch_s + warm_up, val_s)
         return max(0.0, total - min(now - self.last_tick, 0.9 * step))
 
 

@@ -365,8 +365,9 @@ class Run(RunState):
         key = self.spec.base
         flip = self.spec.augment in ("standard", "strong")  # frozen features: the mirror is the one cheap view
         split, pre, device = self.train_split, self.pre, self.device
-        clock = FeatureClock(self.tracker, self.check, len(split) * (2 if flip else 1) + len(self.val_split),
-                             on_rate=self._expect_rates)
+        clock = FeatureClock(self.tracker, self.check, [len(split)] * (2 if flip else 1) + [len(self.val_split)],
+                             on_rate=self._expect_rates, expected_s=eta_plan.feature_image_s(
+                                 self.tracker, self.tracker.book, eta_plan.book_key(self.spec)))
         started = time.perf_counter()
         center = cached_features(key, self.model, head, split, pre, device, should_stop=clock)
         train = torch.cat([center, cached_features(key, self.model, head, split, pre, device, flip=True,

@@ -193,10 +193,16 @@ def workers_for(spec: TrainSpec, device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
+def drops_last_batch(train_images: int, spec: TrainSpec) -> bool:
+    """Whether an epoch leaves out its last, partial batch: not with frozen BatchNorm, which trains on
+    batches of any size (the ETA counts a partial batch at its images, trainer/progress/eta_plan.py)."""
+    return train_images > spec.batch_size and not spec.freeze_bn
+
+
 def train_loader(split: CachedSplit, spec: TrainSpec, pre: Preprocessing,
                  device: torch.device) -> DataLoader[Any] | DeviceCropLoader:
     assert split.train is not None
-    drop = len(split) > spec.batch_size and not spec.freeze_bn
+    drop = drops_last_batch(len(split), spec)
     if device.type == "cuda" and spec.augment in ("none", "light") and not isinstance(spec.num_workers, int):
         return DeviceCropLoader(split.train.to(device), split.labels.to(device), spec.batch_size, pre.crop,
                                 spec.augment == "light", torch.Generator(), drop)

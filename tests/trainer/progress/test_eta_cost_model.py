@@ -16,7 +16,7 @@ from trainer.progress.clocks import FeatureClock
 from trainer.progress.eta import CostBook
 from trainer.progress.stage_cost import RecentRate, pace, steps_left
 from trainer.progress.steps import reporting, step
-from trainer.progress.tracker import ProgressTracker
+from trainer.progress.tracker import PLAN_UNITS, ProgressTracker
 
 
 class FakeClock:
@@ -122,13 +122,48 @@ def test_the_feature_rate_is_read_off_the_batches_after_the_first(clock: FakeClo
     assert tracker.measured
 
 
-def test_the_fine_tune_step_is_the_books_ratio_times_this_runs_forward_pass(tmp_path: Path) -> None:
+def test_one_odd_feature_batch_moves_the_time_left_by_its_weight_against_the_plan(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan_training("probe", epochs=1, batches=1, patience=0)
+    tracker.start("probe")
+    feature_clock = FeatureClock(tracker, lambda: None, images=640, batch=64, expected_s=0.02)
+    feature_clock()
+    clock.advance(6.4)  # warm-up
+    feature_clock()
+    clock.advance(64 * 0.06)  # one batch three times the plan's rate
+    feature_clock()
+    weight = FeatureClock.PLAN_IMAGES
+    blended = (0.02 * weight + 0.06 * 64) / (weight + 64)
+    assert tracker.stages["probe"].setup_left_s == pytest.approx(blended * 512)
+    for _ in range(7):  # the plan's weight fades as the extraction measures more
+        clock.advance(64 * 0.03)
+        feature_clock()
+    assert FeatureClock.RECENT < 7  # the odd batch is out of the recent ones
+    assert tracker.stages["probe"].setup_left_s == pytest.approx((0.02 * weight + 0.03 * 512) / (weight + 512) * 64)
+
+
+def test_a_passs_partial_last_batch_counts_its_own_images(clock: FakeClock) -> None:
+    tracker = ProgressTracker(min_interval_s=0.0)
+    tracker.plan_training("probe", epochs=1, batches=1, patience=0)
+    tracker.start("probe")
+    feature_clock = FeatureClock(tracker, lambda: None, images=[100, 30], batch=64)  # train, then val
+    assert feature_clock.images == 130
+    for size in (64, 36, 30):  # each call starts a batch: 64 and 36 of train, then val's 30
+        feature_clock()
+        clock.advance(size * 0.01)
+    feature_clock()  # (extract calls before each batch only: here, to close the last one)
+    assert feature_clock.done == 130
+    assert feature_clock.rate() == pytest.approx(0.01)  # not 66 images' time spread over 128
+
+
+def test_the_fine_tune_step_is_the_books_ratio_at_its_batch_size_times_this_runs_forward_pass(
+        tmp_path: Path) -> None:
     book = CostBook(tmp_path / "book.json")
     work = eta_plan.Workload(train=100, val=20, test=0, batch_size=10, flip=False, images_stages=True)
     tracker = ProgressTracker()
     tracker.plan_training("finetune", epochs=3, batches=10, patience=0)
     tracker.yardstick_s = 0.05  # this run's timed forward pass (trainer/progress/unit_cost.py)
-    book.record("b@cpu", "train_ratio", 3.0)
+    book.record("b@cpu", "train_ratio_b10", 3.0)
     eta_plan.expect(tracker, work, book, "b@cpu", "trained")
     assert tracker.stages["finetune"].prior_batch_s == pytest.approx(3.0 * 0.05 * 10)
     assert tracker.stages["finetune"].prior_val_s == pytest.approx(20 * 0.05)
@@ -142,8 +177,33 @@ def test_the_fine_tune_step_is_the_books_ratio_times_this_runs_forward_pass(tmp_
     tracker.stages["export"].steps_done = {"trace": 4.0}
     tracker.unit_done(5.0)
     eta_plan.learn(tracker, work, book, "b@cpu")
-    assert book.get("b@cpu", "train_ratio") == pytest.approx(0.5 * 3.0 + 0.5 * (2.0 / 10 / 0.05))
-    assert book.get("b@cpu", "export_trace_s") == 4.0 and CostBook(tmp_path / "book.json").get("b@cpu", "train_s")
+    assert book.get("b@cpu", "train_ratio_b10") == pytest.approx(0.5 * 3.0 + 0.5 * (2.0 / 10 / 0.05))
+    assert book.get("b@cpu", "export_trace_s") == 4.0
+    assert CostBook(tmp_path / "book.json").get("b@cpu", "train_ratio_b10")  # kept on disk for the next job
+
+
+def test_a_step_per_image_costs_more_in_bigger_batches_and_a_partial_batch_counts_its_images(
+        tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "book.json")
+    prior = eta_plan.prior_train_ratio
+    assert prior(1) == prior(4) and prior(16) < prior(24) < prior(32) < prior(512) == prior(64)
+    assert prior(16) == dict(eta_plan.PRIOR_TRAIN_RATIO)[16]
+    # No job measured it: the prior; another batch size measured: that level, the prior's shape.
+    assert eta_plan.train_ratio(book, "b@cpu", 32) == prior(32)
+    book.record("b@cpu", "train_ratio_b16", 2.0)
+    assert eta_plan.train_ratio(book, "b@cpu", 16) == 2.0
+    assert eta_plan.train_ratio(book, "b@cpu", 32) == pytest.approx(2.0 * prior(32) / prior(16))
+    # 40 photos at batch 16 with frozen BatchNorm: batches of 16, 16 and 8, planned at their images.
+    work = eta_plan.Workload(train=40, val=8, test=0, batch_size=16, flip=False, images_stages=True)
+    assert work.batch_images() == pytest.approx(40 / 3)
+    tracker = ProgressTracker()
+    tracker.plan_training("finetune", epochs=2, batches=3, patience=0)
+    tracker.yardstick_s = 0.01
+    eta_plan.expect(tracker, work, book, "b@cpu", "trained")
+    assert tracker.stages["finetune"].prior_batch_s == pytest.approx(2.0 * 0.01 * 40 / 3)
+    dropping = eta_plan.Workload(train=40, val=8, test=0, batch_size=16, flip=False, images_stages=True,
+                                 drop_last=True)
+    assert dropping.batch_images() == 16
 
 
 def test_a_whole_job_is_never_null_after_its_first_batch_and_never_moves_back(clock: FakeClock) -> None:
@@ -235,28 +295,43 @@ def test_a_first_jobs_probe_expects_a_probes_usual_epochs_at_a_share_of_its_forw
     assert tracker.remaining() < 0.5 * tracker.remaining(expected=False)  # not all 60 planned epochs
 
 
-def test_a_fine_tuning_stages_first_batch_stands_for_the_later_ones_at_the_books_warm_up_ratio(
+def test_a_fine_tuning_stages_first_batch_bounds_the_later_ones_at_the_books_warm_up_ratio(
         tmp_path: Path) -> None:
     book = CostBook(tmp_path / "book.json")
     work = eta_plan.Workload(train=40, val=10, test=0, batch_size=10, flip=False, images_stages=True)
 
-    def first_batch_alone(book: CostBook) -> ProgressTracker:
+    def first_batch_alone(book: CostBook, first_s: float) -> ProgressTracker:
         tracker = ProgressTracker()
         tracker.plan_training("finetune", epochs=3, batches=4, patience=0)
         tracker.yardstick_s = 0.05
         eta_plan.expect(tracker, work, book, "b@cpu", "trained")
         tracker.start("finetune")
-        tracker.unit_done(3.6)  # the first batch: its backward pass sets up kernels and buffers
+        tracker.unit_done(first_s)  # the first batch: its backward pass sets up kernels and buffers
         return tracker
 
-    tracker = first_batch_alone(book)  # no earlier job: the prior ratio
-    assert tracker.stages["finetune"].unit_s() == pytest.approx(3.6 / eta_plan.PRIOR_FIRST_BATCH_RATIO)
+    planned = eta_plan.prior_train_ratio(10) * 0.05 * 10
+    # Before the first batch the plan counts its warm-up: first_ratio batches in one.
+    tracker = ProgressTracker()
+    tracker.plan_training("finetune", epochs=3, batches=4, patience=0)
+    tracker.yardstick_s = 0.05
+    eta_plan.expect(tracker, work, book, "b@cpu", "trained")
+    assert tracker.stages["finetune"].remaining_s(time.perf_counter()) == pytest.approx(
+        (12 + eta_plan.PRIOR_FIRST_BATCH_RATIO - 1) * planned + 3 * 10 * 0.05)
+    # A first batch slower than the plan's warm-up: at most the plan (it only bounds the later ones).
+    slow = first_batch_alone(book, 4 * eta_plan.PRIOR_FIRST_BATCH_RATIO * planned)
+    assert slow.stages["finetune"].unit_s() == pytest.approx(planned)
+    # One faster than the plan: the first over the prior ratio.
+    fast = first_batch_alone(book, 0.5 * planned)
+    assert fast.stages["finetune"].unit_s() == pytest.approx(0.5 * planned / eta_plan.PRIOR_FIRST_BATCH_RATIO)
     for _ in range(3):
-        tracker.unit_done(1.2)
-    assert tracker.stages["finetune"].unit_s() == pytest.approx(1.2)  # measured: the warm-up left out
-    eta_plan.learn(tracker, work, book, "b@cpu")
-    assert book.get("b@cpu", "finetune_first_ratio") == pytest.approx(3.0)
-    assert first_batch_alone(book).stages["finetune"].unit_s() == pytest.approx(1.2)  # the next job's
+        fast.unit_done(1.2)
+    # Measured: the warm-up left out, the plan weighing as PLAN_UNITS more batches.
+    assert fast.stages["finetune"].measured_unit_s() == pytest.approx(1.2)
+    assert fast.stages["finetune"].unit_s() == pytest.approx((PLAN_UNITS * planned + 3 * 1.2) / (PLAN_UNITS + 3))
+    eta_plan.learn(fast, work, book, "b@cpu")
+    assert book.get("b@cpu", "finetune_first_ratio") == pytest.approx(max(1.0, 0.5 * planned / 1.2))
+    book.costs["b@cpu"]["finetune_first_ratio"] = 3.0
+    assert first_batch_alone(book, 0.3).stages["finetune"].unit_s() == pytest.approx(0.1)  # the next job's ratio
 
 
 def test_export_steps_never_timed_take_their_prior_share_of_those_that_were(tmp_path: Path) -> None:
