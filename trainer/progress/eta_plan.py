@@ -2,28 +2,24 @@
 
 Every cost is expressed in measured units where one exists: a training step is a number of forward
 passes per image that depends on the batch size (``PRIOR_TRAIN_RATIO``), validation and calibration
-are forward passes over their images, the promotion gate's evaluation is seconds per held-out image; all of them per image of the backbone's forward
-pass, which the run measures in its first seconds (the probe's feature extraction) or an earlier
-job on the backbone left in the book (trainer/progress/eta.py). After a run, :func:`learn` writes what it
-measured back to the book.
+are forward passes over their images, the promotion gate's evaluation is seconds per held-out image;
+all of them per image of the backbone's forward pass, which the run measures in its first seconds
+(the probe's feature extraction) or an earlier job on the backbone left in the book
+(trainer/progress/eta.py). After a run, :func:`learn` writes what it measured back to the book.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainer.calibrate.ood import MAX_BANK
 from trainer.progress.eta import CostBook
+from trainer.progress.stage import PRIOR_STAGE_S
 from trainer.progress.stage_cost import EXPORT_PRIOR_FORWARD_S, EXPORT_PRIOR_S, EXPORT_STEPS, speed_factor
-from trainer.progress.tracker import (
-    PRIOR_DECODE_S,
-    PRIOR_FORWARD_S,
-    PRIOR_STAGE_S,
-    ProgressTracker,
-    progress_name,
-)
+from trainer.progress.tracker import PRIOR_DECODE_S, PRIOR_FORWARD_S, ProgressTracker, progress_name
 
 if TYPE_CHECKING:
     from trainer.run.stages import Stage
@@ -35,7 +31,9 @@ PROBE_STEP_FORWARDS = 0.3
 PRIOR_PROBE_EPOCHS = 15.0
 LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
 MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
-PRIOR_FEATURE_RATIO = 1.9  # a feature-extraction image against the yardstick's: 1.3-1.6 on a busy AVX2 2-core EPYC, 2.3-2.5 on a quiet VNNI one
+# A feature-extraction image against the yardstick's: 1.3-1.6 on a busy AVX2 2-core EPYC, 2.3-2.5 on a
+# quiet VNNI one (the extraction's batches of 64 spill caches the yardstick's 4 images fit in).
+PRIOR_FEATURE_RATIO = 1.9
 # A fine-tuning stage's first batch against its later ones (the first backward pass sets up its
 # kernels and buffers): measured 1.9-2.0 at batch 16 and 32 on one 2-core CPU, 2.0-2.6 on the random
 # batches of a timing script and 3.5-3.6 in jobs on another. Taken at face value, the first batch alone
@@ -83,7 +81,7 @@ def prior_train_ratio(batch_size: int) -> float:
     points = PRIOR_TRAIN_RATIO
     if batch_size <= points[0][0]:
         return points[0][1]
-    for (b0, r0), (b1, r1) in zip(points, points[1:], strict=False):
+    for (b0, r0), (b1, r1) in itertools.pairwise(points):
         if batch_size <= b1:
             t = math.log2(batch_size / b0) / math.log2(b1 / b0)
             return r0 + t * (r1 - r0)

@@ -14,9 +14,10 @@ import pytest
 from trainer.progress import eta_plan
 from trainer.progress.clocks import FeatureClock
 from trainer.progress.eta import CostBook
+from trainer.progress.stage import PLAN_UNITS
 from trainer.progress.stage_cost import RecentRate, pace, steps_left
 from trainer.progress.steps import reporting, step
-from trainer.progress.tracker import PLAN_UNITS, ProgressTracker
+from trainer.progress.tracker import ProgressTracker
 
 
 class FakeClock:
