@@ -58,7 +58,8 @@ class Settings(BaseSettings):
                                 "(on CPU lanes a single image is decoded by its lane); 0 = one per core")
     # No fork-join between cores: each lane is one thread of its own session.
     cpu_lanes: int = Field(default=0, description="CPU: batches that may run side by side under load, one thread each; "
-                           "a request that arrives alone still gets every core. 0 = one lane per core; 1 = off")
+                           "a request that arrives alone still gets every core. 0 = one lane per core and one more "
+                           "(where there are several cores); 1 = off")
     # Several workers on one machine: their thread pools would fight over the same cores.
     train_threads: int = Field(default=0, description="torch threads per worker; 0 = torch's default (one per core). "
                                "Set cores / workers when several workers share a machine")

@@ -23,6 +23,7 @@ from core.settings import Settings
 from models import Registry
 from models.manifest import Preprocessing
 from service.http.app import create_app
+from service.inference import onnx_session
 from service.inference.batch_sizes import BatchSettings
 from service.inference.batching import Batcher, QueueFull
 from service.inference.onnx_session import OnnxEngine, session_options
@@ -336,6 +337,17 @@ def test_batching_off_gives_the_same_results_on_the_real_model(bootstrapped_home
         assert batcher.batches_run == (1 if size == 8 else 6)
     np.testing.assert_allclose(outputs[8], outputs[1], rtol=1e-4, atol=1e-4)
     assert (outputs[8].argmax(1) == outputs[1].argmax(1)).all()
+
+
+@pytest.mark.parametrize(("cores", "lanes"), [(1, 1), (2, 3), (16, 17)])
+def test_by_default_a_cpu_has_one_lane_more_than_its_cores(monkeypatch: pytest.MonkeyPatch, cores: int,
+                                                           lanes: int) -> None:
+    """The extra lane takes the core a lane leaves idle while it waits for the GIL or its next request;
+    one core keeps one lane (decoding then goes to the pool), and the setting still wins."""
+    monkeypatch.setattr(onnx_session, "cpu_cores", lambda: cores)
+    assert onnx_session.cpu_lanes(Settings(device="cpu"), onnx_session.CPU) == lanes
+    assert onnx_session.cpu_lanes(Settings(device="cpu", cpu_lanes=2), onnx_session.CPU) == 2
+    assert onnx_session.cpu_lanes(Settings(device="cpu"), onnx_session.CUDA) == 1
 
 
 def test_lane_session_matches_the_all_cores_session_on_real_photos(bootstrapped_home: Path,
