@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 # epochs the probe runs before early stopping (13 of 60 in each of this bench's CIFAR-10 jobs).
 PROBE_STEP_FORWARDS = 0.3
 PRIOR_PROBE_EPOCHS = 15.0
+# Bootstrap's yardstick (trainer/publish/bootstrap.py), for a home's first job until it times its own:
+# jobs read 1.3-1.8x bootstrap's on the same machine (a fresh process, nothing else loaded), and a
+# prior leans slow. The priors' 0.08 s had been 6x this machine's: a first job's fraction read 0.06 at
+# 20 % of its time.
+BOOTSTRAP_FORWARD, BOOTSTRAP_FORWARD_MARGIN = "bootstrap_forward_s", 1.8
 LR_RANGE_STEPS_S = 1.0  # the LR range test on cached features (a few hundred head steps)
 MODEL_LOAD_S = 2.0  # building the backbone and loading its weights
 # A feature-extraction image against the yardstick's: 1.3-1.6 on a busy AVX2 2-core EPYC, 2.3-2.5 on a
@@ -116,8 +121,12 @@ def book_key(spec: Any) -> str:
 
 def forward_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:
     """The yardstick forward pass per image (trainer/progress/unit_cost.py): this run's as it would time
-    now, else an earlier job's on the backbone, else the prior."""
-    return tracker.speed_now() or book.get(key, "forward_s") or PRIOR_FORWARD_S
+    now, else an earlier job's on the backbone, else bootstrap's with a margin, else the prior."""
+    measured = tracker.speed_now() or book.get(key, "forward_s")
+    if measured is not None:
+        return measured
+    boot = book.get(key, BOOTSTRAP_FORWARD)
+    return BOOTSTRAP_FORWARD_MARGIN * boot if boot is not None else PRIOR_FORWARD_S
 
 
 def feature_image_s(tracker: ProgressTracker, book: CostBook, key: str) -> float:

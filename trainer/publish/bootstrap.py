@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ from models.meaning import PRETRAINED_MODEL
 from trainer.backbones import DEFAULT_BACKBONE, create_backbone, imagenet_labels
 from trainer.calibrate.ood import DEFAULT_RECALL, OodScorer, WithScore, normalise, threshold_at_recall
 from trainer.data.transforms import EvalPreset
+from trainer.progress import unit_cost
 from trainer.progress.eta import COST_BOOK, CostBook
-from trainer.progress.eta_plan import learn_publishing
+from trainer.progress.eta_plan import BOOTSTRAP_FORWARD, learn_publishing
 from trainer.progress.tracker import PUBLISH_STAGES, ProgressTracker
 from trainer.publish.export import export_onnx
 from trainer.publish.publisher import Request, publish
@@ -91,6 +92,8 @@ class Pretrained:
 
     check_images: Path | None = None
     variants: bool = False
+    # What registering it measured on the way, for the ETA's cost book (learn_costs).
+    timings: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
     pretrained = True
     data = None  # no dataset to judge it on: its export is checked against torch instead
 
@@ -110,6 +113,7 @@ class Pretrained:
     def register(self, registry: Registry, name: str, source: dict[str, Any], settings: Settings) -> VersionInfo:
         backbone = create_backbone(DEFAULT_BACKBONE)
         pre = backbone.preprocessing
+        self.timings["forward_s"] = unit_cost.forward_s(backbone.model, pre.crop, torch.device("cpu"))
         batch = real = check_batch_from(self.check_images, EvalPreset(pre))
         if batch is None:
             # The normal case for `tuneserve bootstrap`: said, not warned about.
@@ -156,17 +160,21 @@ def bootstrap(registry: Registry, settings: Settings, check_images: Path | None 
         return active
     tracker = ProgressTracker()  # publishing timed as a job's is: the first job's ETA starts from it
     tracker.plan([(name, 1) for name in PUBLISH_STAGES])
-    out = publish(Pretrained(check_images, variants), registry, Request(DEFAULT_MODEL, "bootstrap"), settings,
-                  tracker=tracker)
-    learn_costs(tracker, settings)
+    source = Pretrained(check_images, variants)
+    out = publish(source, registry, Request(DEFAULT_MODEL, "bootstrap"), settings, tracker=tracker)
+    learn_costs(tracker, settings, source.timings.get("forward_s"))
     return int(out["version"])
 
 
-def learn_costs(tracker: ProgressTracker, settings: Settings) -> None:
+def learn_costs(tracker: ProgressTracker, settings: Settings, forward_s: float | None = None) -> None:
     """Put what bootstrap's publishing cost into the ETA's cost book (trainer/progress/eta.py): its export
     is the one a job on the default backbone runs at its end. Without it a first job expects the export
     at a prior, which on a fast CPU was twice the time it took (docs/benchmarks.md, "ETA and progress
-    against the clock"). No forward pass is recorded beside it: bootstrap's yardstick read 0.012 s where
-    the jobs after it read 0.016-0.022 s on the same machine, and the export would have been expected
-    slower by the square root of that (trainer/progress/stage_cost.py, speed_factor)."""
-    learn_publishing(tracker, CostBook(settings.work_dir / COST_BOOK), f"{DEFAULT_BACKBONE}@cpu", held_out=0)
+    against the clock"). Its yardstick forward pass goes in apart (``BOOTSTRAP_FORWARD``), not as a job's:
+    it read 0.012 s where the jobs after it read 0.016-0.022 s on the same machine, and the export would
+    have been expected slower by the square root of that (trainer/progress/stage_cost.py, speed_factor).
+    A first job only uses it for its first seconds, before its own yardstick is timed."""
+    book, key = CostBook(settings.work_dir / COST_BOOK), f"{DEFAULT_BACKBONE}@cpu"
+    learn_publishing(tracker, book, key, held_out=0)
+    if forward_s is not None:
+        book.record(key, BOOTSTRAP_FORWARD, forward_s)

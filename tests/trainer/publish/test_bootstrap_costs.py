@@ -19,6 +19,14 @@ def test_bootstrap_seeds_the_cost_book_and_a_first_job_expects_its_export(bootst
     assert 0 < check < trace and 0 < register < trace  # the trace is most of an export
     assert book.get(key, "evaluate_s") is None  # bootstrap runs no gate: nothing to learn of one
     assert book.get(key, "forward_s") is None  # see trainer/publish/bootstrap.py learn_costs
+    boot = book.get(key, eta_plan.BOOTSTRAP_FORWARD)
+    assert boot is not None and 0 < boot < 1.0  # its yardstick: seconds per image of a forward pass
+
+    # A first job before it times its own yardstick: bootstrap's with the margin, not the prior.
+    early = ProgressTracker()
+    assert eta_plan.forward_s(early, book, key) == pytest.approx(eta_plan.BOOTSTRAP_FORWARD_MARGIN * boot)
+    early.yardstick_s = 0.03
+    assert eta_plan.forward_s(early, book, key) == 0.03  # then its own
 
     work = eta_plan.Workload(train=40, val=10, test=10, batch_size=16, flip=False, images_stages=False)
     tracker = ProgressTracker()
