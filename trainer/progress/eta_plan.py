@@ -48,9 +48,10 @@ PRIOR_FIRST_BATCH_RATIO = 2.5
 # A fine-tuning step per image, in yardstick forward passes (4 images), by batch size: forward,
 # backward and update cost more per image in bigger batches (memory traffic; the forward pass alone
 # measured 1.0, 1.22, 1.57, 1.79 yardsticks at 4, 16, 32, 64 images). Measured on a 2-core EPYC
-# (EfficientNet-Lite0, 224 px, a timing script): 3.43 at 16, 4.52 at 32; jobs there 3.4-3.5 at 16 and
-# 4.5-4.9 at 32 once partial batches were counted at their images; the ends are 2.85 forward passes
-# of a batch that size. Between them: interpolated on log2 of the batch size.
+# (EfficientNet-Lite0, 224 px, a timing script): 3.43 at 16, 4.52 at 32; jobs there 2.0-3.5 at 16 and
+# 4.5-4.9 at 32 once partial batches were counted at their images (a job's own yardstick read
+# 0.014-0.021 s while its steps cost the same); the ends are 2.85 forward passes of a batch that size.
+# Between them: interpolated on log2 of the batch size.
 PRIOR_TRAIN_RATIO = ((4, 2.85), (16, 3.45), (32, 4.5), (64, 5.1))
 
 
@@ -105,7 +106,8 @@ def train_ratio(book: CostBook, key: str, batch_size: int) -> float:
     if not sizes:
         return prior_train_ratio(batch_size)
     near = min(sizes, key=lambda b: (abs(math.log2(b / batch_size)), b))
-    return book.get(key, train_ratio_key(near)) * prior_train_ratio(batch_size) / prior_train_ratio(near)  # type: ignore[operator]
+    there = book.get(key, train_ratio_key(near)) or prior_train_ratio(near)
+    return there * prior_train_ratio(batch_size) / prior_train_ratio(near)
 
 
 def train_ratio_key(batch_size: int) -> str:
