@@ -56,17 +56,16 @@ class FeatureClock:
     RECENT = 4  # batches the time left is read off
     PLAN_IMAGES = 64  # the plan's rate weighs as much as this many measured images
 
-    def __init__(self, tracker: ProgressTracker, check: Callable[[], None], images: int | list[int],
+    def __init__(self, tracker: ProgressTracker, check: Callable[[], None], passes: list[int],
                  batch: int = 64, on_rate: Callable[[], None] | None = None,
                  expected_s: float | None = None) -> None:
-        """``images``: the extraction's size, or the sizes of its passes in order (train, mirrored train,
-        val): then a pass's last, partial batch counts its own images, not a full batch's (counted full,
-        a 24-image batch read as a third of its time per image and made the extraction's last rate, and
-        the forward pass the next job expects, 30 % too fast)."""
-        passes = images if isinstance(images, list) else None
+        """``passes``: the extraction's passes' sizes in order (train, mirrored train, val), so that a pass's
+        last, partial batch counts its own images, not a full batch's (counted full, a 24-image batch read
+        as a third of its time per image and made the extraction's last rate, and the forward pass the
+        next job expects, 30 % too fast)."""
         self.tracker, self.check, self.batch = tracker, check, batch
-        self.images = sum(passes) if passes is not None else int(images)  # type: ignore[arg-type]
-        self.sizes = [min(batch, n - at) for n in passes for at in range(0, n, batch)] if passes else []
+        self.images = sum(passes)
+        self.sizes = [min(batch, n - at) for n in passes for at in range(0, n, batch)]
         self.expected_s = expected_s
         self.on_rate = on_rate  # told when the machine's speed is measured anew (the stages to come follow it)
         self.marks: list[tuple[float, int]] = []  # (perf_counter, images done) at each batch boundary

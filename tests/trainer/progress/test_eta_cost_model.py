@@ -109,7 +109,7 @@ def test_the_feature_rate_is_read_off_the_batches_after_the_first(clock: FakeClo
     tracker = ProgressTracker(min_interval_s=0.0)
     tracker.plan_training("probe", epochs=1, batches=1, patience=0)
     tracker.start("probe")
-    feature_clock = FeatureClock(tracker, lambda: None, images=640, batch=64)
+    feature_clock = FeatureClock(tracker, lambda: None, passes=[640], batch=64)
     feature_clock()  # the first batch starts
     clock.advance(6.4)  # warm-up: 0.1 s an image
     feature_clock()
@@ -127,7 +127,7 @@ def test_one_odd_feature_batch_moves_the_time_left_by_its_weight_against_the_pla
     tracker = ProgressTracker(min_interval_s=0.0)
     tracker.plan_training("probe", epochs=1, batches=1, patience=0)
     tracker.start("probe")
-    feature_clock = FeatureClock(tracker, lambda: None, images=640, batch=64, expected_s=0.02)
+    feature_clock = FeatureClock(tracker, lambda: None, passes=[640], batch=64, expected_s=0.02)
     feature_clock()
     clock.advance(6.4)  # warm-up
     feature_clock()
@@ -147,7 +147,7 @@ def test_a_passs_partial_last_batch_counts_its_own_images(clock: FakeClock) -> N
     tracker = ProgressTracker(min_interval_s=0.0)
     tracker.plan_training("probe", epochs=1, batches=1, patience=0)
     tracker.start("probe")
-    feature_clock = FeatureClock(tracker, lambda: None, images=[100, 30], batch=64)  # train, then val
+    feature_clock = FeatureClock(tracker, lambda: None, passes=[100, 30], batch=64)  # train, then val
     assert feature_clock.images == 130
     for size in (64, 36, 30):  # each call starts a batch: 64 and 36 of train, then val's 30
         feature_clock()
