@@ -10,8 +10,9 @@ An external server is used only when the user names it: ``TUNESERVE_TEST_REDIS_U
 databases 1-15 the tests may write to) and ``TUNESERVE_TEST_DATABASE_URL`` (a PostgreSQL database in which the
 tests may create and drop schemas).
 
-Object storage is moto's server mode (``moto.server``, the ``moto[server]`` dev extra) on a free loopback port:
-a real S3 API over HTTP that the code under test reaches through unpatched boto3, one bucket per test.
+Object storage is moto's server mode (the ``moto[server]`` dev extra; ``tests/moto_serial.py`` runs it one
+request at a time, so its conditional puts are atomic as S3's are) on a free loopback port: a real S3 API over
+HTTP that the code under test reaches through unpatched boto3, one bucket per test.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class _PrivateS3:
             port = free_port()
             with (self.dir / "moto.log").open("ab") as logfile:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                    [sys.executable, str(Path(__file__).with_name("moto_serial.py")), "127.0.0.1", str(port)],
                     stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, preexec_fn=orphan_guard)
             self.endpoint = f"http://127.0.0.1:{port}"
             if self._wait_ready(30.0):
