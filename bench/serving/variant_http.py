@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         for c in levels:
             for _ in range(2):
                 for name, server in servers.items():
-                    before = cpu_seconds(server.proc.pid)
+                    before, client_before = cpu_seconds(server.proc.pid), time.process_time()
                     res = load_test(server.port, reqs, c, duration_s=opts.duration, max_requests=20_000).summary()
+                    answered = max(1, int(res["requests"]))
                     # Whether the gap is the engine or the rest: the server's CPU per answered image (the
                     # load generator, on the same cores, is not in it).
                     res["server_cpu_ms_per_image"] = round(
-                        (cpu_seconds(server.proc.pid) - before) * 1000 / max(1, int(res["requests"])), 2)
+                        (cpu_seconds(server.proc.pid) - before) * 1000 / answered, 2)
+                    # The load generator's own share of the two cores (it includes its warm-up requests).
+                    res["client_cpu_ms_per_image"] = round((time.process_time() - client_before) * 1000 / answered, 2)
                     runs[name][c].append(res)
                     log.info("%s c=%d: %s", name, c, res)
     finally:
@@ -149,8 +153,8 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
              f"one image per request, {duration:g} s per measurement, fp32 and int8 servers alternating "
              "(two rounds each; the cells show round 1/round 2, the ratio uses their means).", "",
              "| concurrency | fp32 images/s | int8 images/s | int8/fp32 | fp32 p50 ms | int8 p50 ms "
-             "| server CPU ms/image fp32 | int8 | fp32/int8 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| server CPU ms/image fp32 | int8 | fp32/int8 | load generator CPU ms/image fp32 | int8 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in levels:
         f_ips = "/".join(str(r["images_per_s"]) for r in runs["fp32"][c])
         i_ips = "/".join(str(r["images_per_s"]) for r in runs["int8"][c])
@@ -160,7 +164,10 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
         f_cpu = "/".join(str(r["server_cpu_ms_per_image"]) for r in runs["fp32"][c])
         i_cpu = "/".join(str(r["server_cpu_ms_per_image"]) for r in runs["int8"][c])
         cpu = mean("fp32", c, "server_cpu_ms_per_image") / mean("int8", c, "server_cpu_ms_per_image")
-        lines.append(f"| {c} | {f_ips} | {i_ips} | {ratio:.2f}x | {f_p50} | {i_p50} | {f_cpu} | {i_cpu} | {cpu:.2f}x |")
+        f_gen = "/".join(str(r.get("client_cpu_ms_per_image", "-")) for r in runs["fp32"][c])
+        i_gen = "/".join(str(r.get("client_cpu_ms_per_image", "-")) for r in runs["int8"][c])
+        lines.append(f"| {c} | {f_ips} | {i_ips} | {ratio:.2f}x | {f_p50} | {i_p50} | {f_cpu} | {i_cpu} | {cpu:.2f}x "
+                     f"| {f_gen} | {i_gen} |")
     if 8 in levels:
         c8 = mean("int8", 8, "images_per_s") / mean("fp32", 8, "images_per_s")
         met = c8 >= 1.5 and agreement >= 0.99
@@ -170,7 +177,10 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
     lines += ["", "Server CPU ms/image: the server process's user + system CPU over the measurement (every thread: "
               "the event loop, decoding, inference) per answered image; the load generator, on the same cores, is "
               "not in it. Where the server keeps both cores busy, the throughput ratio tends to the CPU ratio; "
-              "the work outside the network (decoding, resizing, HTTP) is the same for both and caps it."]
+              "the work outside the network (decoding, resizing, HTTP) is the same for both and caps it. "
+              "Load generator CPU ms/image: this process's CPU (bench/loadgen.py, uvloop) per answered image, "
+              "taken from the same two cores: at c8, throughput is about 2 cores / (server + load generator CPU "
+              "per image)."]
     lines += ["", f"Top-1 agreement int8 vs fp32 over HTTP on the {n} photos: {agreement:.4f}. The default "
               f"`TUNESERVE_VARIANT=auto` chose {auto} (when that is fp32, the int8 rows ran with "
               "`TUNESERVE_VARIANT=int8`). A version whose int8 failed its gate, has none, or ran slower than "
