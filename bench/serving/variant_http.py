@@ -155,19 +155,18 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
              "| concurrency | fp32 images/s | int8 images/s | int8/fp32 | fp32 p50 ms | int8 p50 ms "
              "| server CPU ms/image fp32 | int8 | fp32/int8 | load generator CPU ms/image fp32 | int8 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    def rounds(name: str, c: int, key: str) -> str:  # the cell: round 1/round 2
+        return "/".join(str(r[key]) for r in runs[name][c])
+
     for c in levels:
-        f_ips = "/".join(str(r["images_per_s"]) for r in runs["fp32"][c])
-        i_ips = "/".join(str(r["images_per_s"]) for r in runs["int8"][c])
-        f_p50 = "/".join(str(r["p50_ms"]) for r in runs["fp32"][c])
-        i_p50 = "/".join(str(r["p50_ms"]) for r in runs["int8"][c])
         ratio = mean("int8", c, "images_per_s") / mean("fp32", c, "images_per_s")
-        f_cpu = "/".join(str(r["server_cpu_ms_per_image"]) for r in runs["fp32"][c])
-        i_cpu = "/".join(str(r["server_cpu_ms_per_image"]) for r in runs["int8"][c])
         cpu = mean("fp32", c, "server_cpu_ms_per_image") / mean("int8", c, "server_cpu_ms_per_image")
-        f_gen = "/".join(str(r.get("client_cpu_ms_per_image", "-")) for r in runs["fp32"][c])
-        i_gen = "/".join(str(r.get("client_cpu_ms_per_image", "-")) for r in runs["int8"][c])
-        lines.append(f"| {c} | {f_ips} | {i_ips} | {ratio:.2f}x | {f_p50} | {i_p50} | {f_cpu} | {i_cpu} | {cpu:.2f}x "
-                     f"| {f_gen} | {i_gen} |")
+        cells = [rounds("fp32", c, "images_per_s"), rounds("int8", c, "images_per_s"), f"{ratio:.2f}x",
+                 rounds("fp32", c, "p50_ms"), rounds("int8", c, "p50_ms"),
+                 rounds("fp32", c, "server_cpu_ms_per_image"), rounds("int8", c, "server_cpu_ms_per_image"),
+                 f"{cpu:.2f}x", rounds("fp32", c, "client_cpu_ms_per_image"),
+                 rounds("int8", c, "client_cpu_ms_per_image")]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
     if 8 in levels:
         c8 = mean("int8", 8, "images_per_s") / mean("fp32", 8, "images_per_s")
         met = c8 >= 1.5 and agreement >= 0.99
