@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from bench.procs import peak_rss_mib
 from bench.serving.serve import Server, ensure_home, free_port, load_jpegs
 
 log = logging.getLogger("bench.serving.hostile")
@@ -31,13 +32,6 @@ def png(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), (255, 255, 255)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def timed(http: httpx.Client, **kwargs: object) -> tuple[int, float]:
@@ -62,12 +56,12 @@ def main() -> int:
             photo = load_jpegs(1)[0]
             for _ in range(3):  # warm: the first predictions build the batcher's buffers
                 timed(http, content=photo, headers={"Content-Type": "image/jpeg"})
-            before = peak_rss_mb(server.proc.pid)
+            before = peak_rss_mib(server.proc.pid)
             rows.append(("baseline (3 predicts of a real photo)", 200, 0.0, before, 0.0))
             for width, height in ((20000, 1), (1, 20000), (8000, 1)):
                 body = png(width, height)
                 status, seconds = timed(http, content=body, headers={"Content-Type": "image/png"})
-                peak = peak_rss_mb(server.proc.pid)
+                peak = peak_rss_mib(server.proc.pid)
                 rows.append((f"{width}x{height} PNG ({len(body)} bytes)", status, seconds, peak, peak - before))
                 before = peak
             if opts.many:
@@ -80,7 +74,7 @@ def main() -> int:
                 thread.start()
                 status, seconds = timed(http, files=files)
                 thread.join()
-                peak = peak_rss_mb(server.proc.pid)
+                peak = peak_rss_mib(server.proc.pid)
                 rows.append((f"64 x 6300x6300 PNG ({64 * len(blank)} bytes)", status, seconds, peak, peak - before))
                 rows.append(("single predict sent 0.5 s into it", single[0][0], single[0][1], peak, 0.0))
     finally:

@@ -27,18 +27,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.docs import write_section  # noqa: E402
+from bench.procs import rss_mib  # noqa: E402
 from tests.integration.procs import Server, base_env, private_broker  # noqa: E402
 from tests.photos import IMAGENET_SAMPLES  # noqa: E402
 
 SECTION = "## Slow and greedy clients"
 PREDICT = b"POST /v1/models/imagenet/predict HTTP/1.1\r\nHost: b\r\nContent-Type: image/jpeg\r\n"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def closed_after(sock: socket.socket, limit: float) -> float:

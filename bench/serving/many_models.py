@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.docs import write_section  # noqa: E402
+from bench.procs import rss_mib  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from models import Registry  # noqa: E402
 from models.manifest import Manifest, Preprocessing  # noqa: E402
@@ -85,13 +86,6 @@ def photo() -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(out, "JPEG")
     return out.getvalue()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def ask(api: Server, model: str, image: bytes) -> float:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.data import shared_data  # noqa: E402
 from bench.docs import write_section  # noqa: E402
+from bench.procs import rss_mib  # noqa: E402
 from models import Registry  # noqa: E402
 from tests.integration.procs import Server, base_env, upload, wait_for, zip_folder  # noqa: E402
 from transport.embedded_redis import discover  # noqa: E402
@@ -38,13 +39,6 @@ from transport.promotions import announce_promotion  # noqa: E402
 SECTION = "## Jobs and hot-swap"
 COMMAND = "flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.swap --write"
 SWAPS = 20
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def serving(api: Server, model: str) -> int | None:
