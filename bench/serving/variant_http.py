@@ -8,7 +8,9 @@ it passed its gate and runs faster here, checked through ``GET /v1/models/imagen
 fp32 because int8 is not faster on this CPU, the int8 server is started with ``TUNESERVE_VARIANT=int8``).
 Load alternates between them (fp32, int8, fp32, int8) at each concurrency so both see the same
 moments of a shared machine; top-1 agreement is measured over HTTP on the hymenoptera val photos
-(never seen by the calibration).
+(never seen by the calibration). With the servers stopped, both files are timed alone as a CPU lane
+runs them: the engine's ratio, and the server's CPU outside it, bound what HTTP can show on this CPU
+(the "ceiling" line).
 
     flock /tmp/tuneserve-bench.lock .venv/bin/python -m bench.serving.variant_http --write-docs
 """
