@@ -39,6 +39,7 @@ from bench.serving.serve import Server, ensure_home, free_port, load_jpegs, uvic
 
 SECTION = "## int8 on CPU by default, end to end"
 PATH = "/v1/models/imagenet/predict?top_k=1"
+ENGINE_BATCH, ENGINE_RUNS = 3, 9  # at c8 a lane's batches hold 2-3 images
 log = logging.getLogger("bench.serving.variant_http")
 
 
@@ -72,9 +73,9 @@ def add_int8_version(home: Path) -> int:
                                  extra_files=extra, activate=True).version
 
 
-def engine_ms(files: dict[str, Path], crop: int, batch: int = 3, runs: int = 9) -> dict[str, float]:
+def engine_ms(files: dict[str, Path], crop: int) -> dict[str, float]:
     """CPU ms per image of each model file alone, as a CPU lane runs it (the service's session options,
-    one thread; at c8 a lane's batches hold 2-3 images): the median of ``runs`` interleaved runs."""
+    one thread): the median of ENGINE_RUNS interleaved runs of ENGINE_BATCH images."""
     import onnxruntime as ort
 
     from core.settings import Settings
@@ -82,14 +83,14 @@ def engine_ms(files: dict[str, Path], crop: int, batch: int = 3, runs: int = 9) 
 
     opts = session_options(Settings(device="cpu"), threads=1)
     sessions = {name: ort.InferenceSession(str(path), opts, providers=[CPU]) for name, path in files.items()}
-    image = np.random.default_rng(0).random((batch, 3, crop, crop), dtype=np.float32)
+    image = np.random.default_rng(0).random((ENGINE_BATCH, 3, crop, crop), dtype=np.float32)
     times: dict[str, list[float]] = {name: [] for name in files}
-    for k in range(runs + 1):
+    for k in range(ENGINE_RUNS + 1):
         for name, sess in sessions.items():
             started = time.thread_time()
             sess.run(None, {sess.get_inputs()[0].name: image})
             if k:  # the first run of each is its warm-up
-                times[name].append((time.thread_time() - started) * 1000 / batch)
+                times[name].append((time.thread_time() - started) * 1000 / ENGINE_BATCH)
     return {name: round(float(np.median(t)), 2) for name, t in times.items()}
 
 
@@ -199,10 +200,10 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
     top = max(levels)
     outside = {name: mean(name, top, "server_cpu_ms_per_image") - engine[name] for name in ("fp32", "int8")}
     ceiling = (outside["int8"] + engine["fp32"]) / (outside["int8"] + engine["int8"])
-    lines += ["", f"The engine alone on this CPU (the lanes' session options, one thread, batch 3, median of 9 "
-              f"interleaved runs, after the servers stopped): fp32 {engine['fp32']:.2f} ms/image, int8 "
-              f"{engine['int8']:.2f}: **{engine['fp32'] / engine['int8']:.2f}x**, the most any HTTP ratio can "
-              f"show here. Outside the engine (server CPU at c{top} minus the engine's) each photo cost "
+    lines += ["", f"The engine alone on this CPU (the lanes' session options, one thread, batch {ENGINE_BATCH}, "
+              f"median of {ENGINE_RUNS} interleaved runs, after the servers stopped): fp32 {engine['fp32']:.2f} "
+              f"ms/image, int8 {engine['int8']:.2f}: **{engine['fp32'] / engine['int8']:.2f}x**, the most any HTTP "
+              f"ratio can show here. Outside the engine (server CPU at c{top} minus the engine's) each photo cost "
               f"{outside['fp32']:.2f} ms (fp32) and {outside['int8']:.2f} ms (int8) of decoding, resizing, "
               f"HTTP and hand-offs, the same work for both; with int8's figure added to both engines the "
               f"ratio at full CPU is at most {ceiling:.2f}x."]
