@@ -71,8 +71,9 @@ class Settings(BaseSettings):
         "`variant_reason` (service/inference/selection.py)")
     int8_min_speedup: float = Field(
         default=1.1, ge=0.0, description="`auto` on the CPU serves a version's int8 variant only when, timed on this "
-        "machine as the version loads, it ran at least this many times fp32's speed (int8 is 2x faster on CPUs with "
-        "VNNI, slower than fp32 on some AVX2-only CPUs); 0 = skip the timing (service/inference/selection.py)")
+        "machine as the version loads, it ran at least this many times fp32's speed (measured one thread: int8 2.1x "
+        "fp32's speed on an EPYC with VNNI, 1.5-1.7x on a Zen 3 EPYC with AVX2 only, 0.9x on a Zen 2 one; "
+        "docs/benchmarks.md); 0 = skip the timing (service/inference/selection.py)")
     decoder: Literal["auto", "pil", "gpu"] = Field(
         default="auto", description="image decoding: `pil` (CPU), `gpu` (nvImageCodec + preprocessing graph, the "
         "`gpu` extra; docs/gpu.md), `auto` = gpu when CUDA serves and nvImageCodec is installed")
