@@ -107,6 +107,10 @@ class Server(Proc):
         wait_for(ready, timeout, f"server ready\n{self.tail()}")
         return self
 
+    def kill(self) -> None:
+        self.http.close()  # else its pooled connection to the dead server is left to the GC (ResourceWarning)
+        super().kill()
+
     def stop(self, timeout: float = 30.0) -> int:
         self.http.close()
         return super().stop(timeout)
