@@ -65,8 +65,9 @@ class Int8Recipe:
     # Without VNNI, AVX2's u8s8 kernels sum pairs of products in int16, which full 8-bit weights saturate
     # (logit MSE against fp32 0.115, the gate refused every 8-bit file there); with VNNI, 7 bits only
     # cost precision (MSE 0.0112 against 0.0054, HTTP agreement 0.980 against 0.994, same speed:
-    # docs/benchmarks.md, "int8 recipes"). A CPU without VNNI runs int8 slower than fp32, so `auto`
-    # serves fp32 there anyway (service/inference/selection.py).
+    # docs/benchmarks.md, "int8 recipes"). Without VNNI int8's speed against fp32 depends on the CPU
+    # (slower on one, faster on another: docs/benchmarks.md), so `auto` times both files as a version
+    # loads and serves fp32 where int8 is not faster (service/inference/selection.py).
     reduce_range: bool | None = None
 
     def resolved(self, flags: set[str] | None = None) -> Int8Recipe:
