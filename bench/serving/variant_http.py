@@ -206,10 +206,9 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
               f"ms/image, int8 {engine['int8']:.2f}: **{engine['fp32'] / engine['int8']:.2f}x**, what HTTP "
               f"would show with nothing outside the engine. Outside the engine (server CPU at c{top} minus the "
               f"engine's) each photo cost {outside['fp32']:.2f} ms (fp32) and {outside['int8']:.2f} ms (int8) of "
-              f"decoding, resizing, "
-              f"HTTP and hand-offs (a residual: it also holds whatever an engine loses in the server against "
-              f"alone); were it int8's figure for both, the ratio at full CPU would be {estimate:.2f}x, "
-              f"and c{top} measured {measured:.3f}x."]
+              f"decoding, resizing, HTTP and hand-offs (a residual: it also holds whatever an engine loses in "
+              f"the server against alone); were it int8's figure for both, the ratio at full CPU would be "
+              f"{estimate:.2f}x, and c{top} measured {measured:.3f}x."]
     if 8 in levels:
         c8 = mean("int8", 8, "images_per_s") / mean("fp32", 8, "images_per_s")
         met = c8 >= 1.5 and agreement >= 0.99
@@ -219,7 +218,8 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
     lines += ["", "Server CPU ms/image: the server process's user + system CPU over the measurement (every thread: "
               "the event loop, decoding, inference) per answered image; the load generator, on the same cores, is "
               "not in it. Where the server keeps both cores busy, the throughput ratio tends to the CPU ratio; "
-              "the work outside the network (decoding, resizing, HTTP) is the same for both and caps it. "
+              "the work outside the network (decoding, resizing, HTTP), much the same for both, holds it under "
+              "the engine's ratio. "
               "Load generator CPU ms/image: this process's CPU (bench/loadgen.py, uvloop) per answered image, "
               "taken from the same two cores: at c8, throughput is about 2 cores / (server + load generator CPU "
               "per image)."]
