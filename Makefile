@@ -70,7 +70,7 @@ lint: install
 	$(PY) scripts/check_tests_own_data.py
 	$(PY) scripts/check_rooms.py
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy core models jobs dataset_store feedback transport service trainer tuneserve
+	$(VENV)/bin/mypy core models jobs dataset_store feedback transport service trainer tuneserve bench
 	$(VENV)/bin/lint-imports
 
 clean:

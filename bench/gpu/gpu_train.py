@@ -64,7 +64,7 @@ def bare_step(device: torch.device, batch: int, pixels: torch.Tensor, steps: int
 
     backbone = create_backbone()
     backbone.replace_classifier(2)
-    model = backbone.model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = backbone.model.to(device).to(memory_format=torch.channels_last)
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -114,7 +114,7 @@ def main() -> int:
         import trainer.backbones as backbones
 
         weights = opts.weights.resolve()
-        backbones.lite0_weights_file = lambda: weights  # type: ignore[assignment]
+        backbones.lite0_weights_file = lambda: weights
     from core.jobspec import EarlyStopping, TrainSpec
     from trainer.data.pixels import load_split
     from trainer.run.engine import EpochMetrics, fine_tune

@@ -38,7 +38,7 @@ class Classifier:
         self.input_name = self.session.get_inputs()[0].name
         self.pool = ThreadPoolExecutor(THREADS)  # decode the batch's images in parallel
 
-    @bentoml.api(batchable=True, max_batch_size=8, max_latency_ms=1000)
+    @bentoml.api(batchable=True, max_batch_size=8, max_latency_ms=1000)  # type: ignore[untyped-decorator, unused-ignore]
     def predict(self, image: list[Path]) -> list[dict[str, object]]:
         arrays = list(self.pool.map(lambda p: preprocess(Path(p), self.pre, 40_000_000), image))
         (logits,) = self.session.run(None, {self.input_name: np.stack(arrays)})

@@ -68,9 +68,13 @@ def main() -> int:
                 blank = png(6300, 6300)
                 files = [("file", (f"{i}.png", blank, "image/png")) for i in range(64)]
                 single: list[tuple[int, float]] = []
-                thread = threading.Thread(target=lambda: (time.sleep(0.5), single.append(
-                    timed(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600), content=photo,
-                          headers={"Content-Type": "image/jpeg"}))))
+
+                def predict_meanwhile() -> None:  # its own connection: the big request holds the first
+                    time.sleep(0.5)
+                    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as other:
+                        single.append(timed(other, content=photo, headers={"Content-Type": "image/jpeg"}))
+
+                thread = threading.Thread(target=predict_meanwhile)
                 thread.start()
                 status, seconds = timed(http, files=files)
                 thread.join()

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -353,8 +354,8 @@ def uvicorn_cmd(target: str, port: int, factory: bool = False) -> list[str]:
     return cmd + (["--factory"] if factory else [])
 
 
-def measure(server: Server, requests: list[bytes], levels: list[int], duration_s: float) -> dict[int, dict]:
-    out = {}
+def measure(server: Server, requests: list[bytes], levels: list[int], duration_s: float) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
     for c in levels:
         res = load_test(server.port, requests, c, duration_s=duration_s, max_requests=20_000)
         out[c] = res.summary()
@@ -365,7 +366,7 @@ def measure(server: Server, requests: list[bytes], levels: list[int], duration_s
 def run_service(
     home: Path, jpegs: list[bytes], levels: list[int], duration_s: float, extra_env: dict[str, str] | None = None,
     paired_with: tuple[Path, str] | None = None,
-) -> dict[int | str, dict]:
+) -> dict[int | str, dict[str, Any]]:
     """The service at each concurrency level; with ``paired_with`` (the raw engine's model file and
     its best shape) also its c=1 latency and c=8 throughput in slices alternating with the raw
     engine's (keys ``"paired_c1"``, ``"paired_c8"``)."""
@@ -374,7 +375,7 @@ def run_service(
     server = Server("service", uvicorn_cmd("service.http.app:create_app", port, factory=True), env, port, "/readyz")
     try:
         reqs = [raw_request("/v1/models/imagenet/predict?top_k=5", j, "image/jpeg") for j in jpegs]
-        out: dict[int | str, dict] = dict(measure(server, reqs, levels, duration_s))
+        out: dict[int | str, dict[str, Any]] = {c: res for c, res in measure(server, reqs, levels, duration_s).items()}
         if paired_with is not None:
             engine, pre = load_engine(paired_with[0])
             out["paired_c1"] = paired_c1(engine, pre, jpegs, port, reqs, duration_s)
@@ -392,7 +393,7 @@ def compare_configs(home: Path, jpegs: list[bytes], configs: str, levels: list[i
     for config in configs.split(";"):
         pairs = [] if config.strip() == "default" else config.split()
         envs.append((config.strip(), dict(pair.split("=", 1) for pair in pairs)))
-    rows: dict[str, list[dict[int | str, dict]]] = {name: [] for name, _ in envs}
+    rows: dict[str, list[dict[int | str, dict[str, Any]]]] = {name: [] for name, _ in envs}
     for _ in range(2):
         for name, env in envs:
             rows[name].append(run_service(home, jpegs, levels, duration_s, env))
@@ -405,7 +406,7 @@ def compare_configs(home: Path, jpegs: list[bytes], configs: str, levels: list[i
     return "\n".join(lines)
 
 
-def run_naive(jpegs: list[bytes], levels: list[int], duration_s: float) -> dict[int, dict]:
+def run_naive(jpegs: list[bytes], levels: list[int], duration_s: float) -> dict[int, dict[str, Any]]:
     port = free_port()
     server = Server("naive-torch", uvicorn_cmd("bench.serving.naive_torch_app:app", port), {}, port, "/healthz")
     try:
@@ -415,7 +416,8 @@ def run_naive(jpegs: list[bytes], levels: list[int], duration_s: float) -> dict[
         server.stop()
 
 
-def run_bentoml(model_file: Path, jpegs: list[bytes], levels: list[int], duration_s: float) -> dict[int, dict]:
+def run_bentoml(model_file: Path, jpegs: list[bytes], levels: list[int],
+                duration_s: float) -> dict[int, dict[str, Any]]:
     bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent))
     if bentoml is None:
         raise RuntimeError("bentoml is not installed (pip install 'tuneserve[bench]')")
@@ -432,7 +434,7 @@ def run_bentoml(model_file: Path, jpegs: list[bytes], levels: list[int], duratio
         shutil.rmtree(bento_home, ignore_errors=True)
 
 
-def mean_raw(a: dict, b: dict) -> dict:
+def mean_raw(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     keys = ("single_p50_ms", "single_p99_ms", "single_images_per_s", "images_per_s")
     out = {k: round((a[k] + b[k]) / 2, 2) for k in keys}
     out["best_shape"] = f"before: {a['best_shape']} {a['images_per_s']}; after: {b['best_shape']} {b['images_per_s']}"
@@ -441,7 +443,7 @@ def mean_raw(a: dict, b: dict) -> dict:
 
 
 # ------------------------------------------------------------------ report
-def ratios(res: dict) -> dict[str, float | None]:
+def ratios(res: dict[str, Any]) -> dict[str, float | None]:
     svc = res["service"]
     raw = res["raw"]
     out: dict[str, float | None] = {
@@ -459,12 +461,14 @@ def ratios(res: dict) -> dict[str, float | None]:
         out["service_c1_p50 / raw_single_p50, alternating slices"] = paired["service_p50_ms"] / paired["raw_p50_ms"]
     for peer in ("naive", "bentoml"):
         peer_res = res.get(peer)
-        ok = isinstance(peer_res, dict) and 8 in peer_res and peer_res[8]["images_per_s"] > 0
-        out[f"service_c8 / {peer}_c8"] = svc[8]["images_per_s"] / peer_res[8]["images_per_s"] if ok else None
+        if isinstance(peer_res, dict) and 8 in peer_res and peer_res[8]["images_per_s"] > 0:
+            out[f"service_c8 / {peer}_c8"] = svc[8]["images_per_s"] / peer_res[8]["images_per_s"]
+        else:
+            out[f"service_c8 / {peer}_c8"] = None
     return {k: (round(v, 3) if v is not None else None) for k, v in out.items()}
 
 
-def markdown(res: dict, rat: dict, meta: dict) -> str:
+def markdown(res: dict[str, Any], rat: dict[str, float | None], meta: dict[str, Any]) -> str:
     raw = res["raw"]
     when = ", mean of before/after the HTTP runs" if "raw_after" in res else ", measured before the HTTP runs"
     lines = [
@@ -558,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     res["paired_c1"] = service.pop("paired_c1", None)
     res["paired_c8"] = service.pop("paired_c8", None)
     res["service"] = service
-    for name, fn in (("naive", lambda: run_naive(jpegs, levels, opts.duration)),
-                     ("bentoml", lambda: run_bentoml(model_file, jpegs, levels, opts.duration))):
+    peers: list[tuple[str, Callable[[], dict[int, dict[str, Any]]]]] = [
+        ("naive", lambda: run_naive(jpegs, levels, opts.duration)),
+        ("bentoml", lambda: run_bentoml(model_file, jpegs, levels, opts.duration))]
+    for name, fn in peers:
         if name in skip:
             res[name] = "skipped"
             continue

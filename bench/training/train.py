@@ -81,7 +81,7 @@ def loop_vs_bare(dataset: Any, batch_size: int, images: int = 64, rounds: int = 
 
     backbone = create_backbone()
     backbone.replace_classifier(2)
-    model = backbone.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = backbone.model.to(memory_format=torch.channels_last)
     pre = backbone.preprocessing
     split = load_split(dataset, "train", pre, with_train=True)
     assert split.train is not None
@@ -239,7 +239,7 @@ def main() -> int:
         rows: dict[str, dict[str, Any]] = {}
         modes = [] if opts.modes == "none" else opts.modes.split(",")
         for mode in modes:
-            rows[mode] = run_mode(TrainSpec(mode=mode), dataset)[1]  # type: ignore[arg-type]
+            rows[mode] = run_mode(TrainSpec(mode=mode), dataset)[1]
         for i, extra in enumerate(opts.spec):
             spec = TrainSpec.model_validate(json.loads(extra))
             rows[f"{spec.mode} #{i + 1}"] = run_mode(spec, dataset)[1]
