@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
-    # With the servers stopped: what the engine alone gives on this CPU bounds what HTTP can show.
+    # With the servers stopped: the engine alone on this CPU, for the estimate of what HTTP can show.
     from models import Registry
 
     info = Registry(home / "models").get("imagenet", version)
@@ -176,6 +176,9 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
     def mean(name: str, c: int, key: str) -> float:
         return float(np.mean([float(r[key]) for r in runs[name][c]]))
 
+    def speedup(c: int) -> float:  # int8's images/s over fp32's, each the mean of its rounds
+        return mean("int8", c, "images_per_s") / mean("fp32", c, "images_per_s")
+
     lines = [SECTION, "", f"Command: `{command}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores; {n} hymenoptera val JPEGs (~500x375), "
              f"one image per request, {duration:g} s per measurement, fp32 and int8 servers alternating "
@@ -188,9 +191,8 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
         return "/".join(str(r[key]) for r in runs[name][c])
 
     for c in levels:
-        ratio = mean("int8", c, "images_per_s") / mean("fp32", c, "images_per_s")
         cpu = mean("fp32", c, "server_cpu_ms_per_image") / mean("int8", c, "server_cpu_ms_per_image")
-        cells = [rounds("fp32", c, "images_per_s"), rounds("int8", c, "images_per_s"), f"{ratio:.2f}x",
+        cells = [rounds("fp32", c, "images_per_s"), rounds("int8", c, "images_per_s"), f"{speedup(c):.2f}x",
                  rounds("fp32", c, "p50_ms"), rounds("int8", c, "p50_ms"),
                  rounds("fp32", c, "server_cpu_ms_per_image"), rounds("int8", c, "server_cpu_ms_per_image"),
                  f"{cpu:.2f}x", rounds("fp32", c, "loop_cpu_ms_per_image"), rounds("int8", c, "loop_cpu_ms_per_image"),
@@ -200,7 +202,6 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
     top = max(levels)
     outside = {name: mean(name, top, "server_cpu_ms_per_image") - engine[name] for name in ("fp32", "int8")}
     estimate = (outside["int8"] + engine["fp32"]) / (outside["int8"] + engine["int8"])
-    measured = mean("int8", top, "images_per_s") / mean("fp32", top, "images_per_s")
     lines += ["", f"The engine alone on this CPU (the lanes' session options, one thread, batch {ENGINE_BATCH}, "
               f"median of {ENGINE_RUNS} interleaved runs, after the servers stopped): fp32 {engine['fp32']:.2f} "
               f"ms/image, int8 {engine['int8']:.2f}: **{engine['fp32'] / engine['int8']:.2f}x**, what HTTP "
@@ -208,9 +209,9 @@ def markdown(runs: dict[str, dict[int, list[dict[str, Any]]]], levels: list[int]
               f"engine's) each photo cost {outside['fp32']:.2f} ms (fp32) and {outside['int8']:.2f} ms (int8) of "
               f"decoding, resizing, HTTP and hand-offs (a residual: it also holds whatever an engine loses in "
               f"the server against alone); were it int8's figure for both, the ratio at full CPU would be "
-              f"{estimate:.2f}x, and c{top} measured {measured:.3f}x."]
+              f"{estimate:.2f}x, and c{top} measured {speedup(top):.3f}x."]
     if 8 in levels:
-        c8 = mean("int8", 8, "images_per_s") / mean("fp32", 8, "images_per_s")
+        c8 = speedup(8)
         met = c8 >= 1.5 and agreement >= 0.99
         lines += ["", f"Target (issue 21: >= 1.5x images/s at concurrency 8 with top-1 agreement >= 0.99): "
                   f"{'met' if met else 'NOT met'} ({c8:.3f}x, agreement {agreement:.4f}); load average "
