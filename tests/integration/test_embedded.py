@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.procs import alive
 from jobs import FINISHED
-from tests.integration.procs import Server, base_env, children_of, pid_alive, upload, wait_for, wait_job
+from tests.integration.procs import Server, base_env, children_of, upload, wait_for, wait_job
 from transport.embedded_redis import discover
 
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def test_serve_runs_redis_and_worker_itself(tmp_path: Path, bootstrapped_home: P
     finally:
         code = server.stop(timeout=60)
     assert code == 0, server.tail(40)
-    assert not any(pid_alive(pid) for pid in children), "worker or redis outlived serve"
+    assert not any(alive(pid) for pid in children), "worker or redis outlived serve"
     assert discover(home) is None and not (home / "run" / "redis.url").exists()
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/healthz", timeout=2)

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from core.procs import cmdline
+from core.procs import alive, cmdline
 from jobs import FINISHED
 from tests.integration.procs import (
     Server,
     base_env,
     children_of,
     free_port,
-    pid_alive,
     upload,
     wait_for,
     wait_job,
@@ -88,7 +87,7 @@ def test_sigkilled_serve_leaves_no_redis_or_worker(tmp_path: Path, bootstrapped_
     children = wait_for(lambda: len(c := children_of(server.pid)) == 2 and c, 30, "redis-server and the worker")
     assert redis_pid(home) in children
     server.kill()  # SIGKILL: no cleanup code runs in serve
-    wait_for(lambda: not any(pid_alive(pid) for pid in children), 10, "redis-server and the worker to die with serve")
+    wait_for(lambda: not any(alive(pid) for pid in children), 10, "redis-server and the worker to die with serve")
 
 
 @pytest.mark.timeout(300)
@@ -148,8 +147,8 @@ def test_sigterm_with_a_running_job_exits_fast_and_the_job_resumes(tmp_path: Pat
     assert code == 0 and took < 10, f"serve took {took:.1f}s to stop\n{server.tail(40)}"
     # Redis and the worker are gone when serve exits; the upload validator's forkserver follows once it
     # sees its parent's pipe close.
-    assert not pid_alive(redis_pid_seen) and not pid_alive(worker_pid), "redis-server or the worker outlived serve"
-    survivors = lambda: {pid: cmdline(pid) for pid in children if pid_alive(pid)}  # noqa: E731
+    assert not alive(redis_pid_seen) and not alive(worker_pid), "redis-server or the worker outlived serve"
+    survivors = lambda: {pid: cmdline(pid) for pid in children if alive(pid)}  # noqa: E731
     try:
         wait_for(lambda: not survivors(), 5, "serve's children to exit")
     except AssertionError:

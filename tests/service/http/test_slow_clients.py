@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.procs import rss_mib
 from core.settings import Settings
 from service.http.app import create_app
 from service.http.http_protocol import GuardedHttpToolsProtocol
@@ -109,13 +110,6 @@ def test_stalled_and_trickling_bodies_are_cut(url: str) -> None:
         assert ok.status_code == 200
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def unfinished_upload(port: int, size: int, out: list[bytes]) -> None:
     """Headers for ``size`` bytes, all but 1 MiB of them, then nothing."""
     try:
@@ -136,7 +130,7 @@ def test_unfinished_bodies_keep_memory_bounded(home: Path, tmp_path: Path) -> No
                    TUNESERVE_BODY_IDLE_TIMEOUT_S="3")
     server = Server(env, tmp_path / "serve.log").wait_ready()
     try:
-        before = rss_mb(server.pid)
+        before = rss_mib(server.pid)
         answers: list[bytes] = []
         clients = [threading.Thread(target=unfinished_upload, args=(server.port, 30 << 20, answers))
                    for _ in range(20)]  # the issue: 20 of these raised RSS from 450 to 1,052 MB
@@ -145,7 +139,7 @@ def test_unfinished_bodies_keep_memory_bounded(home: Path, tmp_path: Path) -> No
         peak = before
         deadline = time.monotonic() + 60
         while any(c.is_alive() for c in clients) and time.monotonic() < deadline:
-            peak = max(peak, rss_mb(server.pid))
+            peak = max(peak, rss_mib(server.pid))
             time.sleep(0.05)
         for client in clients:
             client.join(5)
